@@ -1,0 +1,234 @@
+"""The ask/tell protocol shared by every searcher, and its bookkeeping."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from search.pareto import pareto_front
+from spaces import Space
+
+STATE_VERSION = 1
+STATUSES = ("completed", "failed", "infeasible", "stopped")
+
+
+class Exhausted(Exception):
+    """Raised by `ask` when a searcher has no configuration left to propose."""
+
+
+@dataclass(frozen=True)
+class Trial:
+    id: str
+    config: dict
+
+
+@dataclass(frozen=True)
+class Objective:
+    """Objectives and constraints, checked once: `metrics[i]` is optimized in `modes[i]`."""
+
+    metrics: tuple[str, ...]
+    modes: tuple[str, ...]
+    constraints: tuple[tuple[str, float], ...]
+
+    @classmethod
+    def build(cls, metric, mode, constraints) -> Objective:
+        metrics = (metric,) if isinstance(metric, str) else tuple(metric or ())
+        modes = (mode,) if isinstance(mode, str) else tuple(mode or ())
+        if not metrics or not all(isinstance(m, str) and m for m in metrics):
+            raise ValueError(f"metric must be a name or a list of names, got {metric!r}")
+        if len(set(metrics)) != len(metrics):
+            raise ValueError(f"metric lists a name twice: {list(metrics)}")
+        if len(modes) == 1 and len(metrics) > 1:
+            modes = modes * len(metrics)
+        if len(modes) != len(metrics) or any(m not in ("min", "max") for m in modes):
+            raise ValueError(
+                f"mode must be 'min' or 'max' (one, or one per metric {list(metrics)}), "
+                f"got {mode!r}"
+            )
+        bounds = []
+        for name, bound in dict(constraints or {}).items():
+            if not isinstance(bound, int | float) or isinstance(bound, bool) or math.isnan(bound):
+                raise ValueError(
+                    f"constraint {name!r}: the upper bound must be a number, got {bound!r}"
+                )
+            bounds.append((str(name), float(bound)))
+        return cls(metrics, modes, tuple(bounds))
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """Every metric a result must carry: objectives, then constrained costs."""
+        return self.metrics + tuple(n for n, _ in self.constraints if n not in self.metrics)
+
+    def violation(self, metrics: Mapping) -> float:
+        """Total relative amount by which `metrics` exceed their bounds (0 when feasible)."""
+        return sum(
+            max(0.0, metrics[name] - bound) / max(abs(bound), 1e-12)
+            for name, bound in self.constraints
+        )
+
+    def signed(self, metrics: Mapping) -> np.ndarray:
+        """Objective values turned to minimization, shape `(len(metrics),)`."""
+        return np.array(
+            [
+                metrics[m] if mode == "min" else -metrics[m]
+                for m, mode in zip(self.metrics, self.modes)
+            ]
+        )
+
+
+class Searcher:
+    """Base of every searcher: `ask` proposes, `tell` records, state round-trips as JSON.
+
+    Subclasses implement `_propose()` (a config dict, drawing randomness only from
+    `self.rng`) and may override `_observe(record)`, called after each tell, and
+    `_extra_state()`/`_load_extra_state()` for what they keep beyond the observations.
+    """
+
+    name = "base"
+
+    def __init__(
+        self,
+        space: Space,
+        *,
+        metric: str | Sequence[str],
+        mode: str | Sequence[str] = "max",
+        seed: int | None = None,
+        constraints: Mapping[str, float] | None = None,
+    ):
+        if not isinstance(space, Space):
+            raise ValueError(f"space must be a spaces.Space, got {type(space).__name__}")
+        self.space = space
+        self.objective = Objective.build(metric, mode, constraints)
+        self.seed = seed
+        self.rng = np.random.default_rng(seed)
+        self.pending: dict[str, dict] = {}
+        self.observations: list[dict] = []
+        self._next_id = 0
+
+    # -- protocol ---------------------------------------------------------------------------
+    def ask(self) -> Trial:
+        """A new trial; its config differs from every pending one where the space allows."""
+        taken = {self.space.canonical(c) for c in self.pending.values()}
+        for _ in range(100):
+            config = self._propose()
+            if self.space.canonical(config) not in taken:
+                break
+        trial = Trial(str(self._next_id), config)
+        self._next_id += 1
+        self.pending[trial.id] = config
+        return trial
+
+    def tell(self, trial_id: str, metrics: Mapping | None, *, status: str | None = None) -> dict:
+        """Record a result; `None`, or a NaN/inf objective or cost, records a failure.
+
+        `status` may be given as `"stopped"` for a trial a scheduler ended early (kept out of
+        the model: its metrics are of a lower fidelity). Returns the stored record.
+        """
+        if trial_id not in self.pending:
+            known = (
+                "already told" if any(o["id"] == trial_id for o in self.observations) else "unknown"
+            )
+            raise ValueError(
+                f"tell: trial id {trial_id!r} is {known}; pending: {sorted(self.pending)}"
+            )
+        if status is not None and status not in STATUSES:
+            raise ValueError(f"tell: status must be one of {list(STATUSES)}, got {status!r}")
+        values = None if metrics is None else self._clean(metrics)
+        record = {"id": trial_id, "config": self.pending.pop(trial_id), "metrics": None}
+        record["status"] = "failed"
+        if values is not None:
+            record["metrics"] = values
+            record["violation"] = self.objective.violation(values)
+            record["status"] = "completed" if record["violation"] == 0 else "infeasible"
+        if status is not None and record["status"] != "failed":
+            record["status"] = status
+        self.observations.append(record)
+        self._observe(record)
+        return record
+
+    def _clean(self, metrics: Mapping) -> dict | None:
+        missing = [n for n in self.objective.names if n not in metrics]
+        if missing:
+            raise ValueError(
+                f"tell: metrics lack {missing}; got {sorted(metrics)} "
+                "(tell None for a failed trial)"
+            )
+        values = {}
+        for name in self.objective.names:
+            value = metrics[name]
+            if not isinstance(value, int | float | np.number) or isinstance(value, bool):
+                raise ValueError(f"tell: metric {name!r} must be a number, got {value!r}")
+            if not math.isfinite(value):
+                return None
+            values[name] = float(value)
+        return values
+
+    # -- queries ----------------------------------------------------------------------------
+    def usable(self, *, feasible_only: bool = False) -> list[dict]:
+        """Observations with full-fidelity metrics (not failed, not stopped)."""
+        wanted = ("completed",) if feasible_only else ("completed", "infeasible")
+        return [o for o in self.observations if o["status"] in wanted]
+
+    def best(self) -> dict | None:
+        """The best feasible observation of a single-objective search (None before one)."""
+        if len(self.objective.metrics) != 1:
+            raise ValueError("best() is for one objective; use front() with several")
+        feasible = self.usable(feasible_only=True)
+        if not feasible:
+            return None
+        return min(feasible, key=lambda o: self.objective.signed(o["metrics"])[0])
+
+    def front(self) -> list[dict]:
+        """The feasible observations no other feasible one dominates."""
+        feasible = self.usable(feasible_only=True)
+        rows = [o["metrics"] for o in feasible]
+        keep = {id(r) for r in pareto_front(rows, self.objective.metrics, self.objective.modes)}
+        return [o for o in feasible if id(o["metrics"]) in keep]
+
+    # -- state ------------------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        """Everything needed to continue: JSON types only, with a version."""
+        return {
+            "version": STATE_VERSION,
+            "searcher": self.name,
+            "space": self.space.to_dict(),
+            "rng": self.rng.bit_generator.state,
+            "next_id": self._next_id,
+            "pending": dict(self.pending),
+            "observations": list(self.observations),
+            "extra": self._extra_state(),
+        }
+
+    def load_state_dict(self, state: Mapping) -> None:
+        if state.get("version") != STATE_VERSION:
+            raise ValueError(
+                f"searcher state version {state.get('version')!r} is not {STATE_VERSION}, "
+                "the one this release reads"
+            )
+        if state.get("searcher") != self.name:
+            raise ValueError(f"state is of searcher {state.get('searcher')!r}, not {self.name!r}")
+        if Space.from_dict(state["space"]) != self.space:
+            raise ValueError(
+                "state was saved for another space; create the searcher with that space"
+            )
+        self.rng.bit_generator.state = state["rng"]
+        self._next_id = int(state["next_id"])
+        self.pending = {str(k): dict(v) for k, v in state["pending"].items()}
+        self.observations = [dict(o) for o in state["observations"]]
+        self._load_extra_state(state.get("extra") or {})
+
+    # -- hooks ------------------------------------------------------------------------------
+    def _propose(self) -> dict:
+        raise NotImplementedError
+
+    def _observe(self, record: dict) -> None:
+        pass
+
+    def _extra_state(self) -> dict:
+        return {}
+
+    def _load_extra_state(self, extra: Mapping) -> None:
+        pass

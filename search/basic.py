@@ -1,0 +1,62 @@
+"""Random and grid search."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterator, Mapping
+
+from search.base import Exhausted, Searcher
+
+
+class RandomSearcher(Searcher):
+    """Independent draws from each parameter's prior."""
+
+    name = "random"
+
+    def _propose(self) -> dict:
+        return self.space.sample(self.rng)
+
+
+class GridSearcher(Searcher):
+    """Every combination of Choice and Int values (`points` values for Float and wide Int
+    ranges), conditionals respected, in a fixed order; `ask` raises `Exhausted` at the end."""
+
+    name = "grid"
+
+    def __init__(self, space, *, points: int = 5, **common):
+        super().__init__(space, **common)
+        if not isinstance(points, int) or points < 2:
+            raise ValueError(f"grid: points must be an integer >= 2, got {points!r}")
+        self.points = points
+        self._position = 0
+        self._grid = self._walk()
+
+    def _walk(self, start: int = 0) -> Iterator[dict]:
+        return itertools.islice(self._expand({}, 0), start, None)
+
+    def _expand(self, partial: dict, depth: int) -> Iterator[dict]:
+        if depth == len(self.space):
+            yield dict(partial)
+            return
+        name = self.space.names[depth]
+        if not self.space.is_active(name, partial):
+            yield from self._expand(partial, depth + 1)
+            return
+        for value in self.space[name].grid(self.points):
+            partial[name] = value
+            yield from self._expand(partial, depth + 1)
+            del partial[name]
+
+    def _propose(self) -> dict:
+        config = next(self._grid, None)
+        if config is None:
+            raise Exhausted(f"grid: all {self._position} configurations have been proposed")
+        self._position += 1
+        return config
+
+    def _extra_state(self) -> dict:
+        return {"position": self._position}
+
+    def _load_extra_state(self, extra: Mapping) -> None:
+        self._position = int(extra.get("position", 0))
+        self._grid = self._walk(self._position)

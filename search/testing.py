@@ -1,0 +1,154 @@
+"""The contract every searcher passes: inherit `SearcherContract` in a pytest class and set
+`searcher_name` (and `options`, `budget`, `seed_sensitive` where the defaults do not fit).
+
+    class TestRandom(SearcherContract):
+        searcher_name = "random"
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+
+import search
+from spaces import Choice, Float, Int, Space
+
+PLAIN_TYPES = (str, int, float, bool, type(None))
+
+
+def mixed_space() -> Space:
+    """Floats (linear and log), an int, a choice and a conditional float."""
+    return Space(
+        {
+            "x": Float(-2.0, 2.0),
+            "lr": Float(1e-4, 1e-1, log=True),
+            "n": Int(1, 8),
+            "act": Choice(("relu", "gelu", "silu")),
+            "use_t": Choice((False, True)),
+            "t": Float(1.0, 10.0, when={"use_t": True}),
+        }
+    )
+
+
+def toy_metrics(config: dict) -> dict:
+    """A smooth objective with its best at x=0.5, lr=1e-2, act=gelu; `cost` grows with n."""
+    score = -((config["x"] - 0.5) ** 2) - (math.log10(config["lr"]) + 2.0) ** 2 / 4
+    score += 0.3 * (config["act"] == "gelu") - 0.05 * config["n"]
+    if config["use_t"]:
+        score -= 0.01 * config["t"]
+    return {"score": score, "cost": float(config["n"])}
+
+
+class SearcherContract:
+    searcher_name: str = ""
+    options: dict = {}
+    budget: int = 12
+    seed_sensitive: bool = True
+
+    def make(self, space=None, **kwargs) -> search.Searcher:
+        args = {"metric": "score", "mode": "max", "seed": 0, **self.options, **kwargs}
+        return search.create(self.searcher_name, space or mixed_space(), **args)
+
+    def run(self, searcher, steps: int) -> list[dict]:
+        configs = []
+        for _ in range(steps):
+            trial = searcher.ask()
+            configs.append(trial.config)
+            searcher.tell(trial.id, toy_metrics(trial.config))
+        return configs
+
+    def test_configs_are_valid_and_plain(self):
+        searcher = self.make()
+        for config in self.run(searcher, self.budget):
+            searcher.space.validate(config)
+            assert all(isinstance(v, PLAIN_TYPES) for v in config.values()), config
+            assert json.loads(json.dumps(config)) == config
+
+    def test_same_seed_same_configs(self):
+        assert self.run(self.make(seed=3), self.budget) == self.run(self.make(seed=3), self.budget)
+
+    def test_other_seed_other_configs(self):
+        if self.seed_sensitive:
+            assert self.run(self.make(seed=3), self.budget) != self.run(
+                self.make(seed=4), self.budget
+            )
+
+    def test_state_round_trip_continues_identically(self):
+        original = self.make(seed=5)
+        self.run(original, self.budget // 2)
+        pending = original.ask()
+        state = json.loads(json.dumps(original.state_dict()))
+        resumed = self.make(seed=99)
+        resumed.load_state_dict(state)
+        for searcher in (original, resumed):
+            searcher.tell(pending.id, toy_metrics(pending.config))
+        assert self.run(resumed, self.budget // 2) == self.run(original, self.budget // 2)
+
+    def test_failed_and_nonfinite_results_are_failures(self):
+        searcher = self.make()
+        self.run(searcher, 2)
+        for bad in (None, {"score": float("nan")}, {"score": float("inf")}):
+            trial = searcher.ask()
+            assert searcher.tell(trial.id, bad)["status"] == "failed"
+        self.run(searcher, 3)
+        failed = [o for o in searcher.observations if o["status"] == "failed"]
+        assert len(failed) == 3
+        best = searcher.best()
+        assert best is not None and math.isfinite(best["metrics"]["score"])
+
+    def test_pending_configs_differ(self):
+        small = Space({"a": Choice(("p", "q", "r", "s")), "b": Choice((1, 2))})
+        searcher = self.make(small)
+        configs = [searcher.ask().config for _ in range(8)]
+        assert len({json.dumps(c, sort_keys=True) for c in configs}) == 8
+
+    def test_bad_tells_raise(self):
+        searcher = self.make()
+        trial = searcher.ask()
+        for wrong in ("no-such-id",):
+            try:
+                searcher.tell(wrong, {"score": 1.0})
+            except ValueError as err:
+                assert "unknown" in str(err)
+            else:
+                raise AssertionError("telling an unknown id must raise")
+        try:
+            searcher.tell(trial.id, {"other": 1.0})
+        except ValueError as err:
+            assert "score" in str(err)
+        else:
+            raise AssertionError("telling without the metric must raise")
+        searcher.tell(trial.id, {"score": 1.0})
+        try:
+            searcher.tell(trial.id, {"score": 1.0})
+        except ValueError as err:
+            assert "already told" in str(err)
+        else:
+            raise AssertionError("telling the same id twice must raise")
+
+    def test_constraint_bookkeeping(self):
+        searcher = self.make(constraints={"cost": 4.0})
+        statuses = {}
+        for _ in range(self.budget):
+            trial = searcher.ask()
+            metrics = toy_metrics(trial.config)
+            statuses[trial.id] = "completed" if metrics["cost"] <= 4.0 else "infeasible"
+            record = searcher.tell(trial.id, metrics)
+            assert record["status"] == statuses[trial.id]
+            assert (record["violation"] > 0) == (statuses[trial.id] == "infeasible")
+        best = searcher.best()
+        if best is not None:
+            assert best["metrics"]["cost"] <= 4.0
+            feasible = [o["metrics"]["score"] for o in searcher.usable(feasible_only=True)]
+            assert best["metrics"]["score"] == max(feasible)
+
+    def test_several_objectives_keep_a_front(self):
+        searcher = self.make(metric=["score", "cost"], mode=["max", "min"])
+        self.run(searcher, self.budget)
+        front = searcher.front()
+        assert front
+        points = np.array([[-o["metrics"]["score"], o["metrics"]["cost"]] for o in front])
+        for p in points:
+            assert not np.any(np.all(points <= p, axis=1) & np.any(points < p, axis=1))

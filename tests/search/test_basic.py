@@ -1,0 +1,72 @@
+import pytest
+
+import search
+from search.testing import SearcherContract, mixed_space, toy_metrics
+from spaces import Choice, Float, Int, Space
+
+
+class TestRandom(SearcherContract):
+    searcher_name = "random"
+
+
+class TestGrid(SearcherContract):
+    searcher_name = "grid"
+    seed_sensitive = False  # a grid visits the same points in the same order
+
+
+def test_grid_covers_choices_ints_and_float_points():
+    space = Space({"a": Choice(("x", "y")), "n": Int(1, 3), "f": Float(0.0, 1.0)})
+    grid = search.create("grid", space, metric="m", points=3)
+    configs = [grid.ask().config for _ in range(18)]
+    assert {(c["a"], c["n"], c["f"]) for c in configs} == {
+        (a, n, f) for a in "xy" for n in (1, 2, 3) for f in (0.0, 0.5, 1.0)
+    }
+    with pytest.raises(search.Exhausted):
+        grid.ask()
+
+
+def test_grid_enumerates_conditionals_once():
+    space = Space({"d": Choice((False, True)), "t": Choice((1, 2, 3), when={"d": True})})
+    grid = search.create("grid", space, metric="m")
+    assert [grid.ask().config for _ in range(4)] == [
+        {"d": False},
+        {"d": True, "t": 1},
+        {"d": True, "t": 2},
+        {"d": True, "t": 3},
+    ]
+
+
+def test_create_rejects_unknown_names_and_options():
+    with pytest.raises(ValueError, match="did you mean 'random'"):
+        search.create("randon", mixed_space(), metric="score")
+    with pytest.raises(ValueError, match=r"no option \['pionts'\]; its options: \['points'\]"):
+        search.create("grid", mixed_space(), metric="score", pionts=3)
+    with pytest.raises(ValueError, match="mode must be"):
+        search.create("random", mixed_space(), metric="score", mode="maximize")
+    with pytest.raises(ValueError, match="one per metric"):
+        search.create("random", mixed_space(), metric=["a", "b", "c"], mode=["min", "max"])
+    with pytest.raises(ValueError, match="upper bound must be a number"):
+        search.create("random", mixed_space(), metric="score", constraints={"cost": "5ms"})
+    with pytest.raises(ValueError, match="spaces.Space"):
+        search.create("random", {"x": Float(0, 1)}, metric="score")
+
+
+def test_state_is_refused_for_another_searcher_or_space():
+    state = search.create("random", mixed_space(), metric="score").state_dict()
+    with pytest.raises(ValueError, match="another space"):
+        search.create("random", Space({"x": Float(0, 1)}), metric="score").load_state_dict(state)
+    with pytest.raises(ValueError, match="not 'grid'"):
+        search.create("grid", mixed_space(), metric="score").load_state_dict(state)
+    with pytest.raises(ValueError, match="version"):
+        search.create("random", mixed_space(), metric="score").load_state_dict(
+            {**state, "version": 7}
+        )
+
+
+def test_stopped_trials_are_kept_out_of_the_usable_results():
+    searcher = search.create("random", mixed_space(), metric="score")
+    trial = searcher.ask()
+    assert (
+        searcher.tell(trial.id, toy_metrics(trial.config), status="stopped")["status"] == "stopped"
+    )
+    assert searcher.usable() == [] and searcher.best() is None

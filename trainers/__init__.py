@@ -1,0 +1,1 @@
+"""Trainers: datasets, model builders, training, compression and hardware cost (torch)."""
