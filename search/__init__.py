@@ -7,11 +7,13 @@ import inspect
 
 from search.base import STATUSES, Exhausted, Objective, Searcher, Trial
 from search.basic import GridSearcher, RandomSearcher
+from search.bo import BayesSearcher
 from search.pareto import hypervolume, non_dominated, pareto_front
 
 SEARCHERS = {
     "random": RandomSearcher,
     "grid": GridSearcher,
+    "bo": BayesSearcher,
 }
 
 
@@ -46,6 +48,7 @@ def searcher_options(name: str) -> list[str]:
 __all__ = [
     "SEARCHERS",
     "STATUSES",
+    "BayesSearcher",
     "Exhausted",
     "GridSearcher",
     "Objective",

@@ -6,6 +6,23 @@ import itertools
 from collections.abc import Iterator, Mapping
 
 from search.base import Exhausted, Searcher
+from spaces import Space
+
+
+def enumerate_configs(space: Space, points: int, _partial=None, _depth=0) -> Iterator[dict]:
+    """Every grid config of `space` in a fixed order (`points` values per continuous domain)."""
+    partial = {} if _partial is None else _partial
+    if _depth == len(space):
+        yield dict(partial)
+        return
+    name = space.names[_depth]
+    if not space.is_active(name, partial):
+        yield from enumerate_configs(space, points, partial, _depth + 1)
+        return
+    for value in space[name].grid(points):
+        partial[name] = value
+        yield from enumerate_configs(space, points, partial, _depth + 1)
+        del partial[name]
 
 
 class RandomSearcher(Searcher):
@@ -32,20 +49,7 @@ class GridSearcher(Searcher):
         self._grid = self._walk()
 
     def _walk(self, start: int = 0) -> Iterator[dict]:
-        return itertools.islice(self._expand({}, 0), start, None)
-
-    def _expand(self, partial: dict, depth: int) -> Iterator[dict]:
-        if depth == len(self.space):
-            yield dict(partial)
-            return
-        name = self.space.names[depth]
-        if not self.space.is_active(name, partial):
-            yield from self._expand(partial, depth + 1)
-            return
-        for value in self.space[name].grid(self.points):
-            partial[name] = value
-            yield from self._expand(partial, depth + 1)
-            del partial[name]
+        return itertools.islice(enumerate_configs(self.space, self.points), start, None)
 
     def _propose(self) -> dict:
         config = next(self._grid, None)

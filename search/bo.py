@@ -1,0 +1,193 @@
+"""Bayesian optimization: a mixed-space GP per objective and per constraint, constrained
+log-EI (or UCB, PI), kriging-believer fantasies for pending trials, ParEGO for several
+objectives."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+
+import numpy as np
+from scipy.stats import qmc
+
+from search import gp
+from search.base import Searcher
+from search.basic import enumerate_configs
+from spaces import Choice, Int
+
+ACQUISITIONS = ("ei", "ucb", "pi")
+
+
+class BayesSearcher(Searcher):
+    """Options: `acquisition` ("ei", "ucb", "pi"), `n_initial` (Latin-hypercube design size),
+    `kappa` (UCB's width), `candidates` (random candidates per ask on large spaces),
+    `exhaustive_limit` (spaces with at most this many configs are scored whole)."""
+
+    name = "bo"
+
+    def __init__(
+        self,
+        space,
+        *,
+        acquisition: str = "ei",
+        n_initial: int = 10,
+        kappa: float = 2.0,
+        candidates: int = 1000,
+        exhaustive_limit: int = 20000,
+        **common,
+    ):
+        super().__init__(space, **common)
+        if acquisition not in ACQUISITIONS:
+            raise ValueError(f"bo: acquisition must be one of {list(ACQUISITIONS)}, got {acquisition!r}")
+        if not isinstance(n_initial, int) or n_initial < 1:
+            raise ValueError(f"bo: n_initial must be a positive integer, got {n_initial!r}")
+        self.acquisition, self.n_initial, self.kappa = acquisition, n_initial, float(kappa)
+        self.n_candidates, self.exhaustive_limit = int(candidates), int(exhaustive_limit)
+        self.cat = gp.categorical_mask(space)
+        self._design_seed = int(self.rng.integers(2**31))
+        self._design_used = 0
+        self._thetas: dict[str, list[float]] = {}
+        self._all = self._enumerate()
+
+    # -- candidates -----------------------------------------------------------------------------
+    def _enumerate(self) -> tuple[list[dict], np.ndarray] | None:
+        """Every config of a small discrete space with its features, else None."""
+        count = 1
+        for param in self.space.params.values():
+            if isinstance(param, Choice):
+                count *= len(param.options)
+            elif isinstance(param, Int):
+                count *= param.high - param.low + 1
+            else:
+                return None
+        if count > self.exhaustive_limit:
+            return None
+        configs = list(enumerate_configs(self.space, points=count))
+        return configs, gp.features(self.space, configs)
+
+    def _design_point(self) -> dict:
+        sampler = qmc.LatinHypercube(d=len(self.space), seed=self._design_seed)
+        design = sampler.random(self.n_initial)
+        point = design[self._design_used % self.n_initial]
+        self._design_used += 1
+        return self.space.decode(point)
+
+    def _random_candidates(self, count: int) -> tuple[list[dict], np.ndarray]:
+        configs = [self.space.decode(u) for u in self.rng.random((count, len(self.space)))]
+        return configs, gp.features(self.space, configs)
+
+    def _neighbours(self, configs: list[dict], count: int, scale: float) -> list[dict]:
+        out = []
+        for config in configs:
+            base = np.array([self.space[n].to_unit(config[n]) if n in config else 0.5
+                             for n in self.space.names])
+            moved = base + self.rng.normal(0.0, scale, (count, len(base))) * ~self.cat
+            flip = self.rng.integers(len(base), size=count)
+            moved[np.arange(count), flip] = self.rng.random(count)
+            out += [self.space.decode(u) for u in np.clip(moved, 0.0, 1.0)]
+        return out
+
+    # -- proposal -------------------------------------------------------------------------------
+    def _propose(self) -> dict:
+        data = self.usable()
+        if len(data) < self.n_initial and self._design_used < self.n_initial:
+            return self._design_point()
+        if len(data) < 2:
+            return self.space.sample(self.rng)
+        score = self._scorer(data)
+        if self._all is not None:
+            configs, feats = self._all
+            taken = {self.space.canonical(c) for c in self._taken()}
+            values = score(feats)
+            values[[self.space.canonical(c) in taken for c in configs]] = -np.inf
+            if np.isfinite(values).any():
+                return dict(configs[int(np.argmax(values))])
+            return self.space.sample(self.rng)
+        return self._optimize(score, data)
+
+    def _taken(self) -> list[dict]:
+        return [o["config"] for o in self.observations] + list(self.pending.values())
+
+    def _optimize(self, score, data: list[dict]) -> dict:
+        configs, feats = self._random_candidates(self.n_candidates)
+        values = score(feats)
+        incumbents = sorted(data, key=lambda o: self._targets([o])[0], reverse=True)[:3]
+        starts = [configs[i] for i in np.argsort(values)[-5:]] + [o["config"] for o in incumbents]
+        best_config, best_value = configs[int(np.argmax(values))], float(np.max(values))
+        for scale in (0.1, 0.03, 0.01):
+            near = self._neighbours(starts, 64, scale)
+            near_values = score(gp.features(self.space, near))
+            order = np.argsort(near_values)[::-1]
+            starts = [near[i] for i in order[:5]]
+            if near_values[order[0]] > best_value:
+                best_config, best_value = near[order[0]], float(near_values[order[0]])
+        return best_config
+
+    def _targets(self, data: list[dict]) -> np.ndarray:
+        """What the objective GP models (maximized): the objective, or ParEGO's scalarization."""
+        signed = np.array([self.objective.signed(o["metrics"]) for o in data])
+        if signed.shape[1] == 1:
+            return -signed[:, 0]
+        low, high = signed.min(axis=0), signed.max(axis=0)
+        unit = (signed - low) / np.where(high > low, high - low, 1.0)
+        weights = self._parego_weights
+        return -(np.max(unit * weights, axis=1) + 0.05 * unit @ weights)
+
+    def _scorer(self, data: list[dict]):
+        """A function of candidate features returning the log acquisition (higher is better)."""
+        if len(self.objective.metrics) > 1:
+            self._parego_weights = self.rng.dirichlet(np.ones(len(self.objective.metrics)))
+        x = gp.features(self.space, [o["config"] for o in data])
+        pending = gp.features(self.space, list(self.pending.values()))
+        y = self._targets(data)
+        model = self._fit("objective", x, y, pending)
+        constraints = []
+        for name, bound in self.objective.constraints:
+            values = np.array([o["metrics"][name] for o in data])
+            log_scale = bool(np.all(values > 0) and bound > 0)
+            if log_scale:
+                values, bound = np.log(values), math.log(bound)
+            constraints.append((self._fit(f"constraint:{name}", x, values, pending), bound))
+        feasible = np.array([o["status"] == "completed" for o in data])
+        best = float(y[feasible].max()) if feasible.any() else None
+
+        def score(feats: np.ndarray) -> np.ndarray:
+            log_feasible = np.zeros(len(feats))
+            for c_model, c_bound in constraints:
+                mean, std = _predict(c_model, feats)
+                log_feasible += gp.log_probability_below(mean, std, c_bound)
+            if best is None and constraints:
+                return log_feasible
+            mean, std = _predict(model, feats)
+            if self.acquisition == "ucb":
+                # UCB is not a probability: weight it by feasibility on a log scale of its own
+                return gp.upper_confidence_bound(mean, std, self.kappa) + log_feasible
+            incumbent = best if best is not None else float(y.max())
+            if self.acquisition == "pi":
+                return gp.log_probability_of_improvement(mean, std, incumbent) + log_feasible
+            return gp.log_expected_improvement(mean, std, incumbent) + log_feasible
+
+        return score
+
+    def _fit(self, key: str, x: np.ndarray, y: np.ndarray, pending: np.ndarray) -> gp.GP:
+        theta0 = self._thetas.get(key)
+        model = gp.GP(self.cat).fit(x, y, theta0=None if theta0 is None else np.array(theta0))
+        self._thetas[key] = [float(t) for t in model.theta]
+        if len(pending):
+            model = model.condition(pending, model.predict(pending)[0])
+        return model
+
+    # -- state ----------------------------------------------------------------------------------
+    def _extra_state(self) -> dict:
+        return {"design_seed": self._design_seed, "design_used": self._design_used,
+                "thetas": self._thetas}
+
+    def _load_extra_state(self, extra: Mapping) -> None:
+        self._design_seed = int(extra["design_seed"])
+        self._design_used = int(extra["design_used"])
+        self._thetas = {k: list(v) for k, v in extra["thetas"].items()}
+
+
+def _predict(model: gp.GP, feats: np.ndarray, chunk: int = 4096):
+    parts = [model.predict(feats[i : i + chunk]) for i in range(0, len(feats), chunk)]
+    return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
