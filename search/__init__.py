@@ -8,12 +8,14 @@ import inspect
 from search.base import STATUSES, Exhausted, Objective, Searcher, Trial
 from search.basic import GridSearcher, RandomSearcher
 from search.bo import BayesSearcher
+from search.evolution import EvolutionSearcher
 from search.pareto import hypervolume, non_dominated, pareto_front
 
 SEARCHERS = {
     "random": RandomSearcher,
     "grid": GridSearcher,
     "bo": BayesSearcher,
+    "evolution": EvolutionSearcher,
 }
 
 
@@ -49,6 +51,7 @@ __all__ = [
     "SEARCHERS",
     "STATUSES",
     "BayesSearcher",
+    "EvolutionSearcher",
     "Exhausted",
     "GridSearcher",
     "Objective",

@@ -4,7 +4,6 @@ objectives."""
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 
 import numpy as np
@@ -38,7 +37,9 @@ class BayesSearcher(Searcher):
     ):
         super().__init__(space, **common)
         if acquisition not in ACQUISITIONS:
-            raise ValueError(f"bo: acquisition must be one of {list(ACQUISITIONS)}, got {acquisition!r}")
+            raise ValueError(
+                f"bo: acquisition must be one of {list(ACQUISITIONS)}, got {acquisition!r}"
+            )
         if not isinstance(n_initial, int) or n_initial < 1:
             raise ValueError(f"bo: n_initial must be a positive integer, got {n_initial!r}")
         self.acquisition, self.n_initial, self.kappa = acquisition, n_initial, float(kappa)
@@ -50,8 +51,8 @@ class BayesSearcher(Searcher):
         self._all = self._enumerate()
 
     # -- candidates -----------------------------------------------------------------------------
-    def _enumerate(self) -> tuple[list[dict], np.ndarray] | None:
-        """Every config of a small discrete space with its features, else None."""
+    def _enumerate(self) -> tuple[list[dict], np.ndarray, dict] | None:
+        """Every config of a small discrete space, its features and its row by key, else None."""
         count = 1
         for param in self.space.params.values():
             if isinstance(param, Choice):
@@ -63,7 +64,8 @@ class BayesSearcher(Searcher):
         if count > self.exhaustive_limit:
             return None
         configs = list(enumerate_configs(self.space, points=count))
-        return configs, gp.features(self.space, configs)
+        rows = {self.space.canonical(c): i for i, c in enumerate(configs)}
+        return configs, gp.features(self.space, configs), rows
 
     def _design_point(self) -> dict:
         sampler = qmc.LatinHypercube(d=len(self.space), seed=self._design_seed)
@@ -79,8 +81,9 @@ class BayesSearcher(Searcher):
     def _neighbours(self, configs: list[dict], count: int, scale: float) -> list[dict]:
         out = []
         for config in configs:
-            base = np.array([self.space[n].to_unit(config[n]) if n in config else 0.5
-                             for n in self.space.names])
+            base = np.array(
+                [self.space[n].to_unit(config[n]) if n in config else 0.5 for n in self.space.names]
+            )
             moved = base + self.rng.normal(0.0, scale, (count, len(base))) * ~self.cat
             flip = self.rng.integers(len(base), size=count)
             moved[np.arange(count), flip] = self.rng.random(count)
@@ -96,10 +99,9 @@ class BayesSearcher(Searcher):
             return self.space.sample(self.rng)
         score = self._scorer(data)
         if self._all is not None:
-            configs, feats = self._all
-            taken = {self.space.canonical(c) for c in self._taken()}
+            configs, feats, rows = self._all
             values = score(feats)
-            values[[self.space.canonical(c) in taken for c in configs]] = -np.inf
+            values[[rows[self.space.canonical(c)] for c in self._taken()]] = -np.inf
             if np.isfinite(values).any():
                 return dict(configs[int(np.argmax(values))])
             return self.space.sample(self.rng)
@@ -144,9 +146,6 @@ class BayesSearcher(Searcher):
         constraints = []
         for name, bound in self.objective.constraints:
             values = np.array([o["metrics"][name] for o in data])
-            log_scale = bool(np.all(values > 0) and bound > 0)
-            if log_scale:
-                values, bound = np.log(values), math.log(bound)
             constraints.append((self._fit(f"constraint:{name}", x, values, pending), bound))
         feasible = np.array([o["status"] == "completed" for o in data])
         best = float(y[feasible].max()) if feasible.any() else None
@@ -179,8 +178,11 @@ class BayesSearcher(Searcher):
 
     # -- state ----------------------------------------------------------------------------------
     def _extra_state(self) -> dict:
-        return {"design_seed": self._design_seed, "design_used": self._design_used,
-                "thetas": self._thetas}
+        return {
+            "design_seed": self._design_seed,
+            "design_used": self._design_used,
+            "thetas": self._thetas,
+        }
 
     def _load_extra_state(self, extra: Mapping) -> None:
         self._design_seed = int(extra["design_seed"])

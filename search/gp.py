@@ -84,11 +84,18 @@ class GP:
         self.z = (y - self.y_mean) / self.y_std
         self._d2 = _deltas(self.x, self.x, self.cat)
         self._add = _additive(self.x, self.x, self.cat)
+        self._levels = {j: np.unique(self.x[:, j]) for j in np.flatnonzero(self.cat)}
         start = self.theta if theta0 is None else np.asarray(theta0, dtype=float)
         d = len(self.cat)
         bounds = [(-8.0, 6.0)] * d + [(-4.0, 4.0), (-8.0, 3.0), (math.log(NOISE_FLOOR), 1.0)]
-        result = minimize(self._neg_log_posterior, start, jac=True, method="L-BFGS-B",
-                          bounds=bounds, options={"maxiter": 200})
+        result = minimize(
+            self._neg_log_posterior,
+            start,
+            jac=True,
+            method="L-BFGS-B",
+            bounds=bounds,
+            options={"maxiter": 200},
+        )
         self.theta = result.x if np.all(np.isfinite(result.x)) else start
         self._factorize()
         return self
@@ -130,6 +137,30 @@ class GP:
         self._alpha = cho_solve((self._chol, True), self.z)
 
     # -- prediction ---------------------------------------------------------------------------
+    def _cross(self, x: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """r^2 and the additive term between `x` and the data, as matrix products: a
+        categorical dimension becomes one-hot columns (index -1 included)."""
+        num = ~self.cat
+        a, b = x[:, num], self.x[:, num]
+        sw = np.sqrt(w[num])
+        r2 = ((a * sw) ** 2).sum(1)[:, None] + ((b * sw) ** 2).sum(1)[None, :]
+        r2 -= 2.0 * (a * sw) @ (b * sw).T
+        add = 12.0 * (a - 0.5) @ (b - 0.5).T
+        if self.cat.any():
+            oh_a, oh_b, weights = self._one_hot(x), self._one_hot(self.x), self._slot_weights(w)
+            r2 += w[self.cat].sum() - (oh_a * weights) @ oh_b.T
+            add += oh_a @ oh_b.T
+        return np.maximum(r2, 0.0), add / len(self.cat)
+
+    def _one_hot(self, x: np.ndarray) -> np.ndarray:
+        cols = [np.equal.outer(x[:, j], self._levels[j]) for j in np.flatnonzero(self.cat)]
+        return np.hstack(cols).astype(float)
+
+    def _slot_weights(self, w: np.ndarray) -> np.ndarray:
+        return np.concatenate(
+            [np.full(len(self._levels[j]), w[j]) for j in np.flatnonzero(self.cat)]
+        )
+
     def condition(self, x_new: np.ndarray, y_new: np.ndarray) -> GP:
         """The same hyperparameters, with `(x_new, y_new)` added to the data (no refit)."""
         other = GP(self.cat)
@@ -139,6 +170,7 @@ class GP:
         other.z = np.concatenate([self.z, (np.asarray(y_new) - self.y_mean) / self.y_std])
         other._d2 = _deltas(other.x, other.x, other.cat)
         other._add = _additive(other.x, other.x, other.cat)
+        other._levels = {j: np.unique(other.x[:, j]) for j in np.flatnonzero(other.cat)}
         other._factorize()
         return other
 
@@ -146,8 +178,8 @@ class GP:
         """Posterior mean and standard deviation at `x` (shape `(m, d)`), each `(m,)`."""
         d = len(self.cat)
         w, s_m, s_a, _ = np.exp(self.theta[:d]), *np.exp(self.theta[d:])
-        k_m, _ = _matern(_deltas(x, self.x, self.cat) @ w)
-        k_star = s_m * k_m + s_a * _additive(x, self.x, self.cat)
+        r2, add = self._cross(x, w)
+        k_star = s_m * _matern(r2)[0] + s_a * add
         mean = k_star @ self._alpha
         v = solve_triangular(self._chol, k_star.T, lower=True)
         prior_var = s_m + s_a * np.where(self.cat, 1.0, 12.0 * (x - 0.5) ** 2).mean(axis=1)

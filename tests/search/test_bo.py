@@ -1,12 +1,6 @@
-import math
 
-import numpy as np
-import pytest
 
-import search
-from search import gp
-from search.testing import SearcherContract, mixed_space, toy_metrics
-from spaces import Choice, Float, Space
+from search.testing import SearcherContract
 
 
 class TestBayes(SearcherContract):

@@ -1,0 +1,142 @@
+"""Regularized evolution (Real et al. 2019): an aging population, tournament selection,
+mutation that respects conditionals; NSGA-II ranking for several objectives."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+
+from search.base import Searcher
+from search.pareto import non_dominated
+from spaces import Choice
+
+
+def nondominated_ranks(points: np.ndarray) -> np.ndarray:
+    """Front number of each row of minimized `points` (0 = not dominated), shape `(n,)`."""
+    ranks = np.full(len(points), -1)
+    remaining = np.arange(len(points))
+    front = 0
+    while len(remaining):
+        mask = non_dominated(points[remaining])
+        ranks[remaining[mask]] = front
+        remaining = remaining[~mask]
+        front += 1
+    return ranks
+
+
+def crowding_distance(points: np.ndarray) -> np.ndarray:
+    """NSGA-II crowding distance of each row of `points` within its set, shape `(n,)`."""
+    n, d = points.shape
+    distance = np.zeros(n)
+    for j in range(d):
+        order = np.argsort(points[:, j], kind="stable")
+        span = points[order[-1], j] - points[order[0], j]
+        distance[order[[0, -1]]] = np.inf
+        if span > 0 and n > 2:
+            distance[order[1:-1]] += (points[order[2:], j] - points[order[:-2], j]) / span
+    return distance
+
+
+class EvolutionSearcher(Searcher):
+    """Options: `population` (P), `sample_size` (S, the tournament), `mutations` (parameters
+    changed per child), `step` (the spread of a numeric mutation on the unit interval)."""
+
+    name = "evolution"
+
+    def __init__(
+        self,
+        space,
+        *,
+        population: int = 20,
+        sample_size: int = 5,
+        mutations: int = 1,
+        step: float = 0.15,
+        **common,
+    ):
+        super().__init__(space, **common)
+        if not isinstance(population, int) or population < 2:
+            raise ValueError(f"evolution: population must be an integer >= 2, got {population!r}")
+        if not isinstance(sample_size, int) or not 1 <= sample_size <= population:
+            raise ValueError(
+                f"evolution: sample_size must be an integer in [1, population={population}], "
+                f"got {sample_size!r}"
+            )
+        if not isinstance(mutations, int) or mutations < 1:
+            raise ValueError(f"evolution: mutations must be a positive integer, got {mutations!r}")
+        self.size, self.sample_size, self.mutations, self.step = (
+            population,
+            sample_size,
+            mutations,
+            float(step),
+        )
+        self.members: list[str] = []  # ids of the living population, oldest first
+
+    def _observe(self, record: dict) -> None:
+        if record["status"] in ("completed", "infeasible"):
+            self.members.append(record["id"])
+            if len(self.members) > self.size:
+                self.members.pop(0)  # the oldest dies, however good
+
+    def _propose(self) -> dict:
+        if len(self.members) + len(self.pending) < self.size or not self.members:
+            return self.space.sample(self.rng)
+        by_id = {o["id"]: o for o in self.observations}
+        living = [by_id[i] for i in self.members]
+        contestants = self.rng.choice(
+            len(living), min(self.sample_size, len(living)), replace=False
+        )
+        parent = living[int(contestants[np.argmin(self._ranking(living)[contestants])])]
+        seen = {self.space.canonical(o["config"]) for o in self.observations}
+        child = self.mutate(parent["config"])
+        for _ in range(20):
+            if self.space.canonical(child) not in seen:
+                break
+            child = self.mutate(parent["config"])
+        return child
+
+    def _ranking(self, living: list[dict]) -> np.ndarray:
+        """Lower is better: feasible before infeasible (by violation), then by objectives."""
+        violation = np.array([o["violation"] for o in living])
+        signed = np.array([self.objective.signed(o["metrics"]) for o in living])
+        if signed.shape[1] == 1:
+            quality = np.argsort(np.argsort(signed[:, 0], kind="stable"), kind="stable")
+        else:
+            ranks = nondominated_ranks(signed)
+            crowd = np.zeros(len(living))
+            for front in np.unique(ranks):
+                crowd[ranks == front] = crowding_distance(signed[ranks == front])
+            order = np.lexsort((-crowd, ranks))
+            quality = np.argsort(order, kind="stable")
+        feasible = violation == 0
+        return np.where(feasible, quality, len(living) + np.argsort(np.argsort(violation)))
+
+    def mutate(self, config: dict) -> dict:
+        """A copy of `config` with `mutations` active parameters changed; parameters a change
+        switches on are drawn from their prior, those it switches off are dropped."""
+        child = dict(config)
+        for _ in range(self.mutations):
+            names = sorted(child)
+            name = names[int(self.rng.integers(len(names)))]
+            param = self.space[name]
+            if isinstance(param, Choice):
+                others = [o for o in param.options if o != child[name]] or list(param.options)
+                child[name] = others[int(self.rng.integers(len(others)))]
+            else:
+                u = param.to_unit(child[name]) + self.rng.normal(0.0, self.step)
+                child[name] = param.from_unit(float(np.clip(u, 0.0, 1.0)))
+            child = self._repair(child)
+        return child
+
+    def _repair(self, config: dict) -> dict:
+        out: dict = {}
+        for name, param in self.space.params.items():
+            if self.space.is_active(name, out):
+                out[name] = config[name] if name in config else param.sample(self.rng)
+        return out
+
+    def _extra_state(self) -> dict:
+        return {"members": list(self.members)}
+
+    def _load_extra_state(self, extra: Mapping) -> None:
+        self.members = [str(i) for i in extra["members"]]
