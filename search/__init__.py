@@ -10,12 +10,14 @@ from search.basic import GridSearcher, RandomSearcher
 from search.bo import BayesSearcher
 from search.evolution import EvolutionSearcher
 from search.pareto import hypervolume, non_dominated, pareto_front
+from search.rl import ControllerSearcher
 
 SEARCHERS = {
     "random": RandomSearcher,
     "grid": GridSearcher,
     "bo": BayesSearcher,
     "evolution": EvolutionSearcher,
+    "rl": ControllerSearcher,
 }
 
 
@@ -51,6 +53,7 @@ __all__ = [
     "SEARCHERS",
     "STATUSES",
     "BayesSearcher",
+    "ControllerSearcher",
     "EvolutionSearcher",
     "Exhausted",
     "GridSearcher",

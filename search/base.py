@@ -149,6 +149,14 @@ class Searcher:
         self._observe(record)
         return record
 
+    def add(self, config: Mapping, metrics: Mapping | None) -> dict:
+        """Record a result for a config that was not asked (warm start from earlier runs)."""
+        self.space.validate(config)
+        trial_id = str(self._next_id)
+        self._next_id += 1
+        self.pending[trial_id] = dict(config)
+        return self.tell(trial_id, metrics)
+
     def _clean(self, metrics: Mapping) -> dict | None:
         missing = [n for n in self.objective.names if n not in metrics]
         if missing:

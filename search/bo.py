@@ -31,7 +31,7 @@ class BayesSearcher(Searcher):
         acquisition: str = "ei",
         n_initial: int = 10,
         kappa: float = 2.0,
-        candidates: int = 1000,
+        candidates: int = 512,
         exhaustive_limit: int = 20000,
         **common,
     ):
@@ -117,7 +117,7 @@ class BayesSearcher(Searcher):
         starts = [configs[i] for i in np.argsort(values)[-5:]] + [o["config"] for o in incumbents]
         best_config, best_value = configs[int(np.argmax(values))], float(np.max(values))
         for scale in (0.1, 0.03, 0.01):
-            near = self._neighbours(starts, 64, scale)
+            near = self._neighbours(starts, 32, scale)
             near_values = score(gp.features(self.space, near))
             order = np.argsort(near_values)[::-1]
             starts = [near[i] for i in order[:5]]

@@ -100,17 +100,16 @@ class GP:
         self._factorize()
         return self
 
-    def _kernel(self, theta) -> tuple[np.ndarray, list[np.ndarray]]:
+    def _kernel(self, theta) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The data's kernel matrix, its Matern part and that part's derivative in r^2."""
         d = len(self.cat)
         w, s_m, s_a, noise = np.exp(theta[:d]), *np.exp(theta[d:])
         k_m, dk = _matern(self._d2 @ w)
         k = s_m * k_m + s_a * self._add + (noise + NOISE_FLOOR) * np.eye(len(self.z))
-        grads = [s_m * dk * w[i] * self._d2[:, :, i] for i in range(d)]
-        grads += [s_m * k_m, s_a * self._add, noise * np.eye(len(self.z))]
-        return k, grads
+        return k, k_m, dk
 
     def _neg_log_posterior(self, theta) -> tuple[float, np.ndarray]:
-        k, grads = self._kernel(theta)
+        k, k_m, dk = self._kernel(theta)
         try:
             factor = cho_factor(k, lower=True)
         except np.linalg.LinAlgError:
@@ -119,8 +118,16 @@ class GP:
         k_inv = cho_solve(factor, np.eye(len(self.z)))
         log_det = 2.0 * np.log(np.diag(factor[0])).sum()
         nll = 0.5 * self.z @ alpha + 0.5 * log_det
-        inner = np.outer(alpha, alpha) - k_inv
-        grad = np.array([-0.5 * np.sum(inner * g) for g in grads])
+        inner = np.outer(alpha, alpha) - k_inv  # d nll / d theta = -tr(inner dK) / 2
+        d = len(self.cat)
+        w, s_m, s_a, noise = np.exp(theta[:d]), *np.exp(theta[d:])
+        grad_w = s_m * w * np.einsum("ij,ijd->d", inner * dk, self._d2)
+        grad_rest = [
+            s_m * np.sum(inner * k_m),
+            s_a * np.sum(inner * self._add),
+            noise * np.trace(inner),
+        ]
+        grad = -0.5 * np.concatenate([grad_w, grad_rest])
         mean, std = self._prior_arrays()
         nll += 0.5 * np.sum(((theta - mean) / std) ** 2)
         grad += (theta - mean) / std**2
@@ -132,7 +139,7 @@ class GP:
         return np.array([PRIOR_MEAN[k] for k in keys]), np.array([PRIOR_STD[k] for k in keys])
 
     def _factorize(self) -> None:
-        k, _ = self._kernel(self.theta)
+        k, _, _ = self._kernel(self.theta)
         self._chol = np.linalg.cholesky(k)
         self._alpha = cho_solve((self._chol, True), self.z)
 

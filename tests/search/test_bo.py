@@ -1,5 +1,3 @@
-
-
 from search.testing import SearcherContract
 
 

@@ -1,0 +1,338 @@
+"""Our searchers against Optuna's and random search, same budgets, same run.
+
+    python -m benchmarks.searchers synthetic   # Branin (40 evals), Hartmann6 (60), 10 seeds
+    python -m benchmarks.searchers nb201       # NB201, pixel3 latency <= its 25th pct, 20 seeds
+    python -m benchmarks.searchers nb201-mo    # NB201, accuracy vs pixel3 latency, hypervolume
+    python -m benchmarks.searchers parallel    # bo/evolution with 4 pending vs sequential
+    python -m benchmarks.searchers speed       # bo's ask at 200 observations in 10 dims
+
+Each prints a Markdown table; `--seeds`, `--workers` and `--data` (NB201 folder, or the
+PARETUNE_NB201 variable) adjust it. Without the NB201 tables the nb201 modes skip cleanly.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import time
+from functools import partial
+from multiprocessing import Pool
+
+import numpy as np
+import optuna
+
+import search
+from benchmarks import nb201_data
+from search.pareto import hypervolume
+from spaces import Float, Space
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+# -- problems ---------------------------------------------------------------------------------
+def branin(c: dict) -> float:
+    x1, x2 = c["x1"], c["x2"]
+    b, cc, t = 5.1 / (4 * math.pi**2), 5 / math.pi, 1 / (8 * math.pi)
+    return (x2 - b * x1**2 + cc * x1 - 6) ** 2 + 10 * (1 - t) * math.cos(x1) + 10
+
+
+HARTMANN_A = np.array(
+    [
+        [10, 3, 17, 3.5, 1.7, 8],
+        [0.05, 10, 17, 0.1, 8, 14],
+        [3, 3.5, 1.7, 10, 17, 8],
+        [17, 8, 0.05, 10, 0.1, 14],
+    ]
+)
+HARTMANN_P = 1e-4 * np.array(
+    [
+        [1312, 1696, 5569, 124, 8283, 5886],
+        [2329, 4135, 8307, 3736, 1004, 9991],
+        [2348, 1451, 3522, 2883, 3047, 6650],
+        [4047, 8828, 8732, 5743, 1091, 381],
+    ]
+)
+HARTMANN_ALPHA = np.array([1.0, 1.2, 3.0, 3.2])
+
+
+def hartmann6(c: dict) -> float:
+    x = np.array([c[f"x{i}"] for i in range(6)])
+    return float(-HARTMANN_ALPHA @ np.exp(-np.sum(HARTMANN_A * (x - HARTMANN_P) ** 2, axis=1)))
+
+
+SYNTHETIC = {
+    "branin": (Space({"x1": Float(-5.0, 10.0), "x2": Float(0.0, 15.0)}), branin, 0.397887, 40),
+    "hartmann6": (Space({f"x{i}": Float(0.0, 1.0) for i in range(6)}), hartmann6, -3.32237, 60),
+}
+
+
+# -- runners: each returns the list of results in evaluation order -------------------------------
+def run_ours(
+    name, space, evaluate, budget, seed, *, metric, mode, constraints=None, pending=1, **options
+):
+    searcher = search.create(
+        name, space, metric=metric, mode=mode, seed=seed, constraints=constraints, **options
+    )
+    results, queue = [], []
+    while len(results) < budget:
+        while len(queue) < pending and len(results) + len(queue) < budget:
+            queue.append(searcher.ask())
+        trial = queue.pop(0)
+        metrics = evaluate(trial.config)
+        searcher.tell(trial.id, metrics)
+        results.append(metrics)
+    return results
+
+
+def optuna_sampler(kind: str, seed: int, constrained: bool):
+    cons = (lambda t: [t.user_attrs["violation"]]) if constrained else None
+    if kind == "optuna-gp":
+        return optuna.samplers.GPSampler(seed=seed, constraints_func=cons)
+    if kind == "optuna-tpe":
+        return optuna.samplers.TPESampler(seed=seed, constraints_func=cons)
+    if kind == "optuna-nsga2":
+        return optuna.samplers.NSGAIISampler(seed=seed, constraints_func=cons)
+    raise ValueError(kind)
+
+
+def run_optuna(kind, space, evaluate, budget, seed, *, metric, mode, constraints=None):
+    metrics = [metric] if isinstance(metric, str) else list(metric)
+    modes = [mode] * len(metrics) if isinstance(mode, str) else list(mode)
+    results = []
+
+    def objective(trial):
+        config = {}
+        for name, param in space.params.items():
+            if isinstance(param, Float):
+                config[name] = trial.suggest_float(name, param.low, param.high, log=param.log)
+            else:
+                config[name] = trial.suggest_categorical(name, list(param.options))
+        values = evaluate(config)
+        results.append(values)
+        excess = [values[c] - bound for c, bound in (constraints or {}).items()]
+        trial.set_user_attr("violation", max(excess) if excess else 0.0)
+        out = [values[m] for m in metrics]
+        return out[0] if len(out) == 1 else out
+
+    study = optuna.create_study(
+        sampler=optuna_sampler(kind, seed, bool(constraints)),
+        directions=["maximize" if m == "max" else "minimize" for m in modes],
+    )
+    study.optimize(objective, n_trials=budget)
+    return results
+
+
+def run(kind, *args, **kwargs):
+    if kind.startswith("optuna-"):
+        return run_optuna(kind, *args, **kwargs)
+    return run_ours(kind, *args, **kwargs)
+
+
+def _table(title: str, header: list[str], rows: list[list]) -> str:
+    lines = [f"### {title}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+# -- modes -------------------------------------------------------------------------------------
+def _synthetic_regret(job):
+    problem, kind, seed = job
+    space, f, optimum, budget = SYNTHETIC[problem]
+    results = run(kind, space, lambda c: {"y": f(c)}, budget, seed, metric="y", mode="min")
+    return problem, kind, min(r["y"] for r in results) - optimum
+
+
+def synthetic(args, pool) -> str:
+    kinds = ["bo", "optuna-gp", "optuna-tpe", "random"]
+    jobs = [(p, k, s) for p in SYNTHETIC for k in kinds for s in range(args.seeds)]
+    regrets: dict = {}
+    for problem, kind, regret in pool.imap_unordered(_synthetic_regret, jobs):
+        regrets.setdefault((problem, kind), []).append(regret)
+    rows = [[p] + [f"{np.median(regrets[p, k]):.4g}" for k in kinds] for p in SYNTHETIC]
+    return _table(f"Median regret, {args.seeds} seeds", ["problem"] + kinds, rows)
+
+
+def _nb201_regret(job, data, pending=1):
+    kind, seed, options = job
+    task = nb201_data.Task(nb201_data.load(data))
+    extra = {"pending": pending, **options} if not kind.startswith("optuna") else {}
+    results = run(
+        kind,
+        task.space,
+        task.evaluate,
+        100,
+        seed,
+        metric="val_acc",
+        mode="max",
+        constraints={"latency_ms": task.bound},
+        **extra,
+    )
+    return kind, task.regret(results)
+
+
+def nb201(args, pool) -> str:
+    data = nb201_data.require(args.data)
+    kinds = [
+        ("bo", {}),
+        ("evolution", {}),
+        ("rl", {}),
+        ("random", {}),
+        ("optuna-gp", {}),
+        ("optuna-tpe", {}),
+    ]
+    jobs = [(k, s, o) for k, o in kinds for s in range(args.seeds)]
+    regrets: dict = {}
+    for kind, regret in pool.imap_unordered(partial(_nb201_regret, data=data), jobs):
+        regrets.setdefault(kind, []).append(regret)
+    rows = [
+        [
+            k,
+            f"{np.median(regrets[k]):.3f}",
+            f"{np.mean(regrets[k]):.3f}",
+            f"{np.mean(np.array(regrets[k]) == 0):.0%}",
+        ]
+        for k, _ in kinds
+    ]
+    return _table(
+        f"NB201 cifar10-val, pixel3 latency <= 25th percentile, 100 evals, {args.seeds} seeds",
+        ["searcher", "median regret", "mean regret", "found the optimum"],
+        rows,
+    )
+
+
+def _nb201_hv(job, data):
+    kind, seed = job
+    task = nb201_data.Task(nb201_data.load(data))
+    results = run(
+        kind,
+        task.space,
+        task.evaluate,
+        100,
+        seed,
+        metric=["val_acc", "latency_ms"],
+        mode=["max", "min"],
+    )
+    accs = [a for a, _ in task.table.values()]
+    lats = [ms for _, ms in task.table.values()]
+    ref = [min(accs), max(lats)]
+    volume = hypervolume(results, ["val_acc", "latency_ms"], ["max", "min"], ref)
+    return kind, volume / ((max(accs) - ref[0]) * (ref[1] - min(lats)))
+
+
+def nb201_mo(args, pool) -> str:
+    data = nb201_data.require(args.data)
+    kinds = ["bo", "evolution", "rl", "random", "optuna-nsga2", "optuna-tpe"]
+    jobs = [(k, s) for k in kinds for s in range(args.seeds)]
+    volumes: dict = {}
+    for kind, volume in pool.imap_unordered(partial(_nb201_hv, data=data), jobs):
+        volumes.setdefault(kind, []).append(volume)
+    rows = [[k, f"{np.median(volumes[k]):.4f}", f"{np.mean(volumes[k]):.4f}"] for k in kinds]
+    return _table(
+        f"NB201 accuracy vs pixel3 latency, hypervolume (normalized) after 100 evals, "
+        f"{args.seeds} seeds",
+        ["searcher", "median HV", "mean HV"],
+        rows,
+    )
+
+
+def parallel(args, pool) -> str:
+    data = nb201_data.require(args.data)
+    rows = []
+    for kind in ("bo", "evolution"):
+        medians = []
+        for pending in (1, 4):
+            jobs = [(kind, s, {}) for s in range(args.seeds)]
+            out = pool.map(partial(_nb201_regret, data=data, pending=pending), jobs)
+            medians.append(float(np.median([r for _, r in out])))
+        ratio = medians[1] / medians[0] if medians[0] > 0 else float("inf")
+        rows.append([kind, f"{medians[0]:.3f}", f"{medians[1]:.3f}", f"{ratio:.2f}"])
+    return _table(
+        f"NB201 constrained, 100 evals, {args.seeds} seeds: 4 pending at every ask",
+        ["searcher", "sequential", "4 pending", "ratio"],
+        rows,
+    )
+
+
+ASKS = 5
+
+
+def sphere(c: dict) -> float:
+    return float(sum((c[f"x{i}"] - 0.3) ** 2 for i in range(10)))
+
+
+def _ask_time(job):
+    kind, seed = job
+    space = Space({f"x{i}": Float(0.0, 1.0) for i in range(10)})
+    rng = np.random.default_rng(seed)
+    xs = rng.random((200, 10))
+    ys = np.sum((xs - 0.3) ** 2, axis=1)
+    if kind == "bo":
+        searcher = search.create("bo", space, metric="y", mode="min", seed=seed)
+        for x, y in zip(xs, ys):
+            searcher.add({f"x{i}": float(v) for i, v in enumerate(x)}, {"y": float(y)})
+        start = time.perf_counter()
+        for _ in range(ASKS):
+            trial = searcher.ask()
+            searcher.tell(trial.id, {"y": sphere(trial.config)})
+        return kind, (time.perf_counter() - start) / ASKS
+    study = optuna.create_study(sampler=optuna.samplers.GPSampler(seed=seed))
+    dists = {f"x{i}": optuna.distributions.FloatDistribution(0.0, 1.0) for i in range(10)}
+    study.add_trials(
+        [
+            optuna.trial.create_trial(
+                params={f"x{i}": float(v) for i, v in enumerate(x)},
+                distributions=dists,
+                value=float(y),
+            )
+            for x, y in zip(xs, ys)
+        ]
+    )
+    start = time.perf_counter()
+    for _ in range(ASKS):
+        trial = study.ask(dists)
+        study.tell(trial, sphere(trial.params))
+    return kind, (time.perf_counter() - start) / ASKS
+
+
+def speed(args, pool) -> str:
+    jobs = [(k, s) for s in range(args.seeds) for k in ("bo", "optuna-gp")]
+    times: dict = {}
+    for kind, seconds in map(_ask_time, jobs):  # one at a time: timings stay clean
+        times.setdefault(kind, []).append(seconds)
+    bo, gp = np.median(times["bo"]), np.median(times["optuna-gp"])
+    return _table(
+        f"Mean ask+tell over {ASKS} steps after 200 observations, 10 dimensions, "
+        f"median of {args.seeds} seeds",
+        ["bo (s)", "Optuna GPSampler (s)", "ratio bo / Optuna"],
+        [[f"{bo:.3f}", f"{gp:.3f}", f"{bo / gp:.2f}"]],
+    )
+
+
+MODES = {
+    "synthetic": synthetic,
+    "nb201": nb201,
+    "nb201-mo": nb201_mo,
+    "parallel": parallel,
+    "speed": speed,
+}
+DEFAULT_SEEDS = {"synthetic": 10, "nb201": 20, "nb201-mo": 10, "parallel": 20, "speed": 5}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("mode", choices=sorted(MODES))
+    parser.add_argument("--seeds", type=int)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--data", help="the NB201 folder (default: PARETUNE_NB201 or ../shared)")
+    args = parser.parse_args()
+    args.seeds = args.seeds or DEFAULT_SEEDS[args.mode]
+    start = time.time()
+    with Pool(args.workers) as pool:
+        print(MODES[args.mode](args, pool))
+    print(f"\n({args.mode}: {time.time() - start:.0f} s wall on this machine)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,184 @@
+"""An RL controller: a factorized categorical policy (one decision per parameter, in order,
+inactive ones skipped) trained with REINFORCE, a moving-average baseline and an entropy bonus.
+Torch is imported when the searcher is created, not with `search`."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+
+import numpy as np
+
+from search.base import Searcher
+from spaces import Choice, Int
+
+REWARDS = ("soft", "hard")
+
+
+class ControllerSearcher(Searcher):
+    """Options: `lr` (Adam), `entropy` (bonus weight), `baseline_decay`, `bins` (levels of a
+    Float or wide Int), `reward` ("soft": MnasNet's `metric * prod (cost / bound) ** w`;
+    "hard": an infeasible result scores below every reward seen), `cost_exponent` (w)."""
+
+    name = "rl"
+
+    def __init__(
+        self,
+        space,
+        *,
+        lr: float = 0.05,
+        entropy: float = 0.01,
+        baseline_decay: float = 0.9,
+        bins: int = 8,
+        reward: str = "soft",
+        cost_exponent: float = -0.07,
+        **common,
+    ):
+        super().__init__(space, **common)
+        import torch
+
+        if reward not in REWARDS:
+            raise ValueError(f"rl: reward must be one of {list(REWARDS)}, got {reward!r}")
+        if not isinstance(bins, int) or bins < 2:
+            raise ValueError(f"rl: bins must be an integer >= 2, got {bins!r}")
+        if not 0.0 <= baseline_decay < 1.0:
+            raise ValueError(f"rl: baseline_decay must be in [0, 1), got {baseline_decay!r}")
+        self.entropy, self.decay, self.bins = float(entropy), float(baseline_decay), bins
+        self.reward_kind, self.cost_exponent = reward, float(cost_exponent)
+        self._torch = torch
+        self.logits = {
+            name: torch.zeros(self._levels(name), dtype=torch.float64, requires_grad=True)
+            for name in space.names
+        }
+        self.optimizer = torch.optim.Adam(list(self.logits.values()), lr=lr)
+        self.baseline: float | None = None
+        self.rewards: list[float] = []
+
+    # -- decisions ------------------------------------------------------------------------------
+    def _levels(self, name: str) -> int:
+        param = self.space[name]
+        if isinstance(param, Choice):
+            return len(param.options)
+        if isinstance(param, Int) and param.high - param.low < self.bins:
+            return param.high - param.low + 1
+        return self.bins
+
+    def _value(self, name: str, level: int):
+        param = self.space[name]
+        if isinstance(param, Choice):
+            return param.options[level]
+        if isinstance(param, Int) and self._levels(name) == param.high - param.low + 1:
+            return param.low + level
+        return param.from_unit((level + 0.5) / self.bins)
+
+    def _level(self, name: str, value) -> int:
+        param = self.space[name]
+        if isinstance(param, Choice):
+            return param.index(value)
+        if isinstance(param, Int) and self._levels(name) == param.high - param.low + 1:
+            return int(value) - param.low
+        return min(int(param.to_unit(value) * self.bins), self.bins - 1)
+
+    def probabilities(self, name: str) -> np.ndarray:
+        """The policy's current distribution over `name`'s levels."""
+        return self._torch.softmax(self.logits[name].detach(), 0).numpy()
+
+    def _propose(self) -> dict:
+        config: dict = {}
+        for name in self.space.names:
+            if self.space.is_active(name, config):
+                probs = self.probabilities(name)
+                level = int(self.rng.choice(len(probs), p=probs / probs.sum()))
+                config[name] = self._value(name, level)
+        return config
+
+    # -- learning -------------------------------------------------------------------------------
+    def reward(self, metrics: Mapping) -> float:
+        """The scalar the policy maximizes for one result."""
+        signed = self.objective.signed(metrics)
+        if len(signed) > 1:
+            scale = np.array(
+                [
+                    abs(np.mean([o["metrics"][m] for o in self.usable()] or [1.0]))
+                    for m in self.objective.metrics
+                ]
+            )
+            value = -float(np.sum(signed / np.maximum(scale, 1e-12)))
+        else:
+            value = -float(signed[0])
+        if not self.objective.constraints:
+            return value
+        if self.reward_kind == "hard":
+            if self.objective.violation(metrics) == 0:
+                return value
+            floor = min(self.rewards) if self.rewards else value
+            spread = float(np.std(self.rewards)) if len(self.rewards) > 1 else abs(floor) or 1.0
+            return floor - spread
+        ratio = math.prod(
+            max(metrics[name], 1e-12) / bound
+            for name, bound in self.objective.constraints
+            if bound > 0
+        )
+        factor = ratio**self.cost_exponent
+        return value * factor if value >= 0 else value / factor
+
+    def _observe(self, record: dict) -> None:
+        if record["status"] not in ("completed", "infeasible"):
+            return  # a failed or stopped trial says nothing reliable about its choices
+        reward = self.reward(record["metrics"])
+        self.rewards.append(reward)
+        self.baseline = (
+            reward
+            if self.baseline is None
+            else (self.decay * self.baseline + (1 - self.decay) * reward)
+        )
+        scale = float(np.std(self.rewards)) if len(self.rewards) > 1 else 1.0
+        advantage = (reward - self.baseline) / (scale if scale > 0 else 1.0)
+        torch = self._torch
+        log_prob, entropy = (
+            torch.zeros((), dtype=torch.float64),
+            torch.zeros((), dtype=torch.float64),
+        )
+        for name, value in record["config"].items():
+            log_p = torch.log_softmax(self.logits[name], 0)
+            log_prob = log_prob + log_p[self._level(name, value)]
+            entropy = entropy - (log_p.exp() * log_p).sum()
+        loss = -advantage * log_prob - self.entropy * entropy
+        self.optimizer.zero_grad()
+        loss.backward()
+        self.optimizer.step()
+
+    # -- state ----------------------------------------------------------------------------------
+    def _extra_state(self) -> dict:
+        adam = self.optimizer.state_dict()
+        return {
+            "logits": {n: t.detach().tolist() for n, t in self.logits.items()},
+            "adam": {
+                str(k): {
+                    "step": float(v["step"]),
+                    "exp_avg": v["exp_avg"].tolist(),
+                    "exp_avg_sq": v["exp_avg_sq"].tolist(),
+                }
+                for k, v in adam["state"].items()
+            },
+            "baseline": self.baseline,
+            "rewards": list(self.rewards),
+        }
+
+    def _load_extra_state(self, extra: Mapping) -> None:
+        torch = self._torch
+        with torch.no_grad():
+            for name, values in extra["logits"].items():
+                self.logits[name].copy_(torch.tensor(values, dtype=torch.float64))
+        adam = self.optimizer.state_dict()
+        adam["state"] = {
+            int(k): {
+                "step": torch.tensor(v["step"]),
+                "exp_avg": torch.tensor(v["exp_avg"], dtype=torch.float64),
+                "exp_avg_sq": torch.tensor(v["exp_avg_sq"], dtype=torch.float64),
+            }
+            for k, v in extra["adam"].items()
+        }
+        self.optimizer.load_state_dict(adam)
+        self.baseline = extra["baseline"]
+        self.rewards = [float(r) for r in extra["rewards"]]
