@@ -1,12 +1,13 @@
 """Bayesian optimization: a mixed-space GP per objective and per constraint, constrained
-log-EI (or UCB, PI), kriging-believer fantasies for pending trials, ParEGO for several
-objectives."""
+log-EI (or UCB, PI), pending trials as fantasies (a pessimistic constant liar for the
+objective, a kriging believer for constraints), ParEGO for several objectives."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 
 import numpy as np
+from scipy.optimize import minimize
 from scipy.stats import qmc
 
 from search import gp
@@ -78,17 +79,44 @@ class BayesSearcher(Searcher):
         configs = [self.space.decode(u) for u in self.rng.random((count, len(self.space)))]
         return configs, gp.features(self.space, configs)
 
+    def _unit(self, config: dict) -> np.ndarray:
+        return np.array(
+            [self.space[n].to_unit(config[n]) if n in config else 0.5 for n in self.space.names]
+        )
+
     def _neighbours(self, configs: list[dict], count: int, scale: float) -> list[dict]:
+        """Numeric dimensions moved by N(0, scale); one categorical dimension redrawn."""
         out = []
+        categorical = np.flatnonzero(self.cat)
         for config in configs:
-            base = np.array(
-                [self.space[n].to_unit(config[n]) if n in config else 0.5 for n in self.space.names]
-            )
-            moved = base + self.rng.normal(0.0, scale, (count, len(base))) * ~self.cat
-            flip = self.rng.integers(len(base), size=count)
-            moved[np.arange(count), flip] = self.rng.random(count)
+            noise = self.rng.normal(0.0, scale, (count, len(self.cat))) * ~self.cat
+            moved = self._unit(config) + noise
+            if len(categorical):
+                flip = categorical[self.rng.integers(len(categorical), size=count)]
+                moved[np.arange(count), flip] = self.rng.random(count)
             out += [self.space.decode(u) for u in np.clip(moved, 0.0, 1.0)]
         return out
+
+    def _refine(self, score, config: dict) -> tuple[dict, float]:
+        """L-BFGS-B on the active numeric dimensions of `config`, categories held fixed."""
+        free = np.array([not c and n in config for c, n in zip(self.cat, self.space.names)])
+        base = gp.features(self.space, [config])[0]
+        if not free.any():
+            return config, float(score(base[None])[0])
+
+        def loss(v):
+            feats = base.copy()
+            feats[free] = v
+            return -float(score(feats[None])[0])
+
+        bounds = [(0.0, 1.0)] * int(free.sum())
+        result = minimize(
+            loss, base[free], method="L-BFGS-B", bounds=bounds, options={"maxiter": 50}
+        )
+        unit = self._unit(config)
+        unit[free] = result.x
+        refined = self.space.decode(unit)
+        return refined, float(score(gp.features(self.space, [refined]))[0])
 
     # -- proposal -------------------------------------------------------------------------------
     def _propose(self) -> dict:
@@ -116,13 +144,17 @@ class BayesSearcher(Searcher):
         incumbents = sorted(data, key=lambda o: self._targets([o])[0], reverse=True)[:3]
         starts = [configs[i] for i in np.argsort(values)[-5:]] + [o["config"] for o in incumbents]
         best_config, best_value = configs[int(np.argmax(values))], float(np.max(values))
-        for scale in (0.1, 0.03, 0.01):
+        for scale in (0.1, 0.03):
             near = self._neighbours(starts, 32, scale)
             near_values = score(gp.features(self.space, near))
             order = np.argsort(near_values)[::-1]
             starts = [near[i] for i in order[:5]]
             if near_values[order[0]] > best_value:
                 best_config, best_value = near[order[0]], float(near_values[order[0]])
+        for start in [best_config] + starts[:2]:
+            refined, value = self._refine(score, start)
+            if value > best_value:
+                best_config, best_value = refined, value
         return best_config
 
     def _targets(self, data: list[dict]) -> np.ndarray:
@@ -142,7 +174,7 @@ class BayesSearcher(Searcher):
         x = gp.features(self.space, [o["config"] for o in data])
         pending = gp.features(self.space, list(self.pending.values()))
         y = self._targets(data)
-        model = self._fit("objective", x, y, pending)
+        model = self._fit("objective", x, y, pending, lie=float(y.min()))
         constraints = []
         for name, bound in self.objective.constraints:
             values = np.array([o["metrics"][name] for o in data])
@@ -168,12 +200,15 @@ class BayesSearcher(Searcher):
 
         return score
 
-    def _fit(self, key: str, x: np.ndarray, y: np.ndarray, pending: np.ndarray) -> gp.GP:
+    def _fit(self, key, x, y, pending, *, lie: float | None = None) -> gp.GP:
+        """A GP on `(x, y)`, then conditioned on the pending points: at `lie` (a constant
+        liar, for the objective) or at the model's own mean (a kriging believer)."""
         theta0 = self._thetas.get(key)
         model = gp.GP(self.cat).fit(x, y, theta0=None if theta0 is None else np.array(theta0))
         self._thetas[key] = [float(t) for t in model.theta]
         if len(pending):
-            model = model.condition(pending, model.predict(pending)[0])
+            fantasy = model.predict(pending)[0] if lie is None else np.full(len(pending), lie)
+            model = model.condition(pending, fantasy)
         return model
 
     # -- state ----------------------------------------------------------------------------------

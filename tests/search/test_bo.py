@@ -1,4 +1,12 @@
-from search.testing import SearcherContract
+import math
+
+import numpy as np
+import pytest
+
+import search
+from search import gp
+from search.testing import SearcherContract, mixed_space, toy_metrics
+from spaces import Choice, Float, Space
 
 
 class TestBayes(SearcherContract):
@@ -9,3 +17,144 @@ class TestBayes(SearcherContract):
 class TestBayesUCB(SearcherContract):
     searcher_name = "bo"
     options = {"n_initial": 4, "candidates": 200, "acquisition": "ucb"}
+
+
+def test_ei_matches_the_closed_form():
+    # BoTorch's reference value: EI(mu=-0.5, sigma=1, best=0) = 0.19780
+    assert gp.expected_improvement(-0.5, 1.0, 0.0) == pytest.approx(0.19780, abs=1e-5)
+    assert gp.expected_improvement(0.0, 1.0, 0.0) == pytest.approx(1 / math.sqrt(2 * math.pi))
+    assert gp.expected_improvement(2.0, 1e-9, 0.0) == pytest.approx(2.0)
+
+
+def test_log_ei_is_exact_where_ei_is_representable_and_finite_beyond():
+    z = np.array([-30.0, -8.0, -3.0, -1.0, -0.999, 0.0, 0.5, 4.0])
+    log_ei = gp.log_expected_improvement(z, 1.0, 0.0)
+    direct = np.log(gp.expected_improvement(z, 1.0, 0.0))
+    assert np.allclose(log_ei[1:], direct[1:], rtol=1e-9)
+    # deep in the tail EI ~ phi(z) / z^2: log EI ~ -z^2/2 - log(sqrt(2 pi)) - 2 log|z|
+    tail = -450.0 - 0.5 * math.log(2 * math.pi) - 2 * math.log(30.0)
+    assert log_ei[0] == pytest.approx(tail, abs=0.01)
+    assert np.all(np.diff(log_ei) > 0)
+
+
+def test_ucb_and_pi_closed_forms():
+    assert gp.upper_confidence_bound(1.0, 0.5, 2.0) == pytest.approx(2.0)
+    assert math.exp(gp.log_probability_of_improvement(0.0, 1.0, 0.0)) == pytest.approx(0.5)
+    assert math.exp(gp.log_probability_below(1.0, 1.0, 2.0)) == pytest.approx(0.8413447, 1e-6)
+
+
+def test_gp_posterior_equals_the_textbook_formula():
+    rng = np.random.default_rng(0)
+    cat = np.array([False, True])
+    x = np.column_stack([rng.random(12), rng.integers(0, 3, 12)]).astype(float)
+    y = np.sin(5 * x[:, 0]) + x[:, 1]
+    model = gp.GP(cat).fit(x, y)
+    w, s_m, s_a, noise = np.exp(model.theta[:2]), *np.exp(model.theta[2:])
+
+    def kernel(a, b):
+        r2 = w[0] * (a[:, None, 0] - b[None, :, 0]) ** 2 + w[1] * (a[:, None, 1] != b[None, :, 1])
+        r = np.sqrt(r2)
+        matern = (1 + math.sqrt(5) * r + 5 * r2 / 3) * np.exp(-math.sqrt(5) * r)
+        additive = (12 * np.outer(a[:, 0] - 0.5, b[:, 0] - 0.5)
+                    + (a[:, None, 1] == b[None, :, 1])) / 2
+        return s_m * matern + s_a * additive
+
+    z = (y - y.mean()) / y.std()
+    k = kernel(x, x) + (noise + gp.NOISE_FLOOR) * np.eye(12)
+    test = np.array([[0.3, 0.0], [0.9, 2.0], [0.5, -1.0]])
+    k_star = kernel(test, x)
+    mean = y.mean() + y.std() * k_star @ np.linalg.solve(k, z)
+    var = np.diag(kernel(test, test) - k_star @ np.linalg.solve(k, k_star.T)) * y.var()
+    got_mean, got_std = model.predict(test)
+    assert np.allclose(got_mean, mean) and np.allclose(got_std, np.sqrt(var))
+
+
+def test_gp_hyperparameter_gradient_matches_finite_differences():
+    from scipy.optimize import approx_fprime
+
+    rng = np.random.default_rng(1)
+    cat = np.array([False, False, True])
+    x = np.column_stack([rng.random(20), rng.random(20), rng.integers(-1, 3, 20)]).astype(float)
+    model = gp.GP(cat).fit(x, np.cos(4 * x[:, 0]) + x[:, 2])
+    theta = rng.normal(0.0, 0.5, 6)
+    numeric = approx_fprime(theta, lambda t: model._neg_log_posterior(t)[0], 1e-6)
+    assert np.allclose(model._neg_log_posterior(theta)[1], numeric, atol=1e-4)
+
+
+def test_seeks_feasibility_before_any_feasible_point():
+    space = Space({"x": Float(0.0, 1.0), "y": Float(0.0, 1.0)})
+    searcher = search.create("bo", space, metric="f", mode="max", seed=0, n_initial=6,
+                             constraints={"cost": 0.1})
+    for _ in range(6):  # all infeasible: cost = x + y is above 0.1 in this design
+        trial = searcher.ask()
+        c = trial.config
+        searcher.tell(trial.id, {"f": c["x"] + c["y"], "cost": max(0.2, c["x"] + c["y"])})
+    nxt = searcher.ask().config
+    assert nxt["x"] + nxt["y"] < 0.6  # it heads for low cost, not for high f
+
+
+def test_pending_trials_spread_the_proposals():
+    space = Space({"x": Float(0.0, 1.0)})
+    searcher = search.create("bo", space, metric="f", mode="max", seed=0, n_initial=5)
+    for _ in range(5):
+        trial = searcher.ask()
+        searcher.tell(trial.id, {"f": -((trial.config["x"] - 0.3) ** 2)})
+    batch = sorted(searcher.ask().config["x"] for _ in range(4))
+    assert min(np.diff(batch)) > 0.01
+
+
+def test_bo_beats_random_on_branin_at_30_evaluations():
+    space = Space({"x1": Float(-5.0, 10.0), "x2": Float(0.0, 15.0)})
+
+    def branin(c):
+        b, cc, t = 5.1 / (4 * math.pi**2), 5 / math.pi, 1 / (8 * math.pi)
+        x1, x2 = c["x1"], c["x2"]
+        return (x2 - b * x1**2 + cc * x1 - 6) ** 2 + 10 * (1 - t) * math.cos(x1) + 10
+
+    def best(name, seed):
+        s = search.create(name, space, metric="y", mode="min", seed=seed)
+        for _ in range(30):
+            t = s.ask()
+            s.tell(t.id, {"y": branin(t.config)})
+        return s.best()["metrics"]["y"] - 0.397887
+
+    assert np.median([best("bo", s) for s in range(3)]) < 0.1
+    assert np.median([best("bo", s) for s in range(3)]) < np.median(
+        [best("random", s) for s in range(3)])
+
+
+def test_parego_covers_a_trade_off_curve():
+    # f1 = x and f2 = 1 - sqrt(x) (+ a penalty on y): every y=0 point is Pareto-optimal
+    space = Space({"x": Float(0.0, 1.0), "y": Float(0.0, 1.0)})
+
+    def hv(name, seed):
+        s = search.create(name, space, metric=["f1", "f2"], mode=["min", "min"], seed=seed,
+                          n_initial=5) if name == "bo" else search.create(
+            name, space, metric=["f1", "f2"], mode=["min", "min"], seed=seed)
+        for _ in range(20):
+            t = s.ask()
+            x, y = t.config["x"], t.config["y"]
+            s.tell(t.id, {"f1": x + y, "f2": 1 - math.sqrt(x) + y})
+        return search.hypervolume([o["metrics"] for o in s.front()], ["f1", "f2"],
+                                  ["min", "min"], [2.0, 2.0])
+
+    assert np.median([hv("bo", s) for s in range(3)]) > np.median(
+        [hv("random", s) for s in range(3)])
+
+
+def test_bo_options_are_checked():
+    with pytest.raises(ValueError, match="acquisition must be one of"):
+        search.create("bo", mixed_space(), metric="score", acquisition="ts")
+    with pytest.raises(ValueError, match="n_initial"):
+        search.create("bo", mixed_space(), metric="score", n_initial=0)
+
+
+def test_exhaustive_scoring_never_repeats_a_config():
+    space = Space({"a": Choice(("p", "q", "r")), "b": Choice((1, 2, 3))})
+    searcher = search.create("bo", space, metric="f", seed=0, n_initial=2)
+    seen = []
+    for _ in range(9):
+        t = searcher.ask()
+        seen.append((t.config["a"], t.config["b"]))
+        searcher.tell(t.id, {"f": float(len(seen))})
+    assert len(set(seen)) == 9
