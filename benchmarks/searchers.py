@@ -153,9 +153,9 @@ def synthetic(args, pool) -> str:
 
 
 def _nb201_regret(job, data, pending=1):
-    kind, seed, options = job
+    kind, seed = job
     task = nb201_data.Task(nb201_data.load(data))
-    extra = {"pending": pending, **options} if not kind.startswith("optuna") else {}
+    extra = {} if kind.startswith("optuna") else {"pending": pending}
     results = run(
         kind,
         task.space,
@@ -172,18 +172,13 @@ def _nb201_regret(job, data, pending=1):
 
 def nb201(args, pool) -> str:
     data = nb201_data.require(args.data)
-    kinds = [
-        ("bo", {}),
-        ("evolution", {}),
-        ("rl", {}),
-        ("random", {}),
-        ("optuna-gp", {}),
-        ("optuna-tpe", {}),
-    ]
-    jobs = [(k, s, o) for k, o in kinds for s in range(args.seeds)]
+    kinds = args.only or ["bo", "evolution", "rl", "random", "optuna-gp", "optuna-tpe"]
+    jobs = [(k, s) for k in kinds for s in range(args.seeds)]
     regrets: dict = {}
     for kind, regret in pool.imap_unordered(partial(_nb201_regret, data=data), jobs):
         regrets.setdefault(kind, []).append(regret)
+        if len(regrets[kind]) == args.seeds:  # progress, in case a long run is cut short
+            print(f"{kind}: median regret {np.median(regrets[kind]):.3f}", flush=True)
     rows = [
         [
             k,
@@ -191,7 +186,7 @@ def nb201(args, pool) -> str:
             f"{np.mean(regrets[k]):.3f}",
             f"{np.mean(np.array(regrets[k]) == 0):.0%}",
         ]
-        for k, _ in kinds
+        for k in kinds
     ]
     return _table(
         f"NB201 cifar10-val, pixel3 latency <= 25th percentile, 100 evals, {args.seeds} seeds",
@@ -241,7 +236,7 @@ def parallel(args, pool) -> str:
     for kind in ("bo", "evolution"):
         medians = []
         for pending in (1, 4):
-            jobs = [(kind, s, {}) for s in range(args.seeds)]
+            jobs = [(kind, s) for s in range(args.seeds)]
             out = pool.map(partial(_nb201_regret, data=data, pending=pending), jobs)
             medians.append(float(np.median([r for _, r in out])))
         ratio = medians[1] / medians[0] if medians[0] > 0 else float("inf")
@@ -325,6 +320,7 @@ def main() -> None:
     parser.add_argument("mode", choices=sorted(MODES))
     parser.add_argument("--seeds", type=int)
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--only", nargs="+", help="nb201: run only these searchers")
     parser.add_argument("--data", help="the NB201 folder (default: PARETUNE_NB201 or ../shared)")
     args = parser.parse_args()
     args.seeds = args.seeds or DEFAULT_SEEDS[args.mode]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -105,21 +106,30 @@ class Searcher:
         self.seed = seed
         self.rng = np.random.default_rng(seed)
         self.pending: dict[str, dict] = {}
+        self._pending_keys: Counter[str] = Counter()  # canonical keys of the pending configs
         self.observations: list[dict] = []
         self._next_id = 0
 
     # -- protocol ---------------------------------------------------------------------------
     def ask(self) -> Trial:
         """A new trial; its config differs from every pending one where the space allows."""
-        taken = {self.space.canonical(c) for c in self.pending.values()}
         for _ in range(100):
             config = self._propose()
-            if self.space.canonical(config) not in taken:
+            if self._pending_keys[self.space.canonical(config)] == 0:
                 break
         trial = Trial(str(self._next_id), config)
-        self._next_id += 1
-        self.pending[trial.id] = config
+        self._hold(trial.id, config)
         return trial
+
+    def _hold(self, trial_id: str, config: dict) -> None:
+        self._next_id = max(self._next_id, int(trial_id) + 1)
+        self.pending[trial_id] = config
+        self._pending_keys[self.space.canonical(config)] += 1
+
+    def _release(self, trial_id: str) -> dict:
+        config = self.pending.pop(trial_id)
+        self._pending_keys[self.space.canonical(config)] -= 1
+        return config
 
     def tell(self, trial_id: str, metrics: Mapping | None, *, status: str | None = None) -> dict:
         """Record a result; `None`, or a NaN/inf objective or cost, records a failure.
@@ -137,7 +147,7 @@ class Searcher:
         if status is not None and status not in STATUSES:
             raise ValueError(f"tell: status must be one of {list(STATUSES)}, got {status!r}")
         values = None if metrics is None else self._clean(metrics)
-        record = {"id": trial_id, "config": self.pending.pop(trial_id), "metrics": None}
+        record = {"id": trial_id, "config": self._release(trial_id), "metrics": None}
         record["status"] = "failed"
         if values is not None:
             record["metrics"] = values
@@ -153,8 +163,7 @@ class Searcher:
         """Record a result for a config that was not asked (warm start from earlier runs)."""
         self.space.validate(config)
         trial_id = str(self._next_id)
-        self._next_id += 1
-        self.pending[trial_id] = dict(config)
+        self._hold(trial_id, dict(config))
         return self.tell(trial_id, metrics)
 
     def _clean(self, metrics: Mapping) -> dict | None:
@@ -224,7 +233,9 @@ class Searcher:
             )
         self.rng.bit_generator.state = state["rng"]
         self._next_id = int(state["next_id"])
-        self.pending = {str(k): dict(v) for k, v in state["pending"].items()}
+        self.pending, self._pending_keys = {}, Counter()
+        for trial_id, config in state["pending"].items():
+            self._hold(str(trial_id), dict(config))
         self.observations = [dict(o) for o in state["observations"]]
         self._load_extra_state(state.get("extra") or {})
 

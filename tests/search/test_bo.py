@@ -5,7 +5,7 @@ import pytest
 
 import search
 from search import gp
-from search.testing import SearcherContract, mixed_space, toy_metrics
+from search.testing import SearcherContract, mixed_space
 from spaces import Choice, Float, Space
 
 
@@ -55,8 +55,9 @@ def test_gp_posterior_equals_the_textbook_formula():
         r2 = w[0] * (a[:, None, 0] - b[None, :, 0]) ** 2 + w[1] * (a[:, None, 1] != b[None, :, 1])
         r = np.sqrt(r2)
         matern = (1 + math.sqrt(5) * r + 5 * r2 / 3) * np.exp(-math.sqrt(5) * r)
-        additive = (12 * np.outer(a[:, 0] - 0.5, b[:, 0] - 0.5)
-                    + (a[:, None, 1] == b[None, :, 1])) / 2
+        additive = (
+            12 * np.outer(a[:, 0] - 0.5, b[:, 0] - 0.5) + (a[:, None, 1] == b[None, :, 1])
+        ) / 2
         return s_m * matern + s_a * additive
 
     z = (y - y.mean()) / y.std()
@@ -83,8 +84,9 @@ def test_gp_hyperparameter_gradient_matches_finite_differences():
 
 def test_seeks_feasibility_before_any_feasible_point():
     space = Space({"x": Float(0.0, 1.0), "y": Float(0.0, 1.0)})
-    searcher = search.create("bo", space, metric="f", mode="max", seed=0, n_initial=6,
-                             constraints={"cost": 0.1})
+    searcher = search.create(
+        "bo", space, metric="f", mode="max", seed=0, n_initial=6, constraints={"cost": 0.1}
+    )
     for _ in range(6):  # all infeasible: cost = x + y is above 0.1 in this design
         trial = searcher.ask()
         c = trial.config
@@ -112,7 +114,8 @@ def test_bo_beats_random_on_branin_at_30_evaluations():
         return (x2 - b * x1**2 + cc * x1 - 6) ** 2 + 10 * (1 - t) * math.cos(x1) + 10
 
     def best(name, seed):
-        s = search.create(name, space, metric="y", mode="min", seed=seed)
+        options = {"candidates": 256} if name == "bo" else {}
+        s = search.create(name, space, metric="y", mode="min", seed=seed, **options)
         for _ in range(30):
             t = s.ask()
             s.tell(t.id, {"y": branin(t.config)})
@@ -120,7 +123,8 @@ def test_bo_beats_random_on_branin_at_30_evaluations():
 
     assert np.median([best("bo", s) for s in range(3)]) < 0.1
     assert np.median([best("bo", s) for s in range(3)]) < np.median(
-        [best("random", s) for s in range(3)])
+        [best("random", s) for s in range(3)]
+    )
 
 
 def test_parego_covers_a_trade_off_curve():
@@ -128,18 +132,24 @@ def test_parego_covers_a_trade_off_curve():
     space = Space({"x": Float(0.0, 1.0), "y": Float(0.0, 1.0)})
 
     def hv(name, seed):
-        s = search.create(name, space, metric=["f1", "f2"], mode=["min", "min"], seed=seed,
-                          n_initial=5) if name == "bo" else search.create(
-            name, space, metric=["f1", "f2"], mode=["min", "min"], seed=seed)
+        s = (
+            search.create(
+                name, space, metric=["f1", "f2"], mode=["min", "min"], seed=seed, n_initial=5
+            )
+            if name == "bo"
+            else search.create(name, space, metric=["f1", "f2"], mode=["min", "min"], seed=seed)
+        )
         for _ in range(20):
             t = s.ask()
             x, y = t.config["x"], t.config["y"]
             s.tell(t.id, {"f1": x + y, "f2": 1 - math.sqrt(x) + y})
-        return search.hypervolume([o["metrics"] for o in s.front()], ["f1", "f2"],
-                                  ["min", "min"], [2.0, 2.0])
+        return search.hypervolume(
+            [o["metrics"] for o in s.front()], ["f1", "f2"], ["min", "min"], [2.0, 2.0]
+        )
 
     assert np.median([hv("bo", s) for s in range(3)]) > np.median(
-        [hv("random", s) for s in range(3)])
+        [hv("random", s) for s in range(3)]
+    )
 
 
 def test_bo_options_are_checked():
