@@ -79,18 +79,13 @@ class BayesSearcher(Searcher):
         configs = [self.space.decode(u) for u in self.rng.random((count, len(self.space)))]
         return configs, gp.features(self.space, configs)
 
-    def _unit(self, config: dict) -> np.ndarray:
-        return np.array(
-            [self.space[n].to_unit(config[n]) if n in config else 0.5 for n in self.space.names]
-        )
-
     def _neighbours(self, configs: list[dict], count: int, scale: float) -> list[dict]:
         """Numeric dimensions moved by N(0, scale); one categorical dimension redrawn."""
         out = []
         categorical = np.flatnonzero(self.cat)
         for config in configs:
             noise = self.rng.normal(0.0, scale, (count, len(self.cat))) * ~self.cat
-            moved = self._unit(config) + noise
+            moved = self.space.encode(config) + noise
             if len(categorical):
                 flip = categorical[self.rng.integers(len(categorical), size=count)]
                 moved[np.arange(count), flip] = self.rng.random(count)
@@ -124,7 +119,7 @@ class BayesSearcher(Searcher):
             bounds=[(0.0, 1.0)] * k,
             options={"maxiter": 50},
         )
-        unit = self._unit(config)
+        unit = self.space.encode(config)
         unit[free] = result.x
         refined = self.space.decode(unit)
         return refined, float(score(gp.features(self.space, [refined]))[0])
@@ -152,8 +147,11 @@ class BayesSearcher(Searcher):
     def _optimize(self, score, data: list[dict]) -> dict:
         configs, feats = self._random_candidates(self.n_candidates)
         values = score(feats)
-        incumbents = sorted(data, key=lambda o: self._targets([o])[0], reverse=True)[:3]
-        starts = [configs[i] for i in np.argsort(values)[-5:]] + [o["config"] for o in incumbents]
+        targets = self._targets(data)  # one call: ParEGO normalizes over all the data
+        incumbents = sorted(range(len(data)), key=lambda i: targets[i], reverse=True)[:3]
+        starts = [configs[i] for i in np.argsort(values)[-5:]] + [
+            data[i]["config"] for i in incumbents
+        ]
         best_config, best_value = configs[int(np.argmax(values))], float(np.max(values))
         for scale in (0.1, 0.03):
             near = self._neighbours(starts, 32, scale)

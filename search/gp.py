@@ -78,13 +78,9 @@ class GP:
 
     # -- fitting ------------------------------------------------------------------------------
     def fit(self, x: np.ndarray, y: np.ndarray, *, theta0: np.ndarray | None = None) -> GP:
-        self.x = np.asarray(x, dtype=float)
         y = np.asarray(y, dtype=float)
         self.y_mean, self.y_std = float(y.mean()), float(y.std()) or 1.0
-        self.z = (y - self.y_mean) / self.y_std
-        self._d2 = _deltas(self.x, self.x, self.cat)
-        self._add = _additive(self.x, self.x, self.cat)
-        self._levels = {j: np.unique(self.x[:, j]) for j in np.flatnonzero(self.cat)}
+        self._set_data(np.asarray(x, dtype=float), (y - self.y_mean) / self.y_std)
         start = self.theta if theta0 is None else np.asarray(theta0, dtype=float)
         d = len(self.cat)
         bounds = [(-8.0, 6.0)] * d + [(-4.0, 4.0), (-8.0, 3.0), (math.log(NOISE_FLOOR), 1.0)]
@@ -172,14 +168,18 @@ class GP:
         """The same hyperparameters, with `(x_new, y_new)` added to the data (no refit)."""
         other = GP(self.cat)
         other.theta = self.theta
-        other.x = np.vstack([self.x, x_new])
         other.y_mean, other.y_std = self.y_mean, self.y_std
-        other.z = np.concatenate([self.z, (np.asarray(y_new) - self.y_mean) / self.y_std])
-        other._d2 = _deltas(other.x, other.x, other.cat)
-        other._add = _additive(other.x, other.x, other.cat)
-        other._levels = {j: np.unique(other.x[:, j]) for j in np.flatnonzero(other.cat)}
+        z_new = (np.asarray(y_new) - self.y_mean) / self.y_std
+        other._set_data(np.vstack([self.x, x_new]), np.concatenate([self.z, z_new]))
         other._factorize()
         return other
+
+    def _set_data(self, x: np.ndarray, z: np.ndarray) -> None:
+        """Training inputs, standardized targets, and the matrices the kernel reuses."""
+        self.x, self.z = x, z
+        self._d2 = _deltas(x, x, self.cat)
+        self._add = _additive(x, x, self.cat)
+        self._levels = {j: np.unique(x[:, j]) for j in np.flatnonzero(self.cat)}
 
     def predict(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Posterior mean and standard deviation at `x` (shape `(m, d)`), each `(m,)`."""
