@@ -73,6 +73,11 @@ def chain(
     return Space(params)
 
 
+def mlp(*, layers: tuple[int, int] = (1, 3), widths: Sequence[int] = (32, 64, 128, 256)) -> Space:
+    """A multilayer perceptron: `layers` hidden layers of `width` units."""
+    return Space({"layers": Int(*layers), "width": Choice(tuple(widths))})
+
+
 def training() -> Space:
     """Optimizer, learning rate, weight decay, batch size, label smoothing (momentum for SGD)."""
     return Space(
