@@ -118,11 +118,15 @@ def estimate_cost(config: Mapping, settings: TrialSettings, *, in_shape, num_cla
         repeats=max(3, settings.latency_repeats // 4),
         threads=settings.latency_threads,
     )
-    cost = {"params": count_params(model), "macs": count_macs(model, in_shape)}
     if compress.get("quantize"):
         hooks = quantize.prepare(model, _quant_spec(compress))
         quantize.finalize(model, hooks)
-    return {**cost, "size_bytes": size_bytes(model), "latency_ms": latency}
+    return {
+        "params": count_params(model),
+        "macs": count_macs(model, in_shape),
+        "size_bytes": size_bytes(model),
+        "latency_ms": latency,
+    }
 
 
 def violations(cost: Mapping, constraints: Mapping[str, float]) -> dict[str, float]:

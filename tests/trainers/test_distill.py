@@ -1,0 +1,61 @@
+import copy
+
+import pytest
+import torch
+
+from tests.trainers.conftest import SMALL_CHAIN
+from trainers.distill import Distiller, cached_teacher
+from trainers.models import build_model
+
+
+def _chain(width_mult=1.0, seed=0):
+    torch.manual_seed(seed)
+    options = {"width_mult": width_mult}
+    return build_model("chain", SMALL_CHAIN, in_shape=(1, 8, 8), num_classes=10, options=options)
+
+
+@pytest.mark.parametrize("loss", ["mse", "kl"])
+def test_loss_is_zero_when_student_equals_teacher(loss, data):
+    student = _chain().eval()
+    teacher = copy.deepcopy(student)
+    x = data.x_val[:16]
+    distill = Distiller(
+        student, teacher, layer="blocks", teacher_layer="blocks", sample=x, loss=loss
+    )
+    assert isinstance(distill.adapter, torch.nn.Identity)
+    assert distill(x, student(x)).item() == pytest.approx(0.0, abs=1e-6)
+    other = _chain(seed=1).eval()
+    distill = Distiller(other, teacher, layer="blocks", teacher_layer="blocks", sample=x, loss=loss)
+    assert distill(x, other(x)).item() > 1e-3
+
+
+def test_wider_teacher_gets_an_adapter_and_gradients_reach_it(data):
+    student, teacher = _chain(), _chain(width_mult=2.0, seed=1)
+    x = data.x_val[:16]
+    distill = Distiller(student, teacher, layer="blocks", teacher_layer="blocks", sample=x)
+    assert distill.adapter.weight.shape == (32, 16, 1, 1)
+    assert not any(p.requires_grad for p in teacher.parameters())
+    assert set(distill.parameters()) == {distill.adapter.weight}
+    distill(x, student(x)).backward()
+    assert distill.adapter.weight.grad is not None
+    assert student.stem[0].weight.grad is not None
+
+
+def test_unknown_layer_is_named(data):
+    with pytest.raises(ValueError, match="no layer 'trunk'"):
+        Distiller(_chain(), _chain(), layer="trunk", teacher_layer="blocks", sample=data.x_val)
+
+
+def test_teacher_is_trained_once_and_cached(tmp_path):
+    fits = []
+
+    def fit(model):
+        fits.append(1)
+        with torch.no_grad():
+            model.classifier.bias.fill_(0.5)
+
+    first = cached_teacher({"arch": "x"}, _chain, fit, tmp_path)
+    second = cached_teacher({"arch": "x"}, _chain, fit, tmp_path)
+    assert len(fits) == 1 and torch.equal(second.classifier.bias, first.classifier.bias)
+    cached_teacher({"arch": "y"}, _chain, fit, tmp_path)
+    assert len(fits) == 2 and len(list(tmp_path.glob("teacher-*.pt"))) == 2

@@ -1,0 +1,78 @@
+import time
+
+import pytest
+
+from tests.trainers.conftest import SMALL_CHAIN, SMALL_MLP
+from trainers import TrialSettings, estimate_cost, run_trial
+from trainers.store import load
+from trainers.train import evaluate
+
+FAST = {"epochs": 2, "finetune_epochs": 1, "qat_epochs": 1, "teacher_epochs": 1}
+
+
+def _arch(arch):
+    return {f"arch.{k}": v for k, v in arch.items()}
+
+
+def test_full_trial_reports_each_epoch_and_saves(tmp_path, data):
+    config = _arch(SMALL_CHAIN) | {
+        "train.lr": 0.01,
+        "train.optimizer": "adamw",
+        "compress.prune": True,
+        "compress.prune_ratio": 0.5,
+        "compress.prune_criterion": "gradient",
+        "compress.quantize": True,
+        "compress.weight_bits": 4,
+        "compress.act_bits": 8,
+        "compress.quant_scheme": "linear",
+        "compress.quant_granularity": "per_channel",
+        "compress.quant_mode": "qat",
+        "compress.distill": True,
+        "compress.distill_weight": 0.5,
+        "compress.distill_temperature": 3.0,
+        "compress.distill_loss": "kl",
+    }
+    rows = []
+    settings = TrialSettings(**FAST, cache_dir=str(tmp_path), save_path=str(tmp_path / "m.npz"))
+    result = run_trial(config, rows.append, settings=settings)
+    assert [r["phase"] for r in rows] == ["train", "train", "finetune", "qat"]
+    assert [r["step"] for r in rows] == [1, 2, 3, 4]
+    assert result["status"] == "completed" and 0 <= result["test_acc"] <= 100
+    assert [r["step"] for r in result["records"]] == ["prune", "quantize"]
+    assert result["macs"] > 0 and result["latency_ms"] > 0 and result["params"] > 0
+    model, _ = load(tmp_path / "m.npz")
+    assert evaluate(model, data.x_val, data.y_val) == pytest.approx(result["val_acc"])
+    again = run_trial(config, settings=settings)
+    assert again["val_acc"] == result["val_acc"]  # seeded, and the cached teacher is the same
+
+
+def test_estimate_matches_the_trained_model():
+    config = _arch(SMALL_CHAIN) | {"compress.prune": True, "compress.prune_ratio": 0.5}
+    config |= {"compress.quantize": True, "compress.weight_bits": 6}
+    settings = TrialSettings(**FAST)
+    estimate = estimate_cost(config, settings, in_shape=(1, 8, 8), num_classes=10)
+    result = run_trial(config, settings=settings)
+    for key in ("params", "macs", "size_bytes"):
+        assert estimate[key] == result[key]
+
+
+def test_infeasible_config_is_rejected_untrained():
+    rows = []
+    start = time.perf_counter()
+    result = run_trial(
+        _arch(SMALL_MLP), rows.append, settings=TrialSettings(constraints={"params": 1000})
+    )
+    assert time.perf_counter() - start < 5 and not rows
+    assert result["status"] == "infeasible" and result["violations"]["params"] > 0
+
+
+def test_bad_config_is_named():
+    with pytest.raises(ValueError, match="prefixes allowed"):
+        run_trial({"model.width": 3})
+    with pytest.raises(ValueError, match="allowed"):
+        run_trial(_arch(SMALL_MLP), settings=TrialSettings(constraints={"flops": 1}))
+
+
+def test_nan_loss_fails_the_trial():
+    with pytest.raises(FloatingPointError, match="loss"):
+        run_trial(_arch(SMALL_MLP) | {"train.lr": 1e30}, settings=TrialSettings(epochs=2))
