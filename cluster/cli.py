@@ -1,12 +1,14 @@
-"""The `paretune` command line."""
+"""The `paretune` command line: run, resume, results, plot (and spaces, searchers)."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import sys
+from pathlib import Path
 
-READY_SPACES = ("nb201", "chain", "training", "compression", "joint")
+READY_SPACES = ("nb201", "chain", "mlp", "training", "compression", "joint")
+SHOWN = ("trial", "status", "val_acc", "test_acc", "latency_ms", "size_bytes", "macs")
 
 
 def _space(name: str):
@@ -31,6 +33,130 @@ def _cmd_searchers(args) -> int:
     return 0
 
 
+def format_table(table, columns=None, *, limit: int = 50) -> str:
+    """An aligned text table of the first `limit` rows."""
+    columns = [c for c in (columns or table.column_names) if c in table.column_names]
+    rows = table.select(columns).slice(0, limit).to_pylist()
+
+    def cell(value):
+        if isinstance(value, float):
+            return f"{value:.4g}"
+        return "" if value is None else str(value)
+
+    cells = [[cell(r[c]) for c in columns] for r in rows]
+    widths = [max([len(c)] + [len(r[i]) for r in cells]) for i, c in enumerate(columns)]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(columns, widths))]
+    lines += ["  ".join(v.ljust(w) for v, w in zip(r, widths)) for r in cells]
+    if table.num_rows > limit:
+        lines.append(f"... {table.num_rows - limit} more rows")
+    return "\n".join(lines)
+
+
+def _front_columns(study) -> list[str]:
+    config = [f"config.{k}" for k in study.space().params]
+    return ["trial", *[m for m, _ in study.objectives], "size_bytes", "test_acc", *config]
+
+
+def _print_front(study, table) -> None:
+    from cluster import results
+
+    front = results.pareto(table, study.objectives)
+    objectives = ", ".join(f"{m} ({mode})" for m, mode in study.objectives)
+    print(f"\nPareto front of {study.name} over {objectives}: {front.num_rows} of {table.num_rows}")
+    print(format_table(front, _front_columns(study)))
+
+
+def _cmd_run(args) -> int:
+    from cluster import runner, study
+
+    config = study.read(args.config) if args.config else study.measured_default()
+    if args.dir:
+        config = study.Study.from_dict({**config.to_dict(), "dir": args.dir})
+    table = runner.run(config, address=args.address, verbose=args.verbose, num_cpus=args.cpus)
+    _print_front(config, table)
+    return 0
+
+
+def _cmd_resume(args) -> int:
+    from cluster import runner
+
+    config = runner.load_study(args.study)
+    config = type(config).from_dict({**config.to_dict(), "dir": str(args.study)})
+    table = runner.run(
+        config, address=args.address, resume=True, verbose=args.verbose, num_cpus=args.cpus
+    )
+    _print_front(config, table)
+    return 0
+
+
+def _objective_pairs(text: str) -> list[tuple[str, str]]:
+    pairs = []
+    for part in text.split(","):
+        metric, _, mode = part.partition(":")
+        pairs.append((metric.strip(), mode.strip() or "max"))
+    return pairs
+
+
+def _query(table, sql: str):
+    try:
+        import duckdb
+    except ImportError as error:
+        raise ValueError("--where and --sql need DuckDB: pip install 'paretune[sql]'") from error
+    connection = duckdb.connect()
+    connection.register("results", table)
+    try:
+        return connection.sql(sql).to_arrow_table()
+    except duckdb.Error as error:
+        raise ValueError(f"query failed: {error}") from error
+
+
+def _cmd_results(args) -> int:
+    from cluster import results
+
+    table = results.load(args.study, every_step=args.every_step)
+    if args.where:
+        table = _query(table, f"SELECT * FROM results WHERE {args.where}")
+    if args.sql:
+        table = _query(table, args.sql)
+    if args.pareto:
+        table = results.pareto(table, _objective_pairs(args.pareto))
+    if args.sort:
+        column, _, order = args.sort.partition(":")
+        if column not in table.column_names:
+            raise ValueError(f"--sort: no column {column!r}; columns: {table.column_names}")
+        table = table.sort_by([(column, "descending" if order == "desc" else "ascending")])
+    if args.out:
+        _write(table, Path(args.out))
+        print(f"wrote {table.num_rows} rows to {args.out}")
+        return 0
+    columns = args.columns.split(",") if args.columns else None
+    print(format_table(table, columns or (None if args.sql else SHOWN), limit=args.limit))
+    return 0
+
+
+def _write(table, path: Path) -> None:
+    import pyarrow.csv as csv
+    import pyarrow.parquet as pq
+
+    if path.suffix == ".csv":
+        csv.write_csv(table, path)
+    elif path.suffix == ".parquet":
+        pq.write_table(table, path)
+    elif path.suffix == ".json":
+        path.write_text(json.dumps(table.to_pylist(), default=str, indent=1))
+    else:
+        raise ValueError(f"--out {str(path)!r}: the suffix must be .csv, .json or .parquet")
+
+
+def _cmd_plot(args) -> int:
+    from cluster import plot, runner
+
+    study = runner.load_study(args.study)
+    for path in plot.plot_study(args.study, study, out=args.out):
+        print(f"wrote {path}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="paretune", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -39,12 +165,45 @@ def build_parser() -> argparse.ArgumentParser:
     show.set_defaults(func=_cmd_spaces)
     listing = commands.add_parser("searchers", help="list the searchers and their options")
     listing.set_defaults(func=_cmd_searchers)
+    for name, func in (("run", _cmd_run), ("resume", _cmd_resume)):
+        sub = commands.add_parser(name, help=f"{name} a study on Ray Tune")
+        if name == "run":
+            sub.add_argument("config", nargs="?", help="a YAML or TOML study (default: built-in)")
+            sub.add_argument("--dir", help="where the study lives (overrides the file's dir)")
+        else:
+            sub.add_argument("study", help="the study folder")
+        sub.add_argument("--address", help="join a Ray cluster: auto, host:port or ray://...")
+        sub.add_argument("--cpus", type=int, help="CPUs for a local Ray (default: all)")
+        sub.add_argument("--verbose", action="store_true", help="Ray's own output too")
+        sub.set_defaults(func=func)
+    res = commands.add_parser("results", help="query a study's results")
+    res.add_argument("study")
+    res.add_argument("--every-step", action="store_true", help="every report, not final rows")
+    res.add_argument("--where", help='an SQL condition, e.g. "latency_ms < 5" (DuckDB)')
+    res.add_argument("--sql", help="a whole SQL query over the table `results` (DuckDB)")
+    res.add_argument("--pareto", help="keep the front, e.g. val_acc:max,latency_ms:min")
+    res.add_argument("--sort", help="COLUMN or COLUMN:desc")
+    res.add_argument("--columns", help="comma-separated columns to print")
+    res.add_argument("--limit", type=int, default=50)
+    res.add_argument("--out", help="write .csv, .json or .parquet instead of printing")
+    res.set_defaults(func=_cmd_results)
+    plot = commands.add_parser("plot", help="Pareto front and best-so-far curve as PNG")
+    plot.add_argument("study")
+    plot.add_argument("--out", help="folder for the PNG files (default: STUDY/plots)")
+    plot.set_defaults(func=_cmd_plot)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return args.func(args)
+    try:
+        return args.func(args)
+    except ValueError as error:  # ConfigError included: a clear message, exit code 2
+        print(f"paretune: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("\ninterrupted: `paretune resume STUDY` continues", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -159,6 +159,11 @@ class Searcher:
         self._observe(record)
         return record
 
+    def discard(self, trial_id: str) -> None:
+        """Forget a pending trial that will never report (its worker was lost in a crash)."""
+        if trial_id in self.pending:
+            self._release(trial_id)
+
     def add(self, config: Mapping, metrics: Mapping | None) -> dict:
         """Record a result for a config that was not asked (warm start from earlier runs)."""
         self.space.validate(config)

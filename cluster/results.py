@@ -1,0 +1,154 @@
+"""Study results as Parquet part files (one row per report, never rewritten) read as Arrow."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from search.pareto import pareto_front
+from spaces import Choice, Float, Int, Space
+
+METRICS = (
+    "val_acc",
+    "test_acc",
+    "latency_ms",
+    "size_bytes",
+    "macs",
+    "params",
+    "train_loss",
+    "train_seconds",
+)
+CORE = [
+    ("study", pa.string()),
+    ("trial", pa.string()),
+    ("status", pa.string()),
+    ("final", pa.bool_()),
+    ("step", pa.int64()),
+    ("phase", pa.string()),
+    ("epoch", pa.int64()),
+    ("time", pa.timestamp("ms", tz="UTC")),
+    ("elapsed_s", pa.float64()),
+    ("node", pa.string()),
+]
+TAIL = [("records", pa.string()), ("violations", pa.string()), ("error", pa.string())]
+
+
+def _param_type(param) -> pa.DataType:
+    if isinstance(param, Float):
+        return pa.float64()
+    if isinstance(param, Int):
+        return pa.int64()
+    options = param.options if isinstance(param, Choice) else ()
+    if options and all(isinstance(o, bool) for o in options):
+        return pa.bool_()
+    if options and all(isinstance(o, int) and not isinstance(o, bool) for o in options):
+        return pa.int64()
+    if options and all(isinstance(o, int | float) and not isinstance(o, bool) for o in options):
+        return pa.float64()
+    return pa.string()
+
+
+def schema(space: Space, metrics: Iterable[str] = ()) -> pa.Schema:
+    """Core columns, `config.<key>` typed from the space, one float64 column per metric."""
+    config = [(f"config.{k}", _param_type(p)) for k, p in space.params.items()]
+    names = list(dict.fromkeys([*METRICS, *metrics]))
+    return pa.schema(CORE + config + [(m, pa.float64()) for m in names] + TAIL)
+
+
+def _cell(value, kind: pa.DataType):
+    if value is None:
+        return None
+    if pa.types.is_string(kind):
+        return value if isinstance(value, str) else json.dumps(value, default=str)
+    if pa.types.is_floating(kind):
+        number = float(value)
+        return number if math.isfinite(number) else None
+    if pa.types.is_integer(kind):
+        return int(value)
+    return value
+
+
+class ResultWriter:
+    """Appends rows to `STUDY/results/part-*.parquet`: `add(row)` buffers, `flush()` writes the
+    buffer as a new part file (atomically), and `add` flushes on its own every `interval` s."""
+
+    def __init__(self, study_dir: str | Path, schema: pa.Schema, *, interval: float = 2.0):
+        self.folder = Path(study_dir) / "results"
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.schema, self.interval = schema, interval
+        self.rows: list[dict] = []
+        self.last_flush = time.monotonic()
+
+    def add(self, row: Mapping, *, flush: bool = False) -> None:
+        config = row.get("config") or {}
+        flat = {**row, **{f"config.{k}": v for k, v in config.items()}}
+        self.rows.append({f.name: _cell(flat.get(f.name), f.type) for f in self.schema})
+        if flush or time.monotonic() - self.last_flush > self.interval:
+            self.flush()
+
+    def flush(self) -> None:
+        self.last_flush = time.monotonic()
+        if not self.rows:
+            return
+        table = pa.Table.from_pylist(self.rows, schema=self.schema)
+        name = f"part-{time.time_ns():020d}-{uuid.uuid4().hex[:8]}.parquet"
+        tmp = self.folder / f".{name}.tmp"
+        pq.write_table(table, tmp)
+        os.replace(tmp, self.folder / name)
+        self.rows = []
+
+
+def load(study_dir: str | Path, *, every_step: bool = False) -> pa.Table:
+    """The study's rows: by default one per trial (its final row, or its last row when it never
+    finished); `every_step=True` gives every report."""
+    folder = Path(study_dir) / "results"
+    parts = sorted(folder.glob("part-*.parquet")) if folder.exists() else []
+    if not parts:
+        raise ValueError(f"no results under {str(folder)!r}: is this a study folder?")
+    table = pa.concat_tables([pq.read_table(p) for p in parts], promote_options="default")
+    if every_step:
+        return table
+    return last_rows(table)
+
+
+def last_rows(table: pa.Table) -> pa.Table:
+    """Per trial, its final row when it has one, else its latest."""
+    ranked = table.append_column("_row", pa.array(range(table.num_rows), pa.int64()))
+    final = pc.fill_null(ranked["final"], False)
+    ranked = ranked.append_column("_final", pc.cast(final, pa.int64()))
+    order = ranked.sort_by([("trial", "ascending"), ("_final", "ascending"), ("_row", "ascending")])
+    trials = order["trial"].to_pylist()
+    keep = [i for i in range(len(trials)) if i + 1 == len(trials) or trials[i + 1] != trials[i]]
+    chosen = order.take(pa.array(keep, pa.int64()))
+    chosen = chosen.sort_by([("_row", "ascending")])
+    return chosen.drop_columns(["_row", "_final"])
+
+
+def pareto(table: pa.Table, objectives: Mapping[str, str] | Sequence[tuple[str, str]]) -> pa.Table:
+    """The rows no other row dominates over `objectives` (`{metric: "max" | "min"}`), among the
+    completed final rows."""
+    pairs = list(objectives.items() if isinstance(objectives, Mapping) else objectives)
+    for metric, mode in pairs:
+        if metric not in table.column_names:
+            raise ValueError(f"no column {metric!r}; columns: {table.column_names}")
+        if mode not in ("max", "min"):
+            raise ValueError(f"mode of {metric!r} must be 'max' or 'min', got {mode!r}")
+    mask = pc.equal(table["status"], "completed")
+    for metric, _ in pairs:
+        mask = pc.and_(mask, pc.is_valid(table[metric]))
+    candidates = table.filter(mask)
+    rows = candidates.select([m for m, _ in pairs]).to_pylist()
+    for i, row in enumerate(rows):
+        row["_index"] = i
+    front = pareto_front(rows, [m for m, _ in pairs], [mode for _, mode in pairs])
+    keep = sorted(r["_index"] for r in front)
+    return candidates.take(pa.array(keep, pa.int64()))

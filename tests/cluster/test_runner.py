@@ -1,0 +1,91 @@
+"""Real studies on Ray Tune (a session-wide local Ray with 2 CPUs)."""
+
+import json
+
+import pyarrow.compute as pc
+import pytest
+
+from cluster import runner
+from cluster.study import Study
+
+TINY = {
+    "arch": "mlp",
+    "arch_options": {"layers": [1, 2], "widths": [16, 32]},
+    "train": {"lr": [1e-3, 3e-2]},
+    "compress": False,
+    "searcher": "random",
+    "scheduler": "fifo",
+    "trials": 6,
+    "parallel": 2,
+    "trial": {"epochs": 2, "latency_repeats": 4},
+}
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    ray = pytest.importorskip("ray")
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield ray
+    ray.shutdown()
+
+
+def _study(tmp_path, **changes):
+    return Study.from_dict({**TINY, "dir": str(tmp_path / "study"), **changes})
+
+
+def test_study_runs_its_budget_into_parquet(local_ray, tmp_path):
+    study = _study(tmp_path, searcher="bo", searcher_options={"n_initial": 3})
+    table = runner.run(study)
+    assert table.num_rows == 6 and set(table["status"].to_pylist()) == {"completed"}
+    assert len(set(table["trial"].to_pylist())) == 6
+    assert all(v > 20 for v in table["val_acc"].to_pylist())  # 2 epochs, any lr
+    assert table["step"].to_pylist() == [2] * 6
+    assert table["config.arch.layers"].type == "int64" and table["node"].null_count == 0
+    every = runner.results.load(study.dir, every_step=True)
+    assert every.num_rows == 6 * 3  # two epochs and the final row
+    state = json.loads((tmp_path / "study" / "searcher.json").read_text())
+    assert len(state["observations"]) == 6 and not state["pending"]
+
+
+def test_failures_and_infeasible_do_not_stop_the_study(local_ray, tmp_path):
+    study = _study(
+        tmp_path,
+        train={"lr": [1e20, 1e30]},  # every trial diverges: NaN loss
+        trials=3,
+    )
+    table = runner.run(study)
+    assert table["status"].to_pylist() == ["failed"] * 3
+    assert all("FloatingPointError" in e for e in table["error"].to_pylist())
+    study = Study.from_dict(
+        {**TINY, "dir": str(tmp_path / "tight"), "trials": 3, "constraints": {"params": 10.0}}
+    )
+    table = runner.run(study)
+    assert table["status"].to_pylist() == ["infeasible"] * 3
+    assert all(s < 2 for s in table["elapsed_s"].to_pylist())  # rejected, not trained
+
+
+def test_asha_stops_trials_and_the_searcher_knows(local_ray, tmp_path):
+    study = _study(
+        tmp_path,
+        trials=8,
+        scheduler="asha",
+        scheduler_options={"grace_period": 1, "reduction_factor": 4, "max_t": 4},
+        trial={"epochs": 3, "latency_repeats": 4},
+    )
+    table = runner.run(study)
+    statuses = table["status"].to_pylist()
+    assert table.num_rows == 8 and "stopped" in statuses
+    stopped = table.filter(pc.equal(table["status"], "stopped"))
+    assert all(step < 3 for step in stopped["step"].to_pylist())
+    state = json.loads((tmp_path / "study" / "searcher.json").read_text())
+    told = {o["id"]: o["status"] for o in state["observations"]}
+    assert sorted(told.values()) == sorted(statuses)
+
+
+def test_a_second_run_refuses_the_folder_and_resume_is_a_no_op(local_ray, tmp_path):
+    study = _study(tmp_path, trials=2)
+    runner.run(study)
+    with pytest.raises(ValueError, match="already holds a study"):
+        runner.run(study)
+    again = runner.run(study, resume=True)
+    assert again.num_rows == 2

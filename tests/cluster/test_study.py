@@ -1,0 +1,65 @@
+import pytest
+
+from cluster import cli
+from cluster.study import ConfigError, Study, default_study, measured_default, read
+
+
+def test_default_study_is_valid_and_joint():
+    study = default_study()
+    keys = set(study.space().params)
+    assert {"train.lr", "train.weight_decay", "compress.prune", "compress.distill"} <= keys
+    assert any(k.startswith("arch.s2_") for k in keys) and study.scheduler == "asha"
+    measured = measured_default()
+    assert measured.constraints["latency_ms"] > 0 and measured.constraints["size_bytes"] > 1000
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        ({"searcher": "bayes"}, r"'bayes' is not allowed.*allowed: \["),
+        ({"scheduler": "ashaa"}, "did you mean 'asha'"),
+        ({"trails": 5}, "unknown key 'trails' \\(did you mean 'trials'\\?\\)"),
+        ({"trials": "5"}, "trials: expected int"),
+        ({"trials": 0}, "must be positive"),
+        ({"dataset": "numpy"}, "needs data_path"),
+        ({"dataset": "numpy", "data_path": "/no/such.npz"}, "does not exist"),
+        ({"constraints": {"latency": 5}}, "did you mean 'latency_ms'"),
+        ({"searcher_options": {"n_init": 3}}, "did you mean 'n_initial'"),
+        ({"trial": {"epoch": 3}}, "did you mean 'epochs'"),
+        ({"objectives": {"val_acc": "up"}}, "'max' or 'min'"),
+        ({"arch_options": {"stage": 2}}, "arch_options for 'chain'"),
+        ({"train": {"lr": 0.1}}, r"expected \[low, high\]"),
+    ],
+)
+def test_bad_study_names_the_key(raw, message):
+    with pytest.raises(ConfigError, match=message):
+        Study.from_dict(raw)
+
+
+def test_yaml_and_toml(tmp_path):
+    (tmp_path / "s.yaml").write_text(
+        "name: y\narch: mlp\ntrials: 3\nobjectives: {val_acc: max, latency_ms: min}\n"
+    )
+    (tmp_path / "s.toml").write_text('name = "t"\narch = "nb201"\ncompress = false\n')
+    study = read(tmp_path / "s.yaml")
+    assert study.objectives == (("val_acc", "max"), ("latency_ms", "min"))
+    assert not any(k.startswith("compress.") for k in read(tmp_path / "s.toml").space().params)
+    (tmp_path / "bad.yaml").write_text("name: [unclosed\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        read(tmp_path / "bad.yaml")
+
+
+def test_cli_bad_input_exits_2_before_ray(tmp_path, capsys):
+    import ray
+
+    (tmp_path / "s.yaml").write_text("scheduler: pbtt\n")
+    assert cli.main(["run", str(tmp_path / "s.yaml")]) == 2
+    assert "did you mean 'pbt'" in capsys.readouterr().err
+    assert cli.main(["resume", str(tmp_path / "nothing")]) == 2
+    assert cli.main(["run", str(tmp_path / "missing.yaml")]) == 2
+    blocked = tmp_path / "file"
+    blocked.write_text("")
+    (tmp_path / "ok.yaml").write_text(f"dir: {blocked}/study\n")
+    assert cli.main(["run", str(tmp_path / "ok.yaml")]) == 2
+    assert "not writable" in capsys.readouterr().err
+    assert not ray.is_initialized()
