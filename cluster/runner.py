@@ -190,10 +190,8 @@ def _tune_searcher_class():
             result.setdefault("step", self.steps.pop(trial, None))
             row = self._row(trial, result, status)
             self.writer.add(row, flush=True)
-            metrics = result if status in ("completed", "infeasible", "stopped") else None
-            if metrics is not None and not all(m in metrics for m in self.paretune.objective.names):
-                metrics = None
-            self.paretune.tell(trial, metrics, status="stopped" if status == "stopped" else None)
+            metrics, told_as = _told(result, status, self.paretune.objective.names)
+            self.paretune.tell(trial, metrics, **told_as)
             self.done += 1
             self._save()
             self._show()
@@ -221,13 +219,19 @@ def _tune_searcher_class():
     return TuneSearcher
 
 
-def _metrics_from_row(row: dict, names) -> dict | None:
-    if row["status"] not in ("completed", "infeasible", "stopped"):
-        return None
-    values = {n: row.get(n) for n in names}
+def _told(result: dict, status: str, names) -> tuple[dict | None, dict]:
+    """What to tell the searcher of a finished trial: `(metrics, {"status": ...})`. A trial
+    rejected before training is told `infeasible` with its costs only; a stopped one `stopped`
+    (the searcher keeps it out of its model); a failed one, or one without its metrics, None."""
+    if status == "infeasible":
+        present = {k: v for k, v in result.items() if isinstance(v, int | float) and v == v}
+        return present, {"status": "infeasible"}
+    if status not in ("completed", "stopped"):
+        return None, {}
+    values = {n: result.get(n) for n in names}
     if any(v is None or (isinstance(v, float) and math.isnan(v)) for v in values.values()):
-        return None
-    return values
+        return None, {}
+    return values, ({"status": "stopped"} if status == "stopped" else {})
 
 
 def reconcile(searcher: search.Searcher, table: pa.Table | None) -> int:
@@ -242,8 +246,8 @@ def reconcile(searcher: search.Searcher, table: pa.Table | None) -> int:
     for trial in list(searcher.pending):
         if trial in finals:
             row = finals[trial]
-            status = "stopped" if row["status"] == "stopped" else None
-            searcher.tell(trial, _metrics_from_row(row, names), status=status)
+            metrics, status = _told(row, row["status"], names)
+            searcher.tell(trial, metrics, **status)
         else:
             searcher.discard(trial)
     for trial, row in finals.items():
@@ -253,7 +257,8 @@ def reconcile(searcher: search.Searcher, table: pa.Table | None) -> int:
                 for k, v in row.items()
                 if k.startswith("config.") and v is not None
             }
-            searcher.add(config, _metrics_from_row(row, names))
+            metrics, _ = _told(row, row["status"], names)
+            searcher.add(config, metrics)
     return len(finals)
 
 

@@ -135,7 +135,8 @@ class Searcher:
         """Record a result; `None`, or a NaN/inf objective or cost, records a failure.
 
         `status` may be given as `"stopped"` for a trial a scheduler ended early (kept out of
-        the model: its metrics are of a lower fidelity). Returns the stored record.
+        the model: its metrics are of a lower fidelity), or as `"infeasible"` with only the
+        costs of a config rejected before training. Returns the stored record.
         """
         if trial_id not in self.pending:
             known = (
@@ -146,6 +147,8 @@ class Searcher:
             )
         if status is not None and status not in STATUSES:
             raise ValueError(f"tell: status must be one of {list(STATUSES)}, got {status!r}")
+        if status == "infeasible" and metrics is not None and self._lacks_objective(metrics):
+            return self._tell_rejected(trial_id, metrics)
         values = None if metrics is None else self._clean(metrics)
         record = {"id": trial_id, "config": self._release(trial_id), "metrics": None}
         record["status"] = "failed"
@@ -155,6 +158,22 @@ class Searcher:
             record["status"] = "completed" if record["violation"] == 0 else "infeasible"
         if status is not None and record["status"] != "failed":
             record["status"] = status
+        self.observations.append(record)
+        self._observe(record)
+        return record
+
+    def _lacks_objective(self, metrics: Mapping) -> bool:
+        return any(name not in metrics for name in self.objective.metrics)
+
+    def _tell_rejected(self, trial_id: str, metrics: Mapping) -> dict:
+        """A config rejected before training on a cost known beforehand: its costs and violation
+        are kept; with no objective value it stays out of `usable()`."""
+        costs = {k: float(metrics[k]) for k, _ in self.objective.constraints if k in metrics}
+        violation = sum(
+            max(0.0, costs[k] - bound) for k, bound in self.objective.constraints if k in costs
+        )
+        record = {"id": trial_id, "config": self._release(trial_id), "metrics": None}
+        record |= {"status": "infeasible", "costs": costs, "violation": violation}
         self.observations.append(record)
         self._observe(record)
         return record
@@ -192,7 +211,7 @@ class Searcher:
     def usable(self, *, feasible_only: bool = False) -> list[dict]:
         """Observations with full-fidelity metrics (not failed, not stopped)."""
         wanted = ("completed",) if feasible_only else ("completed", "infeasible")
-        return [o for o in self.observations if o["status"] in wanted]
+        return [o for o in self.observations if o["status"] in wanted and o["metrics"] is not None]
 
     def best(self) -> dict | None:
         """The best feasible observation of a single-objective search (None before one)."""

@@ -73,7 +73,7 @@ class EvolutionSearcher(Searcher):
         self.members: list[str] = []  # ids of the living population, oldest first
 
     def _observe(self, record: dict) -> None:
-        if record["status"] in ("completed", "infeasible"):
+        if record["status"] in ("completed", "infeasible") and record["metrics"] is not None:
             self.members.append(record["id"])
             if len(self.members) > self.size:
                 self.members.pop(0)  # the oldest dies, however good

@@ -123,7 +123,7 @@ class ControllerSearcher(Searcher):
         return value * factor if value >= 0 else value / factor
 
     def _observe(self, record: dict) -> None:
-        if record["status"] not in ("completed", "infeasible"):
+        if record["status"] not in ("completed", "infeasible") or record["metrics"] is None:
             return  # a failed or stopped trial says nothing reliable about its choices
         reward = self.reward(record["metrics"])
         self.rewards.append(reward)

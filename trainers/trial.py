@@ -214,7 +214,8 @@ def run_trial(
         cost = estimate_cost(config, settings, **shape)
         over = violations(cost, settings.constraints)
         if over:
-            return {"status": "infeasible", "violations": over, **cost, "records": []}
+            elapsed = time.perf_counter() - started
+            return {"status": "infeasible", "violations": over, **cost, "train_seconds": elapsed}
     device = resolve_device(settings.device)
     data = data.to(device)
     torch.manual_seed(settings.seed)

@@ -70,3 +70,19 @@ def test_stopped_trials_are_kept_out_of_the_usable_results():
         searcher.tell(trial.id, toy_metrics(trial.config), status="stopped")["status"] == "stopped"
     )
     assert searcher.usable() == [] and searcher.best() is None
+
+
+@pytest.mark.parametrize("name", sorted(search.SEARCHERS))
+def test_rejected_configs_keep_their_costs_and_stay_out_of_the_model(name):
+    space = Space({"x": Float(0.0, 1.0), "k": Choice(("a", "b", "c"))})
+    searcher = search.create(name, space, metric="acc", seed=0, constraints={"params": 10.0})
+    for i in range(8):
+        trial = searcher.ask()
+        if i % 2:
+            record = searcher.tell(trial.id, {"params": 50.0}, status="infeasible")
+            assert record["status"] == "infeasible" and record["violation"] == 40.0
+            assert record["metrics"] is None and record["costs"] == {"params": 50.0}
+        else:
+            searcher.tell(trial.id, {"acc": trial.config["x"], "params": 5.0})
+    assert len(searcher.usable()) == 4
+    searcher.ask()  # still proposes
