@@ -22,7 +22,7 @@ test: lint
 	$(BIN)/python -m pytest
 
 demo: $(STAMP)
-	$(BIN)/python examples/quickstart.py
+	$(BIN)/paretune run
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -52,18 +52,32 @@ def format_table(table, columns=None, *, limit: int = 50) -> str:
     return "\n".join(lines)
 
 
-def _front_columns(study) -> list[str]:
-    config = [f"config.{k}" for k in study.space().params]
-    return ["trial", *[m for m, _ in study.objectives], "size_bytes", "test_acc", *config]
+def with_config_text(table):
+    """The table with a `config` column: each row's active config as `key=value` text."""
+    import pyarrow as pa
+
+    keys = [c for c in table.column_names if c.startswith("config.")]
+    rows = table.select(keys).to_pylist()
+    text = [
+        " ".join(f"{k.split('.')[-1]}={_short(v)}" for k, v in row.items() if v is not None)
+        for row in rows
+    ]
+    return table.append_column("config", pa.array(text, pa.string()))
+
+
+def _short(value) -> str:
+    return f"{value:.3g}" if isinstance(value, float) else str(value)
 
 
 def _print_front(study, table) -> None:
     from cluster import results
 
-    front = results.pareto(table, study.objectives)
+    front = results.pareto(table, study.objectives).sort_by(study.objectives[0][0])
     objectives = ", ".join(f"{m} ({mode})" for m, mode in study.objectives)
     print(f"\nPareto front of {study.name} over {objectives}: {front.num_rows} of {table.num_rows}")
-    print(format_table(front, _front_columns(study)))
+    metrics = [m for m, _ in study.objectives]
+    costs = [c for c in ("latency_ms", "size_bytes", "test_acc") if c not in metrics]
+    print(format_table(with_config_text(front), ["trial", *metrics, *costs, "config"]))
 
 
 def _cmd_run(args) -> int:

@@ -226,12 +226,12 @@ def _told(result: dict, status: str, names) -> tuple[dict | None, dict]:
     if status == "infeasible":
         present = {k: v for k, v in result.items() if isinstance(v, int | float) and v == v}
         return present, {"status": "infeasible"}
-    if status not in ("completed", "stopped"):
-        return None, {}
     values = {n: result.get(n) for n in names}
     if any(v is None or (isinstance(v, float) and math.isnan(v)) for v in values.values()):
-        return None, {}
-    return values, ({"status": "stopped"} if status == "stopped" else {})
+        values = None
+    if status == "stopped":
+        return values, {"status": "stopped"}
+    return (values, {}) if status == "completed" else (None, {})
 
 
 def reconcile(searcher: search.Searcher, table: pa.Table | None) -> int:
@@ -297,9 +297,11 @@ def run(
     resume: bool = False,
     verbose: bool = False,
     num_cpus: int | None = None,
+    function=None,
 ) -> pa.Table:
     """Run (or resume) the study on Ray Tune until its trial budget is spent; returns
-    `results.load(study.dir)`. With no `address`, Ray starts locally."""
+    `results.load(study.dir)`. With no `address`, Ray starts locally. `function(config,
+    settings)` replaces `trainable` (it reports through `ray.tune.report`, last with `final`)."""
     folder = prepare_dir(study, resume=resume)
     searcher = make_searcher(study)
     state = folder / STATE_FILE
@@ -313,20 +315,28 @@ def run(
     _write_json(state, searcher.state_dict())
     left = study.trials - done
     if left > 0:
-        _fit(study, searcher, done=done, left=left, address=address, verbose=verbose, cpus=num_cpus)
+        _fit(
+            study,
+            searcher,
+            done=done,
+            left=left,
+            options={"address": address, "verbose": verbose, "cpus": num_cpus},
+            function=function or trainable,
+        )
     return results.load(folder)
 
 
-def _fit(study, searcher, *, done, left, address, verbose, cpus):
+def _fit(study, searcher, *, done, left, options, function):
     import ray
     from ray import tune
 
     os.environ.setdefault("TUNE_DISABLE_STRICT_METRIC_CHECKING", "1")
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # our progress line instead of Ray's tables
+    address, verbose = options["address"], options["verbose"]
     if not ray.is_initialized():
         ray.init(
             address=address or "local",
-            num_cpus=cpus if address is None else None,
+            num_cpus=options["cpus"] if address is None else None,
             include_dashboard=False,
             log_to_driver=verbose,
             logging_level="INFO" if verbose else "ERROR",
@@ -342,7 +352,7 @@ def _fit(study, searcher, *, done, left, address, verbose, cpus):
     resources = {"cpu": study.cpus_per_trial, "gpu": study.gpus_per_trial}
     tuner = tune.Tuner(
         tune.with_resources(
-            tune.with_parameters(trainable, settings=study.trial_settings()), resources
+            tune.with_parameters(function, settings=study.trial_settings()), resources
         ),
         tune_config=tune.TuneConfig(
             search_alg=adapter,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import difflib
 import json
-import os
+import time
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
@@ -202,12 +202,13 @@ def read(path: str | Path) -> Study:
     return Study.from_dict(raw or {})
 
 
-def default_study(study_dir: str = "studies/default") -> Study:
-    """The built-in study: a joint search on digits (a small chain, learning rate and weight
-    decay, pruning, quantization, distillation) under a latency and size budget, with ASHA."""
+def default_study(study_dir: str | None = None) -> Study:
+    """The built-in study, in `studies/default-<date>-<time>` unless told: a joint search on
+    digits (a small chain, learning rate and weight decay, pruning, quantization, distillation)
+    under a latency and size budget, with ASHA."""
     return Study(
         name="default",
-        dir=os.environ.get("PARETUNE_DEFAULT_DIR", study_dir),
+        dir=study_dir or time.strftime("studies/default-%Y%m%d-%H%M%S"),
         arch="chain",
         arch_options={"stages": 3, "depth": (1, 2), "widths": (8, 16, 32), "expansions": (1, 3)},
         train={"lr": [3e-4, 3e-2], "weight_decay": [1e-6, 1e-2]},
@@ -216,14 +217,14 @@ def default_study(study_dir: str = "studies/default") -> Study:
         objectives=(("val_acc", "max"), ("latency_ms", "min")),
         constraints={"size_bytes": 60_000.0, "latency_ms": 5.0},  # measured_default measures
         scheduler="asha",
-        scheduler_options={"grace_period": 2, "reduction_factor": 2},
-        trials=24,
+        scheduler_options={"grace_period": 3, "reduction_factor": 3},
+        trials=40,
         parallel=2,
-        trial={"epochs": 6, "finetune_epochs": 2, "qat_epochs": 2, "teacher_epochs": 6},
+        trial={"epochs": 8, "finetune_epochs": 2, "qat_epochs": 2, "teacher_epochs": 8},
     )
 
 
-def measured_default(study_dir: str = "studies/default") -> Study:
+def measured_default(study_dir: str | None = None) -> Study:
     """`default_study` with its budget measured here: a model at most as slow (at batch 64, one
     thread) and as large (fp32 bytes) as the middle model of its space on this CPU."""
     from trainers.cost import measure_latency, size_bytes

@@ -149,6 +149,8 @@ class Searcher:
             raise ValueError(f"tell: status must be one of {list(STATUSES)}, got {status!r}")
         if status == "infeasible" and metrics is not None and self._lacks_objective(metrics):
             return self._tell_rejected(trial_id, metrics)
+        if status == "stopped" and (metrics is None or self._lacks_objective(metrics)):
+            metrics = None  # stopped before every objective was measured: nothing to model
         values = None if metrics is None else self._clean(metrics)
         record = {"id": trial_id, "config": self._release(trial_id), "metrics": None}
         record["status"] = "failed"
@@ -156,7 +158,7 @@ class Searcher:
             record["metrics"] = values
             record["violation"] = self.objective.violation(values)
             record["status"] = "completed" if record["violation"] == 0 else "infeasible"
-        if status is not None and record["status"] != "failed":
+        if status == "stopped" or (status is not None and record["status"] != "failed"):
             record["status"] = status
         self.observations.append(record)
         self._observe(record)
