@@ -70,6 +70,9 @@ def main(argv=None):
     import ray
 
     ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+    with tempfile.TemporaryDirectory() as folder:  # warm up: workers started, modules imported
+        bare(20, Path(folder) / "bare")
+        ours(20, Path(folder) / "ours")
     ratios = []
     for repeat in range(args.repeats):
         with tempfile.TemporaryDirectory() as folder:
