@@ -7,6 +7,7 @@ Parquet, forgets the trials that never finished, and runs the rest of the budget
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -21,7 +22,7 @@ import pyarrow as pa
 
 import search
 from cluster import results
-from cluster.study import ConfigError, Study
+from cluster.study import SCHEDULERS, ConfigError, Study
 from search.base import Exhausted
 
 STATE_FILE, STUDY_FILE = "searcher.json", "study.json"
@@ -64,7 +65,36 @@ def make_scheduler(study: Study):
     if study.scheduler == "median":
         options.setdefault("grace_period", 2)
         return schedulers.MedianStoppingRule(**options)
-    raise ConfigError(f"scheduler {study.scheduler!r} is not supported by the runner yet")
+    if study.scheduler == "pbt":
+        options.setdefault("perturbation_interval", 2)
+        # trials run as population members: their config sits under member.config
+        flat = options.pop("hyperparam_mutations", None) or _mutations(study.space())
+        options["hyperparam_mutations"] = {"member": {"config": flat}}
+        return schedulers.PopulationBasedTraining(**options)
+    raise ConfigError(f"scheduler {study.scheduler!r}: allowed {list(SCHEDULERS)}")
+
+
+def _mutations(space) -> dict:
+    """What population-based training may perturb: the unconditional training
+    hyperparameters (architecture and compression keys stay as cloned)."""
+    from ray import tune
+
+    from spaces import Choice, Float, Int
+
+    mutations = {}
+    for key, param in space.params.items():
+        if not key.startswith("train.") or param.when:
+            continue
+        if isinstance(param, Float):
+            sample = tune.loguniform if param.log else tune.uniform
+            mutations[key] = sample(param.low, param.high)
+        elif isinstance(param, Int):
+            mutations[key] = tune.randint(param.low, param.high + 1)
+        elif isinstance(param, Choice):
+            mutations[key] = list(param.options)
+    if not mutations:
+        raise ConfigError("scheduler pbt: the study has no training hyperparameters to perturb")
+    return mutations
 
 
 def _max_steps(study: Study) -> int:
@@ -76,6 +106,7 @@ def trainable(config: dict, settings) -> None:
     """The Ray Tune function: one report per epoch, then one final row (`final: True`). A trial
     that raises reports `status: failed` with its error text instead of crashing its worker."""
     import ray
+    import torch
     from ray import tune
 
     from trainers import run_trial
@@ -83,10 +114,21 @@ def trainable(config: dict, settings) -> None:
     node = ray.get_runtime_context().get_node_id()
 
     def report(row):
-        tune.report({**row, "node": node, "final": False})
+        snapshot = row.pop("snapshot", None)
+        metrics = {**row, "node": node, "final": False}
+        if snapshot is None:
+            tune.report(metrics)
+            return
+        with tempfile.TemporaryDirectory() as folder:
+            torch.save(snapshot, Path(folder) / "snapshot.pt")
+            tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))
 
+    checkpoint, resume = tune.get_checkpoint(), None
+    if checkpoint is not None:  # population-based training restarts from a trial's snapshot
+        with checkpoint.as_directory() as folder:
+            resume = torch.load(Path(folder) / "snapshot.pt", weights_only=True)
     try:
-        result = run_trial(config, report, settings=settings)
+        result = run_trial(config, report, settings=settings, resume=resume)
     except Exception:  # the study goes on; the row keeps the error
         result = {"status": "failed", "error": traceback.format_exc(limit=6)}
     records = json.dumps(result.pop("records", []))
@@ -122,101 +164,169 @@ class Progress:
         print(("\r" if self.interactive else "") + line, end=end, file=sys.stderr, flush=True)
 
 
-def _tune_searcher_class():
+class Recorder:
+    """Writes every report of a trial to Parquet and tells the searcher when it ends (a trial a
+    scheduler ended is `stopped`, kept out of the searcher's model); the searcher's JSON state
+    is saved after every ask and tell. Tune trial ids map to the study's own trial ids."""
+
+    def __init__(self, searcher: search.Searcher, *, study: Study, writer, done: int, progress):
+        self.searcher, self.study, self.writer = searcher, study, writer
+        self.state_path = Path(study.dir) / STATE_FILE
+        self.ids: dict[str, str] = {}
+        self.started: dict[str, float] = {}
+        self.steps: dict[str, int] = {}  # the last epoch step each trial reported
+        self.done, self.progress = done, progress
+
+    def start(self, tune_id: str, trial: str) -> None:
+        self.ids[tune_id] = trial
+        self.started[trial] = time.time()
+        self.save()
+
+    def _config(self, trial: str, ran) -> dict:
+        """The config the trial runs now: population-based training may have swapped it."""
+        asked = self.searcher.pending.get(trial, {})
+        if not isinstance(ran, dict) or ran == asked:
+            return asked
+        space = self.searcher.space
+        active = {k: v for k, v in ran.items() if k in space.params}
+        active = {k: v for k, v in active.items() if space.is_active(k, active)}
+        self.searcher.revise(trial, active)
+        return active
+
+    def _row(self, trial: str, result: dict, status: str, config) -> dict:
+        return {
+            **result,
+            "study": self.study.name,
+            "trial": trial,
+            "status": status,
+            "config": self._config(trial, config),
+            "time": datetime.now(UTC),
+            "elapsed_s": time.time() - self.started.get(trial, time.time()),
+        }
+
+    def result(self, tune_id: str, result: dict, config=None) -> None:
+        if tune_id in self.ids and not result.get("final"):
+            trial = self.ids[tune_id]
+            self.steps[trial] = result.get("step")
+            self.writer.add(self._row(trial, result, "running", config or result.get("config")))
+        self.show()
+
+    def complete(self, tune_id: str, result: dict | None, *, error: bool, config=None) -> None:
+        trial = self.ids.pop(tune_id, None)
+        if trial is None:
+            return
+        result = dict(result or {})
+        if error:
+            status = "failed"
+            result.setdefault("error", "the trial's Ray worker failed (see the Ray logs)")
+        elif result.get("final"):
+            status = result.get("status", "completed")
+        else:
+            status = "stopped"
+        result["final"] = True
+        result.setdefault("step", self.steps.pop(trial, None))
+        row = self._row(trial, result, status, config or result.get("config"))
+        self.writer.add(row, flush=True)
+        metrics, told_as = _told(result, status, self.searcher.objective.names)
+        self.searcher.tell(trial, metrics, **told_as)
+        self.done += 1
+        self.save()
+        self.show()
+
+    def show(self, *, force: bool = False) -> None:
+        running = len(self.ids)
+        self.progress.show(self.searcher, done=self.done, running=running, force=force)
+
+    def save(self) -> None:
+        _write_json(self.state_path, self.searcher.state_dict())
+
+
+def _tune_searcher(recorder: Recorder):
     from ray.tune.search import Searcher as TuneSearcherBase
 
     class TuneSearcher(TuneSearcherBase):
-        """Any paretune searcher as a `ray.tune.search.Searcher`: asks on `suggest`, writes every
-        report to Parquet, tells on completion (a trial a scheduler ended is `stopped`, kept out
-        of the searcher's model), and saves its JSON state after every tell."""
+        """Any paretune searcher as a `ray.tune.search.Searcher`: asks on `suggest`; reports
+        and completions go to the `Recorder`; `save`/`restore` hold its JSON state."""
 
-        def __init__(self, searcher, *, study: Study, writer, done: int, progress=None):
-            metric, mode = study.objectives[0]
+        def __init__(self):
+            metric, mode = recorder.study.objectives[0]
             super().__init__(metric=metric, mode=mode)
-            self.paretune, self.study, self.writer = (
-                searcher,
-                study,
-                writer,
-            )  # not `.searcher`: Tune walks that
-            self.state_path = Path(study.dir) / STATE_FILE
-            self.ids: dict[str, str] = {}
-            self.started: dict[str, float] = {}
-            self.steps: dict[str, int] = {}  # the last epoch step each trial reported
-            self.done, self.progress = done, progress
+            self.recorder = recorder  # not `.searcher`: Tune walks that attribute
 
         def set_search_properties(self, metric, mode, config, **spec):
             return True
 
         def suggest(self, trial_id):
             try:
-                trial = self.paretune.ask()
+                trial = self.recorder.searcher.ask()
             except Exhausted:
                 return TuneSearcherBase.FINISHED
-            self.ids[trial_id] = trial.id
-            self.started[trial.id] = time.time()
-            self._save()
+            self.recorder.start(trial_id, trial.id)
             return dict(trial.config)
 
-        def _row(self, trial: str, result: dict, status: str) -> dict:
-            return {
-                **result,
-                "study": self.study.name,
-                "trial": trial,
-                "status": status,
-                "config": self.paretune.pending.get(trial, {}),
-                "time": datetime.now(UTC),
-                "elapsed_s": time.time() - self.started.get(trial, time.time()),
-            }
-
         def on_trial_result(self, trial_id, result):
-            if trial_id in self.ids and not result.get("final"):
-                self.steps[self.ids[trial_id]] = result.get("step")
-                self.writer.add(self._row(self.ids[trial_id], result, "running"))
-            self._show()
+            self.recorder.result(trial_id, result)
 
         def on_trial_complete(self, trial_id, result=None, error=False):
-            trial = self.ids.pop(trial_id, None)
-            if trial is None:
-                return
-            result = dict(result or {})
-            if error:
-                status = "failed"
-                result.setdefault("error", "the trial's Ray worker failed (see the Ray logs)")
-            elif result.get("final"):
-                status = result.get("status", "completed")
-            else:
-                status = "stopped"
-            result["final"] = True
-            result.setdefault("step", self.steps.pop(trial, None))
-            row = self._row(trial, result, status)
-            self.writer.add(row, flush=True)
-            metrics, told_as = _told(result, status, self.paretune.objective.names)
-            self.paretune.tell(trial, metrics, **told_as)
-            self.done += 1
-            self._save()
-            self._show()
-
-        def _show(self):
-            if self.progress:
-                self.progress.show(self.paretune, done=self.done, running=len(self.ids))
-
-        def _save(self):
-            _write_json(self.state_path, self.paretune.state_dict())
+            self.recorder.complete(trial_id, result, error=error)
 
         def get_state(self) -> dict:
-            return {"searcher": self.paretune.state_dict(), "ids": self.ids, "done": self.done}
+            return {"searcher": self.recorder.searcher.state_dict()}
 
         def set_state(self, state: dict) -> None:
-            self.paretune.load_state_dict(state["searcher"])
-            self.ids, self.done = dict(state["ids"]), int(state["done"])
+            self.recorder.searcher.load_state_dict(state["searcher"])
 
         def save(self, checkpoint_path):
-            _write_json(Path(checkpoint_path), self.paretune.state_dict())
+            _write_json(Path(checkpoint_path), self.recorder.searcher.state_dict())
 
         def restore(self, checkpoint_path):
-            self.paretune.load_state_dict(json.loads(Path(checkpoint_path).read_text()))
+            self.recorder.searcher.load_state_dict(json.loads(Path(checkpoint_path).read_text()))
 
-    return TuneSearcher
+    return TuneSearcher()
+
+
+def _population(recorder: Recorder, size: int) -> tuple[list[dict], object]:
+    """Population-based training takes no search algorithm (Ray refuses one): the searcher
+    proposes the whole population up front, Tune runs it as a grid of `{"id", "config"}`, and a
+    callback records reports and completions under each trial's first id (PBT clones configs,
+    ids included, between trials)."""
+    from ray import tune
+
+    members = []
+    for _ in range(size):
+        try:
+            trial = recorder.searcher.ask()
+        except Exhausted:
+            break
+        members.append({"id": trial.id, "config": dict(trial.config)})
+    recorder.save()
+
+    class Record(tune.Callback):
+        def __init__(self):
+            self.running: dict[str, dict] = {}  # the config each trial (re)started with
+
+        def on_trial_start(self, iteration, trials, trial, **info):
+            if trial.trial_id not in recorder.ids:
+                recorder.start(trial.trial_id, trial.config["member"]["id"])
+            self.running[trial.trial_id] = dict(trial.config["member"]["config"])
+
+        def on_trial_result(self, iteration, trials, trial, result, **info):
+            recorder.result(trial.trial_id, result, config=self.running.get(trial.trial_id))
+
+        def on_trial_complete(self, iteration, trials, trial, **info):
+            config = self.running.pop(trial.trial_id, None)
+            recorder.complete(trial.trial_id, trial.last_result, error=False, config=config)
+
+        def on_trial_error(self, iteration, trials, trial, **info):
+            config = self.running.pop(trial.trial_id, None)
+            recorder.complete(trial.trial_id, trial.last_result, error=True, config=config)
+
+    return members, Record()
+
+
+def member_trainable(config: dict, settings) -> None:
+    """`trainable` for a population member: its config sits under `member`."""
+    trainable(config["member"]["config"], settings)
 
 
 def _told(result: dict, status: str, names) -> tuple[dict | None, dict]:
@@ -344,33 +454,35 @@ def _fit(study, searcher, *, done, left, options, function):
     writer = results.ResultWriter(
         study.dir, results.schema(study.space(), searcher.objective.names)
     )
-    progress = Progress(study)
-    adapter = _tune_searcher_class()(
-        searcher, study=study, writer=writer, done=done, progress=progress
-    )
+    settings = study.trial_settings()
+    if study.scheduler == "pbt":
+        settings = dataclasses.replace(settings, snapshots=True)
+    recorder = Recorder(searcher, study=study, writer=writer, done=done, progress=Progress(study))
     metric, mode = study.objectives[0]
     resources = {"cpu": study.cpus_per_trial, "gpu": study.gpus_per_trial}
+    scheduler = make_scheduler(study)
+    tune_config = {"scheduler": scheduler, "metric": metric, "mode": mode, "reuse_actors": True}
+    tune_config["max_concurrent_trials"] = study.parallel
+    if study.scheduler == "pbt":
+        members, callback = _population(recorder, left)
+        callbacks, space = [callback], {"member": tune.grid_search(members)}
+        function = member_trainable if function is trainable else function
+    else:
+        tune_config |= {"search_alg": _tune_searcher(recorder), "num_samples": left}
+        callbacks, space = [], None
     tuner = tune.Tuner(
-        tune.with_resources(
-            tune.with_parameters(function, settings=study.trial_settings()), resources
-        ),
-        tune_config=tune.TuneConfig(
-            search_alg=adapter,
-            scheduler=make_scheduler(study),
-            metric=metric,
-            mode=mode,
-            num_samples=left,
-            max_concurrent_trials=study.parallel,
-            reuse_actors=True,
-        ),
+        tune.with_resources(tune.with_parameters(function, settings=settings), resources),
+        param_space=space,
+        tune_config=tune.TuneConfig(**tune_config),
         run_config=tune.RunConfig(
             name=f"{study.name}-{int(time.time())}",
             storage_path=str((Path(study.dir) / "ray").resolve()),
             verbose=2 if verbose else 0,
+            callbacks=callbacks,
         ),
     )
     try:
         tuner.fit()
     finally:
         writer.flush()
-        progress.show(searcher, done=adapter.done, running=0, force=True)
+        recorder.show(force=True)

@@ -180,6 +180,13 @@ class Searcher:
         self._observe(record)
         return record
 
+    def revise(self, trial_id: str, config: Mapping) -> None:
+        """A pending trial now runs another config (population-based training clones and
+        perturbs configs): its result will be recorded under `config`."""
+        self.space.validate(config)
+        self._release(trial_id)
+        self._hold(trial_id, dict(config))
+
     def discard(self, trial_id: str) -> None:
         """Forget a pending trial that will never report (its worker was lost in a crash)."""
         if trial_id in self.pending:

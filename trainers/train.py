@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields, replace
@@ -76,6 +77,14 @@ def _optimizer(params, settings: TrainSettings) -> torch.optim.Optimizer:
     return torch.optim.AdamW(params, lr=settings.lr, weight_decay=settings.weight_decay)
 
 
+def _continue(optimizer: torch.optim.Optimizer, state: dict, settings: TrainSettings) -> None:
+    """Load an optimizer's state but keep this run's learning rate and weight decay."""
+    optimizer.load_state_dict(state)
+    for group in optimizer.param_groups:
+        group["lr"] = group["initial_lr"] = settings.lr
+        group["weight_decay"] = settings.weight_decay
+
+
 def train(
     model: nn.Module,
     data: Dataset,
@@ -85,13 +94,21 @@ def train(
     extra_loss: nn.Module | None = None,
     phase: str = "train",
     first_step: int = 1,
+    snapshots: bool = False,
+    resume: dict | None = None,
 ) -> list[dict]:
     """Train `model` in place on `data` (already on the model's device); `extra_loss(x, logits)`
     is added to the cross-entropy and its parameters are trained too. After each epoch
-    `report({"step", "phase", "epoch", "train_loss", "val_acc"})`. A NaN loss raises
-    `FloatingPointError`. Returns the reports."""
+    `report({"step", "phase", "epoch", "train_loss", "val_acc"})`, plus `"snapshot"` (epoch,
+    model and optimizer state) when `snapshots`; `resume` takes such a snapshot and continues
+    after its epoch with `settings`' hyperparameters (population-based training). A NaN loss
+    raises `FloatingPointError`. Returns the reports."""
+    start = int(resume["epoch"]) if resume else 0
     torch.manual_seed(settings.seed)
     generator = torch.Generator().manual_seed(settings.seed)
+    if resume:
+        generator.set_state(resume["generator"])
+        torch.set_rng_state(resume["rng"])
     for name, param in model.named_parameters():
         param.requires_grad_(not name.startswith(settings.freeze) if settings.freeze else True)
     params = [p for p in model.parameters() if p.requires_grad]
@@ -101,13 +118,17 @@ def train(
     n = len(data.x_train)
     per_epoch = math.ceil(n / settings.batch_size)
     total = max(1, per_epoch * settings.epochs)
+    done = per_epoch * start
+    if resume:
+        model.load_state_dict(resume["model"])
+        _continue(optimizer, resume["optimizer"], settings)
     schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: 0.5 * (1 + math.cos(math.pi * min(step, total) / total))
+        optimizer, lambda step: 0.5 * (1 + math.cos(math.pi * min(step + done, total) / total))
     )
     amp = data.x_train.device.type == "cuda"
     reports = []
     model.train()
-    for epoch in range(settings.epochs):
+    for epoch in range(start, settings.epochs):
         order = torch.randperm(n, generator=generator).to(data.x_train.device)
         losses = []
         for i in range(0, n, settings.batch_size):
@@ -133,6 +154,11 @@ def train(
             "val_acc": evaluate(model, data.x_val, data.y_val),
         }
         reports.append(row)
+        if snapshots:
+            state = {"model": model.state_dict(), "optimizer": optimizer.state_dict()}
+            state = copy.deepcopy(state)  # the live tensors train on
+            state |= {"generator": generator.get_state(), "rng": torch.get_rng_state()}
+            row = {**row, "snapshot": {"epoch": epoch + 1, **state}}
         if report is not None:
             report(row)
     for param in model.parameters():

@@ -66,6 +66,7 @@ class TrialSettings:
     device: str = "auto"
     seed: int = 0
     save_path: str | None = None
+    snapshots: bool = False  # training reports carry model and optimizer state (for PBT)
 
 
 def split_config(config: Mapping) -> tuple[dict, dict, dict]:
@@ -181,15 +182,22 @@ def _distiller(student, teacher, name, compress, data, settings) -> Distiller | 
     )
 
 
-def _train_phase(model, data, settings, *, report, steps, phase, distill):
+def _train_phase(model, data, settings, *, report, steps, phase, distill, **resumable):
     try:
-        rows = train(
-            model, data, settings, report=report, extra_loss=distill, phase=phase, first_step=steps
+        train(
+            model,
+            data,
+            settings,
+            report=report,
+            extra_loss=distill,
+            phase=phase,
+            first_step=steps,
+            **resumable,
         )
     finally:
         if distill is not None:
             distill.close()
-    return steps + len(rows)
+    return steps + settings.epochs
 
 
 def run_trial(
@@ -197,12 +205,15 @@ def run_trial(
     report: Callable[[dict], None] | None = None,
     *,
     settings: TrialSettings | None = None,
+    resume: dict | None = None,
 ) -> dict:
     """Build, train, prune and fine-tune, quantize (PTQ, or QAT), distill throughout, measure.
     `report(row)` after every epoch (`step`, `phase`, `epoch`, `train_loss`, `val_acc`). Returns
     `val_acc`, `test_acc` (percent), `latency_ms`, `size_bytes`, `macs`, `params`, `status`
     (`completed`, or `infeasible` with `violations` when the cost known beforehand breaks
-    `settings.constraints`, untrained) and `records` (one JSON record per compression step)."""
+    `settings.constraints`, untrained) and `records` (one JSON record per compression step).
+    With `settings.snapshots`, each training epoch's report carries a `"snapshot"`; `resume`
+    continues training from one (population-based training swaps weights this way)."""
     settings = settings or TrialSettings()
     started = time.perf_counter()
     arch, train_config, compress = split_config(config)
@@ -227,7 +238,15 @@ def run_trial(
         return _distiller(model, teacher, name, compress, data, settings)
 
     steps = _train_phase(
-        model, data, base, report=report, steps=1, phase="train", distill=student_distiller()
+        model,
+        data,
+        base,
+        report=report,
+        steps=1,
+        phase="train",
+        distill=student_distiller(),
+        snapshots=settings.snapshots,
+        resume=resume,
     )
     records = []
     if compress.get("prune"):

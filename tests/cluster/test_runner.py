@@ -94,3 +94,49 @@ def test_a_second_run_refuses_the_folder_and_resume_is_a_no_op(local_ray, tmp_pa
         runner.run(study)
     again = runner.run(study, resume=True)
     assert again.num_rows == 2
+
+
+def test_population_based_training_checkpoints_and_records(local_ray, tmp_path):
+    study = _study(
+        tmp_path,
+        train={"lr": [1e-4, 3e-2], "weight_decay": [1e-6, 1e-2]},
+        scheduler="pbt",
+        scheduler_options={"perturbation_interval": 1},
+        trials=4,
+        parallel=4,
+        cpus_per_trial=0.5,
+        trial={"epochs": 6, "latency_repeats": 4},
+    )
+    table = runner.run(study)
+    assert table.num_rows == 4 and set(table["status"].to_pylist()) == {"completed"}
+    assert list((tmp_path / "study" / "ray").rglob("checkpoint_*/snapshot.pt"))
+    state = json.loads((tmp_path / "study" / "searcher.json").read_text())
+    told = {o["id"]: o["config"] for o in state["observations"]}
+    for row in table.to_pylist():  # the searcher learns the config each trial ended with
+        config = {k.removeprefix("config."): v for k, v in row.items() if k.startswith("config.")}
+        assert told[row["trial"]] == {k: v for k, v in config.items() if v is not None}
+
+
+def test_a_trial_that_changes_config_is_told_under_the_new_one(tmp_path):
+    import search
+    from cluster import results
+    from cluster.runner import Progress, Recorder
+
+    study = _study(tmp_path)
+    (tmp_path / "study").mkdir()
+    searcher = search.create("random", study.space(), metric="val_acc", seed=0)
+    writer = results.ResultWriter(tmp_path, results.schema(study.space()))
+    recorder = Recorder(searcher, study=study, writer=writer, done=0, progress=Progress(study))
+    trial = searcher.ask()
+    recorder.start("tune-1", trial.id)
+    cloned = {**trial.config, "train.lr": 0.0123}
+    recorder.result("tune-1", {"step": 1, "val_acc": 50.0}, config=cloned)
+    recorder.complete(
+        "tune-1",
+        {"final": True, "status": "completed", "val_acc": 60.0},
+        error=False,
+        config=cloned,
+    )
+    assert searcher.observations[0]["config"]["train.lr"] == 0.0123
+    rows = results.load(tmp_path, every_step=True)["config.train.lr"].to_pylist()
+    assert rows == [0.0123, 0.0123]

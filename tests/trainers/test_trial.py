@@ -76,3 +76,30 @@ def test_bad_config_is_named():
 def test_nan_loss_fails_the_trial():
     with pytest.raises(FloatingPointError, match="loss"):
         run_trial(_arch(SMALL_MLP) | {"train.lr": 1e30}, settings=TrialSettings(epochs=2))
+
+
+def test_training_resumes_from_a_snapshot_exactly(data):
+    import torch
+
+    from trainers.models import build_model
+    from trainers.train import TrainSettings, train
+
+    def fresh():
+        torch.manual_seed(0)
+        return build_model("mlp", SMALL_MLP, in_shape=(1, 8, 8), num_classes=10)
+
+    settings = TrainSettings(epochs=4, lr=0.01)
+    straight = fresh()
+    train(straight, data, settings)
+    snapshots = []
+    first = fresh()
+    train(first, data, settings, snapshots=True, report=snapshots.append)
+    resumed = fresh()
+    rows = []
+    train(resumed, data, settings, resume=snapshots[1]["snapshot"], report=rows.append)
+    assert [r["step"] for r in rows] == [3, 4]
+    for key, value in straight.state_dict().items():
+        assert torch.allclose(value, resumed.state_dict()[key])
+    faster = fresh()
+    train(faster, data, settings.but(lr=0.05), resume=snapshots[1]["snapshot"])
+    assert not torch.allclose(faster.classifier.weight, resumed.classifier.weight)
