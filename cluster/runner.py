@@ -22,17 +22,11 @@ import pyarrow as pa
 
 import search
 from cluster import results
+from cluster.store import StudyStore, write_json
 from cluster.study import SCHEDULERS, ConfigError, Study
 from search.base import Exhausted
 
-STATE_FILE, STUDY_FILE = "searcher.json", "study.json"
-
-
-def _write_json(path: Path, value) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    with os.fdopen(fd, "w") as file:
-        json.dump(value, file)
-    os.replace(tmp, path)
+STUDY_FILE = "study.json"
 
 
 def make_searcher(study: Study) -> search.Searcher:
@@ -169,18 +163,31 @@ class Recorder:
     scheduler ended is `stopped`, kept out of the searcher's model); the searcher's JSON state
     is saved after every ask and tell. Tune trial ids map to the study's own trial ids."""
 
-    def __init__(self, searcher: search.Searcher, *, study: Study, writer, done: int, progress):
-        self.searcher, self.study, self.writer = searcher, study, writer
-        self.state_path = Path(study.dir) / STATE_FILE
+    def __init__(self, store: StudyStore, *, study: Study, writer, done: int, progress):
+        self.store, self.study, self.writer = store, study, writer
         self.ids: dict[str, str] = {}
         self.started: dict[str, float] = {}
         self.steps: dict[str, int] = {}  # the last epoch step each trial reported
         self.done, self.progress = done, progress
 
-    def start(self, tune_id: str, trial: str) -> None:
+    @property
+    def searcher(self) -> search.Searcher:
+        return self.store.searcher
+
+    def ask(self, tune_id: str):
+        """A new trial from the searcher, or None when the study's budget is taken."""
+        with self.store.locked() as searcher:
+            if len(searcher.observations) + len(searcher.pending) >= self.study.trials:
+                return None
+            trial = searcher.ask()
+        self.ids[tune_id] = trial.id
+        self.started[trial.id] = time.time()
+        return trial
+
+    def adopt(self, tune_id: str, trial: str) -> None:
+        """A trial asked beforehand (a population member) starts under `tune_id`."""
         self.ids[tune_id] = trial
         self.started[trial] = time.time()
-        self.save()
 
     def _config(self, trial: str, ran) -> dict:
         """The config the trial runs now: population-based training may have swapped it."""
@@ -190,7 +197,8 @@ class Recorder:
         space = self.searcher.space
         active = {k: v for k, v in ran.items() if k in space.params}
         active = {k: v for k, v in active.items() if space.is_active(k, active)}
-        self.searcher.revise(trial, active)
+        with self.store.locked() as searcher:
+            searcher.revise(trial, active)
         return active
 
     def _row(self, trial: str, result: dict, status: str, config) -> dict:
@@ -225,20 +233,17 @@ class Recorder:
             status = "stopped"
         result["final"] = True
         result.setdefault("step", self.steps.pop(trial, None))
-        row = self._row(trial, result, status, config or result.get("config"))
-        self.writer.add(row, flush=True)
-        metrics, told_as = _told(result, status, self.searcher.objective.names)
-        self.searcher.tell(trial, metrics, **told_as)
+        with self.store.locked() as searcher:
+            row = self._row(trial, result, status, config or result.get("config"))
+            self.writer.add(row, flush=True)
+            metrics, told_as = _told(result, status, searcher.objective.names)
+            searcher.tell(trial, metrics, **told_as)
         self.done += 1
-        self.save()
         self.show()
 
     def show(self, *, force: bool = False) -> None:
         running = len(self.ids)
         self.progress.show(self.searcher, done=self.done, running=running, force=force)
-
-    def save(self) -> None:
-        _write_json(self.state_path, self.searcher.state_dict())
 
 
 def _tune_searcher(recorder: Recorder):
@@ -258,11 +263,10 @@ def _tune_searcher(recorder: Recorder):
 
         def suggest(self, trial_id):
             try:
-                trial = self.recorder.searcher.ask()
+                trial = self.recorder.ask(trial_id)
             except Exhausted:
-                return TuneSearcherBase.FINISHED
-            self.recorder.start(trial_id, trial.id)
-            return dict(trial.config)
+                trial = None
+            return TuneSearcherBase.FINISHED if trial is None else dict(trial.config)
 
         def on_trial_result(self, trial_id, result):
             self.recorder.result(trial_id, result)
@@ -277,7 +281,7 @@ def _tune_searcher(recorder: Recorder):
             self.recorder.searcher.load_state_dict(state["searcher"])
 
         def save(self, checkpoint_path):
-            _write_json(Path(checkpoint_path), self.recorder.searcher.state_dict())
+            write_json(Path(checkpoint_path), self.recorder.searcher.state_dict())
 
         def restore(self, checkpoint_path):
             self.recorder.searcher.load_state_dict(json.loads(Path(checkpoint_path).read_text()))
@@ -293,13 +297,13 @@ def _population(recorder: Recorder, size: int) -> tuple[list[dict], object]:
     from ray import tune
 
     members = []
-    for _ in range(size):
-        try:
-            trial = recorder.searcher.ask()
-        except Exhausted:
-            break
-        members.append({"id": trial.id, "config": dict(trial.config)})
-    recorder.save()
+    with recorder.store.locked() as searcher:
+        for _ in range(size):
+            try:
+                trial = searcher.ask()
+            except Exhausted:
+                break
+            members.append({"id": trial.id, "config": dict(trial.config)})
 
     class Record(tune.Callback):
         def __init__(self):
@@ -307,7 +311,7 @@ def _population(recorder: Recorder, size: int) -> tuple[list[dict], object]:
 
         def on_trial_start(self, iteration, trials, trial, **info):
             if trial.trial_id not in recorder.ids:
-                recorder.start(trial.trial_id, trial.config["member"]["id"])
+                recorder.adopt(trial.trial_id, trial.config["member"]["id"])
             self.running[trial.trial_id] = dict(trial.config["member"]["config"])
 
         def on_trial_result(self, iteration, trials, trial, result, **info):
@@ -389,7 +393,7 @@ def prepare_dir(study: Study, *, resume: bool) -> Path:
             "or choose another dir"
         )
     if not saved.exists():
-        _write_json(saved, study.to_dict())
+        write_json(saved, study.to_dict())
     return folder
 
 
@@ -413,21 +417,18 @@ def run(
     `results.load(study.dir)`. With no `address`, Ray starts locally. `function(config,
     settings)` replaces `trainable` (it reports through `ray.tune.report`, last with `final`)."""
     folder = prepare_dir(study, resume=resume)
-    searcher = make_searcher(study)
-    state = folder / STATE_FILE
-    if resume and state.exists():
-        searcher.load_state_dict(json.loads(state.read_text()))
+    store = StudyStore(folder, make_searcher(study))
     try:
         table = results.load(folder, every_step=True)
     except ValueError:
         table = None
-    done = reconcile(searcher, table)
-    _write_json(state, searcher.state_dict())
+    with store.locked() as searcher:  # loads the saved state, if any
+        done = reconcile(searcher, table)
     left = study.trials - done
     if left > 0:
         _fit(
             study,
-            searcher,
+            store,
             done=done,
             left=left,
             options={"address": address, "verbose": verbose, "cpus": num_cpus},
@@ -436,7 +437,7 @@ def run(
     return results.load(folder)
 
 
-def _fit(study, searcher, *, done, left, options, function):
+def _fit(study, store, *, done, left, options, function):
     import ray
     from ray import tune
 
@@ -451,13 +452,12 @@ def _fit(study, searcher, *, done, left, options, function):
             log_to_driver=verbose,
             logging_level="INFO" if verbose else "ERROR",
         )
-    writer = results.ResultWriter(
-        study.dir, results.schema(study.space(), searcher.objective.names)
-    )
+    names = store.searcher.objective.names
+    writer = results.ResultWriter(study.dir, results.schema(study.space(), names))
     settings = study.trial_settings()
     if study.scheduler == "pbt":
         settings = dataclasses.replace(settings, snapshots=True)
-    recorder = Recorder(searcher, study=study, writer=writer, done=done, progress=Progress(study))
+    recorder = Recorder(store, study=study, writer=writer, done=done, progress=Progress(study))
     metric, mode = study.objectives[0]
     resources = {"cpu": study.cpus_per_trial, "gpu": study.gpus_per_trial}
     scheduler = make_scheduler(study)

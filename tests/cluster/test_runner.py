@@ -121,14 +121,20 @@ def test_a_trial_that_changes_config_is_told_under_the_new_one(tmp_path):
     import search
     from cluster import results
     from cluster.runner import Progress, Recorder
+    from cluster.store import StudyStore
 
     study = _study(tmp_path)
     (tmp_path / "study").mkdir()
     searcher = search.create("random", study.space(), metric="val_acc", seed=0)
     writer = results.ResultWriter(tmp_path, results.schema(study.space()))
-    recorder = Recorder(searcher, study=study, writer=writer, done=0, progress=Progress(study))
-    trial = searcher.ask()
-    recorder.start("tune-1", trial.id)
+    recorder = Recorder(
+        StudyStore(tmp_path / "study", searcher),
+        study=study,
+        writer=writer,
+        done=0,
+        progress=Progress(study),
+    )
+    trial = recorder.ask("tune-1")
     cloned = {**trial.config, "train.lr": 0.0123}
     recorder.result("tune-1", {"step": 1, "val_acc": 50.0}, config=cloned)
     recorder.complete(

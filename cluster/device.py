@@ -1,0 +1,222 @@
+"""The device server: latency measured on the real target, one model at a time.
+
+`paretune device serve` runs on the target. A request carries a model as TorchScript or ONNX
+bytes (never pickle), its input shape, batch sizes and repeats; the answer gives, per batch
+size, the median, p90 and spread (interquartile range) in milliseconds and the peak resident
+memory. Requests wait their turn in a bounded queue ("busy" past it); answers are cached by the
+hash of the model and the request.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import resource
+import statistics
+import threading
+import time
+
+import grpc
+
+from cluster import rpc
+
+SERVICE = "paretune.Device"
+FORMATS = ("torchscript", "onnx")
+
+
+class DeviceUnreachable(RuntimeError):
+    """The device server did not answer (down, wrong address, or killed mid-request)."""
+
+
+def _request(header: dict) -> dict:
+    shape = rpc.field(header, "input_shape", list, check=lambda v: 1 <= len(v) <= 5)
+    if not all(isinstance(d, int) and not isinstance(d, bool) and 0 < d <= 4096 for d in shape):
+        raise rpc.BadMessage(f"input_shape must be 1 to 5 positive integers, got {shape!r}")
+    batches = rpc.field(header, "batch_sizes", list, default=[1], check=lambda v: 0 < len(v) <= 8)
+    if not all(isinstance(b, int) and not isinstance(b, bool) and 0 < b <= 1024 for b in batches):
+        raise rpc.BadMessage(f"batch_sizes must be integers in 1..1024, got {batches!r}")
+    return {
+        "format": rpc.field(header, "format", str, check=lambda v: v in FORMATS),
+        "input_shape": shape,
+        "batch_sizes": batches,
+        "repeats": rpc.field(header, "repeats", int, default=30, check=lambda v: 1 <= v <= 1000),
+        "warmup": rpc.field(header, "warmup", int, default=5, check=lambda v: 0 <= v <= 100),
+        "threads": rpc.field(header, "threads", int, default=1, check=lambda v: 1 <= v <= 256),
+    }
+
+
+def _load(kind: str, payload: bytes):
+    """A callable `run(batch)` from model bytes; raises `BadMessage` when they are not a model."""
+    if not payload:
+        raise rpc.BadMessage("no model in the payload")
+    if kind == "torchscript":
+        import torch
+
+        try:
+            model = torch.jit.load(io.BytesIO(payload), map_location="cpu").eval()
+        except Exception as error:  # torch raises many types for corrupt archives
+            raise rpc.BadMessage(f"not a TorchScript model: {str(error)[:200]}") from error
+
+        def run(batch):
+            with torch.no_grad():
+                model(torch.from_numpy(batch))
+
+        return run
+    try:
+        import onnxruntime
+    except ImportError as error:
+        raise rpc.BadMessage("this device server has no onnxruntime for ONNX models") from error
+    try:
+        session = onnxruntime.InferenceSession(payload, providers=["CPUExecutionProvider"])
+    except Exception as error:
+        raise rpc.BadMessage(f"not an ONNX model: {str(error)[:200]}") from error
+    name = session.get_inputs()[0].name
+    return lambda batch: session.run(None, {name: batch})
+
+
+def measure(run, request: dict) -> list[dict]:
+    """Time `run` for every batch size: median, p90 and interquartile spread in ms, and the
+    process's peak resident memory in bytes."""
+    import numpy as np
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(request["threads"])
+    rows = []
+    try:
+        for batch_size in request["batch_sizes"]:
+            batch = np.random.default_rng(0).standard_normal(
+                (batch_size, *request["input_shape"]), dtype=np.float32
+            )
+            times = []
+            for i in range(request["warmup"] + request["repeats"]):
+                start = time.perf_counter()
+                try:
+                    run(batch)
+                except Exception as error:
+                    message = f"the model failed on input {list(batch.shape)}: {str(error)[:200]}"
+                    raise rpc.BadMessage(message) from error
+                if i >= request["warmup"]:
+                    times.append(1000.0 * (time.perf_counter() - start))
+            quartiles = statistics.quantiles(times, n=4) if len(times) > 1 else times * 3
+            rows.append(
+                {
+                    "batch_size": batch_size,
+                    "median_ms": statistics.median(times),
+                    "p90_ms": float(np.percentile(times, 90)),
+                    "spread_ms": quartiles[2] - quartiles[0],
+                    "peak_memory_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+                }
+            )
+    finally:
+        torch.set_num_threads(before)
+    return rows
+
+
+class DeviceService:
+    """The handlers, with one measuring lock, a bounded queue and a cache."""
+
+    def __init__(self, *, queue_limit: int = 8):
+        self.queue_limit = queue_limit
+        self.lock = threading.Lock()
+        self.waiting = 0
+        self.counter = threading.Lock()
+        self.cache: dict[str, list[dict]] = {}
+
+    def measure(self, message: bytes, context: grpc.ServicerContext) -> bytes:
+        header, payload = rpc.decode(message)
+        request = _request(header)
+        key = hashlib.sha256(payload + json.dumps(request, sort_keys=True).encode()).hexdigest()
+        if key in self.cache:
+            return rpc.encode({"model_hash": key, "cached": True, "results": self.cache[key]})
+        with self.counter:
+            if self.waiting >= self.queue_limit:
+                context.abort(
+                    grpc.StatusCode.RESOURCE_EXHAUSTED,
+                    f"busy: {self.waiting} requests queued (limit {self.queue_limit})",
+                )
+            self.waiting += 1
+        try:
+            run = _load(request["format"], payload)
+            with self.lock:  # one model at a time keeps the timings clean
+                rows = measure(run, request)
+        finally:
+            with self.counter:
+                self.waiting -= 1
+        self.cache[key] = rows
+        return rpc.encode({"model_hash": key, "cached": False, "results": rows})
+
+    def handlers(self) -> dict:
+        return {"Measure": self.measure}
+
+
+def serve(*, host="127.0.0.1", port=0, security=None, queue_limit=8, max_mb=64):
+    """Start a device server; returns `(server, port)`."""
+    security = security or rpc.Security()
+    service = DeviceService(queue_limit=queue_limit)
+    return rpc.serve(
+        SERVICE,
+        service.handlers(),
+        host=host,
+        port=port,
+        security=security,
+        max_message=max_mb << 20,
+        workers=queue_limit + 4,
+    )
+
+
+class DeviceClient:
+    """Measures models on a device server: `DeviceClient("host:port").latency(model, shape)`."""
+
+    def __init__(self, address: str, *, token=None, root_cert=None, timeout: float = 120.0):
+        self.address = address.removeprefix("remote://")
+        self.connection = rpc.channel(self.address, token=token, root_cert=root_cert)
+        self.timeout = timeout
+
+    def measure_bytes(self, payload: bytes, *, format: str = "torchscript", **request) -> dict:
+        message = rpc.encode({"format": format, **request}, payload)
+        try:
+            answer = rpc.call(self.connection, SERVICE, "Measure", message, timeout=self.timeout)
+        except grpc.RpcError as error:
+            if error.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+                raise DeviceUnreachable(
+                    f"device server at {self.address} is unreachable: {error.details()}"
+                ) from error
+            raise
+        header, _ = rpc.decode(answer)
+        return header
+
+    def measure(self, model, input_shape, *, batch_sizes=(1,), repeats=30, **request) -> dict:
+        """Trace `model` (an `nn.Module`) to TorchScript and measure it on the device."""
+        return self.measure_bytes(
+            torchscript_bytes(model, input_shape),
+            input_shape=list(input_shape),
+            batch_sizes=list(batch_sizes),
+            repeats=repeats,
+            **request,
+        )
+
+    def latency(self, model, input_shape, *, batch_size=64, repeats=30, threads=1) -> float:
+        """The median latency in milliseconds at one batch size."""
+        answer = self.measure(
+            model, input_shape, batch_sizes=[batch_size], repeats=repeats, threads=threads
+        )
+        return answer["results"][0]["median_ms"]
+
+    def close(self):
+        self.connection[0].close()
+
+
+def torchscript_bytes(model, input_shape) -> bytes:
+    import torch
+
+    was_training = model.training
+    model = model.eval()
+    example = torch.randn(1, *input_shape, device=next(model.parameters()).device)
+    with torch.no_grad():
+        traced = torch.jit.trace(model, example, check_trace=False)
+    buffer = io.BytesIO()
+    torch.jit.save(traced, buffer)
+    model.train(was_training)
+    return buffer.getvalue()
