@@ -171,6 +171,52 @@ def _cmd_plot(args) -> int:
     return 0
 
 
+def _serve_until_stopped(server, what: str, host: str, port: int) -> int:
+    print(f"{what} listening on {host}:{port} (Ctrl-C stops it)", flush=True)
+    try:
+        server.wait_for_termination()
+    except KeyboardInterrupt:
+        server.stop(grace=2).wait()
+    return 0
+
+
+def _security(args):
+    from cluster.rpc import Security
+
+    return Security.from_files(args.token_file, args.tls_cert, args.tls_key)
+
+
+def _cmd_serve(args) -> int:
+    from cluster import service
+
+    server, port = service.serve(
+        args.study, host=args.host, port=args.port, security=_security(args), max_mb=args.max_mb
+    )
+    return _serve_until_stopped(server, f"study {args.study}", args.host, port)
+
+
+def _cmd_device_serve(args) -> int:
+    from cluster import device
+
+    server, port = device.serve(
+        host=args.host,
+        port=args.port,
+        security=_security(args),
+        queue_limit=args.queue,
+        max_mb=args.max_mb,
+    )
+    return _serve_until_stopped(server, "device server", args.host, port)
+
+
+def _server_options(parser, *, max_mb: int) -> None:
+    parser.add_argument("--host", default="127.0.0.1", help="another host needs --token-file")
+    parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
+    parser.add_argument("--token-file", help="a file holding the bearer token clients must send")
+    parser.add_argument("--tls-cert", help="PEM certificate (with --tls-key) for TLS")
+    parser.add_argument("--tls-key", help="PEM private key")
+    parser.add_argument("--max-mb", type=int, default=max_mb, help="largest request, in MiB")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="paretune", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -205,6 +251,16 @@ def build_parser() -> argparse.ArgumentParser:
     plot.add_argument("study")
     plot.add_argument("--out", help="folder for the PNG files (default: STUDY/plots)")
     plot.set_defaults(func=_cmd_plot)
+    serve = commands.add_parser("serve", help="serve a study's ask/tell and results over gRPC")
+    serve.add_argument("study", help="the study folder")
+    _server_options(serve, max_mb=4)
+    serve.set_defaults(func=_cmd_serve)
+    device = commands.add_parser("device", help="the on-device latency server")
+    device_commands = device.add_subparsers(dest="device_command", required=True)
+    device_serve = device_commands.add_parser("serve", help="measure models sent over gRPC")
+    _server_options(device_serve, max_mb=64)
+    device_serve.add_argument("--queue", type=int, default=8, help="requests waiting at most")
+    device_serve.set_defaults(func=_cmd_device_serve)
     return parser
 
 
@@ -212,7 +268,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except ValueError as error:  # ConfigError included: a clear message, exit code 2
+    except (ValueError, OSError) as error:  # ConfigError included: a clear message, exit code 2
         print(f"paretune: error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

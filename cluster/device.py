@@ -16,6 +16,8 @@ import resource
 import statistics
 import threading
 import time
+import warnings
+from dataclasses import dataclass
 
 import grpc
 
@@ -54,7 +56,9 @@ def _load(kind: str, payload: bytes):
         import torch
 
         try:
-            model = torch.jit.load(io.BytesIO(payload), map_location="cpu").eval()
+            with warnings.catch_warnings():  # TorchScript is deprecated; still the safe form
+                warnings.simplefilter("ignore", DeprecationWarning)
+                model = torch.jit.load(io.BytesIO(payload), map_location="cpu").eval()
         except Exception as error:  # torch raises many types for corrupt archives
             raise rpc.BadMessage(f"not a TorchScript model: {str(error)[:200]}") from error
 
@@ -144,6 +148,8 @@ class DeviceService:
         finally:
             with self.counter:
                 self.waiting -= 1
+        if len(self.cache) >= 256:
+            self.cache.pop(next(iter(self.cache)))
         self.cache[key] = rows
         return rpc.encode({"model_hash": key, "cached": False, "results": rows})
 
@@ -214,9 +220,27 @@ def torchscript_bytes(model, input_shape) -> bytes:
     was_training = model.training
     model = model.eval()
     example = torch.randn(1, *input_shape, device=next(model.parameters()).device)
-    with torch.no_grad():
-        traced = torch.jit.trace(model, example, check_trace=False)
     buffer = io.BytesIO()
-    torch.jit.save(traced, buffer)
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.jit.save(torch.jit.trace(model, example, check_trace=False), buffer)
     model.train(was_training)
     return buffer.getvalue()
+
+
+@dataclass(frozen=True)
+class RemoteLatency:
+    """A trial's latency source (`latency: remote://host:port` in a study): the median measured
+    on the device server. Picklable, so it travels to Ray workers; connects per call."""
+
+    address: str
+    token: str | None = None
+
+    def __call__(self, model, input_shape, *, batch_size, repeats, threads) -> float:
+        client = DeviceClient(self.address, token=self.token)
+        try:
+            return client.latency(
+                model, input_shape, batch_size=batch_size, repeats=repeats, threads=threads
+            )
+        finally:
+            client.close()

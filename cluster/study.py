@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import difflib
 import json
+import re
 import time
 import tomllib
 from collections.abc import Mapping
@@ -75,13 +76,15 @@ class Study:
     dataset: str = "digits"
     data_path: str | None = None
     trial: Mapping = field(default_factory=dict)  # TrialSettings fields
+    latency: str = "local"  # or remote://host:port: measured on a device server
+    latency_token_file: str | None = None
 
     @classmethod
     def from_dict(cls, raw: Mapping) -> Study:
         allowed = {f.name for f in fields(cls)}
         _check_keys("study", raw, allowed)
         values = dict(raw)
-        for key in ("name", "dir", "arch", "searcher", "scheduler", "dataset"):
+        for key in ("name", "dir", "arch", "searcher", "scheduler", "dataset", "latency"):
             if key in values:
                 _typed(key, values[key], str)
         for key in ("trials", "parallel", "seed"):
@@ -115,6 +118,10 @@ class Study:
         except ValueError as error:
             raise ConfigError(str(error)) from error
         _check_keys(f"searcher_options ({self.searcher})", self.searcher_options, options)
+        if self.latency != "local" and not re.fullmatch(r"remote://[^\s:/]+:\d+", self.latency):
+            raise ConfigError(f"latency: 'local' or 'remote://host:port', got {self.latency!r}")
+        if self.latency_token_file and not Path(self.latency_token_file).exists():
+            raise ConfigError(f"latency_token_file {self.latency_token_file!r} does not exist")
         if self.gpus_per_trial < 0 or self.cpus_per_trial <= 0:
             raise ConfigError("cpus_per_trial must be > 0 and gpus_per_trial >= 0")
         self.space()  # arch_options and train ranges
@@ -134,8 +141,15 @@ class Study:
         return Space.combine(parts)
 
     def trial_settings(self) -> TrialSettings:
+        source = None
+        if self.latency != "local":
+            from cluster.device import RemoteLatency
+
+            token = self.latency_token_file and Path(self.latency_token_file).read_text().strip()
+            source = RemoteLatency(self.latency.removeprefix("remote://"), token or None)
         return TrialSettings(
             **self.trial,
+            latency_source=source,
             dataset=self.dataset,
             data_path=self.data_path,
             constraints=dict(self.constraints),
@@ -149,7 +163,7 @@ class Study:
         return json.loads(json.dumps(values))
 
 
-_OWNED = {"dataset", "data_path", "constraints", "seed", "cache_dir"}
+_OWNED = {"dataset", "data_path", "constraints", "seed", "cache_dir", "latency_source"}
 
 
 def _choice(key: str, value, allowed) -> None:

@@ -67,6 +67,8 @@ class TrialSettings:
     seed: int = 0
     save_path: str | None = None
     snapshots: bool = False  # training reports carry model and optimizer state (for PBT)
+    latency_source: Callable | None = None  # `f(model, in_shape, *, batch_size, repeats,
+    # threads) -> ms` measuring elsewhere (a device server); None measures here
 
 
 def split_config(config: Mapping) -> tuple[dict, dict, dict]:
@@ -112,13 +114,8 @@ def estimate_cost(config: Mapping, settings: TrialSettings, *, in_shape, num_cla
     )
     if compress.get("prune"):
         pruning.prune(model, ratio=_prune_ratio(compress, settings), criterion="l1")
-    latency = measure_latency(
-        model.to(resolve_device(settings.device)),
-        in_shape,
-        batch_size=settings.latency_batch,
-        repeats=max(3, settings.latency_repeats // 4),
-        threads=settings.latency_threads,
-    )
+    model = model.to(resolve_device(settings.device))
+    latency = _latency(model, in_shape, settings, repeats=max(3, settings.latency_repeats // 4))
     if compress.get("quantize"):
         hooks = quantize.prepare(model, _quant_spec(compress))
         quantize.finalize(model, hooks)
@@ -128,6 +125,17 @@ def estimate_cost(config: Mapping, settings: TrialSettings, *, in_shape, num_cla
         "size_bytes": size_bytes(model),
         "latency_ms": latency,
     }
+
+
+def _latency(model, in_shape, settings: TrialSettings, *, repeats: int) -> float:
+    measure = settings.latency_source or measure_latency
+    return measure(
+        model,
+        in_shape,
+        batch_size=settings.latency_batch,
+        repeats=repeats,
+        threads=settings.latency_threads,
+    )
 
 
 def violations(cost: Mapping, constraints: Mapping[str, float]) -> dict[str, float]:
@@ -276,13 +284,7 @@ def run_trial(
             phase="finetune",
             distill=student_distiller(),
         )
-    latency = measure_latency(
-        model,
-        data.in_shape,
-        batch_size=settings.latency_batch,
-        repeats=settings.latency_repeats,
-        threads=settings.latency_threads,
-    )
+    latency = _latency(model, data.in_shape, settings, repeats=settings.latency_repeats)
     if compress.get("quantize"):
         records.append(
             _quantize(model, data, compress, settings, base, report, steps, student_distiller)

@@ -1,0 +1,206 @@
+"""The study service: ask/tell, state and results of a study for workers outside Ray.
+
+`paretune serve STUDY` exposes one study. Telling through it while `paretune run` runs the same
+study loses and duplicates nothing: both go through `StudyStore`, which takes an exclusive lock
+on the study folder around every change to the searcher's state and reloads the state another
+process saved. Results travel as an Arrow IPC stream inside the gRPC message, filtered and
+projected on the server.
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import UTC, datetime
+
+import grpc
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from cluster import results, rpc
+from cluster.runner import load_study, make_searcher
+from cluster.store import StudyStore
+
+SERVICE = "paretune.Study"
+OPERATORS = {
+    "==": pc.equal,
+    "!=": pc.not_equal,
+    "<": pc.less,
+    "<=": pc.less_equal,
+    ">": pc.greater,
+    ">=": pc.greater_equal,
+}
+
+
+class StudyService:
+    """Handlers over one study folder."""
+
+    def __init__(self, folder):
+        self.study = load_study(folder)
+        self.store = StudyStore(folder, make_searcher(self.study))
+        names = self.store.searcher.objective.names
+        self.writer = results.ResultWriter(folder, results.schema(self.study.space(), names))
+        self.folder = folder
+
+    def _named(self, header: dict) -> None:
+        name = rpc.field(header, "study", str)
+        if name != self.study.name:
+            raise LookupError(f"unknown study {name!r}; this server has {self.study.name!r}")
+
+    def ask(self, message: bytes, context) -> bytes:
+        header, _ = rpc.decode(message)
+        self._named(header)
+        with self.store.locked() as searcher:
+            taken = len(searcher.observations) + len(searcher.pending)
+            if taken >= self.study.trials:
+                context.abort(
+                    grpc.StatusCode.FAILED_PRECONDITION,
+                    f"the study's budget of {self.study.trials} trials is taken",
+                )
+            trial = searcher.ask()
+        return rpc.encode({"trial_id": trial.id, "config": trial.config})
+
+    def tell(self, message: bytes, context) -> bytes:
+        header, _ = rpc.decode(message)
+        self._named(header)
+        trial = rpc.field(header, "trial_id", str)
+        metrics = header.get("metrics")
+        if metrics is not None and not isinstance(metrics, dict):
+            raise rpc.BadMessage("field 'metrics' must be an object of numbers, or null")
+        for key, value in (metrics or {}).items():
+            if not isinstance(value, int | float) or isinstance(value, bool):
+                raise rpc.BadMessage(f"metric {key!r} must be a number, got {value!r}")
+        status = header.get("status")
+        if status not in (None, "stopped", "infeasible"):
+            raise rpc.BadMessage(f"status must be null, 'stopped' or 'infeasible', got {status!r}")
+        with self.store.locked() as searcher:
+            if trial not in searcher.pending:
+                raise LookupError(f"trial {trial!r} is not pending in study {self.study.name!r}")
+            config = searcher.pending[trial]
+            record = searcher.tell(trial, metrics, **({"status": status} if status else {}))
+            row = {
+                **(metrics or {}),
+                "study": self.study.name,
+                "trial": trial,
+                "status": record["status"],
+                "final": True,
+                "config": config,
+                "time": datetime.now(UTC),
+                "node": f"service:{context.peer()}",
+            }
+            self.writer.add(row, flush=True)
+        return rpc.encode({"status": record["status"]})
+
+    def state(self, message: bytes, context) -> bytes:
+        header, _ = rpc.decode(message)
+        self._named(header)
+        with self.store.locked() as searcher:
+            summary = {
+                "study": self.study.name,
+                "trials": self.study.trials,
+                "finished": len(searcher.observations),
+                "pending": sorted(searcher.pending),
+                "objectives": [list(o) for o in self.study.objectives],
+                "front": [
+                    {"trial_id": o["id"], "config": o["config"], "metrics": o["metrics"]}
+                    for o in searcher.front()
+                ],
+            }
+        return rpc.encode(summary)
+
+    def results(self, message: bytes, context) -> bytes:
+        header, _ = rpc.decode(message)
+        self._named(header)
+        every = rpc.field(header, "every_step", bool, default=False)
+        try:
+            table = results.load(self.folder, every_step=every)
+        except ValueError:
+            table = pa.table({})
+        table = _filtered(table, header.get("filters") or [])
+        columns = header.get("columns")
+        if columns is not None:
+            if not isinstance(columns, list) or not all(isinstance(c, str) for c in columns):
+                raise rpc.BadMessage("field 'columns' must be a list of column names")
+            unknown = [c for c in columns if c not in table.column_names]
+            if unknown:
+                raise rpc.BadMessage(f"unknown columns {unknown}")
+            table = table.select(columns)
+        sink = pa.BufferOutputStream()
+        with pa.ipc.new_stream(sink, table.schema) as writer:
+            writer.write_table(table)
+        return rpc.encode({"rows": table.num_rows}, sink.getvalue().to_pybytes())
+
+    def handlers(self) -> dict:
+        return {"Ask": self.ask, "Tell": self.tell, "State": self.state, "Results": self.results}
+
+
+def _filtered(table: pa.Table, filters) -> pa.Table:
+    """Rows matching every `[column, operator, value]` (operators `==`, `!=`, `<`, `<=`, `>`,
+    `>=`); evaluated with Arrow compute, so a filter can never run code on the server."""
+    if not isinstance(filters, list):
+        raise rpc.BadMessage("field 'filters' must be a list of [column, operator, value]")
+    for item in filters:
+        if not (isinstance(item, list) and len(item) == 3 and isinstance(item[0], str)):
+            raise rpc.BadMessage(f"a filter must be [column, operator, value], got {item!r}")
+        column, operator, value = item
+        if column not in table.column_names:
+            raise rpc.BadMessage(f"filter on unknown column {column!r}")
+        if operator not in OPERATORS:
+            raise rpc.BadMessage(f"filter operator {operator!r}: allowed {list(OPERATORS)}")
+        if not isinstance(value, str | int | float | bool) or (
+            isinstance(value, float) and not math.isfinite(value)
+        ):
+            raise rpc.BadMessage(f"filter value {value!r} must be a finite number, text or bool")
+        try:
+            mask = OPERATORS[operator](table[column], pa.scalar(value))
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as error:
+            raise rpc.BadMessage(f"filter {item!r}: {error}") from error
+        table = table.filter(pc.fill_null(mask, False))
+    return table
+
+
+def serve(folder, *, host="127.0.0.1", port=0, security=None, max_mb=4):
+    """Start the study service for `folder`; returns `(server, port)`."""
+    service = StudyService(folder)
+    return rpc.serve(
+        SERVICE,
+        service.handlers(),
+        host=host,
+        port=port,
+        security=security,
+        max_message=max_mb << 20,
+    )
+
+
+class StudyClient:
+    """`StudyClient("host:port", "name").ask()` -> `(trial_id, config)`; `tell`, `state`,
+    `results` (a `pyarrow.Table`)."""
+
+    def __init__(self, address: str, study: str, *, token=None, root_cert=None, timeout=30.0):
+        self.connection = rpc.channel(address, token=token, root_cert=root_cert)
+        self.study, self.timeout = study, timeout
+
+    def _call(self, method: str, header: dict | None = None) -> tuple[dict, bytes]:
+        message = rpc.encode({"study": self.study, **(header or {})})
+        answer = rpc.call(self.connection, SERVICE, method, message, timeout=self.timeout)
+        return rpc.decode(answer)
+
+    def ask(self) -> tuple[str, dict]:
+        header, _ = self._call("Ask")
+        return header["trial_id"], header["config"]
+
+    def tell(self, trial_id: str, metrics: dict | None, *, status: str | None = None) -> str:
+        header, _ = self._call("Tell", {"trial_id": trial_id, "metrics": metrics, "status": status})
+        return header["status"]
+
+    def state(self) -> dict:
+        return self._call("State")[0]
+
+    def results(self, *, every_step=False, filters=(), columns=None) -> pa.Table:
+        request = {"every_step": every_step, "filters": [list(f) for f in filters]}
+        if columns is not None:
+            request["columns"] = list(columns)
+        _, payload = self._call("Results", request)
+        return pa.ipc.open_stream(payload).read_all()
+
+    def close(self):
+        self.connection[0].close()

@@ -1,0 +1,307 @@
+"""Real gRPC servers on 127.0.0.1: the device server and the study service."""
+
+import contextlib
+import io
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import grpc
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from torch import nn
+
+from cluster import device, results, rpc, service
+from cluster.runner import prepare_dir
+from cluster.study import Study
+
+
+def _model():
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(512, 10))
+
+
+@pytest.fixture
+def device_server():
+    server, port = device.serve(queue_limit=1, max_mb=1)
+    yield f"127.0.0.1:{port}"
+    server.stop(grace=None)
+
+
+def test_device_server_measures_torchscript_and_caches(device_server):
+    client = device.DeviceClient(device_server)
+    payload = device.torchscript_bytes(_model(), (1, 8, 8))
+    request = {"input_shape": [1, 8, 8], "batch_sizes": [1, 16], "repeats": 10}
+    answer = client.measure_bytes(payload, **request)
+    assert [r["batch_size"] for r in answer["results"]] == [1, 16] and not answer["cached"]
+    for row in answer["results"]:
+        assert 0 < row["median_ms"] <= row["p90_ms"] and row["spread_ms"] >= 0
+        assert row["peak_memory_bytes"] > 1 << 20
+    again = client.measure_bytes(payload, **request)
+    assert again["cached"] and again["model_hash"] == answer["model_hash"]
+    client.close()
+
+
+def test_device_server_measures_onnx(device_server, tmp_path):
+    deploy = pytest.importorskip("trainers.deploy")
+    pytest.importorskip("onnxruntime")
+    path = deploy.export_onnx(_model(), (1, 8, 8), tmp_path / "m.onnx", batch_size=4)
+    client = device.DeviceClient(device_server)
+    answer = client.measure_bytes(
+        path.read_bytes(), format="onnx", input_shape=[1, 8, 8], batch_sizes=[4], repeats=5
+    )
+    assert answer["results"][0]["median_ms"] > 0
+
+
+def _status(call):
+    with pytest.raises(grpc.RpcError) as caught:
+        call()
+    return caught.value.code(), caught.value.details()
+
+
+def test_bad_requests_get_the_right_status(device_server):
+    client = device.DeviceClient(device_server)
+    code, details = _status(lambda: client.measure_bytes(b"not a model", input_shape=[1, 8, 8]))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and "TorchScript" in details
+    code, details = _status(lambda: client.measure_bytes(b"x", input_shape=[1, -8]))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and "input_shape" in details
+    code, _ = _status(lambda: client.measure_bytes(b"x" * (2 << 20), input_shape=[1, 8, 8]))
+    assert code == grpc.StatusCode.RESOURCE_EXHAUSTED  # over the 1 MiB limit
+    buffer = io.BytesIO()
+    torch.jit.save(torch.jit.trace(_model().eval(), torch.zeros(1, 1, 8, 8)), buffer)
+    code, details = _status(
+        lambda: client.measure_bytes(buffer.getvalue(), input_shape=[3, 8, 8], repeats=1)
+    )
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and "failed on input" in details
+
+
+def test_busy_past_the_queue(device_server):
+    big = nn.Sequential(nn.Conv2d(1, 64, 3, padding=1), nn.Conv2d(64, 64, 3, padding=1))
+    payload = device.torchscript_bytes(big, (1, 32, 32))
+    slow = {"input_shape": [1, 32, 32], "batch_sizes": [32], "repeats": 200}
+    outcome = {}
+
+    def first():
+        outcome["first"] = device.DeviceClient(device_server).measure_bytes(payload, **slow)
+
+    thread = threading.Thread(target=first)
+    thread.start()
+    time.sleep(0.5)
+    client = device.DeviceClient(device_server)
+    code, details = _status(lambda: client.measure_bytes(payload, **{**slow, "repeats": 199}))
+    thread.join()
+    assert code == grpc.StatusCode.RESOURCE_EXHAUSTED and "busy" in details
+    assert outcome["first"]["results"][0]["median_ms"] > 0
+
+
+def test_tokens(tmp_path):
+    (tmp_path / "token").write_text("s3cret\n")
+    security = rpc.Security.from_files(tmp_path / "token")
+    server, port = device.serve(security=security)
+    try:
+        for token in (None, "wrong"):
+            client = device.DeviceClient(f"127.0.0.1:{port}", token=token)
+            code, _ = _status(lambda c=client: c.measure(_model(), (1, 8, 8), repeats=2))
+            assert code == grpc.StatusCode.UNAUTHENTICATED
+        ok = device.DeviceClient(f"127.0.0.1:{port}", token="s3cret")
+        assert ok.latency(_model(), (1, 8, 8), batch_size=2, repeats=2) > 0
+    finally:
+        server.stop(grace=None)
+    with pytest.raises(ValueError, match="needs a bearer token"):
+        device.serve(host="0.0.0.0")
+
+
+def test_server_killed_mid_request():
+    server = subprocess.Popen(
+        [sys.executable, "-m", "cluster.cli", "device", "serve"],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        address = server.stdout.readline().split(" on ")[1].split()[0]
+        big = nn.Sequential(nn.Conv2d(1, 64, 3, padding=1), nn.Conv2d(64, 64, 3, padding=1))
+        payload = device.torchscript_bytes(big, (1, 32, 32))
+        client = device.DeviceClient(address, timeout=60)
+        threading.Timer(1.0, server.send_signal, (signal.SIGKILL,)).start()
+        with pytest.raises(device.DeviceUnreachable, match="unreachable"):
+            client.measure_bytes(payload, input_shape=[1, 32, 32], batch_sizes=[64], repeats=1000)
+    finally:
+        server.kill()
+        server.wait()
+
+
+def test_unreachable_device_fails_the_trial_with_its_address():
+    from trainers import TrialSettings, run_trial
+
+    source = device.RemoteLatency("127.0.0.1:9")  # nothing listens on the discard port
+    settings = TrialSettings(epochs=1, latency_source=source)
+    with pytest.raises(device.DeviceUnreachable, match="127.0.0.1:9"):
+        run_trial({"arch.layers": 1, "arch.width": 16}, settings=settings)
+
+
+def test_trial_latency_measured_on_the_device(device_server):
+    from trainers import TrialSettings, run_trial
+
+    source = device.RemoteLatency(device_server)
+    settings = TrialSettings(epochs=1, latency_source=source, latency_repeats=4)
+    result = run_trial({"arch.layers": 1, "arch.width": 16}, settings=settings)
+    assert result["latency_ms"] > 0
+
+
+# -- the study service ----------------------------------------------------------------------
+
+
+def _study_folder(tmp_path, trials=24):
+    study = Study.from_dict(
+        {
+            "name": "svc",
+            "dir": str(tmp_path / "svc"),
+            "arch": "mlp",
+            "train": {"lr": [1e-3, 1e-1]},
+            "compress": False,
+            "searcher": "random",
+            "trials": trials,
+        }
+    )
+    prepare_dir(study, resume=False)
+    return tmp_path / "svc"
+
+
+@pytest.fixture
+def study_server(tmp_path):
+    folder = _study_folder(tmp_path)
+    server, port = service.serve(folder)
+    yield folder, f"127.0.0.1:{port}"
+    server.stop(grace=None)
+
+
+def test_eight_clients_lose_and_duplicate_nothing(study_server):
+    folder, address = study_server
+    told, errors = [], []
+
+    def worker():
+        client = service.StudyClient(address, "svc")
+        while True:
+            try:
+                trial, config = client.ask()
+            except grpc.RpcError as error:
+                if error.code() != grpc.StatusCode.FAILED_PRECONDITION:
+                    errors.append(error)
+                return
+            client.tell(trial, {"val_acc": 100 * config["train.lr"]})
+            told.append(trial)
+
+    threads = [threading.Thread(target=worker) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors and len(told) == len(set(told)) == 24
+    table = results.load(folder)
+    assert sorted(table["trial"].to_pylist()) == sorted(told)
+    state = service.StudyClient(address, "svc").state()
+    assert state["finished"] == 24 and state["pending"] == []
+
+
+def test_study_service_errors_and_results(study_server):
+    folder, address = study_server
+    client = service.StudyClient(address, "svc")
+    for _ in range(5):
+        trial, config = client.ask()
+        client.tell(trial, {"val_acc": 100 * config["train.lr"], "latency_ms": 1.0})
+    code, details = _status(lambda: service.StudyClient(address, "other").ask())
+    assert code == grpc.StatusCode.NOT_FOUND and "unknown study 'other'" in details
+    code, _ = _status(lambda: client.tell("999", {"val_acc": 1.0}))
+    assert code == grpc.StatusCode.NOT_FOUND
+    trial, _ = client.ask()
+    code, details = _status(lambda: client.tell(trial, {"val_acc": "high"}))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and "must be a number" in details
+    remote = client.results(filters=[("val_acc", ">", 2.0)], columns=["trial", "val_acc"])
+    local = results.load(folder)
+    expected = sorted(v for v in local["val_acc"].to_pylist() if v > 2.0)
+    assert sorted(remote["val_acc"].to_pylist()) == expected
+    code, details = _status(lambda: client.results(filters=[("nope", "==", 1)]))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and "unknown column" in details
+
+
+class _Aborted(Exception):
+    pass
+
+
+class _Context:
+    def abort(self, code, details):
+        raise _Aborted(code, details)
+
+    def peer(self):
+        return "fuzz"
+
+
+@pytest.fixture(scope="module")
+def handlers(tmp_path_factory):
+    folder = _study_folder(tmp_path_factory.mktemp("fuzz"), trials=10_000)
+    return {**service.StudyService(folder).handlers(), **device.DeviceService().handlers()}
+
+
+def _valid_messages():
+    header = {"study": "svc", "trial_id": "0", "metrics": {"val_acc": 1.0}, "filters": []}
+    device_header = {"format": "torchscript", "input_shape": [1, 8, 8], "batch_sizes": [1]}
+    return [rpc.encode(header), rpc.encode(device_header, b"PK\x03\x04junk")]
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    data=st.one_of(
+        st.binary(max_size=300),
+        st.tuples(st.sampled_from(_valid_messages()), st.integers(0, 400), st.binary(max_size=8)),
+    ),
+    method=st.sampled_from(["Ask", "Tell", "State", "Results", "Measure"]),
+)
+def test_fuzzed_bytes_never_crash_a_decoder(handlers, data, method):
+    if isinstance(data, tuple):  # a valid message with bytes overwritten somewhere
+        message, at, junk = data
+        at = min(at, len(message))
+        data = message[:at] + junk + message[at + len(junk) :]
+    with contextlib.suppress(rpc.BadMessage, LookupError, _Aborted):
+        handlers[method](data, _Context())
+
+
+def test_service_and_runner_share_a_study(tmp_path):
+    folder = _study_folder(tmp_path, trials=16)
+    server, port = service.serve(folder)
+    runner_process = subprocess.Popen(
+        [sys.executable, "-m", "cluster.cli", "resume", str(folder), "--cpus", "2"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    told = []
+    try:
+        deadline = time.monotonic() + 120
+        while not list((folder / "results").glob("part-*.parquet")):
+            assert time.monotonic() < deadline and runner_process.poll() is None
+            time.sleep(0.2)
+        client = service.StudyClient(f"127.0.0.1:{port}", "svc")
+        while True:
+            try:
+                trial, config = client.ask()
+            except grpc.RpcError as error:
+                assert error.code() == grpc.StatusCode.FAILED_PRECONDITION
+                break
+            client.tell(trial, {"val_acc": 100 * config["train.lr"]})
+            told.append(trial)
+            time.sleep(0.3)
+        assert runner_process.wait(timeout=300) == 0
+    finally:
+        runner_process.kill()
+        server.stop(grace=None)
+    table = results.load(folder)
+    trials = table["trial"].to_pylist()
+    assert len(trials) == len(set(trials)) == 16  # the budget, none lost, none twice
+    assert told and set(told) < set(trials)
+    nodes = set(table["node"].to_pylist())
+    assert any(n.startswith("service:") for n in nodes) and any(
+        not n.startswith("service:") for n in nodes
+    )
