@@ -102,7 +102,7 @@ class ResultWriter:
         table = pa.Table.from_pylist(self.rows, schema=self.schema)
         name = f"part-{time.time_ns():020d}-{uuid.uuid4().hex[:8]}.parquet"
         tmp = self.folder / f".{name}.tmp"
-        pq.write_table(table, tmp)
+        pq.write_table(table, tmp, compression="snappy" if len(self.rows) > 256 else "none")
         os.replace(tmp, self.folder / name)
         self.rows = []
 

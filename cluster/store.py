@@ -21,7 +21,7 @@ def write_json(path: Path, value) -> None:
     """Atomically: a temporary file in the same folder, then `os.replace`."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
     with os.fdopen(fd, "w") as file:
-        json.dump(value, file)
+        file.write(json.dumps(value))  # dumps runs the C encoder; dump would not
     os.replace(tmp, path)
 
 

@@ -1,0 +1,230 @@
+"""The gRPC services, measured against the alternative in the same run.
+
+    python -m benchmarks.services latency    # device server vs in-process, default chain, batch 64
+    python -m benchmarks.services asktell    # 8 clients: our study service vs Optuna's gRPC proxy
+    python -m benchmarks.services results    # 100,000 rows: over the network vs local Parquet
+
+Everything listens on 127.0.0.1. Prints Markdown-ready lines.
+"""
+
+from __future__ import annotations
+
+import argparse
+import socket
+import statistics
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def latency(repeats: int) -> None:
+    """The same TorchScript bytes timed by the same routine, in this process and through the
+    device server (both on this machine, one thread, batch 64)."""
+    import torch
+
+    from cluster import device
+    from trainers.models import build_model
+    from trainers.trial import DEFAULT_CHAIN
+
+    torch.manual_seed(0)
+    model = build_model("chain", DEFAULT_CHAIN, in_shape=(1, 8, 8), num_classes=10).eval()
+    payload = device.torchscript_bytes(model, (1, 8, 8))
+    run = device._load("torchscript", payload)
+    server, port = device.serve()
+    client = device.DeviceClient(f"127.0.0.1:{port}")
+    local, remote = [], []
+    try:
+        for i in range(repeats):  # alternate, so drift hits both; repeats differ, so no cache
+            request = {"input_shape": [1, 8, 8], "batch_sizes": [64], "repeats": 30 + i}
+            if i % 2:
+                remote.append(client.measure_bytes(payload, **request)["results"][0]["median_ms"])
+            here = device.measure(run, {**request, "warmup": 5, "threads": 1})
+            local.append(here[0]["median_ms"])
+            if i % 2 == 0:
+                remote.append(client.measure_bytes(payload, **request)["results"][0]["median_ms"])
+    finally:
+        server.stop(grace=None)
+    lm, rm = statistics.median(local), statistics.median(remote)
+    print(f"in-process medians (ms): {[round(v, 3) for v in local]}")
+    print(f"device server medians (ms): {[round(v, 3) for v in remote]}")
+    print(
+        f"median of medians: in-process {lm:.3f} ms, device server {rm:.3f} ms, ratio {rm / lm:.3f}"
+    )
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _hammer(clients: int, seconds: float, round_trip) -> float:
+    """Round trips per second of `clients` threads calling `round_trip(i)` for `seconds`."""
+    counts = [0] * clients
+    stop = time.monotonic() + seconds
+
+    def run(i):
+        while time.monotonic() < stop:
+            round_trip(i)
+            counts[i] += 1
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(clients)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return sum(counts) / seconds
+
+
+def asktell(seconds: float, clients: int = 8) -> None:
+    import optuna
+
+    from cluster import runner, service
+    from cluster.study import Study
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    with tempfile.TemporaryDirectory() as folder:
+        study = Study.from_dict(
+            {
+                "name": "bench",
+                "dir": f"{folder}/bench",
+                "arch": "mlp",
+                "train": {"lr": [1e-4, 1e-1]},
+                "compress": False,
+                "searcher": "random",
+                "trials": 10**9,
+            }
+        )
+        runner.prepare_dir(study, resume=False)
+        server, port = service.serve(study.dir)
+        ours = [service.StudyClient(f"127.0.0.1:{port}", "bench") for _ in range(clients)]
+
+        def our_round_trip(i):
+            trial, config = ours[i].ask()
+            ours[i].tell(trial, {"val_acc": config["train.lr"]})
+
+        try:
+            paretune_rate = _hammer(clients, seconds, our_round_trip)
+        finally:
+            server.stop(grace=None)
+
+    rates = {}
+    with tempfile.TemporaryDirectory() as folder:
+        journal = optuna.storages.journal.JournalFileBackend(f"{folder}/journal.log")
+        for name, storage in (
+            ("in memory", optuna.storages.InMemoryStorage()),
+            ("journal file", optuna.storages.JournalStorage(journal)),
+        ):
+            rates[name] = _optuna_rate(storage, clients, seconds)
+    line = ", ".join(f"Optuna gRPC proxy ({k}) {v:.0f}/s" for k, v in rates.items())
+    print(
+        f"{clients} clients, {seconds:.0f} s each: paretune study service {paretune_rate:.0f} "
+        f"ask/tell round trips/s; {line}"
+    )
+
+
+def _optuna_rate(storage, clients: int, seconds: float) -> float:
+    import optuna
+
+    optuna_port = _free_port()
+    thread = threading.Thread(
+        target=optuna.storages.run_grpc_proxy_server,
+        args=(storage,),
+        kwargs={"host": "127.0.0.1", "port": optuna_port},
+        daemon=True,
+    )
+    thread.start()
+    time.sleep(1.0)
+    proxies = [
+        optuna.storages.GrpcStorageProxy(host="127.0.0.1", port=optuna_port) for _ in range(clients)
+    ]
+    optuna.create_study(study_name="bench", storage=proxies[0])
+    studies = [
+        optuna.load_study(
+            study_name="bench", storage=p, sampler=optuna.samplers.RandomSampler(seed=i)
+        )
+        for i, p in enumerate(proxies)
+    ]
+
+    def optuna_round_trip(i):
+        trial = studies[i].ask()
+        lr = trial.suggest_float("lr", 1e-4, 1e-1, log=True)
+        studies[i].tell(trial, lr)
+
+    return _hammer(clients, seconds, optuna_round_trip)
+
+
+def results_query(repeats: int, rows: int = 100_000) -> None:
+    import pyarrow.compute as pc
+
+    from cluster import results, runner, service
+    from cluster.study import Study
+
+    rng = np.random.default_rng(0)
+    with tempfile.TemporaryDirectory() as folder:
+        study = Study.from_dict(
+            {"name": "big", "dir": f"{folder}/big", "arch": "mlp", "compress": False, "trials": 1}
+        )
+        runner.prepare_dir(study, resume=False)
+        writer = results.ResultWriter(study.dir, results.schema(study.space()), interval=1e9)
+        for i in range(rows):
+            writer.add(
+                {
+                    "study": "big",
+                    "trial": str(i // 10),
+                    "status": "running" if i % 10 else "completed",
+                    "step": i % 10,
+                    "val_acc": float(rng.uniform(50, 100)),
+                    "latency_ms": float(rng.uniform(0.5, 10)),
+                    "config": {"arch.layers": int(rng.integers(1, 4)), "arch.width": 64},
+                }
+            )
+            if i % 20_000 == 19_999:
+                writer.flush()
+        server, port = service.serve(study.dir)
+        client = service.StudyClient(f"127.0.0.1:{port}", "big")
+        filters = [("latency_ms", "<", 5.0)]
+        remote_times, local_times = [], []
+        try:
+            for _ in range(repeats):
+                start = time.perf_counter()
+                remote = client.results(every_step=True, filters=filters)
+                remote_times.append(time.perf_counter() - start)
+                start = time.perf_counter()
+                table = results.load(Path(study.dir), every_step=True)
+                local = table.filter(pc.less(table["latency_ms"], 5.0))
+                local_times.append(time.perf_counter() - start)
+            start = time.perf_counter()
+            everything = client.results(every_step=True)
+            everything_ms = 1000 * (time.perf_counter() - start)
+        finally:
+            server.stop(grace=None)
+        assert remote.num_rows == local.num_rows
+        r, loc = statistics.median(remote_times), statistics.median(local_times)
+        print(
+            f"{rows:,} rows, filter latency_ms < 5 keeps {local.num_rows:,}: over the network "
+            f"{1000 * r:.0f} ms, local Parquet {1000 * loc:.0f} ms (medians of {repeats}), "
+            f"ratio {r / loc:.2f}; unfiltered over the network:"
+        )
+        print(f"  all {everything.num_rows:,} rows in {everything_ms:.0f} ms")
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("mode", choices=["latency", "asktell", "results"])
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--seconds", type=float, default=10.0)
+    args = parser.parse_args(argv)
+    if args.mode == "latency":
+        latency(args.repeats)
+    elif args.mode == "asktell":
+        asktell(args.seconds)
+    else:
+        results_query(args.repeats)
+
+
+if __name__ == "__main__":
+    main()
