@@ -146,3 +146,13 @@ def test_a_trial_that_changes_config_is_told_under_the_new_one(tmp_path):
     assert searcher.observations[0]["config"]["train.lr"] == 0.0123
     rows = results.load(tmp_path, every_step=True)["config.train.lr"].to_pylist()
     assert rows == [0.0123, 0.0123]
+
+
+@pytest.mark.parametrize("scheduler", ["hyperband", "median"])
+def test_other_schedulers_run(local_ray, tmp_path, scheduler):
+    study = _study(
+        tmp_path, trials=4, scheduler=scheduler, trial={"epochs": 3, "latency_repeats": 4}
+    )
+    table = runner.run(study)
+    assert table.num_rows == 4
+    assert set(table["status"].to_pylist()) <= {"completed", "stopped"}

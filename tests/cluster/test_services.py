@@ -305,3 +305,32 @@ def test_service_and_runner_share_a_study(tmp_path):
     assert any(n.startswith("service:") for n in nodes) and any(
         not n.startswith("service:") for n in nodes
     )
+
+
+def test_tls(tmp_path):
+    import shutil
+
+    if not shutil.which("openssl"):
+        pytest.skip("openssl is needed to make a test certificate")
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+         "-keyout", tmp_path / "key.pem", "-out", tmp_path / "cert.pem", "-subj", "/CN=localhost",
+         "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    (tmp_path / "token").write_text("tls-token")
+    security = rpc.Security.from_files(
+        tmp_path / "token", tmp_path / "cert.pem", tmp_path / "key.pem"
+    )
+    server, port = device.serve(security=security)
+    try:
+        root = (tmp_path / "cert.pem").read_bytes()
+        client = device.DeviceClient(f"localhost:{port}", token="tls-token", root_cert=root)
+        assert client.latency(_model(), (1, 8, 8), batch_size=2, repeats=2) > 0
+        plain = device.DeviceClient(f"localhost:{port}", token="tls-token", timeout=5)
+        with pytest.raises((device.DeviceUnreachable, grpc.RpcError)):
+            plain.latency(_model(), (1, 8, 8), batch_size=2, repeats=2)
+    finally:
+        server.stop(grace=None)
+    with pytest.raises(ValueError, match="both"):
+        rpc.Security.from_files(None, tmp_path / "cert.pem", None)
