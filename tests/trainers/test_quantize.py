@@ -163,3 +163,16 @@ def test_bad_specs_are_named():
         QuantSpec(1)
     with pytest.raises(ValueError, match="allowed"):
         QuantSpec(8, "nonlinear")
+
+
+def test_percentile_ranges_ignore_outliers():
+    from trainers.quantize import ActQuantizer
+
+    x = torch.cat([torch.linspace(-1, 1, 100_000), torch.tensor([50.0])])
+    minmax, percentile = ActQuantizer(8), ActQuantizer(8, method="percentile", percentile=99.9)
+    for hook in (minmax, percentile):
+        hook(None, (x,))
+        hook.freeze()
+    assert minmax.hi == 50.0 and percentile.hi == pytest.approx(1.0, abs=0.01)
+    with pytest.raises(ValueError, match="allowed"):
+        ActQuantizer(8, method="mse")

@@ -103,3 +103,19 @@ def test_training_resumes_from_a_snapshot_exactly(data):
     faster = fresh()
     train(faster, data, settings.but(lr=0.05), resume=snapshots[1]["snapshot"])
     assert not torch.allclose(faster.classifier.weight, resumed.classifier.weight)
+
+
+def test_frozen_layers_stay_fixed(data):
+    import torch
+
+    from trainers.models import build_model
+    from trainers.train import TrainSettings, train
+
+    torch.manual_seed(0)
+    model = build_model("chain", SMALL_CHAIN, in_shape=(1, 8, 8), num_classes=10)
+    stem = model.stem[0].weight.detach().clone()
+    head = model.classifier.weight.detach().clone()
+    train(model, data, TrainSettings(epochs=1, freeze=("stem.",)))
+    assert torch.equal(model.stem[0].weight, stem)
+    assert not torch.equal(model.classifier.weight, head)
+    assert model.stem[0].weight.requires_grad  # unfrozen again afterwards
