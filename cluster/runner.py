@@ -246,7 +246,7 @@ class Recorder:
         self.progress.show(self.searcher, done=self.done, running=running, force=force)
 
 
-def _tune_searcher(recorder: Recorder):
+def tune_searcher(recorder: Recorder):
     from ray.tune.search import Searcher as TuneSearcherBase
 
     class TuneSearcher(TuneSearcherBase):
@@ -257,11 +257,18 @@ def _tune_searcher(recorder: Recorder):
             metric, mode = recorder.study.objectives[0]
             super().__init__(metric=metric, mode=mode)
             self.recorder = recorder  # not `.searcher`: Tune walks that attribute
+            self.max_concurrent = 0  # 0: no limit of its own
 
         def set_search_properties(self, metric, mode, config, **spec):
             return True
 
+        def set_max_concurrency(self, max_concurrent: int) -> bool:
+            self.max_concurrent = max_concurrent
+            return True  # Tune then needs no ConcurrencyLimiter around it
+
         def suggest(self, trial_id):
+            if self.max_concurrent and len(self.recorder.ids) >= self.max_concurrent:
+                return None  # Tune asks again when a trial ends
             try:
                 trial = self.recorder.ask(trial_id)
             except Exhausted:
@@ -468,7 +475,7 @@ def _fit(study, store, *, done, left, options, function):
         callbacks, space = [callback], {"member": tune.grid_search(members)}
         function = member_trainable if function is trainable else function
     else:
-        tune_config |= {"search_alg": _tune_searcher(recorder), "num_samples": left}
+        tune_config |= {"search_alg": tune_searcher(recorder), "num_samples": left}
         callbacks, space = [], None
     tuner = tune.Tuner(
         tune.with_resources(tune.with_parameters(function, settings=settings), resources),

@@ -156,3 +156,38 @@ def test_other_schedulers_run(local_ray, tmp_path, scheduler):
     table = runner.run(study)
     assert table.num_rows == 4
     assert set(table["status"].to_pylist()) <= {"completed", "stopped"}
+
+
+def test_tune_searcher_limits_concurrency_and_round_trips_its_state(tmp_path):
+    import search
+    from cluster import results
+    from cluster.runner import Progress, Recorder, tune_searcher
+    from cluster.store import StudyStore
+
+    study = _study(tmp_path)
+    (tmp_path / "study").mkdir()
+    searcher = search.create("random", study.space(), metric="val_acc", seed=0)
+    writer = results.ResultWriter(tmp_path, results.schema(study.space()))
+    store = StudyStore(tmp_path / "study", searcher)
+    adapter = tune_searcher(
+        Recorder(store, study=study, writer=writer, done=0, progress=Progress(study))
+    )
+    assert adapter.set_max_concurrency(2)
+    first, second = adapter.suggest("a"), adapter.suggest("b")
+    assert first and second and first != second
+    assert adapter.suggest("c") is None  # two running: no third
+    adapter.on_trial_complete("a", {"final": True, "status": "completed", "val_acc": 1.0})
+    assert adapter.suggest("c") is not None
+    adapter.save(tmp_path / "saved.json")
+    other = search.create("random", study.space(), metric="val_acc", seed=0)
+    copy = tune_searcher(
+        Recorder(
+            StudyStore(tmp_path / "other", other),
+            study=study,
+            writer=writer,
+            done=0,
+            progress=Progress(study),
+        )
+    )
+    copy.restore(tmp_path / "saved.json")
+    assert other.state_dict() == searcher.state_dict()
