@@ -191,3 +191,22 @@ def test_tune_searcher_limits_concurrency_and_round_trips_its_state(tmp_path):
     )
     copy.restore(tmp_path / "saved.json")
     assert other.state_dict() == searcher.state_dict()
+
+
+def test_latency_from_a_device_server_and_an_unreachable_one(local_ray, tmp_path):
+    from cluster import device
+
+    server, port = device.serve()
+    try:
+        live = _study(tmp_path, trials=2, latency=f"remote://127.0.0.1:{port}")
+        table = runner.run(live)
+        assert table["status"].to_pylist() == ["completed"] * 2
+        assert all(v > 0 for v in table["latency_ms"].to_pylist())
+    finally:
+        server.stop(grace=None)
+    dead = Study.from_dict(
+        {**TINY, "dir": str(tmp_path / "dead"), "trials": 2, "latency": "remote://127.0.0.1:9"}
+    )
+    table = runner.run(dead)  # the study goes on, every trial failed with the reason
+    assert table["status"].to_pylist() == ["failed"] * 2
+    assert all("127.0.0.1:9 is unreachable" in e for e in table["error"].to_pylist())

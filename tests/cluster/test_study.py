@@ -29,6 +29,7 @@ def test_default_study_is_valid_and_joint():
         ({"objectives": {"val_acc": "up"}}, "'max' or 'min'"),
         ({"arch_options": {"stage": 2}}, "arch_options for 'chain'"),
         ({"train": {"lr": 0.1}}, r"expected \[low, high\]"),
+        ({"latency": "remote://device"}, "'local' or 'remote://host:port'"),
     ],
 )
 def test_bad_study_names_the_key(raw, message):
