@@ -181,7 +181,6 @@ class DeviceService:
 
 def serve(*, host="127.0.0.1", port=0, security=None, queue_limit=8, max_mb=64):
     """Start a device server; returns `(server, port)`."""
-    security = security or rpc.Security()
     service = DeviceService(queue_limit=queue_limit)
     return rpc.serve(
         SERVICE,

@@ -31,6 +31,11 @@ class PruneGroup:
     inp: list[str] = field(default_factory=list)
 
 
+def _between(name: str, stage: str, conv: str, norm: str, reader: str) -> PruneGroup:
+    """The channels one conv (and its norm) produces and one layer reads."""
+    return PruneGroup(name, stage, out=[conv], norm=[norm], inp=[reader])
+
+
 def _conv_bn(cin: int, cout: int, kernel: int, *, stride: int = 1, groups: int = 1) -> list:
     conv = nn.Conv2d(cin, cout, kernel, stride, kernel // 2, groups=groups, bias=False)
     return [conv, nn.BatchNorm2d(cout)]
@@ -102,12 +107,12 @@ class ChainNet(nn.Module):
                 path = f"blocks.{len(blocks)}"
                 if block.expand is not None:
                     current.inp.append(f"{path}.expand.0")
-                    hidden = PruneGroup(
+                    hidden = _between(
                         f"{path}.hidden",
                         f"s{i}",
-                        out=[f"{path}.expand.0"],
-                        norm=[f"{path}.expand.1"],
-                        inp=[f"{path}.project.0"],
+                        f"{path}.expand.0",
+                        f"{path}.expand.1",
+                        f"{path}.project.0",
                     )
                     groups.append(hidden)
                 else:
@@ -204,12 +209,12 @@ class NB201Net(nn.Module):
                 layers.append(Reduction(c, 2 * c))
                 c *= 2
                 current.inp += [f"{path}.conv_a.1", f"{path}.downsample.1"]
-                inner = PruneGroup(
+                inner = _between(
                     f"{path}.inner",
                     f"s{stage}",
-                    out=[f"{path}.conv_a.1"],
-                    norm=[f"{path}.conv_a.2"],
-                    inp=[f"{path}.conv_b.1"],
+                    f"{path}.conv_a.1",
+                    f"{path}.conv_a.2",
+                    f"{path}.conv_b.1",
                 )
                 current = PruneGroup(
                     f"stage{stage}",
