@@ -124,7 +124,9 @@ class Study:
             raise ConfigError(f"latency_token_file {self.latency_token_file!r} does not exist")
         if self.gpus_per_trial < 0 or self.cpus_per_trial <= 0:
             raise ConfigError("cpus_per_trial must be > 0 and gpus_per_trial >= 0")
-        self.space()  # arch_options and train ranges
+        space = self.space()  # checks arch_options and train ranges
+        if self.scheduler == "pbt" and not any(k.startswith("train.") for k in space.params):
+            raise ConfigError("scheduler pbt perturbs training hyperparameters: set train")
 
     def space(self) -> Space:
         try:

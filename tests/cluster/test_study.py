@@ -30,6 +30,7 @@ def test_default_study_is_valid_and_joint():
         ({"arch_options": {"stage": 2}}, "arch_options for 'chain'"),
         ({"train": {"lr": 0.1}}, r"expected \[low, high\]"),
         ({"latency": "remote://device"}, "'local' or 'remote://host:port'"),
+        ({"scheduler": "pbt", "train": False}, "pbt perturbs training hyperparameters"),
     ],
 )
 def test_bad_study_names_the_key(raw, message):
