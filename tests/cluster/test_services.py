@@ -82,7 +82,7 @@ def test_bad_requests_get_the_right_status(device_server):
 def test_busy_past_the_queue(device_server):
     big = nn.Sequential(nn.Conv2d(1, 64, 3, padding=1), nn.Conv2d(64, 64, 3, padding=1))
     payload = device.torchscript_bytes(big, (1, 32, 32))
-    slow = {"input_shape": [1, 32, 32], "batch_sizes": [32], "repeats": 200}
+    slow = {"input_shape": [1, 32, 32], "batch_sizes": [32], "repeats": 400}
     outcome = {}
 
     def first():
@@ -90,9 +90,9 @@ def test_busy_past_the_queue(device_server):
 
     thread = threading.Thread(target=first)
     thread.start()
-    time.sleep(0.5)
+    time.sleep(1.0)  # the first is measuring for several seconds
     client = device.DeviceClient(device_server)
-    code, details = _status(lambda: client.measure_bytes(payload, **{**slow, "repeats": 199}))
+    code, details = _status(lambda: client.measure_bytes(payload, **{**slow, "repeats": 399}))
     thread.join()
     assert code == grpc.StatusCode.RESOURCE_EXHAUSTED and "busy" in details
     assert outcome["first"]["results"][0]["median_ms"] > 0
