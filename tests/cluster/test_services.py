@@ -82,7 +82,7 @@ def test_bad_requests_get_the_right_status(device_server):
 def test_busy_past_the_queue(device_server):
     big = nn.Sequential(nn.Conv2d(1, 64, 3, padding=1), nn.Conv2d(64, 64, 3, padding=1))
     payload = device.torchscript_bytes(big, (1, 32, 32))
-    slow = {"input_shape": [1, 32, 32], "batch_sizes": [32], "repeats": 400}
+    slow = {"input_shape": [1, 32, 32], "batch_sizes": [32], "repeats": 250}
     outcome = {}
 
     def first():
@@ -92,7 +92,7 @@ def test_busy_past_the_queue(device_server):
     thread.start()
     time.sleep(1.0)  # the first is measuring for several seconds
     client = device.DeviceClient(device_server)
-    code, details = _status(lambda: client.measure_bytes(payload, **{**slow, "repeats": 399}))
+    code, details = _status(lambda: client.measure_bytes(payload, **{**slow, "repeats": 249}))
     thread.join()
     assert code == grpc.StatusCode.RESOURCE_EXHAUSTED and "busy" in details
     assert outcome["first"]["results"][0]["median_ms"] > 0
