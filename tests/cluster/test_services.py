@@ -1,7 +1,6 @@
 """Real gRPC servers on 127.0.0.1: the device server and the study service."""
 
 import contextlib
-import io
 import signal
 import subprocess
 import sys
@@ -71,11 +70,8 @@ def test_bad_requests_get_the_right_status(device_server):
     assert code == grpc.StatusCode.INVALID_ARGUMENT and "input_shape" in details
     code, _ = _status(lambda: client.measure_bytes(b"x" * (2 << 20), input_shape=[1, 8, 8]))
     assert code == grpc.StatusCode.RESOURCE_EXHAUSTED  # over the 1 MiB limit
-    buffer = io.BytesIO()
-    torch.jit.save(torch.jit.trace(_model().eval(), torch.zeros(1, 1, 8, 8)), buffer)
-    code, details = _status(
-        lambda: client.measure_bytes(buffer.getvalue(), input_shape=[3, 8, 8], repeats=1)
-    )
+    payload = device.torchscript_bytes(_model(), (1, 8, 8))
+    code, details = _status(lambda: client.measure_bytes(payload, input_shape=[3, 8, 8], repeats=1))
     assert code == grpc.StatusCode.INVALID_ARGUMENT and "failed on input" in details
 
 
