@@ -41,18 +41,10 @@ def _reduce(x: torch.Tensor, per_channel: bool, op) -> torch.Tensor:
     return op(x.detach().flatten(), 0)
 
 
-def _amin(x, dim):
-    return x.amin(dim)
-
-
-def _amax(x, dim):
-    return x.amax(dim)
-
-
 def quant_params(x: torch.Tensor, spec: QuantSpec, *, lo=None, hi=None):
     """`(offset, step)` for linear schemes, `(scale, 0)` for log; `lo`/`hi` override the range."""
-    lo = _reduce(x, spec.per_channel, _amin) if lo is None else torch.as_tensor(lo)
-    hi = _reduce(x, spec.per_channel, _amax) if hi is None else torch.as_tensor(hi)
+    lo = _reduce(x, spec.per_channel, torch.amin) if lo is None else torch.as_tensor(lo)
+    hi = _reduce(x, spec.per_channel, torch.amax) if hi is None else torch.as_tensor(hi)
     lo, hi = torch.minimum(lo, hi), torch.maximum(lo, hi)
     if spec.scheme == "linear":
         step = (hi - lo) / (2**spec.bits - 1)
