@@ -148,10 +148,8 @@ class BayesSearcher(Searcher):
         configs, feats = self._random_candidates(self.n_candidates)
         values = score(feats)
         targets = self._targets(data)  # one call: ParEGO normalizes over all the data
-        incumbents = sorted(range(len(data)), key=lambda i: targets[i], reverse=True)[:3]
-        starts = [configs[i] for i in np.argsort(values)[-5:]] + [
-            data[i]["config"] for i in incumbents
-        ]
+        incumbents = [data[i]["config"] for i in np.argsort(targets)[::-1][:3]]
+        starts = [configs[i] for i in np.argsort(values)[-5:]] + incumbents
         best_config, best_value = configs[int(np.argmax(values))], float(np.max(values))
         for scale in (0.1, 0.03):
             near = self._neighbours(starts, 32, scale)
@@ -160,7 +158,7 @@ class BayesSearcher(Searcher):
             starts = [near[i] for i in order[:5]]
             if near_values[order[0]] > best_value:
                 best_config, best_value = near[order[0]], float(near_values[order[0]])
-        for start in [best_config] + starts[:2]:
+        for start in [best_config] + starts[:2] + incumbents:
             refined, value = self._refine(score, start)
             if value > best_value:
                 best_config, best_value = refined, value

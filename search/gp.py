@@ -2,16 +2,17 @@
 
 Features (`features(space, configs)`, shape `(n, d)`): a Float or Int is its unit-interval
 coordinate, a Choice is its option index; an inactive parameter is 0.5 (numeric) or -1
-(categorical). The kernel adds two parts, weighted by fitted scales:
+(categorical). The kernel adds three parts, weighted by fitted scales:
 
-    k(x, x') = s_m * matern52(r) + s_a * mean_d a_d(x_d, x'_d)
+    k(x, x') = s_m * matern52(r) + s_a * mean_c e_c + s_p * mean_{c<c'} e_c e_c'
     r^2 = sum_d w_d * delta_d,   delta_d = (x_d - x'_d)^2 numeric, [x_d != x'_d] categorical
 
-`a_d` is 1[x_d == x'_d] for a categorical dimension and 12 (x_d - .5)(x'_d - .5) for a numeric
-one: a first-order additive term, which makes costs that are sums over parts (the latency of
-a cell is largely a sum over its edges) cheap to learn. Hyperparameters (log w_d, log s_m,
-log s_a, log noise) maximize the marginal likelihood plus a log-normal prior, by L-BFGS with
-analytic gradients.
+where `e_c = [x_c == x'_c]` over the categorical dimensions only. The first- and second-order
+additive terms make costs that are sums over parts, or over pairs of parts, cheap to learn
+(the latency of a cell is largely a sum over its edges). Numeric dimensions stay out of
+them: there they made `bo` worse on Hartmann6 (benchmarks/README.md).
+Hyperparameters (log w_d, log s_m, log s_a, log s_p, log noise) maximize the marginal
+likelihood plus a log-normal prior, by L-BFGS with analytic gradients.
 """
 
 from __future__ import annotations
@@ -26,9 +27,10 @@ from scipy.special import erfcx, log_ndtr, ndtr
 from spaces import Choice, Space
 
 SQRT5 = math.sqrt(5.0)
+SCALES = ("s_m", "s_a", "s_p", "noise")
 NOISE_FLOOR = 1e-6
-PRIOR_MEAN = {"w": 0.0, "s_m": 0.0, "s_a": -1.0, "noise": -6.0}
-PRIOR_STD = {"w": 2.0, "s_m": 1.0, "s_a": 1.5, "noise": 2.0}
+PRIOR_MEAN = {"w": 0.0, "s_m": 0.0, "s_a": -1.0, "s_p": -2.0, "noise": -9.0}
+PRIOR_STD = {"w": 2.0, "s_m": 1.0, "s_a": 1.5, "s_p": 1.5, "noise": 2.0}
 
 
 def categorical_mask(space: Space) -> np.ndarray:
@@ -52,10 +54,13 @@ def _deltas(a: np.ndarray, b: np.ndarray, cat: np.ndarray) -> np.ndarray:
     return np.where(cat, (diff != 0).astype(float), diff**2)
 
 
-def _additive(a: np.ndarray, b: np.ndarray, cat: np.ndarray) -> np.ndarray:
-    same = a[:, None, :] == b[None, :, :]
-    lin = 12.0 * (a[:, None, :] - 0.5) * (b[None, :, :] - 0.5)
-    return np.where(cat, same.astype(float), lin).mean(axis=2)
+def _orders(same: np.ndarray, d: int) -> np.ndarray:
+    """From the count of equal categorical coordinates, the first- and second-order additive
+    kernels over `d` categorical dimensions, stacked: the share of equal coordinates and the
+    share of equal pairs of coordinates."""
+    first = same / d if d else np.zeros_like(same)
+    pairs = same * (same - 1) / (d * (d - 1)) if d > 1 else np.zeros_like(same)
+    return np.stack([first, pairs])
 
 
 def _matern(r2: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -72,18 +77,18 @@ class GP:
     def __init__(self, cat: np.ndarray):
         self.cat = np.asarray(cat, dtype=bool)
         d = len(self.cat)
-        self.theta = np.concatenate(
-            [np.zeros(d), [PRIOR_MEAN["s_m"], PRIOR_MEAN["s_a"], PRIOR_MEAN["noise"]]]
-        )
+        self.theta = np.concatenate([np.zeros(d), [PRIOR_MEAN[k] for k in SCALES]])
 
     # -- fitting ------------------------------------------------------------------------------
     def fit(self, x: np.ndarray, y: np.ndarray, *, theta0: np.ndarray | None = None) -> GP:
         y = np.asarray(y, dtype=float)
         self.y_mean, self.y_std = float(y.mean()), float(y.std()) or 1.0
         self._set_data(np.asarray(x, dtype=float), (y - self.y_mean) / self.y_std)
-        start = self.theta if theta0 is None else np.asarray(theta0, dtype=float)
+        fresh = theta0 is None or len(theta0) != len(self.theta)  # older states had fewer
+        start = self.theta if fresh else np.asarray(theta0, dtype=float)
         d = len(self.cat)
-        bounds = [(-8.0, 6.0)] * d + [(-4.0, 4.0), (-8.0, 3.0), (math.log(NOISE_FLOOR), 1.0)]
+        bounds = [(-8.0, 6.0)] * d + [(-4.0, 4.0), (-8.0, 3.0), (-8.0, 3.0)]
+        bounds += [(math.log(NOISE_FLOOR), 1.0)]
         result = minimize(
             self._neg_log_posterior,
             start,
@@ -99,10 +104,10 @@ class GP:
     def _kernel(self, theta) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """The data's kernel matrix, its Matern part and that part's derivative in r^2."""
         d = len(self.cat)
-        w, s_m, s_a, noise = np.exp(theta[:d]), *np.exp(theta[d:])
+        w, s_m, s_a, s_p, noise = np.exp(theta[:d]), *np.exp(theta[d:])
         k_m, dk = _matern(self._d2 @ w)
-        k = s_m * k_m + s_a * self._add + (noise + NOISE_FLOOR) * np.eye(len(self.z))
-        return k, k_m, dk
+        k = s_m * k_m + s_a * self._add[0] + s_p * self._add[1]
+        return k + (noise + NOISE_FLOOR) * np.eye(len(self.z)), k_m, dk
 
     def _neg_log_posterior(self, theta) -> tuple[float, np.ndarray]:
         k, k_m, dk = self._kernel(theta)
@@ -116,11 +121,12 @@ class GP:
         nll = 0.5 * self.z @ alpha + 0.5 * log_det
         inner = np.outer(alpha, alpha) - k_inv  # d nll / d theta = -tr(inner dK) / 2
         d = len(self.cat)
-        w, s_m, s_a, noise = np.exp(theta[:d]), *np.exp(theta[d:])
+        w, s_m, s_a, s_p, noise = np.exp(theta[:d]), *np.exp(theta[d:])
         grad_w = s_m * w * np.einsum("ij,ijd->d", inner * dk, self._d2)
         grad_rest = [
             s_m * np.sum(inner * k_m),
-            s_a * np.sum(inner * self._add),
+            s_a * np.sum(inner * self._add[0]),
+            s_p * np.sum(inner * self._add[1]),
             noise * np.trace(inner),
         ]
         grad = -0.5 * np.concatenate([grad_w, grad_rest])
@@ -131,7 +137,7 @@ class GP:
 
     def _prior_arrays(self) -> tuple[np.ndarray, np.ndarray]:
         d = len(self.cat)
-        keys = ["w"] * d + ["s_m", "s_a", "noise"]
+        keys = ["w"] * d + list(SCALES)
         return np.array([PRIOR_MEAN[k] for k in keys]), np.array([PRIOR_STD[k] for k in keys])
 
     def _factorize(self) -> None:
@@ -141,19 +147,19 @@ class GP:
 
     # -- prediction ---------------------------------------------------------------------------
     def _cross(self, x: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """r^2 and the additive term between `x` and the data, as matrix products: a
+        """r^2 and the additive terms between `x` and the data, as matrix products: a
         categorical dimension becomes one-hot columns (index -1 included)."""
         num = ~self.cat
         a, b = x[:, num], self.x[:, num]
         sw = np.sqrt(w[num])
         r2 = ((a * sw) ** 2).sum(1)[:, None] + ((b * sw) ** 2).sum(1)[None, :]
         r2 -= 2.0 * (a * sw) @ (b * sw).T
-        add = 12.0 * (a - 0.5) @ (b - 0.5).T
+        same = np.zeros_like(r2)
         if self.cat.any():
             oh_a, oh_b, weights = self._one_hot(x), self._one_hot(self.x), self._slot_weights(w)
             r2 += w[self.cat].sum() - (oh_a * weights) @ oh_b.T
-            add += oh_a @ oh_b.T
-        return np.maximum(r2, 0.0), add / len(self.cat)
+            same = oh_a @ oh_b.T
+        return np.maximum(r2, 0.0), _orders(same, int(self.cat.sum()))
 
     def _one_hot(self, x: np.ndarray) -> np.ndarray:
         cols = [np.equal.outer(x[:, j], self._levels[j]) for j in np.flatnonzero(self.cat)]
@@ -178,18 +184,20 @@ class GP:
         """Training inputs, standardized targets, and the matrices the kernel reuses."""
         self.x, self.z = x, z
         self._d2 = _deltas(x, x, self.cat)
-        self._add = _additive(x, x, self.cat)
+        same = (x[:, None, self.cat] == x[None, :, self.cat]).sum(axis=2).astype(float)
+        self._add = _orders(same, int(self.cat.sum()))
         self._levels = {j: np.unique(x[:, j]) for j in np.flatnonzero(self.cat)}
 
     def predict(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Posterior mean and standard deviation at `x` (shape `(m, d)`), each `(m,)`."""
         d = len(self.cat)
-        w, s_m, s_a, _ = np.exp(self.theta[:d]), *np.exp(self.theta[d:])
+        w, s_m, s_a, s_p, _ = np.exp(self.theta[:d]), *np.exp(self.theta[d:])
         r2, add = self._cross(x, w)
-        k_star = s_m * _matern(r2)[0] + s_a * add
+        k_star = s_m * _matern(r2)[0] + s_a * add[0] + s_p * add[1]
         mean = k_star @ self._alpha
         v = solve_triangular(self._chol, k_star.T, lower=True)
-        prior_var = s_m + s_a * np.where(self.cat, 1.0, 12.0 * (x - 0.5) ** 2).mean(axis=1)
+        own = _orders(np.full(len(x), float(self.cat.sum())), int(self.cat.sum()))
+        prior_var = s_m + s_a * own[0] + s_p * own[1]
         var = np.maximum(prior_var - np.sum(v * v, axis=0), 1e-12)
         return self.y_mean + self.y_std * mean, self.y_std * np.sqrt(var)
 

@@ -45,24 +45,23 @@ def test_ucb_and_pi_closed_forms():
 
 def test_gp_posterior_equals_the_textbook_formula():
     rng = np.random.default_rng(0)
-    cat = np.array([False, True])
-    x = np.column_stack([rng.random(12), rng.integers(0, 3, 12)]).astype(float)
-    y = np.sin(5 * x[:, 0]) + x[:, 1]
+    cat = np.array([False, True, True])
+    x = np.column_stack([rng.random(16), rng.integers(0, 3, (16, 2))]).astype(float)
+    y = np.sin(5 * x[:, 0]) + x[:, 1] * x[:, 2]
     model = gp.GP(cat).fit(x, y)
-    w, s_m, s_a, noise = np.exp(model.theta[:2]), *np.exp(model.theta[2:])
+    w, s_m, s_a, s_p, noise = np.exp(model.theta[:3]), *np.exp(model.theta[3:])
 
     def kernel(a, b):
-        r2 = w[0] * (a[:, None, 0] - b[None, :, 0]) ** 2 + w[1] * (a[:, None, 1] != b[None, :, 1])
+        same = a[:, None, 1:] == b[None, :, 1:]
+        r2 = w[0] * (a[:, None, 0] - b[None, :, 0]) ** 2 + (w[1:] * ~same).sum(axis=2)
         r = np.sqrt(r2)
         matern = (1 + math.sqrt(5) * r + 5 * r2 / 3) * np.exp(-math.sqrt(5) * r)
-        additive = (
-            12 * np.outer(a[:, 0] - 0.5, b[:, 0] - 0.5) + (a[:, None, 1] == b[None, :, 1])
-        ) / 2
-        return s_m * matern + s_a * additive
+        first, both = same.mean(axis=2), same[:, :, 0] & same[:, :, 1]
+        return s_m * matern + s_a * first + s_p * both
 
     z = (y - y.mean()) / y.std()
-    k = kernel(x, x) + (noise + gp.NOISE_FLOOR) * np.eye(12)
-    test = np.array([[0.3, 0.0], [0.9, 2.0], [0.5, -1.0]])
+    k = kernel(x, x) + (noise + gp.NOISE_FLOOR) * np.eye(16)
+    test = np.array([[0.3, 0.0, 1.0], [0.9, 2.0, 2.0], [0.5, -1.0, 0.0]])
     k_star = kernel(test, x)
     mean = y.mean() + y.std() * k_star @ np.linalg.solve(k, z)
     var = np.diag(kernel(test, test) - k_star @ np.linalg.solve(k, k_star.T)) * y.var()
@@ -74,10 +73,10 @@ def test_gp_hyperparameter_gradient_matches_finite_differences():
     from scipy.optimize import approx_fprime
 
     rng = np.random.default_rng(1)
-    cat = np.array([False, False, True])
-    x = np.column_stack([rng.random(20), rng.random(20), rng.integers(-1, 3, 20)]).astype(float)
+    cat = np.array([False, True, True])
+    x = np.column_stack([rng.random(20), rng.integers(-1, 3, (20, 2))]).astype(float)
     model = gp.GP(cat).fit(x, np.cos(4 * x[:, 0]) + x[:, 2])
-    theta = rng.normal(0.0, 0.5, 6)
+    theta = rng.normal(0.0, 0.5, 7)
     numeric = approx_fprime(theta, lambda t: model._neg_log_posterior(t)[0], 1e-6)
     assert np.allclose(model._neg_log_posterior(theta)[1], numeric, atol=1e-4)
 
