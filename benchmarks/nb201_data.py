@@ -54,3 +54,28 @@ class Task:
     def regret(self, results: list[dict]) -> float:
         feasible = [r["val_acc"] for r in results if r["latency_ms"] <= self.bound]
         return self.optimum - max(feasible) if feasible else self.optimum
+
+
+def dead_node_siblings(task: Task) -> list[tuple[str, float, float]]:
+    """The feasible optimum and the 24 cells that differ from it only on the two edges into
+    node 2, as `(arch, acc, ms)`. In the pixel3 task node 2 of the optimum is dead (its edge
+    to node 3 is `none`), so all 25 compute the same function."""
+    best = max(
+        (a for a, (_, ms) in task.table.items() if ms <= task.bound),
+        key=lambda a: task.table[a][0],
+    )
+    config = spaces.nb201_config(best)
+    out = []
+    for into_from_0 in spaces.NB201_OPS:
+        for into_from_1 in spaces.NB201_OPS:
+            sibling = dict(config, edge_2_0=into_from_0, edge_2_1=into_from_1)
+            arch = spaces.nb201_arch_str(sibling)
+            out.append((arch, *task.table[arch]))
+    return out
+
+
+if __name__ == "__main__":
+    task = Task(load(require(sys.argv[1] if len(sys.argv) > 1 else None)))
+    print(f"pixel3 bound {task.bound:.2f} ms, feasible optimum {task.optimum}")
+    for arch, acc, ms in dead_node_siblings(task):
+        print(f"{acc:7.3f} {ms:6.2f} ms {'feasible' if ms <= task.bound else ''}  {arch}")

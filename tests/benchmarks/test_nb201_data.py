@@ -3,6 +3,7 @@ import sys
 from itertools import islice
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 import spaces
@@ -36,3 +37,19 @@ def test_task_bound_optimum_and_regret_by_hand():
     assert task.bound == pytest.approx(2.5) and task.optimum == 80.0
     assert task.regret([task.evaluate(spaces.nb201_config(cells[2]))]) == 10.0
     assert task.regret([task.evaluate(spaces.nb201_config(cells[0]))]) == 80.0  # none feasible
+
+
+def test_dead_node_siblings_vary_only_the_edges_into_node_2():
+    from benchmarks.nb201_data import dead_node_siblings
+
+    rng = np.random.default_rng(0)
+    cells = [spaces.nb201_arch_str(c) for c in enumerate_configs(spaces.nb201(), 5)]
+    table = {cell: (float(rng.random()), float(rng.random())) for cell in cells}
+    task = Task(table)
+    siblings = dead_node_siblings(task)
+    assert len(siblings) == 25 and len({arch for arch, _, _ in siblings}) == 25
+    best = spaces.nb201_config(next(a for a, acc, ms in siblings if acc == task.optimum))
+    for arch, acc, ms in siblings:
+        config = spaces.nb201_config(arch)
+        assert (acc, ms) == table[arch]
+        assert {k for k in config if config[k] != best[k]} <= {"edge_2_0", "edge_2_1"}
