@@ -1,6 +1,6 @@
 """Our searchers against Optuna's and random search, same budgets, same run.
 
-    python -m benchmarks.searchers synthetic   # Branin (40 evals), Hartmann6 (60), 10 seeds
+    python -m benchmarks.searchers synthetic   # Branin (40 evals), Hartmann6 (60), 100 seeds
     python -m benchmarks.searchers nb201       # NB201, pixel3 latency <= its 25th pct, 20 seeds
     python -m benchmarks.searchers nb201-mo    # NB201, accuracy vs pixel3 latency, hypervolume
     python -m benchmarks.searchers parallel    # bo/evolution with 4 pending vs sequential
@@ -351,7 +351,7 @@ MODES = {
     "surrogate": surrogate,
 }
 DEFAULT_SEEDS = {
-    "synthetic": 10,
+    "synthetic": 100,
     "nb201": 20,
     "nb201-mo": 10,
     "parallel": 20,
