@@ -167,3 +167,18 @@ def test_exhaustive_scoring_never_repeats_a_config():
         seen.append((t.config["a"], t.config["b"]))
         searcher.tell(t.id, {"f": float(len(seen))})
     assert len(set(seen)) == 9
+
+
+def test_a_state_saved_before_the_pair_term_still_loads_and_asks():
+    space = Space({"x": Float(0.0, 1.0), "c": Choice(("a", "b", "c"))})
+    searcher = search.create("bo", space, metric="f", mode="max", seed=0, n_initial=3)
+    for _ in range(5):
+        trial = searcher.ask()
+        searcher.tell(trial.id, {"f": trial.config["x"] + (trial.config["c"] == "b")})
+    state = searcher.state_dict()
+    # the earlier kernel had one scale fewer: (w_x, w_c, s_m, s_a, noise)
+    state["extra"]["thetas"] = {k: v[:4] + v[5:] for k, v in state["extra"]["thetas"].items()}
+    restored = search.create("bo", space, metric="f", mode="max", seed=0, n_initial=3)
+    restored.load_state_dict(state)
+    assert space.validate(restored.ask().config) is None
+    assert all(len(v) == 6 for v in restored._thetas.values())
