@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import spaces
-from benchmarks.nb201_data import Task
+from benchmarks.nb201_data import Task, dead_node_siblings
 from search.basic import enumerate_configs
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -40,8 +40,6 @@ def test_task_bound_optimum_and_regret_by_hand():
 
 
 def test_dead_node_siblings_vary_only_the_edges_into_node_2():
-    from benchmarks.nb201_data import dead_node_siblings
-
     rng = np.random.default_rng(0)
     cells = [spaces.nb201_arch_str(c) for c in enumerate_configs(spaces.nb201(), 5)]
     table = {cell: (float(rng.random()), float(rng.random())) for cell in cells}
