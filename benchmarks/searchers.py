@@ -1,6 +1,6 @@
 """Our searchers against Optuna's and random search, same budgets, same run.
 
-    python -m benchmarks.searchers synthetic   # Branin (40 evals), Hartmann6 (60), 100 seeds
+    python -m benchmarks.searchers synthetic   # Branin, Hartmann6, constrained Gardner; 100 seeds
     python -m benchmarks.searchers nb201       # NB201, pixel3 latency <= its 25th pct, 20 seeds
     python -m benchmarks.searchers nb201-mo    # NB201, accuracy vs pixel3 latency, hypervolume
     python -m benchmarks.searchers parallel    # bo/evolution with 4 pending vs sequential
@@ -62,10 +62,37 @@ def hartmann6(c: dict) -> float:
     return float(-HARTMANN_ALPHA @ np.exp(-np.sum(HARTMANN_A * (x - HARTMANN_P) ** 2, axis=1)))
 
 
+def gardner(c: dict) -> float:
+    """Gardner et al. (2014), problem 1; feasible where `gardner_constraint(c) <= 0.5`."""
+    return math.cos(2 * c["x"]) * math.cos(c["y"]) + math.sin(c["x"])
+
+
+def gardner_constraint(c: dict) -> float:
+    return math.cos(c["x"]) * math.cos(c["y"]) - math.sin(c["x"]) * math.sin(c["y"])
+
+
+SQUARE = Space({"x": Float(0.0, 6.0), "y": Float(0.0, 6.0)})
+# name: (space, objective, optimum, budget, constraint and its bound or None)
 SYNTHETIC = {
-    "branin": (Space({"x1": Float(-5.0, 10.0), "x2": Float(0.0, 15.0)}), branin, 0.397887, 40),
-    "hartmann6": (Space({f"x{i}": Float(0.0, 1.0) for i in range(6)}), hartmann6, -3.32237, 60),
+    "branin": (
+        Space({"x1": Float(-5.0, 10.0), "x2": Float(0.0, 15.0)}),
+        branin,
+        0.397887,
+        40,
+        None,
+    ),
+    "hartmann6": (
+        Space({f"x{i}": Float(0.0, 1.0) for i in range(6)}),
+        hartmann6,
+        -3.32237,
+        60,
+        None,
+    ),
+    # the optimum -2 is at (3 pi / 2, 0), where the constraint is 0
+    "gardner": (SQUARE, gardner, -2.0, 40, (gardner_constraint, 0.5)),
 }
+# variants of our searchers, by the name the tables give them
+VARIANTS = {"bo-cei": ("bo", {"feasibility_weight": 1.0})}  # classic constrained EI
 
 
 # -- runners: each returns the list of results in evaluation order -------------------------------
@@ -127,7 +154,8 @@ def run_optuna(kind, space, evaluate, budget, seed, *, metric, mode, constraints
 def run(kind, *args, **kwargs):
     if kind.startswith("optuna-"):
         return run_optuna(kind, *args, **kwargs)
-    return run_ours(kind, *args, **kwargs)
+    name, options = VARIANTS.get(kind, (kind, {}))
+    return run_ours(name, *args, **kwargs, **options)
 
 
 def _table(title: str, header: list[str], rows: list[list]) -> str:
@@ -139,20 +167,35 @@ def _table(title: str, header: list[str], rows: list[list]) -> str:
 # -- modes -------------------------------------------------------------------------------------
 def _synthetic_regret(job):
     problem, kind, seed = job
-    space, f, optimum, budget = SYNTHETIC[problem]
-    results = run(kind, space, lambda c: {"y": f(c)}, budget, seed, metric="y", mode="min")
-    return problem, kind, min(r["y"] for r in results) - optimum
+    space, f, optimum, budget, constraint = SYNTHETIC[problem]
+    g, bound = constraint or (lambda c: 0.0, 0.0)
+
+    def evaluate(c):
+        return {"y": f(c), "c": g(c)}
+
+    constraints = {"c": bound} if constraint else None
+    results = run(
+        kind, space, evaluate, budget, seed, metric="y", mode="min", constraints=constraints
+    )
+    feasible = [r["y"] for r in results if r["c"] <= bound]
+    return problem, kind, min(feasible) - optimum if feasible else math.inf
 
 
 def synthetic(args, pool) -> str:
-    kinds = ["bo", "optuna-gp", "optuna-tpe", "random"]
-    jobs = [(p, k, s) for p in SYNTHETIC for k in kinds for s in range(args.seeds)]
+    kinds = ["bo", "optuna-gp", "optuna-tpe", "random", "bo-cei"]
+    jobs = [
+        (p, k, s)
+        for p, problem in SYNTHETIC.items()
+        for k in kinds
+        if problem[4] is not None or k != "bo-cei"  # bo-cei differs from bo on constraints only
+        for s in range(args.seeds)
+    ]
     regrets: dict = {}
     for problem, kind, regret in pool.imap_unordered(_synthetic_regret, jobs):
         regrets.setdefault((problem, kind), []).append(regret)
     rows = [
         [p]
-        + [f"{np.median(regrets[p, k]):.4g}" for k in kinds]
+        + [f"{np.median(regrets[p, k]):.4g}" if (p, k) in regrets else "-" for k in kinds]
         + [f"{mannwhitneyu(regrets[p, 'bo'], regrets[p, 'optuna-gp']).pvalue:.2f}"]
         for p in SYNTHETIC
     ]
@@ -180,7 +223,7 @@ def _nb201_regret(job, data, pending=1):
 
 def nb201(args, pool) -> str:
     data = nb201_data.require(args.data)
-    kinds = args.only or ["bo", "evolution", "rl", "random", "optuna-gp", "optuna-tpe"]
+    kinds = args.only or ["bo", "evolution", "rl", "random", "optuna-gp", "optuna-tpe", "bo-cei"]
     jobs = [(k, s) for k in kinds for s in range(args.seeds)]
     regrets: dict = {}
     for kind, regret in pool.imap_unordered(partial(_nb201_regret, data=data), jobs):

@@ -156,6 +156,26 @@ def test_bo_options_are_checked():
         search.create("bo", mixed_space(), metric="score", acquisition="ts")
     with pytest.raises(ValueError, match="n_initial"):
         search.create("bo", mixed_space(), metric="score", n_initial=0)
+    with pytest.raises(ValueError, match="feasibility_weight must be a positive number"):
+        search.create("bo", mixed_space(), metric="score", feasibility_weight=0)
+
+
+def test_feasibility_weight_is_the_power_on_the_probability_of_feasibility():
+    # same seed, same data, so the same models: log acquisitions differ by (w - w') log P(feasible)
+    space = Space({"x": Float(0.0, 1.0), "y": Float(0.0, 1.0)})
+    points = np.random.default_rng(0).random((8, 2))
+    scores = {}
+    for weight in (1.0, 0.5, 0.25):
+        searcher = search.create(
+            "bo", space, metric="f", seed=0, constraints={"cost": 0.8}, feasibility_weight=weight
+        )
+        for x, y in points:
+            searcher.add({"x": x, "y": y}, {"f": x - y, "cost": x + y})
+        grid = np.random.default_rng(1).random((50, 2))
+        scores[weight] = searcher._scorer(searcher.usable())(grid)
+    gap_full, gap_half = scores[1.0] - scores[0.25], scores[1.0] - scores[0.5]
+    assert np.all(gap_full <= 1e-9) and gap_full.min() < -1.0  # log P(feasible) <= 0
+    np.testing.assert_allclose(gap_full, 1.5 * gap_half, rtol=1e-6, atol=1e-9)
 
 
 def test_exhaustive_scoring_never_repeats_a_config():
