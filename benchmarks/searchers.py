@@ -71,7 +71,6 @@ def gardner_constraint(c: dict) -> float:
     return math.cos(c["x"]) * math.cos(c["y"]) - math.sin(c["x"]) * math.sin(c["y"])
 
 
-SQUARE = Space({"x": Float(0.0, 6.0), "y": Float(0.0, 6.0)})
 # name: (space, objective, optimum, budget, constraint and its bound or None)
 SYNTHETIC = {
     "branin": (
@@ -89,7 +88,13 @@ SYNTHETIC = {
         None,
     ),
     # the optimum -2 is at (3 pi / 2, 0), where the constraint is 0
-    "gardner": (SQUARE, gardner, -2.0, 40, (gardner_constraint, 0.5)),
+    "gardner": (
+        Space({"x": Float(0.0, 6.0), "y": Float(0.0, 6.0)}),
+        gardner,
+        -2.0,
+        40,
+        (gardner_constraint, 0.5),
+    ),
 }
 # variants of our searchers, by the name the tables give them
 VARIANTS = {"bo-cei": ("bo", {"feasibility_weight": 1.0})}  # classic constrained EI
