@@ -61,9 +61,8 @@ def test_failures_and_infeasible_do_not_stop_the_study(local_ray, tmp_path):
     )
     table = runner.run(study)
     assert table["status"].to_pylist() == ["infeasible"] * 3
-    assert all(s < 2 for s in table["train_seconds"].to_pylist())  # rejected, not trained
     every = runner.results.load(study.dir, every_step=True)
-    assert every.num_rows == 3  # no epoch was reported
+    assert every.num_rows == 3  # rejected before training: no epoch was reported
     state = json.loads((tmp_path / "tight" / "searcher.json").read_text())
     assert [o["status"] for o in state["observations"]] == ["infeasible"] * 3
     assert all(o["costs"]["params"] > 10 for o in state["observations"])
