@@ -15,8 +15,10 @@ from __future__ import annotations
 import argparse
 import math
 import time
+from collections.abc import Callable
 from functools import partial
 from multiprocessing import Pool
+from typing import NamedTuple
 
 import numpy as np
 import optuna
@@ -71,24 +73,23 @@ def gardner_constraint(c: dict) -> float:
     return math.cos(c["x"]) * math.cos(c["y"]) - math.sin(c["x"]) * math.sin(c["y"])
 
 
-# name: (space, objective, optimum, budget, constraint and its bound or None)
+class Problem(NamedTuple):
+    space: Space
+    objective: Callable[[dict], float]
+    optimum: float
+    budget: int
+    constraint: tuple[Callable[[dict], float], float] | None = None  # function, its bound
+
+
 SYNTHETIC = {
-    "branin": (
-        Space({"x1": Float(-5.0, 10.0), "x2": Float(0.0, 15.0)}),
-        branin,
-        0.397887,
-        40,
-        None,
+    "branin": Problem(
+        Space({"x1": Float(-5.0, 10.0), "x2": Float(0.0, 15.0)}), branin, 0.397887, 40
     ),
-    "hartmann6": (
-        Space({f"x{i}": Float(0.0, 1.0) for i in range(6)}),
-        hartmann6,
-        -3.32237,
-        60,
-        None,
+    "hartmann6": Problem(
+        Space({f"x{i}": Float(0.0, 1.0) for i in range(6)}), hartmann6, -3.32237, 60
     ),
     # the optimum -2 is at (3 pi / 2, 0), where the constraint is 0
-    "gardner": (
+    "gardner": Problem(
         Space({"x": Float(0.0, 6.0), "y": Float(0.0, 6.0)}),
         gardner,
         -2.0,
@@ -192,7 +193,7 @@ def synthetic(args, pool) -> str:
         (p, k, s)
         for p, problem in SYNTHETIC.items()
         for k in kinds
-        if problem[4] is not None or k != "bo-cei"  # bo-cei differs from bo on constraints only
+        if problem.constraint or k != "bo-cei"  # bo-cei differs from bo on constraints only
         for s in range(args.seeds)
     ]
     regrets: dict = {}
