@@ -6,13 +6,15 @@
     python -m benchmarks.searchers parallel    # bo/evolution with 4 pending vs sequential
     python -m benchmarks.searchers speed       # bo's ask at 200 observations in 10 dims
 
-Each prints a Markdown table; `--seeds`, `--workers` and `--data` (NB201 folder, or the
-PARETUNE_NB201 variable) adjust it. Without the NB201 tables the nb201 modes skip cleanly.
+Each prints a Markdown table; `--seeds`, `--first-seed`, `--workers` and `--data` (NB201
+folder, or the PARETUNE_NB201 variable) adjust it; `nb201 --only` takes searchers with options
+(`bo:feasibility_weight=0.5`). Without the NB201 tables the nb201 modes skip cleanly.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import time
 from collections.abc import Callable
@@ -101,6 +103,23 @@ SYNTHETIC = {
 VARIANTS = {"bo-cei": ("bo", {"feasibility_weight": 1.0})}  # classic constrained EI
 
 
+def variant(kind: str) -> tuple[str, dict]:
+    """A searcher and its options from a table name: a variant, or `name:key=value,...`
+    (`bo:feasibility_weight=0.5,acquisition=ucb`)."""
+    if kind in VARIANTS:
+        return VARIANTS[kind]
+    name, _, given = kind.partition(":")
+    pairs = [item.partition("=") for item in given.split(",") if item]
+    return name, {key: _literal(value) for key, _, value in pairs}
+
+
+def _literal(text: str):
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
 # -- runners: each returns the list of results in evaluation order -------------------------------
 def run_ours(
     name, space, evaluate, budget, seed, *, metric, mode, constraints=None, pending=1, **options
@@ -160,7 +179,7 @@ def run_optuna(kind, space, evaluate, budget, seed, *, metric, mode, constraints
 def run(kind, *args, **kwargs):
     if kind.startswith("optuna-"):
         return run_optuna(kind, *args, **kwargs)
-    name, options = VARIANTS.get(kind, (kind, {}))
+    name, options = variant(kind)
     return run_ours(name, *args, **kwargs, **options)
 
 
@@ -194,7 +213,7 @@ def synthetic(args, pool) -> str:
         for p, problem in SYNTHETIC.items()
         for k in kinds
         if problem.constraint or k != "bo-cei"  # bo-cei differs from bo on constraints only
-        for s in range(args.seeds)
+        for s in args.seed_range
     ]
     regrets: dict = {}
     for problem, kind, regret in pool.imap_unordered(_synthetic_regret, jobs):
@@ -230,7 +249,7 @@ def _nb201_regret(job, data, pending=1):
 def nb201(args, pool) -> str:
     data = nb201_data.require(args.data)
     kinds = args.only or ["bo", "evolution", "rl", "random", "optuna-gp", "optuna-tpe", "bo-cei"]
-    jobs = [(k, s) for k in kinds for s in range(args.seeds)]
+    jobs = [(k, s) for k in kinds for s in args.seed_range]
     regrets: dict = {}
     for kind, regret in pool.imap_unordered(partial(_nb201_regret, data=data), jobs):
         regrets.setdefault(kind, []).append(regret)
@@ -247,7 +266,8 @@ def nb201(args, pool) -> str:
         for k in kinds
     ]
     return _table(
-        f"NB201 cifar10-val, pixel3 latency <= 25th percentile, 100 evals, {args.seeds} seeds",
+        f"NB201 cifar10-val, pixel3 latency <= 25th percentile, 100 evals, "
+        f"seeds {args.seed_range.start}-{args.seed_range.stop - 1}",
         ["searcher", "median regret", "mean regret", "found the optimum", "regret <= 1"],
         rows,
     )
@@ -275,7 +295,7 @@ def _nb201_hv(job, data):
 def nb201_mo(args, pool) -> str:
     data = nb201_data.require(args.data)
     kinds = ["bo", "evolution", "rl", "random", "optuna-nsga2", "optuna-tpe"]
-    jobs = [(k, s) for k in kinds for s in range(args.seeds)]
+    jobs = [(k, s) for k in kinds for s in args.seed_range]
     volumes: dict = {}
     for kind, volume in pool.imap_unordered(partial(_nb201_hv, data=data), jobs):
         volumes.setdefault(kind, []).append(volume)
@@ -294,7 +314,7 @@ def parallel(args, pool) -> str:
     for kind in ("bo", "evolution"):
         regrets = []
         for pending in (1, 4):
-            jobs = [(kind, s) for s in range(args.seeds)]
+            jobs = [(kind, s) for s in args.seed_range]
             out = pool.map(partial(_nb201_regret, data=data, pending=pending), jobs)
             regrets.append(np.array([r for _, r in out]))
         medians = [float(np.median(r)) for r in regrets]
@@ -305,7 +325,8 @@ def parallel(args, pool) -> str:
             + [f"{np.mean(r <= 1.0):.0%}" for r in regrets]
         )
     return _table(
-        f"NB201 constrained, 100 evals, {args.seeds} seeds: 4 pending at every ask",
+        f"NB201 constrained, 100 evals, seeds {args.seed_range.start}-{args.seed_range.stop - 1}"
+        ": 4 pending at every ask",
         ["searcher", "sequential", "4 pending", "ratio"]
         + ["mean, sequential", "mean, 4 pending", "regret <= 1, sequential", "4 pending"],
         rows,
@@ -354,7 +375,7 @@ def _ask_time(job):
 
 
 def speed(args, pool) -> str:
-    jobs = [(k, s) for s in range(args.seeds) for k in ("bo", "optuna-gp")]
+    jobs = [(k, s) for s in args.seed_range for k in ("bo", "optuna-gp")]
     times: dict = {}
     for kind, seconds in map(_ask_time, jobs):  # one at a time: timings stay clean
         times.setdefault(kind, []).append(seconds)
@@ -388,7 +409,7 @@ def _surrogate_fit(job, data):
 def surrogate(args, pool) -> str:
     data = nb201_data.require(args.data)
     targets = ["latency", "log latency", "accuracy"]
-    jobs = [(t, s) for t in targets for s in range(args.seeds)]
+    jobs = [(t, s) for t in targets for s in args.seed_range]
     out: dict = {}
     for target, r2, rho in pool.map(partial(_surrogate_fit, data=data), jobs):
         out.setdefault(target, []).append((r2, rho))
@@ -428,11 +449,15 @@ def main() -> None:
     )
     parser.add_argument("mode", choices=sorted(MODES))
     parser.add_argument("--seeds", type=int)
+    parser.add_argument("--first-seed", type=int, default=0, help="seeds start here (0)")
     parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--only", nargs="+", help="nb201: run only these searchers")
+    parser.add_argument(
+        "--only", nargs="+", help="nb201: run only these searchers (bo:feasibility_weight=0.5)"
+    )
     parser.add_argument("--data", help="the NB201 folder (default: PARETUNE_NB201 or ../shared)")
     args = parser.parse_args()
     args.seeds = args.seeds or DEFAULT_SEEDS[args.mode]
+    args.seed_range = range(args.first_seed, args.first_seed + args.seeds)
     start = time.time()
     with Pool(args.workers) as pool:
         print(MODES[args.mode](args, pool))
