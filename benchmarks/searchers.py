@@ -7,8 +7,9 @@
     python -m benchmarks.searchers speed       # bo's ask at 200 observations in 10 dims
 
 Each prints a Markdown table; `--seeds`, `--first-seed`, `--workers` and `--data` (NB201
-folder, or the PARETUNE_NB201 variable) adjust it; `nb201 --only` takes searchers with options
-(`bo:feasibility_weight=0.5`). Without the NB201 tables the nb201 modes skip cleanly.
+folder, or the PARETUNE_NB201 variable) adjust it; `nb201 --only` and `parallel --only` take
+searchers with options (`bo:feasibility_weight=0.5`). Without the NB201 tables the nb201 modes
+skip cleanly.
 """
 
 from __future__ import annotations
@@ -311,7 +312,7 @@ def nb201_mo(args, pool) -> str:
 def parallel(args, pool) -> str:
     data = nb201_data.require(args.data)
     rows = []
-    for kind in ("bo", "evolution"):
+    for kind in args.only or ["bo", "evolution"]:
         regrets = []
         for pending in (1, 4):
             jobs = [(kind, s) for s in args.seed_range]
@@ -452,7 +453,7 @@ def main() -> None:
     parser.add_argument("--first-seed", type=int, default=0, help="seeds start here (0)")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument(
-        "--only", nargs="+", help="nb201: run only these searchers (bo:feasibility_weight=0.5)"
+        "--only", nargs="+", help="nb201, parallel: run only these searchers (bo:fantasy=mean)"
     )
     parser.add_argument("--data", help="the NB201 folder (default: PARETUNE_NB201 or ../shared)")
     args = parser.parse_args()

@@ -1,6 +1,6 @@
 """Bayesian optimization: a mixed-space GP per objective and per constraint, constrained
-log-EI (or UCB, PI), pending trials as fantasies (a pessimistic constant liar for the
-objective, a kriging believer for constraints), ParEGO for several objectives."""
+log-EI (or UCB, PI), pending trials as fantasies (by default a pessimistic constant liar for
+the objective, a kriging believer for constraints), ParEGO for several objectives."""
 
 from __future__ import annotations
 
@@ -16,15 +16,18 @@ from search.basic import enumerate_configs
 from spaces import Choice, Int
 
 ACQUISITIONS = ("ei", "ucb", "pi")
+FANTASIES = ("worst", "mean", "believer")
 
 
 class BayesSearcher(Searcher):
     """Options: `acquisition` ("ei", "ucb", "pi"), `n_initial` (Latin-hypercube design size),
     `kappa` (UCB's width), `candidates` (random candidates per ask on large spaces),
     `exhaustive_limit` (spaces with at most this many configs are scored whole),
-    `feasibility_weight` (the acquisition times P(feasible) to this power: 1 is classic
-    constrained EI; the default 0.25 tempers an overconfident constraint model, see
-    benchmarks/README.md)."""
+    `fantasy` (the objective's value at a pending trial: "worst" value seen, a constant liar;
+    "mean" of the values seen; "believer", the GP's own prediction; constraints always take
+    their prediction), `feasibility_weight` (the acquisition times P(feasible) to this
+    power: 1 is classic constrained EI; the default 0.25 tempers an overconfident constraint
+    model, see benchmarks/README.md)."""
 
     name = "bo"
 
@@ -37,14 +40,17 @@ class BayesSearcher(Searcher):
         kappa: float = 2.0,
         candidates: int = 512,
         exhaustive_limit: int = 20000,
+        fantasy: str = "worst",
         feasibility_weight: float = 0.25,
         **common,
     ):
         super().__init__(space, **common)
-        if acquisition not in ACQUISITIONS:
-            raise ValueError(
-                f"bo: acquisition must be one of {list(ACQUISITIONS)}, got {acquisition!r}"
-            )
+        for option, value, allowed in [
+            ("acquisition", acquisition, ACQUISITIONS),
+            ("fantasy", fantasy, FANTASIES),
+        ]:
+            if value not in allowed:
+                raise ValueError(f"bo: {option} must be one of {list(allowed)}, got {value!r}")
         if not isinstance(n_initial, int) or n_initial < 1:
             raise ValueError(f"bo: n_initial must be a positive integer, got {n_initial!r}")
         if not isinstance(feasibility_weight, int | float) or not feasibility_weight > 0:
@@ -52,6 +58,7 @@ class BayesSearcher(Searcher):
                 f"bo: feasibility_weight must be a positive number, got {feasibility_weight!r}"
             )
         self.acquisition, self.n_initial, self.kappa = acquisition, n_initial, float(kappa)
+        self.fantasy = fantasy
         self.feasibility_weight = float(feasibility_weight)
         self.n_candidates, self.exhaustive_limit = int(candidates), int(exhaustive_limit)
         self.cat = gp.categorical_mask(space)
@@ -190,7 +197,8 @@ class BayesSearcher(Searcher):
         x = gp.features(self.space, [o["config"] for o in data])
         pending = gp.features(self.space, list(self.pending.values()))
         y = self._targets(data)
-        model = self._fit("objective", x, y, pending, lie=float(y.min()))
+        lie = {"worst": y.min(), "mean": y.mean(), "believer": None}[self.fantasy]
+        model = self._fit("objective", x, y, pending, lie=lie)
         constraints = []
         for name, bound in self.objective.constraints:
             values = np.array([o["metrics"][name] for o in data])
@@ -224,8 +232,8 @@ class BayesSearcher(Searcher):
         model = gp.GP(self.cat).fit(x, y, theta0=None if theta0 is None else np.array(theta0))
         self._thetas[key] = [float(t) for t in model.theta]
         if len(pending):
-            fantasy = model.predict(pending)[0] if lie is None else np.full(len(pending), lie)
-            model = model.condition(pending, fantasy)
+            values = model.predict(pending)[0] if lie is None else np.full(len(pending), lie)
+            model = model.condition(pending, values)
         return model
 
     # -- state ----------------------------------------------------------------------------------

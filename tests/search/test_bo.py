@@ -94,14 +94,20 @@ def test_seeks_feasibility_before_any_feasible_point():
     assert nxt["x"] + nxt["y"] < 0.6  # it heads for low cost, not for high f
 
 
-def test_pending_trials_spread_the_proposals():
+@pytest.mark.parametrize("fantasy", ["worst", "mean", "believer"])
+def test_pending_trials_spread_the_proposals_unless_believed(fantasy):
     space = Space({"x": Float(0.0, 1.0)})
-    searcher = search.create("bo", space, metric="f", mode="max", seed=0, n_initial=5)
+    searcher = search.create(
+        "bo", space, metric="f", mode="max", seed=0, n_initial=5, fantasy=fantasy
+    )
     for _ in range(5):
         trial = searcher.ask()
         searcher.tell(trial.id, {"f": -((trial.config["x"] - 0.3) ** 2)})
     batch = sorted(searcher.ask().config["x"] for _ in range(4))
-    assert min(np.diff(batch)) > 0.01
+    if fantasy == "believer":  # it believes the GP: the batch stays at the predicted optimum
+        assert max(abs(x - 0.3) for x in batch) < 0.05
+    else:
+        assert min(np.diff(batch)) > 0.01
 
 
 def test_bo_beats_random_on_branin_at_30_evaluations():
@@ -154,6 +160,8 @@ def test_parego_covers_a_trade_off_curve():
 def test_bo_options_are_checked():
     with pytest.raises(ValueError, match="acquisition must be one of"):
         search.create("bo", mixed_space(), metric="score", acquisition="ts")
+    with pytest.raises(ValueError, match="fantasy must be one of .'worst', 'mean', 'believer'"):
+        search.create("bo", mixed_space(), metric="score", fantasy="cl_min")
     with pytest.raises(ValueError, match="n_initial"):
         search.create("bo", mixed_space(), metric="score", n_initial=0)
     with pytest.raises(ValueError, match="feasibility_weight must be a positive number"):
