@@ -267,8 +267,7 @@ def nb201(args, pool) -> str:
         for k in kinds
     ]
     return _table(
-        f"NB201 cifar10-val, pixel3 latency <= 25th percentile, 100 evals, "
-        f"seeds {args.seed_range.start}-{args.seed_range.stop - 1}",
+        f"NB201 cifar10-val, pixel3 latency <= 25th percentile, 100 evals, {args.seed_label}",
         ["searcher", "median regret", "mean regret", "found the optimum", "regret <= 1"],
         rows,
     )
@@ -326,8 +325,7 @@ def parallel(args, pool) -> str:
             + [f"{np.mean(r <= 1.0):.0%}" for r in regrets]
         )
     return _table(
-        f"NB201 constrained, 100 evals, seeds {args.seed_range.start}-{args.seed_range.stop - 1}"
-        ": 4 pending at every ask",
+        f"NB201 constrained, 100 evals, {args.seed_label}: 4 pending at every ask",
         ["searcher", "sequential", "4 pending", "ratio"]
         + ["mean, sequential", "mean, 4 pending", "regret <= 1, sequential", "4 pending"],
         rows,
@@ -459,6 +457,7 @@ def main() -> None:
     args = parser.parse_args()
     args.seeds = args.seeds or DEFAULT_SEEDS[args.mode]
     args.seed_range = range(args.first_seed, args.first_seed + args.seeds)
+    args.seed_label = f"seeds {args.first_seed}-{args.seed_range[-1]}"
     start = time.time()
     with Pool(args.workers) as pool:
         print(MODES[args.mode](args, pool))
