@@ -18,7 +18,9 @@ REWARDS = ("soft", "hard")
 class ControllerSearcher(Searcher):
     """Options: `lr` (Adam), `entropy` (bonus weight), `baseline_decay`, `bins` (levels of a
     Float or wide Int), `reward` ("soft": MnasNet's `metric * prod (cost / bound) ** w`;
-    "hard": an infeasible result scores below every reward seen), `cost_exponent` (w)."""
+    "hard": an infeasible result scores below every reward seen), `cost_exponent` (w).
+    With several objectives the metric is 1 minus the share of usable results that dominate
+    the result (1 on the Pareto front), which no scale or offset of an objective changes."""
 
     name = "rl"
 
@@ -97,13 +99,8 @@ class ControllerSearcher(Searcher):
         """The scalar the policy maximizes for one result."""
         signed = self.objective.signed(metrics)
         if len(signed) > 1:
-            scale = np.array(
-                [
-                    abs(np.mean([o["metrics"][m] for o in self.usable()] or [1.0]))
-                    for m in self.objective.metrics
-                ]
-            )
-            value = -float(np.sum(signed / np.maximum(scale, 1e-12)))
+            seen = np.array([self.objective.signed(o["metrics"]) for o in self.usable()])
+            value = 1.0 - _share_dominating(seen, signed)
         else:
             value = -float(signed[0])
         if not self.objective.constraints:
@@ -182,3 +179,11 @@ class ControllerSearcher(Searcher):
         self.optimizer.load_state_dict(adam)
         self.baseline = extra["baseline"]
         self.rewards = [float(r) for r in extra["rewards"]]
+
+
+def _share_dominating(points: np.ndarray, point: np.ndarray) -> float:
+    """The share of `points` (shape `(n, d)`, minimized) that dominate `point`."""
+    if not len(points):
+        return 0.0
+    dominating = np.all(points <= point, axis=1) & np.any(points < point, axis=1)
+    return float(dominating.mean())

@@ -42,3 +42,13 @@ def test_hard_penalty_scores_infeasible_below_every_reward():
 def test_rl_options_are_checked():
     with pytest.raises(ValueError, match="reward must be one of"):
         search.create("rl", mixed_space(), metric="score", reward="mnas")
+
+
+@pytest.mark.parametrize("unit", [1.0, 1000.0])
+def test_several_objectives_reward_the_share_not_dominated(unit):
+    searcher = search.create("rl", mixed_space(), metric=["acc", "ms"], mode=["max", "min"], seed=0)
+    for acc, ms in [(90, 5), (80, 2), (70, 6), (85, 4)]:
+        searcher.tell(searcher.ask().id, {"acc": acc, "ms": ms * unit})
+    # (75, 5) is dominated by (90, 5), (80, 2) and (85, 4), not by (70, 6)
+    assert searcher.reward({"acc": 75, "ms": 5 * unit}) == pytest.approx(0.25)
+    assert searcher.reward({"acc": 95, "ms": 1 * unit}) == 1.0
