@@ -18,14 +18,15 @@ def _as_min(rows: Sequence[Mapping], metrics: Sequence[str], modes: Sequence[str
     return np.array([[float(r[m]) for m in metrics] for r in rows]).reshape(len(rows), -1) * sign
 
 
+def dominating(points: np.ndarray, point: np.ndarray) -> np.ndarray:
+    """Mask of the rows of `points` (shape `(n, d)`, minimized) that dominate `point`."""
+    return np.all(points <= point, axis=1) & np.any(points < point, axis=1)
+
+
 def non_dominated(points: np.ndarray) -> np.ndarray:
     """Mask of the rows of `points` (shape `(n, d)`, minimized) that no other row dominates."""
     points = np.asarray(points, dtype=float)
-    keep = np.ones(len(points), dtype=bool)
-    for i, p in enumerate(points):
-        dominated = np.all(points <= p, axis=1) & np.any(points < p, axis=1)
-        keep[i] = not dominated.any()
-    return keep
+    return np.array([not dominating(points, p).any() for p in points], dtype=bool)
 
 
 def pareto_front(rows: Sequence[Mapping], metrics: Sequence[str], modes: Sequence[str]) -> list:

@@ -10,6 +10,7 @@ from collections.abc import Mapping
 import numpy as np
 
 from search.base import Searcher
+from search.pareto import dominating
 from spaces import Choice, Int
 
 REWARDS = ("soft", "hard")
@@ -99,8 +100,8 @@ class ControllerSearcher(Searcher):
         """The scalar the policy maximizes for one result."""
         signed = self.objective.signed(metrics)
         if len(signed) > 1:
-            seen = np.array([self.objective.signed(o["metrics"]) for o in self.usable()])
-            value = 1.0 - _share_dominating(seen, signed)
+            seen = [self.objective.signed(o["metrics"]) for o in self.usable()]
+            value = 1.0 - float(dominating(np.array(seen), signed).mean()) if seen else 1.0
         else:
             value = -float(signed[0])
         if not self.objective.constraints:
@@ -179,11 +180,3 @@ class ControllerSearcher(Searcher):
         self.optimizer.load_state_dict(adam)
         self.baseline = extra["baseline"]
         self.rewards = [float(r) for r in extra["rewards"]]
-
-
-def _share_dominating(points: np.ndarray, point: np.ndarray) -> float:
-    """The share of `points` (shape `(n, d)`, minimized) that dominate `point`."""
-    if not len(points):
-        return 0.0
-    dominating = np.all(points <= point, axis=1) & np.any(points < point, axis=1)
-    return float(dominating.mean())
