@@ -11,8 +11,10 @@ import collections
 import tempfile
 import time
 
-from cluster import cli, results, runner
-from cluster.study import measured_default
+from cluster.cli import table as cli
+from cluster.raytune import runner
+from cluster.study import results
+from cluster.study.config import measured_default
 
 
 def main(argv=None):

@@ -1,4 +1,4 @@
-"""What paretune adds on top of Ray Tune: trivial trials through `cluster.runner` (our searcher
+"""What paretune adds on top of Ray Tune: trivial trials through `cluster.raytune` (our searcher
 behind the Tune adapter, a Parquet row per report, the searcher's state saved after every tell)
 against a bare `Tuner` with `reuse_actors=True`, same Ray instance, same concurrency.
 
@@ -41,8 +41,8 @@ def bare(trials: int, folder: Path) -> float:
 
 
 def ours(trials: int, folder: Path) -> float:
-    from cluster import runner
-    from cluster.study import Study
+    from cluster.raytune import runner
+    from cluster.study.config import Study
 
     study = Study(
         name="overhead",

@@ -25,7 +25,7 @@ def latency(repeats: int) -> None:
     device server (both on this machine, one thread, batch 64)."""
     import torch
 
-    from cluster import device
+    from cluster.remote import device
     from trainers.models import build_model
     from trainers.trial import DEFAULT_CHAIN
 
@@ -82,8 +82,9 @@ def _hammer(clients: int, seconds: float, round_trip) -> float:
 def asktell(seconds: float, clients: int = 8) -> None:
     import optuna
 
-    from cluster import runner, service
-    from cluster.study import Study
+    from cluster.remote import service
+    from cluster.study.config import Study
+    from cluster.study.resume import prepare_dir
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     with tempfile.TemporaryDirectory() as folder:
@@ -98,7 +99,7 @@ def asktell(seconds: float, clients: int = 8) -> None:
                 "trials": 10**9,
             }
         )
-        runner.prepare_dir(study, resume=False)
+        prepare_dir(study, resume=False)
         server, port = service.serve(study.dir)
         ours = [service.StudyClient(f"127.0.0.1:{port}", "bench") for _ in range(clients)]
 
@@ -160,15 +161,17 @@ def _optuna_rate(storage, clients: int, seconds: float) -> float:
 def results_query(repeats: int, rows: int = 100_000) -> None:
     import pyarrow.compute as pc
 
-    from cluster import results, runner, service
-    from cluster.study import Study
+    from cluster.remote import service
+    from cluster.study import results
+    from cluster.study.config import Study
+    from cluster.study.resume import prepare_dir
 
     rng = np.random.default_rng(0)
     with tempfile.TemporaryDirectory() as folder:
         study = Study.from_dict(
             {"name": "big", "dir": f"{folder}/big", "arch": "mlp", "compress": False, "trials": 1}
         )
-        runner.prepare_dir(study, resume=False)
+        prepare_dir(study, resume=False)
         writer = results.ResultWriter(study.dir, results.schema(study.space()), interval=1e9)
         for i in range(rows):
             writer.add(

@@ -1,1 +1,12 @@
-"""Everything that touches Ray: the Tune adapter, the study runner, results and the CLI."""
+"""Studies at scale, by concern: `raytune` (the only part that imports ray), `study` (a study on
+disk: config, store, results, resume), `remote` (gRPC services) and `cli`.
+
+`cluster.results` is `cluster.study.results`, the public way to load a study as Arrow."""
+
+
+def __getattr__(name: str):
+    if name == "results":
+        from cluster.study import results
+
+        return results
+    raise AttributeError(f"module 'cluster' has no attribute {name!r}")

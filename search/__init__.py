@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import difflib
 import inspect
+import re
 
 from search.base import STATUSES, Exhausted, Objective, Searcher, Trial
 from search.basic import GridSearcher, RandomSearcher
@@ -11,6 +11,7 @@ from search.bo import BayesSearcher
 from search.evolution import EvolutionSearcher
 from search.pareto import hypervolume, non_dominated, pareto_front
 from search.rl import ControllerSearcher
+from spaces.util import did_you_mean
 
 SEARCHERS = {
     "random": RandomSearcher,
@@ -28,8 +29,7 @@ def create(name: str, space, *, metric, mode="max", seed=None, constraints=None,
     metric to its upper bound; `options` go to the searcher (see its class).
     """
     if name not in SEARCHERS:
-        close = difflib.get_close_matches(str(name), SEARCHERS, n=1)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        hint = did_you_mean(name, SEARCHERS)
         raise ValueError(f"unknown searcher {name!r}{hint}; allowed: {sorted(SEARCHERS)}")
     cls = SEARCHERS[name]
     allowed = searcher_options(name)
@@ -41,12 +41,24 @@ def create(name: str, space, *, metric, mode="max", seed=None, constraints=None,
 
 def searcher_options(name: str) -> list[str]:
     """The option names `create(name, ...)` accepts beyond the common ones."""
+    return list(option_defaults(name))
+
+
+def option_defaults(name: str) -> dict:
+    """`{option: default}` for the options of searcher `name`."""
     params = inspect.signature(SEARCHERS[name].__init__).parameters
-    return [
-        p.name
+    return {
+        p.name: p.default
         for p in params.values()
         if p.kind == p.KEYWORD_ONLY and p.name not in ("metric", "mode", "seed", "constraints")
-    ]
+    }
+
+
+def option_meaning(name: str, option: str) -> str:
+    """What `option` of searcher `name` does, as its class docstring says (`` `option` (...)``)."""
+    text = " ".join((SEARCHERS[name].__doc__ or "").split())
+    found = re.search(rf"`{option}` \(((?:[^()]|\([^()]*\))*)\)", text)
+    return found.group(1) if found else ""
 
 
 __all__ = [
@@ -62,6 +74,8 @@ __all__ = [
     "Searcher",
     "Trial",
     "create",
+    "option_defaults",
+    "option_meaning",
     "hypervolume",
     "non_dominated",
     "pareto_front",

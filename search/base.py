@@ -63,12 +63,18 @@ class Objective:
         """Every metric a result must carry: objectives, then constrained costs."""
         return self.metrics + tuple(n for n, _ in self.constraints if n not in self.metrics)
 
-    def violation(self, metrics: Mapping) -> float:
-        """Total relative amount by which `metrics` exceed their bounds (0 when feasible)."""
-        return sum(
-            max(0.0, metrics[name] - bound) / max(abs(bound), 1e-12)
+    def violations(self, metrics: Mapping) -> dict[str, float]:
+        """Each bound `metrics` break, by its relative excess `(value - bound) / bound` (0.25:
+        25% over); bounds whose metric is absent are skipped. Empty when feasible."""
+        return {
+            name: (metrics[name] - bound) / max(abs(bound), 1e-12)
             for name, bound in self.constraints
-        )
+            if name in metrics and metrics[name] > bound
+        }
+
+    def violation(self, metrics: Mapping) -> float:
+        """The sum of `violations(metrics)` (0 when feasible)."""
+        return sum(self.violations(metrics).values())
 
     def signed(self, metrics: Mapping) -> np.ndarray:
         """Objective values turned to minimization, shape `(len(metrics),)`."""
@@ -139,9 +145,7 @@ class Searcher:
         costs of a config rejected before training. Returns the stored record.
         """
         if trial_id not in self.pending:
-            known = (
-                "already told" if any(o["id"] == trial_id for o in self.observations) else "unknown"
-            )
+            known = "already told" if self._told(trial_id) else "unknown"
             raise ValueError(
                 f"tell: trial id {trial_id!r} is {known}; pending: {sorted(self.pending)}"
             )
@@ -158,8 +162,10 @@ class Searcher:
             record["metrics"] = values
             record["violation"] = self.objective.violation(values)
             record["status"] = "completed" if record["violation"] == 0 else "infeasible"
-        if status == "stopped" or (status is not None and record["status"] != "failed"):
-            record["status"] = status
+        if status in ("stopped", "failed") or (
+            status == "infeasible" and record["status"] != "failed"
+        ):
+            record["status"] = status  # "completed" never hides a broken bound
         self.observations.append(record)
         self._observe(record)
         return record
@@ -171,11 +177,9 @@ class Searcher:
         """A config rejected before training on a cost known beforehand: its costs and violation
         are kept; with no objective value it stays out of `usable()`."""
         costs = {k: float(metrics[k]) for k, _ in self.objective.constraints if k in metrics}
-        violation = sum(
-            max(0.0, costs[k] - bound) for k, bound in self.objective.constraints if k in costs
-        )
         record = {"id": trial_id, "config": self._release(trial_id), "metrics": None}
-        record |= {"status": "infeasible", "costs": costs, "violation": violation}
+        record |= {"status": "infeasible", "costs": costs}
+        record["violation"] = self.objective.violation(costs)
         self.observations.append(record)
         self._observe(record)
         return record
@@ -192,12 +196,26 @@ class Searcher:
         if trial_id in self.pending:
             self._release(trial_id)
 
-    def add(self, config: Mapping, metrics: Mapping | None) -> dict:
-        """Record a result for a config that was not asked (warm start from earlier runs)."""
+    def add(
+        self,
+        config: Mapping,
+        metrics: Mapping | None,
+        *,
+        status: str | None = None,
+        trial_id: str | None = None,
+    ) -> dict:
+        """Record a result for a config that was not asked (warm start from earlier runs, or
+        a state rebuilt from results), told with `status` as `tell` is. `trial_id` keeps the
+        id it had (a number, not yet used); by default the next free one."""
         self.space.validate(config)
-        trial_id = str(self._next_id)
+        trial_id = str(self._next_id) if trial_id is None else str(trial_id)
+        if not trial_id.isdigit() or trial_id in self.pending or self._told(trial_id):
+            raise ValueError(f"add: trial id {trial_id!r} must be a new number")
         self._hold(trial_id, dict(config))
-        return self.tell(trial_id, metrics)
+        return self.tell(trial_id, metrics, status=status)
+
+    def _told(self, trial_id: str) -> bool:
+        return any(o["id"] == trial_id for o in self.observations)
 
     def _clean(self, metrics: Mapping) -> dict | None:
         missing = [n for n in self.objective.names if n not in metrics]

@@ -35,8 +35,10 @@ class RandomSearcher(Searcher):
 
 
 class GridSearcher(Searcher):
-    """Every combination of Choice and Int values (`points` values for Float and wide Int
-    ranges), conditionals respected, in a fixed order; `ask` raises `Exhausted` at the end."""
+    """Grid search: every combination of Choice and Int values, in a fixed order.
+
+    Conditionals are respected; `ask` raises `Exhausted` at the end. Options: `points` (values
+    taken from a Float or a wide Int range)."""
 
     name = "grid"
 

@@ -20,8 +20,11 @@ FANTASIES = ("worst", "mean", "believer")
 
 
 class BayesSearcher(Searcher):
-    """Options: `acquisition` ("ei", "ucb", "pi"), `n_initial` (Latin-hypercube design size),
-    `kappa` (UCB's width), `candidates` (random candidates per ask on large spaces),
+    """Bayesian optimization: a Gaussian process per objective and constraint.
+
+    Options: `acquisition` (the acquisition function: "ei", "ucb" or "pi"), `n_initial`
+    (Latin-hypercube design size), `kappa` (UCB's width), `candidates` (random candidates per
+    ask on large spaces),
     `exhaustive_limit` (spaces with at most this many configs are scored whole),
     `fantasy` (the objective's value at a pending trial: "worst" value seen, a constant liar;
     "mean" of the values seen; "believer", the GP's own prediction; constraints always take

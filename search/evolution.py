@@ -39,8 +39,11 @@ def crowding_distance(points: np.ndarray) -> np.ndarray:
 
 
 class EvolutionSearcher(Searcher):
-    """Options: `population` (P), `sample_size` (S, the tournament), `mutations` (parameters
-    changed per child), `step` (the spread of a numeric mutation on the unit interval)."""
+    """Regularized evolution: tournament selection, the oldest member dies.
+
+    Options: `population` (P, the living models), `sample_size` (S, the tournament's size),
+    `mutations` (parameters changed per child), `step` (the spread of a numeric mutation on
+    the unit interval)."""
 
     name = "evolution"
 

@@ -17,9 +17,13 @@ REWARDS = ("soft", "hard")
 
 
 class ControllerSearcher(Searcher):
-    """Options: `lr` (Adam), `entropy` (bonus weight), `baseline_decay`, `bins` (levels of a
+    """A REINFORCE controller: a policy over every parameter, rewarded by each result.
+
+    Options: `lr` (the controller's Adam step), `entropy` (the entropy bonus's weight),
+    `baseline_decay` (the moving-average reward baseline's decay), `bins` (levels of a
     Float or wide Int), `reward` ("soft": MnasNet's `metric * prod (cost / bound) ** w`;
-    "hard": an infeasible result scores below every reward seen), `cost_exponent` (w).
+    "hard": an infeasible result scores below every reward seen), `cost_exponent` (w, the
+    exponent of each `cost / bound` in the soft reward).
     With several objectives the metric is 1 minus the share of usable results that dominate
     the result (1 on the Pareto front), which no scale or offset of an objective changes."""
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Mapping
 from dataclasses import replace
 from types import MappingProxyType
@@ -10,14 +9,10 @@ from types import MappingProxyType
 import numpy as np
 
 from spaces.params import Choice, Param, matches, param_from_dict
+from spaces.util import did_you_mean
 
 SPACE_VERSION = 1
 INACTIVE = 0.5  # the unit-cube coordinate of a parameter that is switched off
-
-
-def _did_you_mean(name: str, known) -> str:
-    close = difflib.get_close_matches(name, list(known), n=1)
-    return f" (did you mean {close[0]!r}?)" if close else ""
 
 
 class Space:
@@ -44,7 +39,7 @@ class Space:
                     where = "comes later" if parent in params else "is not a parameter"
                     raise ValueError(
                         f"{name}: condition on {parent!r}, which {where}"
-                        f"{_did_you_mean(parent, seen)}; a condition needs an earlier parameter"
+                        f"{did_you_mean(parent, seen)}; a condition needs an earlier parameter"
                     )
                 for value in values:
                     if isinstance(seen[parent], Choice):
@@ -121,7 +116,7 @@ class Space:
         for key in config:
             if key not in self._params:
                 raise ValueError(
-                    f"unknown parameter {key!r}{_did_you_mean(key, self._names)}; "
+                    f"unknown parameter {key!r}{did_you_mean(key, self._names)}; "
                     f"known: {list(self._names)}"
                 )
         for name, param in self._params.items():

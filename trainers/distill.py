@@ -3,16 +3,18 @@ learned 1x1 adapter when widths differ) and its soft logits at temperature T."""
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
+import io
 import json
-import os
-import tempfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import torch
 from torch import nn
 from torch.nn import functional as F
+
+from spaces.util import write_atomic
 
 FEATURE_LOSSES = ("mse", "kl")
 
@@ -103,18 +105,20 @@ def cached_teacher(
     key: Mapping, build: Callable[[], nn.Module], fit: Callable[[nn.Module], None], cache: Path
 ) -> nn.Module:
     """The teacher `build()` trained by `fit`, cached under `cache` by the hash of `key` (a JSON
-    description of everything that determines it), so a study trains it once. Written
-    atomically; loaded with `weights_only`."""
+    description of everything that determines it), so a study trains it once: under a file lock,
+    one trial trains it and parallel ones wait, then load it. Written atomically; loaded with
+    `weights_only`."""
     digest = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()
     path = Path(cache) / f"teacher-{digest[:16]}.pt"
     model = build()
-    if path.exists():
-        model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
-        return model
-    fit(model)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    os.close(fd)
-    torch.save(model.state_dict(), tmp)
-    os.replace(tmp, path)
+    with open(path.with_suffix(".lock"), "a+") as lock:  # one trial trains, the others wait
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if path.exists():
+            model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+            return model
+        fit(model)
+        buffer = io.BytesIO()
+        torch.save(model.state_dict(), buffer)
+        write_atomic(path, buffer.getvalue())
     return model

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from spaces.util import did_you_mean
 from trainers import prune as pruning
 from trainers import quantize, store
 from trainers.cost import count_macs, count_params, measure_latency, size_bytes
@@ -37,38 +38,127 @@ COST_METRICS = ("params", "macs", "size_bytes", "latency_ms")
 
 
 @dataclass(frozen=True)
-class TrialSettings:
-    """Everything about a trial that is not searched: data, budgets, the teacher, the cost
-    limits that reject a config before training, where the model is saved."""
+class DataSettings:
+    """The dataset a trial trains on (`trainers.load_dataset(dataset, path)`)."""
 
     dataset: str = "digits"
-    data_path: str | None = None
-    model: str = "auto"
-    model_options: Mapping = field(default_factory=dict)
+    path: str | None = None
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """Epochs and optimizer of each training phase: training (its optimizer is searched), the
+    fine-tuning after pruning and quantization-aware training."""
+
     epochs: int = 15
     finetune_epochs: int = 8
     finetune: Mapping = field(default_factory=lambda: {"optimizer": "sgd", "lr": 0.05})
-    freeze: tuple[str, ...] = ()
-    stage_ratios: Mapping[str, float] | None = None
+    freeze: tuple[str, ...] = ()  # parameter-name prefixes fine-tuning keeps fixed
     qat_epochs: int = 4
     qat: Mapping = field(default_factory=lambda: {"optimizer": "sgd", "lr": 0.01})
+
+
+@dataclass(frozen=True)
+class CompressionSettings:
+    """How pruning and quantization run, beyond the searched `compress.` keys."""
+
+    stage_ratios: Mapping[str, float] | None = None  # per-stage prune ratios over prune_ratio
     calibration_samples: int = 256
     act_range: str = "minmax"
-    teacher_arch: Mapping | None = None  # default: DEFAULT_CHAIN for chains, else the student's
-    teacher_width: float = 2.0
-    teacher_epochs: int = 15
-    distill_layer: str | None = None
-    cache_dir: str | None = None
+
+
+@dataclass(frozen=True)
+class TeacherSettings:
+    """The distillation teacher: trained once per architecture and cached in `cache_dir`."""
+
+    arch: Mapping | None = None  # default: DEFAULT_CHAIN for chains, else the student's
+    width: float = 2.0
+    epochs: int = 15
+    distill_layer: str | None = None  # default: the model's feature layer
+    cache_dir: str | None = None  # default: ~/.cache/paretune
+
+
+@dataclass(frozen=True)
+class CostSettings:
+    """The cost limits that reject a config before training, and how latency is measured."""
+
     constraints: Mapping[str, float] = field(default_factory=dict)
     latency_batch: int = 64
     latency_threads: int = 1
     latency_repeats: int = 20
+    latency_source: Callable | None = None  # `f(model, in_shape, *, batch_size, repeats,
+    # threads) -> ms` measuring elsewhere (a device server); None measures here
+
+
+@dataclass(frozen=True)
+class TrialSettings:
+    """Everything about a trial that is not searched: the model builder, the data, the epochs,
+    the compression steps, the teacher, the cost limits, the device, where the model is saved.
+    A study file's `trial:` section names them flat (`FLAT_KEYS`); `from_flat` groups them."""
+
+    model: str = "auto"
+    model_options: Mapping = field(default_factory=dict)
+    data: DataSettings = field(default_factory=DataSettings)
+    schedule: Schedule = field(default_factory=Schedule)
+    compression: CompressionSettings = field(default_factory=CompressionSettings)
+    teacher: TeacherSettings = field(default_factory=TeacherSettings)
+    cost: CostSettings = field(default_factory=CostSettings)
     device: str = "auto"
     seed: int = 0
     save_path: str | None = None
     snapshots: bool = False  # training reports carry model and optimizer state (for PBT)
-    latency_source: Callable | None = None  # `f(model, in_shape, *, batch_size, repeats,
-    # threads) -> ms` measuring elsewhere (a device server); None measures here
+
+    @classmethod
+    def from_flat(cls, flat: Mapping) -> TrialSettings:
+        """Settings from flat keys (`{"epochs": 3, "teacher_epochs": 8}`), each put in its
+        group; an unknown key raises `ValueError` naming it and the allowed ones."""
+        top, groups = {}, {group: {} for group in _GROUPS}
+        for key, value in flat.items():
+            if key not in _PLACES:
+                raise ValueError(
+                    f"unknown trial setting {key!r}{did_you_mean(key, FLAT_KEYS)}; "
+                    f"allowed: {sorted(FLAT_KEYS)}"
+                )
+            group, name = _PLACES[key]
+            (groups[group] if group else top)[name] = value
+        return cls(**top, **{group: _GROUPS[group](**kw) for group, kw in groups.items()})
+
+    def to_flat(self) -> dict:
+        """The flat keys `from_flat` reads, each with its value."""
+        return {
+            key: getattr(getattr(self, group) if group else self, name)
+            for key, (group, name) in _PLACES.items()
+        }
+
+
+_GROUPS = {
+    "data": DataSettings,
+    "schedule": Schedule,
+    "compression": CompressionSettings,
+    "teacher": TeacherSettings,
+    "cost": CostSettings,
+}
+# Flat keys that are not the field's own name: the group alone would not say what they are.
+_FLAT_NAMES = {
+    ("data", "path"): "data_path",
+    ("teacher", "arch"): "teacher_arch",
+    ("teacher", "width"): "teacher_width",
+    ("teacher", "epochs"): "teacher_epochs",
+}
+
+
+def _places() -> dict[str, tuple[str | None, str]]:
+    places = {f.name: (None, f.name) for f in fields(TrialSettings) if f.name not in _GROUPS}
+    for group, kind in _GROUPS.items():
+        for f in fields(kind):
+            key = _FLAT_NAMES.get((group, f.name), f.name)
+            assert key not in places, f"flat trial key {key!r} is ambiguous"
+            places[key] = (group, f.name)
+    return places
+
+
+_PLACES = _places()  # flat key -> (group, field); group None is TrialSettings itself
+FLAT_KEYS = frozenset(_PLACES)  # the keys of a study file's `trial:` section
 
 
 def split_config(config: Mapping) -> tuple[dict, dict, dict]:
@@ -94,8 +184,8 @@ def _quant_spec(compress: Mapping) -> quantize.QuantSpec:
     )
 
 
-def _prune_ratio(compress: Mapping, settings: TrialSettings):
-    return settings.stage_ratios or float(compress["prune_ratio"])
+def _prune_ratio(compress: Mapping, compression: CompressionSettings):
+    return compression.stage_ratios or float(compress["prune_ratio"])
 
 
 def _model_name(arch: Mapping, settings: TrialSettings) -> str:
@@ -113,9 +203,10 @@ def estimate_cost(config: Mapping, settings: TrialSettings, *, in_shape, num_cla
         name, arch, in_shape=in_shape, num_classes=num_classes, options=settings.model_options
     )
     if compress.get("prune"):
-        pruning.prune(model, ratio=_prune_ratio(compress, settings), criterion="l1")
+        pruning.prune(model, ratio=_prune_ratio(compress, settings.compression), criterion="l1")
     model = model.to(resolve_device(settings.device))
-    latency = _latency(model, in_shape, settings, repeats=max(3, settings.latency_repeats // 4))
+    cost = settings.cost
+    latency = _latency(model, in_shape, cost, repeats=max(3, cost.latency_repeats // 4))
     if compress.get("quantize"):
         hooks = quantize.prepare(model, _quant_spec(compress))
         quantize.finalize(model, hooks)
@@ -127,76 +218,100 @@ def estimate_cost(config: Mapping, settings: TrialSettings, *, in_shape, num_cla
     }
 
 
-def _latency(model, in_shape, settings: TrialSettings, *, repeats: int) -> float:
-    measure = settings.latency_source or measure_latency
+def _latency(model, in_shape, cost: CostSettings, *, repeats: int) -> float:
+    measure = cost.latency_source or measure_latency
     return measure(
         model,
         in_shape,
-        batch_size=settings.latency_batch,
+        batch_size=cost.latency_batch,
         repeats=repeats,
-        threads=settings.latency_threads,
+        threads=cost.latency_threads,
     )
 
 
 def violations(cost: Mapping, constraints: Mapping[str, float]) -> dict[str, float]:
-    """By how much each limited cost exceeds its limit (empty when the config fits)."""
+    """Each limited cost over its limit, by its relative excess `(cost - limit) / limit`, the
+    unit `search.Objective.violations` uses (empty when the config fits)."""
     unknown = sorted(set(constraints) - set(COST_METRICS))
     if unknown:
         raise ValueError(f"constraints {unknown}: allowed {list(COST_METRICS)}")
-    return {k: cost[k] - limit for k, limit in constraints.items() if cost[k] > limit}
+    return {
+        k: (cost[k] - limit) / max(abs(limit), 1e-12)
+        for k, limit in constraints.items()
+        if cost[k] > limit
+    }
 
 
-def _teacher(arch, name, data: Dataset, settings: TrialSettings, device) -> nn.Module:
-    teacher_arch = settings.teacher_arch or (DEFAULT_CHAIN if name == "chain" else arch)
-    teacher_name = infer_model(teacher_arch)
-    options = {**settings.model_options, "width_mult": settings.teacher_width}
-    fit_settings = TrainSettings(epochs=settings.teacher_epochs, seed=settings.seed)
+def _teacher_arch(arch: Mapping, name: str, teacher: TeacherSettings) -> Mapping:
+    return teacher.arch or (DEFAULT_CHAIN if name == "chain" else arch)
+
+
+def _teacher(arch: Mapping, data: Dataset, settings: TrialSettings, device) -> nn.Module:
+    teacher_name = infer_model(arch)
+    options = {**settings.model_options, "width_mult": settings.teacher.width}
+    fit_settings = TrainSettings(epochs=settings.teacher.epochs, seed=settings.seed)
     key = {
-        "arch": teacher_arch,
+        "arch": arch,
         "options": options,
         "data": [data.name, list(data.in_shape), len(data.x_train)],
         "train": repr(fit_settings),
     }
-    cache = Path(settings.cache_dir or Path.home() / ".cache" / "paretune")
+    cache = Path(settings.teacher.cache_dir or Path.home() / ".cache" / "paretune")
 
     def build():
         torch.manual_seed(settings.seed)
         return build_model(
             teacher_name,
-            teacher_arch,
+            arch,
             in_shape=data.in_shape,
             num_classes=data.num_classes,
             options=options,
         ).to(device)
 
     teacher = cached_teacher(key, build, lambda m: train(m, data, fit_settings), cache)
-    teacher.layer = settings.distill_layer or FEATURE_LAYERS[teacher_name]
+    teacher.layer = settings.teacher.distill_layer or FEATURE_LAYERS[teacher_name]
     return teacher
 
 
-def _distiller(student, teacher, name, compress, data, settings) -> Distiller | None:
-    if teacher is None:
+@dataclass(frozen=True)
+class _Run:
+    """One trial under way: its model and what each of its training phases shares."""
+
+    model: nn.Module
+    name: str  # the model's builder
+    data: Dataset
+    settings: TrialSettings
+    base: TrainSettings  # the searched training hyperparameters, for the training phase
+    compress: Mapping  # the searched `compress.` keys
+    teacher: nn.Module | None  # None: no distillation
+    report: Callable[[dict], None] | None
+
+
+def _distiller(run: _Run) -> Distiller | None:
+    if run.teacher is None:
         return None
-    torch.manual_seed(settings.seed)  # the adapter's initial weights
+    torch.manual_seed(run.settings.seed)  # the adapter's initial weights
     return Distiller(
-        student,
-        teacher,
-        layer=settings.distill_layer or FEATURE_LAYERS[name],
-        teacher_layer=teacher.layer,
-        sample=data.x_train[:2],
-        weight=float(compress.get("distill_weight", 1.0)),
-        temperature=float(compress.get("distill_temperature", 4.0)),
-        loss=compress.get("distill_loss", "mse"),
+        run.model,
+        run.teacher,
+        layer=run.settings.teacher.distill_layer or FEATURE_LAYERS[run.name],
+        teacher_layer=run.teacher.layer,
+        sample=run.data.x_train[:2],
+        weight=float(run.compress.get("distill_weight", 1.0)),
+        temperature=float(run.compress.get("distill_temperature", 4.0)),
+        loss=run.compress.get("distill_loss", "mse"),
     )
 
 
-def _train_phase(model, data, settings, *, report, steps, phase, distill, **resumable):
+def _train_phase(run: _Run, tune: TrainSettings, *, phase: str, steps: int, **resumable) -> int:
+    """`steps`: the first step's number; returns the next phase's."""
+    distill = _distiller(run)
     try:
         train(
-            model,
-            data,
-            settings,
-            report=report,
+            run.model,
+            run.data,
+            tune,
+            report=run.report,
             extra_loss=distill,
             phase=phase,
             first_step=steps,
@@ -205,7 +320,7 @@ def _train_phase(model, data, settings, *, report, steps, phase, distill, **resu
     finally:
         if distill is not None:
             distill.close()
-    return steps + settings.epochs
+    return steps + tune.epochs
 
 
 def run_trial(
@@ -219,19 +334,19 @@ def run_trial(
     `report(row)` after every epoch (`step`, `phase`, `epoch`, `train_loss`, `val_acc`). Returns
     `val_acc`, `test_acc` (percent), `latency_ms`, `size_bytes`, `macs`, `params`, `status`
     (`completed`, or `infeasible` with `violations` when the cost known beforehand breaks
-    `settings.constraints`, untrained) and `records` (one JSON record per compression step).
-    With `settings.snapshots`, each training epoch's report carries a `"snapshot"`; `resume`
-    continues training from one (population-based training swaps weights this way)."""
+    `settings.cost.constraints`, untrained) and `records` (one JSON record per compression
+    step). With `settings.snapshots`, each training epoch's report carries a `"snapshot"`;
+    `resume` continues training from one (population-based training swaps weights this way)."""
     settings = settings or TrialSettings()
     started = time.perf_counter()
     arch, train_config, compress = split_config(config)
     arch = arch or DEFAULT_CHAIN
     name = _model_name(arch, settings)
-    data = load_dataset(settings.dataset, settings.data_path)
+    data = load_dataset(settings.data.dataset, settings.data.path)
     shape = {"in_shape": data.in_shape, "num_classes": data.num_classes}
-    if settings.constraints:
+    if settings.cost.constraints:
         cost = estimate_cost(config, settings, **shape)
-        over = violations(cost, settings.constraints)
+        over = violations(cost, settings.cost.constraints)
         if over:
             elapsed = time.perf_counter() - started
             return {"status": "infeasible", "violations": over, **cost, "train_seconds": elapsed}
@@ -239,56 +354,23 @@ def run_trial(
     data = data.to(device)
     torch.manual_seed(settings.seed)
     model = build_model(name, arch, **shape, options=settings.model_options).to(device)
-    base = TrainSettings.from_config(train_config, epochs=settings.epochs, seed=settings.seed)
-    teacher = _teacher(arch, name, data, settings, device) if compress.get("distill") else None
-
-    def student_distiller():
-        return _distiller(model, teacher, name, compress, data, settings)
-
+    base = TrainSettings.from_config(
+        train_config, epochs=settings.schedule.epochs, seed=settings.seed
+    )
+    teacher = None
+    if compress.get("distill"):
+        teacher = _teacher(_teacher_arch(arch, name, settings.teacher), data, settings, device)
+    run = _Run(model, name, data, settings, base, compress, teacher, report)
     steps = _train_phase(
-        model,
-        data,
-        base,
-        report=report,
-        steps=1,
-        phase="train",
-        distill=student_distiller(),
-        snapshots=settings.snapshots,
-        resume=resume,
+        run, base, phase="train", steps=1, snapshots=settings.snapshots, resume=resume
     )
     records = []
     if compress.get("prune"):
-        criterion = compress.get("prune_criterion", "l1")
-        gradients = (
-            pruning.gradient_importance(model, data.x_train, data.y_train)
-            if criterion == "gradient"
-            else None
-        )
-        records.append(
-            pruning.prune(
-                model,
-                ratio=_prune_ratio(compress, settings),
-                criterion=criterion,
-                gradients=gradients,
-            )
-        )
-        tune = base.but(
-            epochs=settings.finetune_epochs, freeze=tuple(settings.freeze), **settings.finetune
-        )
-        steps = _train_phase(
-            model,
-            data,
-            tune,
-            report=report,
-            steps=steps,
-            phase="finetune",
-            distill=student_distiller(),
-        )
-    latency = _latency(model, data.in_shape, settings, repeats=settings.latency_repeats)
+        record, steps = _prune(run, steps)
+        records.append(record)
+    latency = _latency(model, data.in_shape, settings.cost, repeats=settings.cost.latency_repeats)
     if compress.get("quantize"):
-        records.append(
-            _quantize(model, data, compress, settings, base, report, steps, student_distiller)
-        )
+        records.append(_quantize(run, steps))
     result = {
         "status": "completed",
         "val_acc": evaluate(model, data.x_val, data.y_val),
@@ -312,20 +394,43 @@ def run_trial(
     return result
 
 
-def _quantize(model, data, compress, settings, base, report, steps, student_distiller) -> dict:
+def _prune(run: _Run, steps: int) -> tuple[dict, int]:
+    """Prune, then fine-tune from step `steps`: the pruning record and the next step."""
+    criterion = run.compress.get("prune_criterion", "l1")
+    gradients = (
+        pruning.gradient_importance(run.model, run.data.x_train, run.data.y_train)
+        if criterion == "gradient"
+        else None
+    )
+    record = pruning.prune(
+        run.model,
+        ratio=_prune_ratio(run.compress, run.settings.compression),
+        criterion=criterion,
+        gradients=gradients,
+    )
+    schedule = run.settings.schedule
+    tune = run.base.but(
+        epochs=schedule.finetune_epochs, freeze=tuple(schedule.freeze), **schedule.finetune
+    )
+    return record, _train_phase(run, tune, phase="finetune", steps=steps)
+
+
+def _quantize(run: _Run, steps: int) -> dict:
+    """Quantize, with quantization-aware training from step `steps` in `qat` mode."""
+    compress, compression = run.compress, run.settings.compression
     act_bits = int(compress.get("act_bits", 32))
     hooks = quantize.prepare(
-        model, _quant_spec(compress), act_bits=act_bits, act_range=settings.act_range
+        run.model, _quant_spec(compress), act_bits=act_bits, act_range=compression.act_range
     )
-    quantize.calibrate(model, hooks, data.x_train[: settings.calibration_samples])
+    quantize.calibrate(run.model, hooks, run.data.x_train[: compression.calibration_samples])
     mode = compress.get("quant_mode", "ptq")
     if mode not in ("ptq", "qat"):
         raise ValueError(f"quant_mode {mode!r}: allowed ['ptq', 'qat']")
     if mode == "qat":
-        tune = base.but(epochs=settings.qat_epochs, **settings.qat)
+        schedule = run.settings.schedule
         _train_phase(
-            model, data, tune, report=report, steps=steps, phase="qat", distill=student_distiller()
+            run, run.base.but(epochs=schedule.qat_epochs, **schedule.qat), phase="qat", steps=steps
         )
-    record = quantize.finalize(model, hooks)
+    record = quantize.finalize(run.model, hooks)
     record["mode"] = mode
     return record

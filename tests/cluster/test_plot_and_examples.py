@@ -4,8 +4,9 @@ from pathlib import Path
 
 import yaml
 
-from cluster import cli, results
-from cluster.study import Study
+from cluster import cli
+from cluster.study import results
+from cluster.study.config import Study
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -3,7 +3,8 @@ import json
 import pyarrow.parquet as pq
 import pytest
 
-from cluster import cli, results
+from cluster import cli
+from cluster.study import results
 from spaces import Choice, Float, Int, Space
 
 SPACE = Space(

@@ -9,10 +9,10 @@ import sys
 import time
 
 import pyarrow.compute as pc
-import pytest
 import yaml
+from ray import cluster_utils
 
-from cluster import results
+from cluster.study import results
 
 STUDY = {
     "arch": "mlp",
@@ -86,7 +86,6 @@ def test_resume_after_kill_9(tmp_path):
 
 
 def test_two_node_cluster(tmp_path):
-    cluster_utils = pytest.importorskip("ray.cluster_utils")
     cluster = cluster_utils.Cluster(
         initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False}
     )

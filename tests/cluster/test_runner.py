@@ -5,8 +5,9 @@ import json
 import pyarrow.compute as pc
 import pytest
 
-from cluster import runner
-from cluster.study import Study
+from cluster.raytune import runner
+from cluster.study import results
+from cluster.study.config import Study
 
 TINY = {
     "arch": "mlp",
@@ -21,14 +22,6 @@ TINY = {
 }
 
 
-@pytest.fixture(scope="module")
-def local_ray():
-    ray = pytest.importorskip("ray")
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield ray
-    ray.shutdown()
-
-
 def _study(tmp_path, **changes):
     return Study.from_dict({**TINY, "dir": str(tmp_path / "study"), **changes})
 
@@ -41,7 +34,7 @@ def test_study_runs_its_budget_into_parquet(local_ray, tmp_path):
     assert all(v > 20 for v in table["val_acc"].to_pylist())  # 2 epochs, any lr
     assert table["step"].to_pylist() == [2] * 6
     assert table["config.arch.layers"].type == "int64" and table["node"].null_count == 0
-    every = runner.results.load(study.dir, every_step=True)
+    every = results.load(study.dir, every_step=True)
     assert every.num_rows == 6 * 3  # two epochs and the final row
     state = json.loads((tmp_path / "study" / "searcher.json").read_text())
     assert len(state["observations"]) == 6 and not state["pending"]
@@ -61,7 +54,7 @@ def test_failures_and_infeasible_do_not_stop_the_study(local_ray, tmp_path):
     )
     table = runner.run(study)
     assert table["status"].to_pylist() == ["infeasible"] * 3
-    every = runner.results.load(study.dir, every_step=True)
+    every = results.load(study.dir, every_step=True)
     assert every.num_rows == 3  # rejected before training: no epoch was reported
     state = json.loads((tmp_path / "tight" / "searcher.json").read_text())
     assert [o["status"] for o in state["observations"]] == ["infeasible"] * 3
@@ -118,9 +111,8 @@ def test_population_based_training_checkpoints_and_records(local_ray, tmp_path):
 
 def test_a_trial_that_changes_config_is_told_under_the_new_one(tmp_path):
     import search
-    from cluster import results
-    from cluster.runner import Progress, Recorder
-    from cluster.store import StudyStore
+    from cluster.raytune.recorder import Progress, Recorder
+    from cluster.study.store import StudyStore
 
     study = _study(tmp_path)
     (tmp_path / "study").mkdir()
@@ -136,6 +128,7 @@ def test_a_trial_that_changes_config_is_told_under_the_new_one(tmp_path):
     trial = recorder.ask("tune-1")
     cloned = {**trial.config, "train.lr": 0.0123}
     recorder.result("tune-1", {"step": 1, "val_acc": 50.0}, config=cloned)
+    assert searcher.pending[trial.id] == trial.config  # writing a row changes no searcher
     recorder.complete(
         "tune-1",
         {"final": True, "status": "completed", "val_acc": 60.0},
@@ -143,6 +136,7 @@ def test_a_trial_that_changes_config_is_told_under_the_new_one(tmp_path):
         config=cloned,
     )
     assert searcher.observations[0]["config"]["train.lr"] == 0.0123
+    assert recorder.asked == {}
     rows = results.load(tmp_path, every_step=True)["config.train.lr"].to_pylist()
     assert rows == [0.0123, 0.0123]
 
@@ -159,9 +153,9 @@ def test_other_schedulers_run(local_ray, tmp_path, scheduler):
 
 def test_tune_searcher_limits_concurrency_and_round_trips_its_state(tmp_path):
     import search
-    from cluster import results
-    from cluster.runner import Progress, Recorder, tune_searcher
-    from cluster.store import StudyStore
+    from cluster.raytune.adapter import tune_searcher
+    from cluster.raytune.recorder import Progress, Recorder
+    from cluster.study.store import StudyStore
 
     study = _study(tmp_path)
     (tmp_path / "study").mkdir()
@@ -193,7 +187,7 @@ def test_tune_searcher_limits_concurrency_and_round_trips_its_state(tmp_path):
 
 
 def test_latency_from_a_device_server_and_an_unreachable_one(local_ray, tmp_path):
-    from cluster import device
+    from cluster.remote import device
 
     server, port = device.serve()
     try:

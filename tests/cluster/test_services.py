@@ -14,9 +14,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-from cluster import device, results, rpc, service
-from cluster.runner import prepare_dir
-from cluster.study import Study
+from cluster.remote import device, service
+from cluster.remote import wire as rpc
+from cluster.study import results
+from cluster.study.config import Study
+from cluster.study.resume import prepare_dir
 
 
 def _model():
@@ -134,7 +136,7 @@ def test_unreachable_device_fails_the_trial_with_its_address():
     from trainers import TrialSettings, run_trial
 
     source = device.RemoteLatency("127.0.0.1:9")  # nothing listens on the discard port
-    settings = TrialSettings(epochs=1, latency_source=source)
+    settings = TrialSettings.from_flat({"epochs": 1, "latency_source": source})
     with pytest.raises(device.DeviceUnreachable, match="127.0.0.1:9"):
         run_trial({"arch.layers": 1, "arch.width": 16}, settings=settings)
 
@@ -143,7 +145,8 @@ def test_trial_latency_measured_on_the_device(device_server):
     from trainers import TrialSettings, run_trial
 
     source = device.RemoteLatency(device_server)
-    settings = TrialSettings(epochs=1, latency_source=source, latency_repeats=4)
+    flat = {"epochs": 1, "latency_source": source, "latency_repeats": 4}
+    settings = TrialSettings.from_flat(flat)
     result = run_trial({"arch.layers": 1, "arch.width": 16}, settings=settings)
     assert result["latency_ms"] > 0
 

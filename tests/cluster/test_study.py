@@ -1,7 +1,7 @@
 import pytest
 
 from cluster import cli
-from cluster.study import ConfigError, Study, default_study, measured_default, read
+from cluster.study.config import ConfigError, Study, default_study, measured_default, read
 
 
 def test_default_study_is_valid_and_joint():
@@ -25,7 +25,11 @@ def test_default_study_is_valid_and_joint():
         ({"dataset": "numpy", "data_path": "/no/such.npz"}, "does not exist"),
         ({"constraints": {"latency": 5}}, "did you mean 'latency_ms'"),
         ({"searcher_options": {"n_init": 3}}, "did you mean 'n_initial'"),
-        ({"trial": {"epoch": 3}}, "did you mean 'epochs'"),
+        (
+            {"trial": {"epoch": 3}},
+            r"trial: unknown key 'epoch' \(did you mean 'epochs'\?\); allowed: \[",
+        ),
+        ({"trial": {"seed": 3}}, "trial: unknown key 'seed'"),  # the study's own seed sets it
         ({"objectives": {"val_acc": "up"}}, "'max' or 'min'"),
         ({"arch_options": {"stage": 2}}, "arch_options for 'chain'"),
         ({"train": {"lr": 0.1}}, r"expected \[low, high\]"),
@@ -36,6 +40,16 @@ def test_default_study_is_valid_and_joint():
 def test_bad_study_names_the_key(raw, message):
     with pytest.raises(ConfigError, match=message):
         Study.from_dict(raw)
+
+
+def test_trial_settings_group_the_flat_keys(tmp_path):
+    raw = {"dir": str(tmp_path), "seed": 4, "constraints": {"params": 1e4}}
+    raw["trial"] = {"epochs": 3, "latency_repeats": 4, "teacher_epochs": 8, "model": "mlp"}
+    settings = Study.from_dict(raw).trial_settings()
+    assert settings.schedule.epochs == 3 and settings.teacher.epochs == 8
+    assert settings.cost.latency_repeats == 4 and settings.cost.constraints == {"params": 1e4}
+    assert settings.teacher.cache_dir == str(tmp_path.resolve() / "cache")
+    assert (settings.model, settings.seed, settings.data.dataset) == ("mlp", 4, "digits")
 
 
 def test_yaml_and_toml(tmp_path):

@@ -80,9 +80,30 @@ def test_rejected_configs_keep_their_costs_and_stay_out_of_the_model(name):
         trial = searcher.ask()
         if i % 2:
             record = searcher.tell(trial.id, {"params": 50.0}, status="infeasible")
-            assert record["status"] == "infeasible" and record["violation"] == 40.0
+            assert record["status"] == "infeasible" and record["violation"] == 4.0  # (50 - 10) / 10
             assert record["metrics"] is None and record["costs"] == {"params": 50.0}
         else:
             searcher.tell(trial.id, {"acc": trial.config["x"], "params": 5.0})
     assert len(searcher.usable()) == 4
     searcher.ask()  # still proposes
+
+
+def test_told_completed_an_infeasible_result_stays_infeasible():
+    space = Space({"x": Float(0.0, 1.0)})
+    searcher = search.create("random", space, metric="acc", constraints={"params": 10.0})
+    trial = searcher.ask()
+    record = searcher.tell(trial.id, {"acc": 0.9, "params": 15.0}, status="completed")
+    assert record["status"] == "infeasible" and record["violation"] == 0.5
+    trial = searcher.ask()
+    record = searcher.tell(trial.id, {"acc": 0.9, "params": 5.0}, status="completed")
+    assert record["status"] == "completed" and searcher.best()["id"] == trial.id
+
+
+def test_add_keeps_a_given_id_and_status():
+    space = Space({"x": Float(0.0, 1.0)})
+    searcher = search.create("random", space, metric="acc")
+    record = searcher.add({"x": 0.5}, {"acc": 0.3}, status="stopped", trial_id="7")
+    assert record["id"] == "7" and record["status"] == "stopped"
+    assert searcher.ask().id == "8"
+    with pytest.raises(ValueError, match="must be a new number"):
+        searcher.add({"x": 0.5}, {"acc": 0.3}, trial_id="7")

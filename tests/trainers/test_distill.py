@@ -1,4 +1,8 @@
 import copy
+import functools
+import multiprocessing
+import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -59,3 +63,24 @@ def test_teacher_is_trained_once_and_cached(tmp_path):
     assert len(fits) == 1 and torch.equal(second.classifier.bias, first.classifier.bias)
     cached_teacher({"arch": "y"}, _chain, fit, tmp_path)
     assert len(fits) == 2 and len(list(tmp_path.glob("teacher-*.pt"))) == 2
+
+
+def _fit_slowly_and_count(model, marker):
+    with open(marker, "a") as file:
+        file.write("fit\n")
+    time.sleep(1.0)
+    with torch.no_grad():
+        model.classifier.bias.fill_(0.25)
+
+
+def _teacher_in_a_process(folder):
+    fit = functools.partial(_fit_slowly_and_count, marker=Path(folder) / "fits.txt")
+    teacher = cached_teacher({"arch": "shared"}, _chain, fit, Path(folder))
+    return float(teacher.classifier.bias[0])
+
+
+def test_parallel_trials_train_the_teacher_once(tmp_path):
+    with multiprocessing.get_context("spawn").Pool(2) as pool:
+        biases = pool.map(_teacher_in_a_process, [str(tmp_path)] * 2)
+    assert biases == [0.25, 0.25]
+    assert (tmp_path / "fits.txt").read_text() == "fit\n"  # one trained, the other waited

@@ -3,7 +3,17 @@ import time
 import pytest
 
 from tests.trainers.conftest import SMALL_CHAIN, SMALL_MLP
-from trainers import TrialSettings, estimate_cost, run_trial
+from trainers import (
+    FLAT_KEYS,
+    CompressionSettings,
+    CostSettings,
+    DataSettings,
+    Schedule,
+    TeacherSettings,
+    TrialSettings,
+    estimate_cost,
+    run_trial,
+)
 from trainers.store import load
 from trainers.train import evaluate
 
@@ -33,7 +43,8 @@ def test_full_trial_reports_each_epoch_and_saves(tmp_path, data):
         "compress.distill_loss": "kl",
     }
     rows = []
-    settings = TrialSettings(**FAST, cache_dir=str(tmp_path), save_path=str(tmp_path / "m.npz"))
+    flat = FAST | {"cache_dir": str(tmp_path), "save_path": str(tmp_path / "m.npz")}
+    settings = TrialSettings.from_flat(flat)
     result = run_trial(config, rows.append, settings=settings)
     assert [r["phase"] for r in rows] == ["train", "train", "finetune", "qat"]
     assert [r["step"] for r in rows] == [1, 2, 3, 4]
@@ -49,7 +60,7 @@ def test_full_trial_reports_each_epoch_and_saves(tmp_path, data):
 def test_estimate_matches_the_trained_model():
     config = _arch(SMALL_CHAIN) | {"compress.prune": True, "compress.prune_ratio": 0.5}
     config |= {"compress.quantize": True, "compress.weight_bits": 6}
-    settings = TrialSettings(**FAST)
+    settings = TrialSettings.from_flat(FAST)
     estimate = estimate_cost(config, settings, in_shape=(1, 8, 8), num_classes=10)
     result = run_trial(config, settings=settings)
     for key in ("params", "macs", "size_bytes"):
@@ -60,22 +71,83 @@ def test_infeasible_config_is_rejected_untrained():
     rows = []
     start = time.perf_counter()
     result = run_trial(
-        _arch(SMALL_MLP), rows.append, settings=TrialSettings(constraints={"params": 1000})
+        _arch(SMALL_MLP),
+        rows.append,
+        settings=TrialSettings.from_flat({"constraints": {"params": 1000}}),
     )
     assert time.perf_counter() - start < 5 and not rows
     assert result["status"] == "infeasible" and result["violations"]["params"] > 0
+
+
+def test_flat_keys_go_to_their_groups():
+    def latency(model, in_shape, **_):
+        return 1.0
+
+    settings = TrialSettings.from_flat(
+        {
+            "dataset": "numpy",
+            "data_path": "x.npz",
+            "epochs": 3,
+            "freeze": ("stem.",),
+            "qat": {"lr": 0.1},
+            "stage_ratios": {"s0": 0.5},
+            "act_range": "percentile",
+            "teacher_arch": {"layers": 1},
+            "teacher_width": 3.0,
+            "teacher_epochs": 8,
+            "distill_layer": "blocks",
+            "cache_dir": "/tmp/c",
+            "latency_repeats": 4,
+            "latency_source": latency,
+            "model": "mlp",
+            "seed": 7,
+            "snapshots": True,
+        }
+    )
+    assert settings.data == DataSettings(dataset="numpy", path="x.npz")
+    assert settings.schedule == Schedule(epochs=3, freeze=("stem.",), qat={"lr": 0.1})
+    assert settings.compression == CompressionSettings(
+        stage_ratios={"s0": 0.5}, act_range="percentile"
+    )
+    assert settings.teacher == TeacherSettings(
+        arch={"layers": 1}, width=3.0, epochs=8, distill_layer="blocks", cache_dir="/tmp/c"
+    )
+    assert settings.cost == CostSettings(latency_repeats=4, latency_source=latency)
+    assert (settings.model, settings.seed, settings.snapshots) == ("mlp", 7, True)
+    assert TrialSettings.from_flat({}) == TrialSettings()
+
+
+def test_unknown_flat_key_is_named_with_a_hint():
+    with pytest.raises(ValueError, match=r"'teacher_epoch' \(did you mean 'teacher_epochs'\?\)"):
+        TrialSettings.from_flat({"teacher_epoch": 8})
+    with pytest.raises(ValueError, match=r"'schedule'.*allowed: \[.*'epochs'"):
+        TrialSettings.from_flat({"schedule": Schedule()})  # a group is not a flat key
+
+
+def test_every_flat_key_round_trips():
+    flat = TrialSettings().to_flat()
+    assert set(flat) == FLAT_KEYS and len(FLAT_KEYS) == 27
+    changed = {key: ("changed", key) for key in FLAT_KEYS}
+    settings = TrialSettings.from_flat(changed)
+    assert settings.to_flat() == changed
+    assert TrialSettings.from_flat(settings.to_flat()) == settings
 
 
 def test_bad_config_is_named():
     with pytest.raises(ValueError, match="prefixes allowed"):
         run_trial({"model.width": 3})
     with pytest.raises(ValueError, match="allowed"):
-        run_trial(_arch(SMALL_MLP), settings=TrialSettings(constraints={"flops": 1}))
+        run_trial(
+            _arch(SMALL_MLP), settings=TrialSettings(cost=CostSettings(constraints={"flops": 1}))
+        )
 
 
 def test_nan_loss_fails_the_trial():
     with pytest.raises(FloatingPointError, match="loss"):
-        run_trial(_arch(SMALL_MLP) | {"train.lr": 1e30}, settings=TrialSettings(epochs=2))
+        run_trial(
+            _arch(SMALL_MLP) | {"train.lr": 1e30},
+            settings=TrialSettings(schedule=Schedule(epochs=2)),
+        )
 
 
 def test_training_resumes_from_a_snapshot_exactly(data):

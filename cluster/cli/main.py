@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+import textwrap
 from pathlib import Path
+
+from cluster.cli import table as table_io
 
 READY_SPACES = ("nb201", "chain", "mlp", "training", "compression", "joint")
 SHOWN = ("trial", "status", "val_acc", "test_acc", "latency_ms", "size_bytes", "macs")
@@ -27,61 +31,30 @@ def _cmd_spaces(args) -> int:
 def _cmd_searchers(args) -> int:
     import search
 
-    for name in search.SEARCHERS:
-        options = ", ".join(search.searcher_options(name)) or "-"
-        print(f"{name:12s} options: {options}")
+    for name, searcher in search.SEARCHERS.items():
+        print(f"{name}: {(searcher.__doc__ or '').splitlines()[0].rstrip('.')}")
+        for option, default in search.option_defaults(name).items():
+            meaning = textwrap.shorten(search.option_meaning(name, option), 200)
+            print(f"  {option} = {default!r}" + (f": {meaning}" if meaning else ""))
     return 0
 
 
-def format_table(table, columns=None, *, limit: int = 50) -> str:
-    """An aligned text table of the first `limit` rows."""
-    columns = [c for c in (columns or table.column_names) if c in table.column_names]
-    rows = table.select(columns).slice(0, limit).to_pylist()
-
-    def cell(value):
-        if isinstance(value, float):
-            return f"{value:.4g}"
-        return "" if value is None else str(value)
-
-    cells = [[cell(r[c]) for c in columns] for r in rows]
-    widths = [max([len(c)] + [len(r[i]) for r in cells]) for i, c in enumerate(columns)]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(columns, widths))]
-    lines += ["  ".join(v.ljust(w) for v, w in zip(r, widths)) for r in cells]
-    if table.num_rows > limit:
-        lines.append(f"... {table.num_rows - limit} more rows")
-    return "\n".join(lines)
-
-
-def with_config_text(table):
-    """The table with a `config` column: each row's active config as `key=value` text."""
-    import pyarrow as pa
-
-    keys = [c for c in table.column_names if c.startswith("config.")]
-    rows = table.select(keys).to_pylist()
-    text = [
-        " ".join(f"{k.split('.')[-1]}={_short(v)}" for k, v in row.items() if v is not None)
-        for row in rows
-    ]
-    return table.append_column("config", pa.array(text, pa.string()))
-
-
-def _short(value) -> str:
-    return f"{value:.3g}" if isinstance(value, float) else str(value)
-
-
 def _print_front(study, table) -> None:
-    from cluster import results
+    from cluster.study import results
 
     front = results.pareto(table, study.objectives).sort_by(study.objectives[0][0])
     objectives = ", ".join(f"{m} ({mode})" for m, mode in study.objectives)
-    print(f"\nPareto front of {study.name} over {objectives}: {front.num_rows} of {table.num_rows}")
+    finished = sum(status != "running" for status in table["status"].to_pylist())
+    print(f"\nPareto front of {study.name} over {objectives}: {front.num_rows} of {finished}")
     metrics = [m for m, _ in study.objectives]
     costs = [c for c in ("latency_ms", "size_bytes", "test_acc") if c not in metrics]
-    print(format_table(with_config_text(front), ["trial", *metrics, *costs, "config"]))
+    shown = table_io.with_config_text(front)
+    print(table_io.format_table(shown, ["trial", *metrics, *costs, "config"]))
 
 
 def _cmd_run(args) -> int:
-    from cluster import runner, study
+    from cluster.raytune import runner
+    from cluster.study import config as study
 
     config = study.read(args.config) if args.config else study.measured_default()
     if args.dir:
@@ -92,9 +65,10 @@ def _cmd_run(args) -> int:
 
 
 def _cmd_resume(args) -> int:
-    from cluster import runner
+    from cluster.raytune import runner
+    from cluster.study.resume import load_study
 
-    config = runner.load_study(args.study)
+    config = load_study(args.study)
     config = type(config).from_dict({**config.to_dict(), "dir": str(args.study)})
     table = runner.run(
         config, address=args.address, resume=True, verbose=args.verbose, num_cpus=args.cpus
@@ -103,69 +77,35 @@ def _cmd_resume(args) -> int:
     return 0
 
 
-def _objective_pairs(text: str) -> list[tuple[str, str]]:
-    pairs = []
-    for part in text.split(","):
-        metric, _, mode = part.partition(":")
-        pairs.append((metric.strip(), mode.strip() or "max"))
-    return pairs
-
-
-def _query(table, sql: str):
-    try:
-        import duckdb
-    except ImportError as error:
-        raise ValueError("--where and --sql need DuckDB: pip install 'paretune[sql]'") from error
-    connection = duckdb.connect()
-    connection.register("results", table)
-    try:
-        return connection.sql(sql).to_arrow_table()
-    except duckdb.Error as error:
-        raise ValueError(f"query failed: {error}") from error
-
-
 def _cmd_results(args) -> int:
-    from cluster import results
+    from cluster.study import results
 
     table = results.load(args.study, every_step=args.every_step)
     if args.where:
-        table = _query(table, f"SELECT * FROM results WHERE {args.where}")
+        table = table_io.query(table, f"SELECT * FROM results WHERE {args.where}")
     if args.sql:
-        table = _query(table, args.sql)
+        table = table_io.query(table, args.sql)
     if args.pareto:
-        table = results.pareto(table, _objective_pairs(args.pareto))
+        table = results.pareto(table, table_io.objective_pairs(args.pareto))
     if args.sort:
         column, _, order = args.sort.partition(":")
         if column not in table.column_names:
             raise ValueError(f"--sort: no column {column!r}; columns: {table.column_names}")
-        table = table.sort_by([(column, "descending" if order == "desc" else "ascending")])
+        table = results.sort_rows(table, column, descending=order == "desc")
     if args.out:
-        _write(table, Path(args.out))
+        table_io.write(table, Path(args.out))
         print(f"wrote {table.num_rows} rows to {args.out}")
         return 0
     columns = args.columns.split(",") if args.columns else None
-    print(format_table(table, columns or (None if args.sql else SHOWN), limit=args.limit))
+    print(table_io.format_table(table, columns or (None if args.sql else SHOWN), limit=args.limit))
     return 0
 
 
-def _write(table, path: Path) -> None:
-    import pyarrow.csv as csv
-    import pyarrow.parquet as pq
-
-    if path.suffix == ".csv":
-        csv.write_csv(table, path)
-    elif path.suffix == ".parquet":
-        pq.write_table(table, path)
-    elif path.suffix == ".json":
-        path.write_text(json.dumps(table.to_pylist(), default=str, indent=1))
-    else:
-        raise ValueError(f"--out {str(path)!r}: the suffix must be .csv, .json or .parquet")
-
-
 def _cmd_plot(args) -> int:
-    from cluster import plot, runner
+    from cluster.cli import plot
+    from cluster.study.resume import load_study
 
-    study = runner.load_study(args.study)
+    study = load_study(args.study)
     for path in plot.plot_study(args.study, study, out=args.out):
         print(f"wrote {path}")
     return 0
@@ -181,13 +121,13 @@ def _serve_until_stopped(server, what: str, host: str, port: int) -> int:
 
 
 def _security(args):
-    from cluster.rpc import Security
+    from cluster.remote.wire import Security
 
     return Security.from_files(args.token_file, args.tls_cert, args.tls_key)
 
 
 def _cmd_serve(args) -> int:
-    from cluster import service
+    from cluster.remote import service
 
     server, port = service.serve(
         args.study, host=args.host, port=args.port, security=_security(args), max_mb=args.max_mb
@@ -196,7 +136,7 @@ def _cmd_serve(args) -> int:
 
 
 def _cmd_device_serve(args) -> int:
-    from cluster import device
+    from cluster.remote import device
 
     server, port = device.serve(
         host=args.host,
@@ -268,6 +208,9 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
+    except BrokenPipeError:  # `paretune ... | head`: the reader left, which is no error
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except (ValueError, OSError) as error:  # ConfigError included: a clear message, exit code 2
         print(f"paretune: error: {error}", file=sys.stderr)
         return 2

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import difflib
 import json
 import re
 import time
@@ -16,8 +15,9 @@ import yaml
 import search
 import spaces
 from spaces import Float, Space
+from spaces.util import did_you_mean
 from trainers.data import DATASETS
-from trainers.trial import COST_METRICS, TrialSettings
+from trainers.trial import COST_METRICS, FLAT_KEYS, TrialSettings
 
 SCHEDULERS = ("fifo", "asha", "hyperband", "median", "pbt")
 ARCHS = {"chain": spaces.chain, "nb201": spaces.nb201, "mlp": spaces.mlp}
@@ -27,18 +27,14 @@ class ConfigError(ValueError):
     """A study file that cannot run: the message names the key and what is allowed."""
 
 
-def _hint(name, allowed) -> str:
-    close = difflib.get_close_matches(str(name), [str(a) for a in allowed], n=1)
-    return f" (did you mean {close[0]!r}?)" if close else ""
-
-
 def _check_keys(where: str, given: Mapping, allowed) -> None:
     if not isinstance(given, Mapping):
         raise ConfigError(f"{where}: expected a mapping, got {type(given).__name__}")
     for key in given:
         if key not in allowed:
             raise ConfigError(
-                f"{where}: unknown key {key!r}{_hint(key, allowed)}; allowed: {sorted(allowed)}"
+                f"{where}: unknown key {key!r}{did_you_mean(key, allowed)}; "
+                f"allowed: {sorted(allowed)}"
             )
 
 
@@ -75,7 +71,7 @@ class Study:
     gpus_per_trial: float = 0.0
     dataset: str = "digits"
     data_path: str | None = None
-    trial: Mapping = field(default_factory=dict)  # TrialSettings fields
+    trial: Mapping = field(default_factory=dict)  # trainers.trial.FLAT_KEYS, less _OWNED
     latency: str = "local"  # or remote://host:port: measured on a device server
     latency_token_file: str | None = None
 
@@ -109,7 +105,7 @@ class Study:
                 raise ConfigError(f"dataset {self.dataset!r} needs data_path")
             if not Path(self.data_path).expanduser().exists():
                 raise ConfigError(f"data_path {self.data_path!r} does not exist")
-        _check_keys("trial", self.trial, {f.name for f in fields(TrialSettings)} - _OWNED)
+        _check_keys("trial", self.trial, FLAT_KEYS - _OWNED)
         _check_keys("constraints", self.constraints, COST_METRICS)
         for key, value in self.constraints.items():
             _typed(f"constraints.{key}", value, (int, float), positive=True)
@@ -145,18 +141,20 @@ class Study:
     def trial_settings(self) -> TrialSettings:
         source = None
         if self.latency != "local":
-            from cluster.device import RemoteLatency
+            from cluster.remote.device import RemoteLatency
 
             token = self.latency_token_file and Path(self.latency_token_file).read_text().strip()
             source = RemoteLatency(self.latency.removeprefix("remote://"), token or None)
-        return TrialSettings(
-            **self.trial,
-            latency_source=source,
-            dataset=self.dataset,
-            data_path=self.data_path,
-            constraints=dict(self.constraints),
-            seed=self.seed,
-            cache_dir=str(Path(self.dir).resolve() / "cache"),
+        return TrialSettings.from_flat(
+            {
+                **self.trial,
+                "latency_source": source,
+                "dataset": self.dataset,
+                "data_path": self.data_path,
+                "constraints": dict(self.constraints),
+                "seed": self.seed,
+                "cache_dir": str(Path(self.dir).resolve() / "cache"),
+            }
         )
 
     def to_dict(self) -> dict:
@@ -171,7 +169,8 @@ _OWNED = {"dataset", "data_path", "constraints", "seed", "cache_dir", "latency_s
 def _choice(key: str, value, allowed) -> None:
     if value not in allowed:
         raise ConfigError(
-            f"{key}: {value!r} is not allowed{_hint(value, allowed)}; allowed: {sorted(allowed)}"
+            f"{key}: {value!r} is not allowed{did_you_mean(value, allowed)}; "
+            f"allowed: {sorted(allowed)}"
         )
 
 

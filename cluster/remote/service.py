@@ -16,9 +16,11 @@ import grpc
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from cluster import results, rpc
-from cluster.runner import load_study, make_searcher
-from cluster.store import StudyStore
+from cluster.remote import wire
+from cluster.study import results
+from cluster.study.resume import load_study, make_searcher
+from cluster.study.store import StudyStore
+from search.base import Exhausted
 
 SERVICE = "paretune.Study"
 OPERATORS = {
@@ -42,12 +44,12 @@ class StudyService:
         self.folder = folder
 
     def _named(self, header: dict) -> None:
-        name = rpc.field(header, "study", str)
+        name = wire.field(header, "study", str)
         if name != self.study.name:
             raise LookupError(f"unknown study {name!r}; this server has {self.study.name!r}")
 
     def ask(self, message: bytes, context) -> bytes:
-        header, _ = rpc.decode(message)
+        header, _ = wire.decode(message)
         self._named(header)
         with self.store.locked() as searcher:
             taken = len(searcher.observations) + len(searcher.pending)
@@ -56,22 +58,29 @@ class StudyService:
                     grpc.StatusCode.FAILED_PRECONDITION,
                     f"the study's budget of {self.study.trials} trials is taken",
                 )
-            trial = searcher.ask()
-        return rpc.encode({"trial_id": trial.id, "config": trial.config})
+            try:
+                trial = searcher.ask()
+            except Exhausted as error:
+                context.abort(
+                    grpc.StatusCode.FAILED_PRECONDITION,
+                    f"the searcher has no configuration left ({error}); "
+                    f"{taken} of the study's {self.study.trials} trials were asked",
+                )
+        return wire.encode({"trial_id": trial.id, "config": trial.config})
 
     def tell(self, message: bytes, context) -> bytes:
-        header, _ = rpc.decode(message)
+        header, _ = wire.decode(message)
         self._named(header)
-        trial = rpc.field(header, "trial_id", str)
+        trial = wire.field(header, "trial_id", str)
         metrics = header.get("metrics")
         if metrics is not None and not isinstance(metrics, dict):
-            raise rpc.BadMessage("field 'metrics' must be an object of numbers, or null")
+            raise wire.BadMessage("field 'metrics' must be an object of numbers, or null")
         for key, value in (metrics or {}).items():
             if not isinstance(value, int | float) or isinstance(value, bool):
-                raise rpc.BadMessage(f"metric {key!r} must be a number, got {value!r}")
+                raise wire.BadMessage(f"metric {key!r} must be a number, got {value!r}")
         status = header.get("status")
         if status not in (None, "stopped", "infeasible"):
-            raise rpc.BadMessage(f"status must be null, 'stopped' or 'infeasible', got {status!r}")
+            raise wire.BadMessage(f"status must be null, 'stopped' or 'infeasible', got {status!r}")
         with self.store.locked() as searcher:
             if trial not in searcher.pending:
                 raise LookupError(f"trial {trial!r} is not pending in study {self.study.name!r}")
@@ -88,10 +97,10 @@ class StudyService:
                 "node": f"service:{context.peer()}",
             }
             self.writer.add(row, flush=True)
-        return rpc.encode({"status": record["status"]})
+        return wire.encode({"status": record["status"]})
 
     def state(self, message: bytes, context) -> bytes:
-        header, _ = rpc.decode(message)
+        header, _ = wire.decode(message)
         self._named(header)
         with self.store.locked() as searcher:
             summary = {
@@ -105,12 +114,12 @@ class StudyService:
                     for o in searcher.front()
                 ],
             }
-        return rpc.encode(summary)
+        return wire.encode(summary)
 
     def results(self, message: bytes, context) -> bytes:
-        header, _ = rpc.decode(message)
+        header, _ = wire.decode(message)
         self._named(header)
-        every = rpc.field(header, "every_step", bool, default=False)
+        every = wire.field(header, "every_step", bool, default=False)
         try:
             table = results.load(self.folder, every_step=every)
         except ValueError:
@@ -119,15 +128,15 @@ class StudyService:
         columns = header.get("columns")
         if columns is not None:
             if not isinstance(columns, list) or not all(isinstance(c, str) for c in columns):
-                raise rpc.BadMessage("field 'columns' must be a list of column names")
+                raise wire.BadMessage("field 'columns' must be a list of column names")
             unknown = [c for c in columns if c not in table.column_names]
             if unknown:
-                raise rpc.BadMessage(f"unknown columns {unknown}")
+                raise wire.BadMessage(f"unknown columns {unknown}")
             table = table.select(columns)
         sink = pa.BufferOutputStream()
         with pa.ipc.new_stream(sink, table.schema) as writer:
             writer.write_table(table)
-        return rpc.encode({"rows": table.num_rows}, sink.getvalue().to_pybytes())
+        return wire.encode({"rows": table.num_rows}, sink.getvalue().to_pybytes())
 
     def handlers(self) -> dict:
         return {"Ask": self.ask, "Tell": self.tell, "State": self.state, "Results": self.results}
@@ -137,23 +146,23 @@ def _filtered(table: pa.Table, filters) -> pa.Table:
     """Rows matching every `[column, operator, value]` (operators `==`, `!=`, `<`, `<=`, `>`,
     `>=`); evaluated with Arrow compute, so a filter can never run code on the server."""
     if not isinstance(filters, list):
-        raise rpc.BadMessage("field 'filters' must be a list of [column, operator, value]")
+        raise wire.BadMessage("field 'filters' must be a list of [column, operator, value]")
     for item in filters:
         if not (isinstance(item, list) and len(item) == 3 and isinstance(item[0], str)):
-            raise rpc.BadMessage(f"a filter must be [column, operator, value], got {item!r}")
+            raise wire.BadMessage(f"a filter must be [column, operator, value], got {item!r}")
         column, operator, value = item
         if column not in table.column_names:
-            raise rpc.BadMessage(f"filter on unknown column {column!r}")
+            raise wire.BadMessage(f"filter on unknown column {column!r}")
         if operator not in OPERATORS:
-            raise rpc.BadMessage(f"filter operator {operator!r}: allowed {list(OPERATORS)}")
+            raise wire.BadMessage(f"filter operator {operator!r}: allowed {list(OPERATORS)}")
         if not isinstance(value, str | int | float | bool) or (
             isinstance(value, float) and not math.isfinite(value)
         ):
-            raise rpc.BadMessage(f"filter value {value!r} must be a finite number, text or bool")
+            raise wire.BadMessage(f"filter value {value!r} must be a finite number, text or bool")
         try:
             mask = OPERATORS[operator](table[column], pa.scalar(value))
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as error:
-            raise rpc.BadMessage(f"filter {item!r}: {error}") from error
+            raise wire.BadMessage(f"filter {item!r}: {error}") from error
         table = table.filter(pc.fill_null(mask, False))
     return table
 
@@ -161,7 +170,7 @@ def _filtered(table: pa.Table, filters) -> pa.Table:
 def serve(folder, *, host="127.0.0.1", port=0, security=None, max_mb=4):
     """Start the study service for `folder`; returns `(server, port)`."""
     service = StudyService(folder)
-    return rpc.serve(
+    return wire.serve(
         SERVICE,
         service.handlers(),
         host=host,
@@ -173,16 +182,17 @@ def serve(folder, *, host="127.0.0.1", port=0, security=None, max_mb=4):
 
 class StudyClient:
     """`StudyClient("host:port", "name").ask()` -> `(trial_id, config)`; `tell`, `state`,
-    `results` (a `pyarrow.Table`)."""
+    `results` (a `pyarrow.Table`). `ask` fails with gRPC `FAILED_PRECONDITION` once there is no
+    trial to hand out: the budget is taken, or the searcher has no configuration left."""
 
     def __init__(self, address: str, study: str, *, token=None, root_cert=None, timeout=30.0):
-        self.connection = rpc.channel(address, token=token, root_cert=root_cert)
+        self.connection = wire.channel(address, token=token, root_cert=root_cert)
         self.study, self.timeout = study, timeout
 
     def _call(self, method: str, header: dict | None = None) -> tuple[dict, bytes]:
-        message = rpc.encode({"study": self.study, **(header or {})})
-        answer = rpc.call(self.connection, SERVICE, method, message, timeout=self.timeout)
-        return rpc.decode(answer)
+        message = wire.encode({"study": self.study, **(header or {})})
+        answer = wire.call(self.connection, SERVICE, method, message, timeout=self.timeout)
+        return wire.decode(answer)
 
     def ask(self) -> tuple[str, dict]:
         header, _ = self._call("Ask")

@@ -7,22 +7,19 @@ from __future__ import annotations
 import fcntl
 import json
 import os
-import tempfile
 import threading
+import time
 from contextlib import contextmanager
 from pathlib import Path
 
 import search
+from spaces.util import write_json
 
 STATE_FILE = "searcher.json"
 
 
-def write_json(path: Path, value) -> None:
-    """Atomically: a temporary file in the same folder, then `os.replace`."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    with os.fdopen(fd, "w") as file:
-        file.write(json.dumps(value))  # dumps runs the C encoder; dump would not
-    os.replace(tmp, path)
+class StateUnreadable(ValueError):
+    """`searcher.json` is truncated, corrupt or of another searcher."""
 
 
 class StudyStore:
@@ -57,6 +54,18 @@ class StudyStore:
             return None
         return info.st_mtime_ns, info.st_size, info.st_ino
 
+    def _reload(self) -> None:
+        try:
+            self.searcher.load_state_dict(json.loads(self.state_path.read_text()))
+        except (ValueError, KeyError, TypeError, AttributeError) as error:
+            raise StateUnreadable(f"{self.state_path}: {type(error).__name__}: {error}") from error
+
+    def set_aside(self) -> Path:
+        """Move an unreadable state file out of the way; returns where it went."""
+        kept = self.state_path.with_name(f"{STATE_FILE}.unreadable-{time.time_ns()}")
+        os.replace(self.state_path, kept)
+        return kept
+
     @contextmanager
     def locked(self):
         with self._thread_lock:
@@ -72,7 +81,7 @@ class StudyStore:
                 try:
                     stamp = self._file_stamp()
                     if stamp is not None and stamp != self._stamp:
-                        self.searcher.load_state_dict(json.loads(self.state_path.read_text()))
+                        self._reload()
                     self._depth = 1
                     try:
                         yield self.searcher

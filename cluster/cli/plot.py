@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pyarrow.compute as pc
 
-from cluster import results
+from cluster.study import results
 
 COSTS = ("latency_ms", "size_bytes", "macs")
 

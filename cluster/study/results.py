@@ -121,16 +121,31 @@ def load(study_dir: str | Path, *, every_step: bool = False) -> pa.Table:
 
 
 def last_rows(table: pa.Table) -> pa.Table:
-    """Per trial, its final row when it has one, else its latest."""
+    """Per trial, its final row when it has one, else its latest, in trial order."""
     ranked = table.append_column("_row", pa.array(range(table.num_rows), pa.int64()))
     final = pc.fill_null(ranked["final"], False)
     ranked = ranked.append_column("_final", pc.cast(final, pa.int64()))
     order = ranked.sort_by([("trial", "ascending"), ("_final", "ascending"), ("_row", "ascending")])
     trials = order["trial"].to_pylist()
     keep = [i for i in range(len(trials)) if i + 1 == len(trials) or trials[i + 1] != trials[i]]
-    chosen = order.take(pa.array(keep, pa.int64()))
-    chosen = chosen.sort_by([("_row", "ascending")])
-    return chosen.drop_columns(["_row", "_final"])
+    chosen = order.take(pa.array(keep, pa.int64())).drop_columns(["_row", "_final"])
+    return sort_rows(chosen, "trial")
+
+
+def sort_rows(table: pa.Table, column: str, *, descending: bool = False) -> pa.Table:
+    """`table` sorted by `column`; trial ids in number order (`2` before `10`)."""
+    order = "descending" if descending else "ascending"
+    if column != "trial":
+        return table.sort_by([(column, order)])
+    keys = [trial_key(t) for t in table["trial"].to_pylist()]
+    ranked = sorted(range(len(keys)), key=keys.__getitem__, reverse=descending)
+    return table.take(pa.array(ranked, pa.int64()))
+
+
+def trial_key(trial: str | None) -> tuple:
+    """Sorts trial ids as numbers, other ids after them as text."""
+    trial = trial or ""
+    return (0, int(trial), "") if trial.isdigit() else (1, 0, trial)
 
 
 def pareto(table: pa.Table, objectives: Mapping[str, str] | Sequence[tuple[str, str]]) -> pa.Table:

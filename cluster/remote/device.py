@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import grpc
 
-from cluster import rpc
+from cluster.remote import wire
 
 SERVICE = "paretune.Device"
 FORMATS = ("torchscript", "onnx")
@@ -32,26 +32,26 @@ class DeviceUnreachable(RuntimeError):
 
 
 def _request(header: dict) -> dict:
-    shape = rpc.field(header, "input_shape", list, check=lambda v: 1 <= len(v) <= 5)
+    shape = wire.field(header, "input_shape", list, check=lambda v: 1 <= len(v) <= 5)
     if not all(isinstance(d, int) and not isinstance(d, bool) and 0 < d <= 4096 for d in shape):
-        raise rpc.BadMessage(f"input_shape must be 1 to 5 positive integers, got {shape!r}")
-    batches = rpc.field(header, "batch_sizes", list, default=[1], check=lambda v: 0 < len(v) <= 8)
+        raise wire.BadMessage(f"input_shape must be 1 to 5 positive integers, got {shape!r}")
+    batches = wire.field(header, "batch_sizes", list, default=[1], check=lambda v: 0 < len(v) <= 8)
     if not all(isinstance(b, int) and not isinstance(b, bool) and 0 < b <= 1024 for b in batches):
-        raise rpc.BadMessage(f"batch_sizes must be integers in 1..1024, got {batches!r}")
+        raise wire.BadMessage(f"batch_sizes must be integers in 1..1024, got {batches!r}")
     return {
-        "format": rpc.field(header, "format", str, check=lambda v: v in FORMATS),
+        "format": wire.field(header, "format", str, check=lambda v: v in FORMATS),
         "input_shape": shape,
         "batch_sizes": batches,
-        "repeats": rpc.field(header, "repeats", int, default=30, check=lambda v: 1 <= v <= 1000),
-        "warmup": rpc.field(header, "warmup", int, default=5, check=lambda v: 0 <= v <= 100),
-        "threads": rpc.field(header, "threads", int, default=1, check=lambda v: 1 <= v <= 256),
+        "repeats": wire.field(header, "repeats", int, default=30, check=lambda v: 1 <= v <= 1000),
+        "warmup": wire.field(header, "warmup", int, default=5, check=lambda v: 0 <= v <= 100),
+        "threads": wire.field(header, "threads", int, default=1, check=lambda v: 1 <= v <= 256),
     }
 
 
 def _load(kind: str, payload: bytes):
     """A callable `run(batch)` from model bytes; raises `BadMessage` when they are not a model."""
     if not payload:
-        raise rpc.BadMessage("no model in the payload")
+        raise wire.BadMessage("no model in the payload")
     if kind == "torchscript":
         import torch
 
@@ -60,7 +60,7 @@ def _load(kind: str, payload: bytes):
                 warnings.simplefilter("ignore", DeprecationWarning)
                 model = torch.jit.load(io.BytesIO(payload), map_location="cpu").eval()
         except Exception as error:  # torch raises many types for corrupt archives
-            raise rpc.BadMessage(f"not a TorchScript model: {str(error)[:200]}") from error
+            raise wire.BadMessage(f"not a TorchScript model: {str(error)[:200]}") from error
 
         def run(batch):
             with torch.no_grad():
@@ -70,11 +70,11 @@ def _load(kind: str, payload: bytes):
     try:
         import onnxruntime
     except ImportError as error:
-        raise rpc.BadMessage("this device server has no onnxruntime for ONNX models") from error
+        raise wire.BadMessage("this device server has no onnxruntime for ONNX models") from error
     try:
         session = onnxruntime.InferenceSession(payload, providers=["CPUExecutionProvider"])
     except Exception as error:
-        raise rpc.BadMessage(f"not an ONNX model: {str(error)[:200]}") from error
+        raise wire.BadMessage(f"not an ONNX model: {str(error)[:200]}") from error
     name = session.get_inputs()[0].name
     return lambda batch: session.run(None, {name: batch})
 
@@ -122,7 +122,7 @@ def measure(run, request: dict) -> list[dict]:
                     run(batch)
                 except Exception as error:
                     message = f"the model failed on input {list(batch.shape)}: {str(error)[:200]}"
-                    raise rpc.BadMessage(message) from error
+                    raise wire.BadMessage(message) from error
                 if i >= request["warmup"]:
                     times.append(1000.0 * (time.perf_counter() - start))
             quartiles = statistics.quantiles(times, n=4) if len(times) > 1 else times * 3
@@ -151,11 +151,11 @@ class DeviceService:
         self.cache: dict[str, list[dict]] = {}
 
     def measure(self, message: bytes, context: grpc.ServicerContext) -> bytes:
-        header, payload = rpc.decode(message)
+        header, payload = wire.decode(message)
         request = _request(header)
         key = hashlib.sha256(payload + json.dumps(request, sort_keys=True).encode()).hexdigest()
         if key in self.cache:
-            return rpc.encode({"model_hash": key, "cached": True, "results": self.cache[key]})
+            return wire.encode({"model_hash": key, "cached": True, "results": self.cache[key]})
         with self.counter:
             if self.waiting >= self.queue_limit:
                 context.abort(
@@ -173,7 +173,7 @@ class DeviceService:
         if len(self.cache) >= 256:
             self.cache.pop(next(iter(self.cache)))
         self.cache[key] = rows
-        return rpc.encode({"model_hash": key, "cached": False, "results": rows})
+        return wire.encode({"model_hash": key, "cached": False, "results": rows})
 
     def handlers(self) -> dict:
         return {"Measure": self.measure}
@@ -182,7 +182,7 @@ class DeviceService:
 def serve(*, host="127.0.0.1", port=0, security=None, queue_limit=8, max_mb=64):
     """Start a device server; returns `(server, port)`."""
     service = DeviceService(queue_limit=queue_limit)
-    return rpc.serve(
+    return wire.serve(
         SERVICE,
         service.handlers(),
         host=host,
@@ -198,20 +198,20 @@ class DeviceClient:
 
     def __init__(self, address: str, *, token=None, root_cert=None, timeout: float = 120.0):
         self.address = address.removeprefix("remote://")
-        self.connection = rpc.channel(self.address, token=token, root_cert=root_cert)
+        self.connection = wire.channel(self.address, token=token, root_cert=root_cert)
         self.timeout = timeout
 
     def measure_bytes(self, payload: bytes, *, format: str = "torchscript", **request) -> dict:
-        message = rpc.encode({"format": format, **request}, payload)
+        message = wire.encode({"format": format, **request}, payload)
         try:
-            answer = rpc.call(self.connection, SERVICE, "Measure", message, timeout=self.timeout)
+            answer = wire.call(self.connection, SERVICE, "Measure", message, timeout=self.timeout)
         except grpc.RpcError as error:
             if error.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
                 raise DeviceUnreachable(
                     f"device server at {self.address} is unreachable: {error.details()}"
                 ) from error
             raise
-        header, _ = rpc.decode(answer)
+        header, _ = wire.decode(answer)
         return header
 
     def measure(self, model, input_shape, *, batch_sizes=(1,), repeats=30, **request) -> dict:

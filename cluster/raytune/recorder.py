@@ -1,0 +1,130 @@
+"""What the driver does with each report of a trial: a Parquet row, then on its end a tell."""
+
+from __future__ import annotations
+
+import sys
+import time
+from datetime import UTC, datetime
+
+import search
+from cluster.study.config import Study
+from cluster.study.resume import told_as
+from cluster.study.store import StudyStore
+
+
+class Progress:
+    """One live line: trials done, running, failed, best feasible so far."""
+
+    def __init__(self, study: Study):
+        self.study = study  # writes to sys.stderr as it is when it prints (Tune pickles this)
+        self.interactive = sys.stderr.isatty()
+        self.last = 0.0
+
+    def show(self, searcher: search.Searcher, *, done: int, running: int, force=False):
+        now = time.monotonic()
+        if not force and (now - self.last < (0.5 if self.interactive else 15)):
+            return
+        self.last = now
+        failed = sum(o["status"] == "failed" for o in searcher.observations)
+        metric, mode = self.study.objectives[0]
+        feasible = [o["metrics"][metric] for o in searcher.usable(feasible_only=True)]
+        best = (max if mode == "max" else min)(feasible) if feasible else None
+        line = (
+            f"[{self.study.name}] {done}/{self.study.trials} done, {running} running, "
+            f"{failed} failed, best feasible {metric}: "
+            + ("none yet" if best is None else f"{best:.4g}")
+        )
+        end = "" if self.interactive and not force else "\n"
+        print(("\r" if self.interactive else "") + line, end=end, file=sys.stderr, flush=True)
+
+
+class Recorder:
+    """Writes every report of a trial to Parquet and tells the searcher when it ends (a trial a
+    scheduler ended is `stopped`, kept out of the searcher's model); the searcher's JSON state
+    is saved after every ask and tell. Tune trial ids map to the study's own trial ids. Writing
+    a row never changes the searcher: a config that population-based training swapped in is
+    carried by the rows and given to the searcher only with the tell."""
+
+    def __init__(self, store: StudyStore, *, study: Study, writer, done: int, progress):
+        self.store, self.study, self.writer = store, study, writer
+        self.ids: dict[str, str] = {}
+        self.asked: dict[str, dict] = {}  # the config each trial was asked with
+        self.started: dict[str, float] = {}
+        self.steps: dict[str, int] = {}  # the last epoch step each trial reported
+        self.done, self.progress = done, progress
+
+    @property
+    def searcher(self) -> search.Searcher:
+        return self.store.searcher
+
+    def ask(self, tune_id: str):
+        """A new trial from the searcher, or None when the study's budget is taken."""
+        with self.store.locked() as searcher:
+            if len(searcher.observations) + len(searcher.pending) >= self.study.trials:
+                return None
+            trial = searcher.ask()
+        self.adopt(tune_id, trial.id, trial.config)
+        return trial
+
+    def adopt(self, tune_id: str, trial: str, config: dict) -> None:
+        """A trial asked beforehand (a population member) starts under `tune_id`."""
+        self.ids[tune_id] = trial
+        self.asked.setdefault(trial, dict(config))
+        self.started.setdefault(trial, time.time())
+
+    def _config(self, trial: str, ran) -> dict:
+        """The config the trial runs now: population-based training may have swapped it."""
+        asked = self.asked.get(trial, {})
+        if not isinstance(ran, dict) or ran == asked:
+            return asked
+        space = self.searcher.space
+        active = {k: v for k, v in ran.items() if k in space.params}
+        return {k: v for k, v in active.items() if space.is_active(k, active)}
+
+    def _row(self, trial: str, result: dict, status: str, config: dict) -> dict:
+        return {
+            **result,
+            "study": self.study.name,
+            "trial": trial,
+            "status": status,
+            "config": config,
+            "time": datetime.now(UTC),
+            "elapsed_s": time.time() - self.started.get(trial, time.time()),
+        }
+
+    def result(self, tune_id: str, result: dict, config=None) -> None:
+        if tune_id in self.ids and not result.get("final"):
+            trial = self.ids[tune_id]
+            self.steps[trial] = result.get("step")
+            ran = self._config(trial, config or result.get("config"))
+            self.writer.add(self._row(trial, result, "running", ran))
+        self.show()
+
+    def complete(self, tune_id: str, result: dict | None, *, error: bool, config=None) -> None:
+        trial = self.ids.pop(tune_id, None)
+        if trial is None:
+            return
+        result = dict(result or {})
+        if error:
+            status = "failed"
+            result.setdefault("error", "the trial's Ray worker failed (see the Ray logs)")
+        elif result.get("final"):
+            status = result.get("status", "completed")
+        else:
+            status = "stopped"
+        result["final"] = True
+        result.setdefault("step", self.steps.pop(trial, None))
+        ran = self._config(trial, config or result.get("config"))
+        with self.store.locked() as searcher:
+            self.writer.add(self._row(trial, result, status, ran), flush=True)
+            if ran != searcher.pending.get(trial, ran):
+                searcher.revise(trial, ran)
+            metrics, status_told = told_as(result, status, searcher.objective.names)
+            searcher.tell(trial, metrics, **status_told)
+        self.asked.pop(trial, None)
+        self.done += 1
+        self.show()
+
+    def show(self, *, force: bool = False) -> None:
+        running = len(self.ids)
+        self.progress.show(self.searcher, done=self.done, running=running, force=force)

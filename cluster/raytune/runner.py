@@ -1,0 +1,112 @@
+"""The study runner: a paretune searcher behind Ray Tune, results to Parquet, crash-safe resume.
+
+The Parquet files are the truth. A trial's final row is flushed before the searcher is told and
+its state saved (atomically), so after a crash `resume` tells the searcher whatever reached
+Parquet, forgets the trials that never finished, and runs the rest of the budget.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+from pathlib import Path
+
+import pyarrow as pa
+
+from cluster.raytune.adapter import tune_searcher
+from cluster.raytune.recorder import Progress, Recorder
+from cluster.raytune.schedulers import make_scheduler, population
+from cluster.raytune.trainable import member_trainable, trainable
+from cluster.study import results
+from cluster.study.config import Study
+from cluster.study.resume import open_store, prepare_dir
+
+# A trial's own errors never reach Tune (the trainable reports them as `failed`); what Tune sees
+# fail is the trial's worker: its node died, or it was killed. Tune runs such a trial again (on
+# another node, or where its node comes back), at most this many times, before it is `failed`.
+RETRIES = 2
+
+
+def run(
+    study: Study,
+    *,
+    address: str | None = None,
+    resume: bool = False,
+    verbose: bool = False,
+    num_cpus: int | None = None,
+    function=None,
+) -> pa.Table:
+    """Run (or resume) the study on Ray Tune until its trial budget is spent; returns
+    `results.load(study.dir)`. With no `address`, Ray starts locally. `function(config,
+    settings)` replaces `trainable` (it reports through `ray.tune.report`, last with `final`)."""
+    folder = prepare_dir(study, resume=resume)
+    try:
+        table = results.load(folder, every_step=True)
+    except ValueError:
+        table = None
+    store, done = open_store(study, folder, table)
+    left = study.trials - done
+    if left > 0:
+        _fit(
+            study,
+            store,
+            done=done,
+            left=left,
+            options={"address": address, "verbose": verbose, "cpus": num_cpus},
+            function=function or trainable,
+        )
+    return results.load(folder)
+
+
+def _fit(study, store, *, done, left, options, function):
+    import ray
+    from ray import tune
+
+    os.environ.setdefault("TUNE_DISABLE_STRICT_METRIC_CHECKING", "1")
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # our progress line instead of Ray's tables
+    # Ctrl-C raises KeyboardInterrupt at once (Tune's own handler would end `fit` as if done)
+    os.environ.setdefault("TUNE_DISABLE_SIGINT_HANDLER", "1")
+    address, verbose = options["address"], options["verbose"]
+    if not ray.is_initialized():
+        ray.init(
+            address=address or "local",
+            num_cpus=options["cpus"] if address is None else None,
+            include_dashboard=False,
+            log_to_driver=verbose,
+            logging_level="INFO" if verbose else "ERROR",
+        )
+    names = store.searcher.objective.names
+    writer = results.ResultWriter(study.dir, results.schema(study.space(), names))
+    settings = study.trial_settings()
+    if study.scheduler == "pbt":
+        settings = dataclasses.replace(settings, snapshots=True)
+    recorder = Recorder(store, study=study, writer=writer, done=done, progress=Progress(study))
+    metric, mode = study.objectives[0]
+    resources = {"cpu": study.cpus_per_trial, "gpu": study.gpus_per_trial}
+    tune_config = {"scheduler": make_scheduler(study), "metric": metric, "mode": mode}
+    tune_config |= {"reuse_actors": True, "max_concurrent_trials": study.parallel}
+    if study.scheduler == "pbt":
+        members, callback = population(recorder, left)
+        callbacks, space = [callback], {"member": tune.grid_search(members)}
+        function = member_trainable if function is trainable else function
+    else:
+        tune_config |= {"search_alg": tune_searcher(recorder), "num_samples": left}
+        callbacks, space = [], None
+    tuner = tune.Tuner(
+        tune.with_resources(tune.with_parameters(function, settings=settings), resources),
+        param_space=space,
+        tune_config=tune.TuneConfig(**tune_config),
+        run_config=tune.RunConfig(
+            name=f"{study.name}-{int(time.time())}",
+            storage_path=str((Path(study.dir) / "ray").resolve()),
+            verbose=2 if verbose else 0,
+            callbacks=callbacks,
+            failure_config=tune.FailureConfig(max_failures=RETRIES),
+        ),
+    )
+    try:
+        tuner.fit()
+    finally:
+        writer.flush()
+        recorder.show(force=True)

@@ -1,0 +1,134 @@
+"""Bringing a study back from its folder: the saved study, its searcher, and the searcher put
+in line with the Parquet files (which are the truth) after a crash or a lost state file."""
+
+from __future__ import annotations
+
+import json
+import math
+import warnings
+from pathlib import Path
+
+import pyarrow as pa
+
+import search
+from cluster.study import results
+from cluster.study.config import ConfigError, Study
+from cluster.study.store import StateUnreadable, StudyStore
+from spaces.util import write_json
+
+STUDY_FILE = "study.json"
+
+
+def make_searcher(study: Study) -> search.Searcher:
+    metrics = [m for m, _ in study.objectives]
+    modes = [mode for _, mode in study.objectives]
+    return search.create(
+        study.searcher,
+        study.space(),
+        metric=metrics if len(metrics) > 1 else metrics[0],
+        mode=modes if len(modes) > 1 else modes[0],
+        seed=study.seed,
+        constraints=dict(study.constraints) or None,
+        **study.searcher_options,
+    )
+
+
+def told_as(result: dict, status: str, names) -> tuple[dict | None, dict]:
+    """What to tell the searcher of a finished trial: `(metrics, {"status": ...})`. A trial
+    rejected before training is told `infeasible` with its costs only; a stopped one `stopped`
+    (the searcher keeps it out of its model); a failed one, or one without its metrics, None."""
+    if status == "infeasible":
+        present = {k: v for k, v in result.items() if isinstance(v, int | float) and v == v}
+        return present, {"status": "infeasible"}
+    values = {n: result.get(n) for n in names}
+    if any(v is None or (isinstance(v, float) and math.isnan(v)) for v in values.values()):
+        values = None
+    if status == "stopped":
+        return values, {"status": "stopped"}
+    return (values, {}) if status == "completed" else (None, {})
+
+
+def final_rows(table: pa.Table | None) -> dict[str, dict]:
+    """Each finished trial's final row, by trial id."""
+    if table is None:
+        return {}
+    return {row["trial"]: row for row in table.to_pylist() if row.get("final")}
+
+
+def reconcile(searcher: search.Searcher, finals: dict[str, dict]) -> int:
+    """Bring a loaded searcher in line with the final rows; returns the finished trials. A
+    pending trial with a final row is told it; one without is forgotten (its worker is gone);
+    a final row the searcher never heard of is added under its own id and status."""
+    names = searcher.objective.names
+    for trial in list(searcher.pending):
+        if trial in finals:
+            row = finals[trial]
+            metrics, status = told_as(row, row["status"], names)
+            searcher.tell(trial, metrics, **status)
+        else:
+            searcher.discard(trial)
+    told = {o["id"] for o in searcher.observations}
+    for trial, row in sorted(finals.items(), key=lambda item: results.trial_key(item[0])):
+        if trial in told:
+            continue
+        config = {
+            k.removeprefix("config."): v
+            for k, v in row.items()
+            if k.startswith("config.") and v is not None
+        }
+        metrics, status = told_as(row, row["status"], names)
+        searcher.add(config, metrics, trial_id=trial, **status)
+    return len(finals)
+
+
+def open_store(study: Study, folder: Path, table: pa.Table | None) -> tuple[StudyStore, int]:
+    """The study's store with its searcher reconciled with `table`; returns it and the number
+    of finished trials. A corrupt or truncated `searcher.json` is set aside and the searcher
+    rebuilt from the Parquet rows, with a warning naming what could not be recovered."""
+    store = StudyStore(folder, make_searcher(study))
+    finals = final_rows(table)
+    try:
+        with store.locked() as searcher:  # loads the saved state, if any
+            return store, reconcile(searcher, finals)
+    except StateUnreadable as error:
+        kept = store.set_aside()
+        warnings.warn(
+            f"{error}; moved to {kept.name}. "
+            f"The searcher was rebuilt from the {len(finals)} finished trials in Parquet; "
+            "not recovered: its random state, its own state beyond the trials "
+            "(e.g. an RL controller's weights are retrained from them), and trials that "
+            "were running",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+        store = StudyStore(folder, make_searcher(study))
+        with store.locked() as searcher:
+            return store, reconcile(searcher, finals)
+
+
+def prepare_dir(study: Study, *, resume: bool) -> Path:
+    """The study folder, checked writable; a new study refuses a folder holding another one."""
+    folder = Path(study.dir).expanduser()
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / ".write-test"
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as error:
+        raise ConfigError(f"study folder {str(folder)!r} is not writable: {error}") from error
+    saved = folder / STUDY_FILE
+    if saved.exists() and not resume:
+        raise ConfigError(
+            f"{str(folder)!r} already holds a study: `paretune resume {folder}` continues it, "
+            "or choose another dir"
+        )
+    if not saved.exists():
+        write_json(saved, study.to_dict())
+    return folder
+
+
+def load_study(study_dir: str | Path) -> Study:
+    path = Path(study_dir) / STUDY_FILE
+    if not path.exists():
+        raise ConfigError(f"no study in {str(study_dir)!r} (no {STUDY_FILE})")
+    return Study.from_dict(json.loads(path.read_text()))

@@ -1,0 +1,36 @@
+"""Two small helpers every package shares: a "did you mean" hint and an atomic file write."""
+
+from __future__ import annotations
+
+import difflib
+import os
+import tempfile
+from collections.abc import Iterable
+from pathlib import Path
+
+
+def did_you_mean(name, allowed: Iterable) -> str:
+    """` (did you mean 'x'?)` for the closest of `allowed` to `name`, or `""` when none is."""
+    close = difflib.get_close_matches(str(name), [str(a) for a in allowed], n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def write_atomic(path: str | Path, data: bytes | str) -> None:
+    """Write `data` to `path` atomically: a temporary file in the same folder, then
+    `os.replace`, so a reader sees the old file or the new one, never a part."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb" if isinstance(data, bytes) else "w") as file:
+            file.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_json(path: str | Path, value) -> None:
+    """`value` as JSON, written atomically."""
+    import json
+
+    write_atomic(path, json.dumps(value))  # dumps runs the C encoder; dump would not
