@@ -14,7 +14,7 @@ import time
 from cluster.cli import table as cli
 from cluster.raytune import runner
 from cluster.study import results
-from cluster.study.config import measured_default
+from cluster.study.defaults import measured_default
 
 
 def main(argv=None):

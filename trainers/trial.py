@@ -120,7 +120,7 @@ class TrialSettings:
                     f"allowed: {sorted(FLAT_KEYS)}"
                 )
             group, name = _PLACES[key]
-            (groups[group] if group else top)[name] = value
+            (groups[group] if group else top)[name] = _typed(key, value, _DEFAULTS[key])
         return cls(**top, **{group: _GROUPS[group](**kw) for group, kw in groups.items()})
 
     def to_flat(self) -> dict:
@@ -159,6 +159,35 @@ def _places() -> dict[str, tuple[str | None, str]]:
 
 _PLACES = _places()  # flat key -> (group, field); group None is TrialSettings itself
 FLAT_KEYS = frozenset(_PLACES)  # the keys of a study file's `trial:` section
+_DEFAULTS = TrialSettings().to_flat()
+
+
+def _typed(key: str, value, default):
+    """`value` checked against the kind of `default` (a count is a whole number >= 0, a
+    tuple may come as a list); a default of None takes anything."""
+    if default is None:
+        return value
+    if isinstance(default, tuple) and isinstance(value, list | tuple):
+        return tuple(value)
+    kind = type(default) if type(default) in _KINDS else Mapping
+    accepted = int | float if kind is float else kind
+    if (
+        not isinstance(value, accepted)
+        or (isinstance(value, bool) and kind is not bool)
+        or (kind is int and value < 0)
+    ):
+        raise ValueError(f"trial setting {key!r} must be {_KINDS[kind]}, got {value!r}")
+    return value
+
+
+_KINDS = {
+    bool: "true or false",
+    int: "a whole number >= 0",
+    float: "a number",
+    str: "text",
+    tuple: "a list",
+    Mapping: "a mapping",
+}
 
 
 def split_config(config: Mapping) -> tuple[dict, dict, dict]:
@@ -333,9 +362,10 @@ def run_trial(
     """Build, train, prune and fine-tune, quantize (PTQ, or QAT), distill throughout, measure.
     `report(row)` after every epoch (`step`, `phase`, `epoch`, `train_loss`, `val_acc`). Returns
     `val_acc`, `test_acc` (percent), `latency_ms`, `size_bytes`, `macs`, `params`, `status`
-    (`completed`, or `infeasible` with `violations` when the cost known beforehand breaks
-    `settings.cost.constraints`, untrained) and `records` (one JSON record per compression
-    step). With `settings.snapshots`, each training epoch's report carries a `"snapshot"`;
+    (`completed`; `infeasible` with `violations` when the cost known beforehand breaks
+    `settings.cost.constraints`, untrained; `failed` with `error` and every other metric when
+    the latency could not be measured) and `records` (one JSON record per compression step).
+    With `settings.snapshots`, each training epoch's report carries a `"snapshot"`;
     `resume` continues training from one (population-based training swaps weights this way)."""
     settings = settings or TrialSettings()
     started = time.perf_counter()
@@ -368,11 +398,15 @@ def run_trial(
     if compress.get("prune"):
         record, steps = _prune(run, steps)
         records.append(record)
-    latency = _latency(model, data.in_shape, settings.cost, repeats=settings.cost.latency_repeats)
+    try:
+        repeats = settings.cost.latency_repeats
+        latency, failure = _latency(model, data.in_shape, settings.cost, repeats=repeats), None
+    except Exception as error:  # a device server lost: what was trained is kept
+        latency, failure = None, f"latency not measured: {type(error).__name__}: {error}"
     if compress.get("quantize"):
         records.append(_quantize(run, steps))
     result = {
-        "status": "completed",
+        "status": "completed" if failure is None else "failed",
         "val_acc": evaluate(model, data.x_val, data.y_val),
         "test_acc": evaluate(model, data.x_test, data.y_test),
         "latency_ms": latency,
@@ -382,6 +416,8 @@ def run_trial(
         "records": records,
         "train_seconds": time.perf_counter() - started,
     }
+    if failure is not None:
+        result["error"] = failure
     if settings.save_path:
         description = {
             "model": name,

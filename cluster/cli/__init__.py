@@ -1,5 +1,5 @@
 """The `paretune` command line: run, resume, results, plot, serve (and spaces, searchers)."""
 
-from cluster.cli.main import main
+from cluster.cli.commands import main
 
 __all__ = ["main"]

@@ -1,5 +1,5 @@
 import sys
 
-from cluster.cli.main import main
+from cluster.cli.commands import main
 
 sys.exit(main())

@@ -21,6 +21,7 @@ from cluster.raytune.trainable import member_trainable, trainable
 from cluster.study import results
 from cluster.study.config import Study
 from cluster.study.resume import open_store, prepare_dir
+from cluster.study.store import driver_lock
 
 # A trial's own errors never reach Tune (the trainable reports them as `failed`); what Tune sees
 # fail is the trial's worker: its node died, or it was killed. Tune runs such a trial again (on
@@ -40,23 +41,26 @@ def run(
     """Run (or resume) the study on Ray Tune until its trial budget is spent; returns
     `results.load(study.dir)`. With no `address`, Ray starts locally. `function(config,
     settings)` replaces `trainable` (it reports through `ray.tune.report`, last with `final`)."""
+    if function is None:
+        study.check_data()
     folder = prepare_dir(study, resume=resume)
-    try:
-        table = results.load(folder, every_step=True)
-    except ValueError:
-        table = None
-    store, done = open_store(study, folder, table)
-    left = study.trials - done
-    if left > 0:
-        _fit(
-            study,
-            store,
-            done=done,
-            left=left,
-            options={"address": address, "verbose": verbose, "cpus": num_cpus},
-            function=function or trainable,
-        )
-    return results.load(folder)
+    with driver_lock(folder):
+        try:
+            table = results.load(folder, every_step=True)
+        except ValueError:
+            table = None
+        store, done = open_store(study, folder, table)
+        left = study.trials - done
+        if left > 0:
+            _fit(
+                study,
+                store,
+                done=done,
+                left=left,
+                options={"address": address, "verbose": verbose, "cpus": num_cpus},
+                function=function or trainable,
+            )
+        return results.load(folder)
 
 
 def _fit(study, store, *, done, left, options, function):

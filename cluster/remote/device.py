@@ -252,12 +252,26 @@ def torchscript_bytes(model, input_shape) -> bytes:
 @dataclass(frozen=True)
 class RemoteLatency:
     """A trial's latency source (`latency: remote://host:port` in a study): the median measured
-    on the device server. Picklable, so it travels to Ray workers; connects per call."""
+    on the device server. Picklable, so it travels to Ray workers; connects per call. While the
+    server is unreachable it tries again, waiting 0.5 s, then twice as long each time (at most
+    8 s), for `retry_s` seconds, then raises `DeviceUnreachable`."""
 
     address: str
     token: str | None = None
+    retry_s: float = 60.0
 
     def __call__(self, model, input_shape, *, batch_size, repeats, threads) -> float:
+        deadline, wait = time.monotonic() + self.retry_s, 0.5
+        while True:
+            try:
+                return self._measure(model, input_shape, batch_size, repeats, threads)
+            except DeviceUnreachable as error:
+                if time.monotonic() + wait > deadline:
+                    raise DeviceUnreachable(f"{error} (tried for {self.retry_s:g} s)") from None
+            time.sleep(wait)
+            wait = min(2 * wait, 8.0)
+
+    def _measure(self, model, input_shape, batch_size, repeats, threads) -> float:
         client = DeviceClient(self.address, token=self.token)
         try:
             return client.latency(

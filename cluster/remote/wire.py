@@ -154,8 +154,8 @@ def _guard(handler):
             return handler(request, context)
         except BadMessage as error:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(error))
-        except LookupError as error:
-            context.abort(grpc.StatusCode.NOT_FOUND, str(error).strip("'\""))
+        except LookupError as error:  # a KeyError's str() quotes its text: send the text
+            context.abort(grpc.StatusCode.NOT_FOUND, str(error.args[0] if error.args else error))
 
     return run
 

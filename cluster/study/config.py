@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import re
-import time
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
@@ -14,9 +13,10 @@ import yaml
 
 import search
 import spaces
-from spaces import Float, Space
+from cluster.study.results import METRICS
+from spaces import Choice, Float, Space
 from spaces.util import did_you_mean
-from trainers.data import DATASETS
+from trainers.data import DATASETS, load_dataset
 from trainers.trial import COST_METRICS, FLAT_KEYS, TrialSettings
 
 SCHEDULERS = ("fifo", "asha", "hyperband", "median", "pbt")
@@ -74,6 +74,7 @@ class Study:
     trial: Mapping = field(default_factory=dict)  # trainers.trial.FLAT_KEYS, less _OWNED
     latency: str = "local"  # or remote://host:port: measured on a device server
     latency_token_file: str | None = None
+    latency_retry_s: float = 60.0  # how long a trial waits for an unreachable device server
 
     @classmethod
     def from_dict(cls, raw: Mapping) -> Study:
@@ -86,11 +87,14 @@ class Study:
         for key in ("trials", "parallel", "seed"):
             if key in values:
                 _typed(key, values[key], int, positive=key != "seed")
-        for key in ("cpus_per_trial", "gpus_per_trial"):
+        for key in ("cpus_per_trial", "gpus_per_trial", "latency_retry_s"):
             if key in values:
                 _typed(key, values[key], (int, float))
         if "objectives" in values:
             values["objectives"] = _objectives(values["objectives"])
+        for key in ("data_path", "latency_token_file"):  # relative to where the command runs
+            if isinstance(values.get(key), str):
+                values[key] = str(Path(values[key]).expanduser().resolve())
         study = cls(**values)
         study.validate()
         return study
@@ -106,6 +110,16 @@ class Study:
             if not Path(self.data_path).expanduser().exists():
                 raise ConfigError(f"data_path {self.data_path!r} does not exist")
         _check_keys("trial", self.trial, FLAT_KEYS - _OWNED)
+        try:
+            TrialSettings.from_flat(self.trial)
+        except ValueError as error:
+            raise ConfigError(f"trial: {error}") from error
+        for metric, _ in self.objectives:
+            if metric not in METRICS:
+                hint = did_you_mean(metric, METRICS)
+                raise ConfigError(
+                    f"objectives: unknown metric {metric!r}{hint}; allowed: {list(METRICS)}"
+                )
         _check_keys("constraints", self.constraints, COST_METRICS)
         for key, value in self.constraints.items():
             _typed(f"constraints.{key}", value, (int, float), positive=True)
@@ -123,6 +137,13 @@ class Study:
         space = self.space()  # checks arch_options and train ranges
         if self.scheduler == "pbt" and not any(k.startswith("train.") for k in space.params):
             raise ConfigError("scheduler pbt perturbs training hyperparameters: set train")
+
+    def check_data(self) -> None:
+        """Load the dataset once, here, so a bad file fails before any trial starts."""
+        try:
+            load_dataset(self.dataset, self.data_path)
+        except (ValueError, OSError) as error:
+            raise ConfigError(f"dataset {self.dataset!r}: {error}") from error
 
     def space(self) -> Space:
         try:
@@ -144,7 +165,8 @@ class Study:
             from cluster.remote.device import RemoteLatency
 
             token = self.latency_token_file and Path(self.latency_token_file).read_text().strip()
-            source = RemoteLatency(self.latency.removeprefix("remote://"), token or None)
+            address = self.latency.removeprefix("remote://")
+            source = RemoteLatency(address, token or None, retry_s=self.latency_retry_s)
         return TrialSettings.from_flat(
             {
                 **self.trial,
@@ -190,17 +212,27 @@ def _objectives(raw) -> tuple[tuple[str, str], ...]:
     return tuple(pairs)
 
 
-def _train_space(ranges: Mapping) -> Space:
-    """Only the named training hyperparameters, each a `[low, high]` range (log for lr and
-    weight_decay) or a fixed value left out of the search."""
+def _train_space(values: Mapping) -> Space:
+    """Only the named training hyperparameters: a `[low, high]` range of a numeric one (log
+    where `spaces.training()` is), a list of options of a categorical one, or a fixed value
+    (a one-option choice, never searched)."""
     full = spaces.training()
-    _check_keys("train", ranges, full.params)
+    _check_keys("train", values, full.params)
     params = {}
-    for key, value in ranges.items():
-        if isinstance(value, list | tuple) and len(value) == 2:
-            params[key] = Float(float(value[0]), float(value[1]), log=key in ("lr", "weight_decay"))
-        else:
-            raise ConfigError(f"train.{key}: expected [low, high], got {value!r}")
+    for key, value in values.items():
+        param = full[key]
+        when = {k: v for k, v in param.when.items() if k in values}
+        try:
+            if isinstance(value, list | tuple) and isinstance(param, Float):
+                if len(value) != 2:
+                    raise ValueError(f"expected [low, high], got {value!r}")
+                params[key] = Float(float(value[0]), float(value[1]), log=param.log, when=when)
+            elif isinstance(value, list | tuple):
+                params[key] = Choice(tuple(value), when=when)
+            else:
+                params[key] = Choice((value,), when=when)
+        except (TypeError, ValueError) as error:
+            raise ConfigError(f"train.{key}: {error}") from error
     return Space(params)
 
 
@@ -215,41 +247,3 @@ def read(path: str | Path) -> Study:
     except (tomllib.TOMLDecodeError, yaml.YAMLError) as error:
         raise ConfigError(f"{path}: not valid {path.suffix[1:].upper()}: {error}") from error
     return Study.from_dict(raw or {})
-
-
-def default_study(study_dir: str | None = None) -> Study:
-    """The built-in study, in `studies/default-<date>-<time>` unless told: a joint search on
-    digits (a small chain, learning rate and weight decay, pruning, quantization, distillation)
-    under a latency and size budget, with ASHA."""
-    return Study(
-        name="default",
-        dir=study_dir or time.strftime("studies/default-%Y%m%d-%H%M%S"),
-        arch="chain",
-        arch_options={"stages": 3, "depth": (1, 2), "widths": (8, 16, 32), "expansions": (1, 3)},
-        train={"lr": [3e-4, 3e-2], "weight_decay": [1e-6, 1e-2]},
-        searcher="bo",
-        searcher_options={"n_initial": 6},
-        objectives=(("val_acc", "max"), ("latency_ms", "min")),
-        constraints={"size_bytes": 60_000.0, "latency_ms": 5.0},  # measured_default measures
-        scheduler="asha",
-        scheduler_options={"grace_period": 3, "reduction_factor": 3},
-        trials=40,
-        parallel=2,
-        trial={"epochs": 8, "finetune_epochs": 2, "qat_epochs": 2, "teacher_epochs": 8},
-    )
-
-
-def measured_default(study_dir: str | None = None) -> Study:
-    """`default_study` with its budget measured here: a model at most as slow (at batch 64, one
-    thread) and as large (fp32 bytes) as the middle model of its space on this CPU."""
-    from trainers.cost import measure_latency, size_bytes
-    from trainers.models import build_model
-
-    study = default_study(study_dir)
-    middle = {}
-    for i in range(3):
-        middle |= {f"s{i}_depth": 1, f"s{i}_width": 16, f"s{i}_kernel": 5, f"s{i}_expand": 3}
-    model = build_model("chain", middle, in_shape=(1, 8, 8), num_classes=10)
-    latency = measure_latency(model, (1, 8, 8), batch_size=64, repeats=30)
-    budget = {"latency_ms": round(latency, 3), "size_bytes": float(size_bytes(model))}
-    return Study.from_dict({**study.to_dict(), "constraints": budget})

@@ -7,6 +7,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import socket
 import threading
 import time
 from contextlib import contextmanager
@@ -91,3 +92,31 @@ class StudyStore:
                         self._stamp = self._file_stamp()
                 finally:
                     fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+class StudyBusy(ValueError):
+    """Another live driver runs this study."""
+
+
+@contextmanager
+def driver_lock(folder: str | Path):
+    """Held while one driver (`paretune run` or `resume`) runs the study in `folder`; a second
+    one is refused with `StudyBusy`. The lock is the kernel's (`flock`), so it ends with its
+    process: a killed driver's lock never blocks a resume."""
+    path = Path(folder) / ".driver"
+    with open(path, "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = path.read_text().strip() or "another process"
+            raise StudyBusy(
+                f"study {str(folder)!r} is being run by {holder}: wait for it to end, or stop "
+                "it (Ctrl-C) and `paretune resume` the study"
+            ) from None
+        handle.truncate(0)
+        handle.write(f"process {os.getpid()} on {socket.gethostname()}")
+        handle.flush()
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)

@@ -198,8 +198,15 @@ def test_latency_from_a_device_server_and_an_unreachable_one(local_ray, tmp_path
     finally:
         server.stop(grace=None)
     dead = Study.from_dict(
-        {**TINY, "dir": str(tmp_path / "dead"), "trials": 2, "latency": "remote://127.0.0.1:9"}
+        {
+            **TINY,
+            "dir": str(tmp_path / "dead"),
+            "trials": 2,
+            "latency": "remote://127.0.0.1:9",
+            "latency_retry_s": 1,
+        }
     )
     table = runner.run(dead)  # the study goes on, every trial failed with the reason
     assert table["status"].to_pylist() == ["failed"] * 2
     assert all("127.0.0.1:9 is unreachable" in e for e in table["error"].to_pylist())
+    assert all(v > 10 for v in table["val_acc"].to_pylist())  # what trained is kept

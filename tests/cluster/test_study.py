@@ -1,7 +1,8 @@
 import pytest
 
 from cluster import cli
-from cluster.study.config import ConfigError, Study, default_study, measured_default, read
+from cluster.study.config import ConfigError, Study, read
+from cluster.study.defaults import default_study, measured_default
 
 
 def test_default_study_is_valid_and_joint():
@@ -32,7 +33,12 @@ def test_default_study_is_valid_and_joint():
         ({"trial": {"seed": 3}}, "trial: unknown key 'seed'"),  # the study's own seed sets it
         ({"objectives": {"val_acc": "up"}}, "'max' or 'min'"),
         ({"arch_options": {"stage": 2}}, "arch_options for 'chain'"),
-        ({"train": {"lr": 0.1}}, r"expected \[low, high\]"),
+        ({"train": {"lr": [0.1]}}, r"train.lr: expected \[low, high\]"),
+        ({"trial": {"epochs": "one"}}, "trial: trial setting 'epochs' must be a whole number"),
+        (
+            {"objectives": {"val_accc": "max"}},
+            "unknown metric 'val_accc' \\(did you mean 'val_acc'",
+        ),
         ({"latency": "remote://device"}, "'local' or 'remote://host:port'"),
         ({"scheduler": "pbt", "train": False}, "pbt perturbs training hyperparameters"),
     ],
@@ -79,3 +85,27 @@ def test_cli_bad_input_exits_2_before_ray(tmp_path, capsys):
     assert cli.main(["run", str(tmp_path / "ok.yaml")]) == 2
     assert "not writable" in capsys.readouterr().err
     assert not ray.is_initialized()
+
+
+def test_train_takes_ranges_options_and_fixed_values():
+    study = Study.from_dict(
+        {"train": {"lr": 0.01, "weight_decay": [1e-5, 1e-3], "optimizer": ["sgd", "adamw"]}}
+    )
+    space = study.space()
+    assert space["train.lr"].options == (0.01,)  # fixed: a choice of one, never searched
+    assert space["train.weight_decay"].log and space["train.optimizer"].options == ("sgd", "adamw")
+    import numpy as np
+
+    drawn = {space.sample(np.random.default_rng(i))["train.lr"] for i in range(5)}
+    assert drawn == {0.01}
+
+
+def test_relative_paths_resolve_from_where_the_command_runs(tmp_path, monkeypatch):
+    import numpy as np
+
+    np.savez(tmp_path / "data.npz", x=np.zeros((10, 4)), y=np.arange(10) % 2)
+    monkeypatch.chdir(tmp_path)
+    study = Study.from_dict({"dataset": "numpy", "data_path": "data.npz"})
+    assert study.data_path == str(tmp_path.resolve() / "data.npz")
+    monkeypatch.chdir("/")
+    assert Study.from_dict(study.to_dict()).data_path == study.data_path  # resume elsewhere

@@ -127,10 +127,40 @@ def test_unknown_flat_key_is_named_with_a_hint():
 def test_every_flat_key_round_trips():
     flat = TrialSettings().to_flat()
     assert set(flat) == FLAT_KEYS and len(FLAT_KEYS) == 27
-    changed = {key: ("changed", key) for key in FLAT_KEYS}
+    changed = {key: _another(value, i) for i, (key, value) in enumerate(sorted(flat.items()))}
     settings = TrialSettings.from_flat(changed)
     assert settings.to_flat() == changed
     assert TrialSettings.from_flat(settings.to_flat()) == settings
+
+
+def _another(value, i: int):
+    """A value of `value`'s kind that no other key gets (`i` differs per key)."""
+    if isinstance(value, bool):
+        return not value
+    if isinstance(value, int | float):
+        return type(value)(value + i + 1)
+    if isinstance(value, str):
+        return f"{value}-{i}"
+    if isinstance(value, tuple):
+        return (f"layer{i}",)
+    return {"key": i}  # a mapping, or anything where the default is None
+
+
+@pytest.mark.parametrize(
+    "key, value, wanted",
+    [
+        ("epochs", "one", "a whole number >= 0"),
+        ("epochs", -1, "a whole number >= 0"),
+        ("epochs", True, "a whole number >= 0"),
+        ("teacher_width", "wide", "a number"),
+        ("finetune", 0.1, "a mapping"),
+        ("freeze", "blocks", "a list"),
+        ("snapshots", 1, "true or false"),
+    ],
+)
+def test_a_flat_key_of_the_wrong_kind_is_named(key, value, wanted):
+    with pytest.raises(ValueError, match=f"trial setting '{key}' must be {wanted}"):
+        TrialSettings.from_flat({key: value})
 
 
 def test_bad_config_is_named():

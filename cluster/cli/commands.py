@@ -53,26 +53,36 @@ def _print_front(study, table) -> None:
 
 
 def _cmd_run(args) -> int:
-    from cluster.raytune import runner
     from cluster.study import config as study
+    from cluster.study.defaults import measured_default
 
-    config = study.read(args.config) if args.config else study.measured_default()
+    config = study.read(args.config) if args.config else measured_default()
     if args.dir:
         config = study.Study.from_dict({**config.to_dict(), "dir": args.dir})
-    table = runner.run(config, address=args.address, verbose=args.verbose, num_cpus=args.cpus)
-    _print_front(config, table)
-    return 0
+    return _run_study(config, args, resume=False)
 
 
 def _cmd_resume(args) -> int:
-    from cluster.raytune import runner
     from cluster.study.resume import load_study
 
     config = load_study(args.study)
     config = type(config).from_dict({**config.to_dict(), "dir": str(args.study)})
-    table = runner.run(
-        config, address=args.address, resume=True, verbose=args.verbose, num_cpus=args.cpus
-    )
+    return _run_study(config, args, resume=True)
+
+
+def _run_study(config, args, *, resume: bool) -> int:
+    from cluster.raytune import runner
+
+    options = {"address": args.address, "verbose": args.verbose, "num_cpus": args.cpus}
+    try:
+        table = runner.run(config, resume=resume, **options)
+    except KeyboardInterrupt:
+        print(
+            f"\ninterrupted: `paretune resume {config.dir}` continues the study "
+            "(finished trials are kept)",
+            file=sys.stderr,
+        )
+        return 130
     _print_front(config, table)
     return 0
 
@@ -129,10 +139,22 @@ def _security(args):
 def _cmd_serve(args) -> int:
     from cluster.remote import service
 
+    folder = _study_folder(args.study)
     server, port = service.serve(
-        args.study, host=args.host, port=args.port, security=_security(args), max_mb=args.max_mb
+        folder, host=args.host, port=args.port, security=_security(args), max_mb=args.max_mb
     )
-    return _serve_until_stopped(server, f"study {args.study}", args.host, port)
+    return _serve_until_stopped(server, f"study {folder}", args.host, port)
+
+
+def _study_folder(given: str) -> str:
+    """A study folder as given, or the folder of a study file (created as `run` creates it;
+    a study already there is served as it is)."""
+    if not Path(given).is_file():
+        return given
+    from cluster.study.config import read
+    from cluster.study.resume import prepare_dir
+
+    return str(prepare_dir(read(given), resume=True))
 
 
 def _cmd_device_serve(args) -> int:
@@ -192,7 +214,7 @@ def build_parser() -> argparse.ArgumentParser:
     plot.add_argument("--out", help="folder for the PNG files (default: STUDY/plots)")
     plot.set_defaults(func=_cmd_plot)
     serve = commands.add_parser("serve", help="serve a study's ask/tell and results over gRPC")
-    serve.add_argument("study", help="the study folder")
+    serve.add_argument("study", help="the study folder, or a study file (creates its folder)")
     _server_options(serve, max_mb=4)
     serve.set_defaults(func=_cmd_serve)
     device = commands.add_parser("device", help="the on-device latency server")

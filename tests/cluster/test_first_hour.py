@@ -1,0 +1,169 @@
+"""What a new user meets in the first hour: checks before training, Ctrl-C, a second driver,
+and the command line's output."""
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pyarrow.compute as pc
+import pytest
+import yaml
+
+from cluster import cli
+from cluster.cli import commands
+from cluster.study import results
+from spaces import Choice, Float, Space
+
+STUDY = {
+    "arch": "mlp",
+    "arch_options": {"layers": [1, 2], "widths": [16, 32]},
+    "train": {"lr": [1e-3, 3e-2]},
+    "compress": False,
+    "searcher": "random",
+    "scheduler": "fifo",
+    "parallel": 2,
+    "trial": {"epochs": 3, "latency_repeats": 4},
+}
+
+
+def _write(tmp_path, **changes):
+    config = {**STUDY, "dir": str(tmp_path / "study"), **changes}
+    (tmp_path / "study.yaml").write_text(yaml.safe_dump(config))
+    return tmp_path / "study.yaml", tmp_path / "study"
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"objectives": {"val_accc": "max"}}, "did you mean 'val_acc'"),
+        ({"trial": {"epochs": "one"}}, "'epochs' must be a whole number"),
+        ({"dataset": "numpy", "data_path": "bad.npz"}, "n = len"),
+        ({"dataset": "numpy", "data_path": "other.npz"}, "needs arrays 'x' and 'y'"),
+    ],
+)
+def test_a_bad_study_exits_2_before_anything_is_written(tmp_path, capsys, changes, message):
+    np.savez(tmp_path / "bad.npz", x=np.zeros((10, 4)), y=np.zeros(9))
+    np.savez(tmp_path / "other.npz", features=np.zeros((10, 4)), labels=np.zeros(10))
+    with contextlib.chdir(tmp_path):
+        config, folder = _write(tmp_path, **changes)
+        assert cli.main(["run", str(config)]) == 2
+    assert message in capsys.readouterr().err
+    assert not folder.exists()  # fixing the file and running again just works
+
+
+def _paretune(*args, **popen):
+    env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "PYTHONUNBUFFERED": "1"}
+    command = [sys.executable, "-m", "cluster.cli", *map(str, args)]
+    return subprocess.Popen(command, env=env, start_new_session=True, text=True, **popen)
+
+
+def _finals(folder):
+    try:
+        table = results.load(folder, every_step=True)
+    except ValueError:
+        return []
+    return table.filter(pc.fill_null(table["final"], False))["trial"].to_pylist()
+
+
+def _stop(process):
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL)  # Ray processes the driver started
+
+
+def _wait(driver, done, *, seconds=240):
+    deadline = time.monotonic() + seconds
+    while not done():
+        assert driver.poll() is None and time.monotonic() < deadline, "the study never got going"
+        time.sleep(0.2)
+
+
+def test_ctrl_c_a_second_driver_and_resume_keep_the_budget(tmp_path):
+    slow = {"epochs": 40, "latency_repeats": 4}  # trials last long enough to be interrupted
+    config, folder = _write(tmp_path, trials=8, trial=slow)
+    driver = _paretune("run", config, "--cpus", "2", stderr=subprocess.PIPE)
+    try:
+        _wait(driver, lambda: (folder / "results").exists())  # a trial reported an epoch
+        second = _paretune("resume", folder, stderr=subprocess.PIPE)
+        _, said = second.communicate(timeout=120)
+        assert second.returncode == 2 and "is being run by process" in said
+        _wait(driver, lambda: _finals(folder))
+        driver.send_signal(signal.SIGINT)
+        _, said = driver.communicate(timeout=60)
+    finally:
+        _stop(driver)
+    assert driver.returncode == 130 and f"paretune resume {folder}" in said
+    assert 1 <= len(_finals(folder)) < 8
+    resumed = _paretune("resume", folder, "--cpus", "2", stdout=subprocess.PIPE)
+    try:
+        output, _ = resumed.communicate(timeout=300)
+    finally:
+        _stop(resumed)
+    assert resumed.returncode == 0 and "Pareto front" in output
+    finals = _finals(folder)
+    assert len(finals) == len(set(finals)) == 8  # the budget, exactly
+
+
+def test_ctrl_c_while_ray_starts_exits_130(tmp_path):
+    config, folder = _write(tmp_path, trials=4)
+    driver = _paretune("run", config, "--cpus", "2", stderr=subprocess.PIPE)
+    try:
+        time.sleep(1.5)
+        driver.send_signal(signal.SIGINT)
+        _, said = driver.communicate(timeout=60)
+    finally:
+        _stop(driver)
+    assert driver.returncode == 130 and "paretune resume" in said
+
+
+SPACE = Space({"arch.width": Choice((8, 16, 32)), "train.lr": Float(1e-3, 1.0, log=True)})
+
+
+def _table(tmp_path, statuses):
+    writer = results.ResultWriter(tmp_path, results.schema(SPACE, ["val_acc"]))
+    for i, status in enumerate(statuses):
+        config = {"arch.width": (8, 16, 32)[i % 3], "train.lr": 0.01}
+        row = {"trial": str(i), "status": status, "val_acc": 50.0 + i, "latency_ms": 9.0 - i}
+        writer.add({**row, "final": status != "running", "config": config, "study": "s"})
+    writer.flush()
+
+
+def test_results_sort_trials_as_numbers_and_quote_dotted_columns(tmp_path, capsys):
+    _table(tmp_path, ["completed"] * 12)
+    assert results.load(tmp_path)["trial"].to_pylist() == [str(i) for i in range(12)]
+    where = 'config.arch.width > 16 AND "config.train.lr" < 1'
+    assert cli.main(["results", str(tmp_path), "--where", where, "--sort", "trial:desc"]) == 0
+    shown = [line.split()[0] for line in capsys.readouterr().out.splitlines()[1:]]
+    assert shown == ["11", "8", "5", "2"]
+
+
+def test_the_front_counts_finished_trials(tmp_path, capsys):
+    from cluster.study.config import Study
+
+    _table(tmp_path, ["completed", "completed", "running", "failed"])
+    study = Study.from_dict({"objectives": {"val_acc": "max", "latency_ms": "min"}})
+    commands._print_front(study, results.load(tmp_path))
+    assert ": 1 of 3\n" in capsys.readouterr().out  # the running trial is not finished
+
+
+def test_serve_takes_a_study_file(tmp_path):
+    config, folder = _write(tmp_path, trials=3)
+    assert commands._study_folder(str(config)) == str(folder)
+    assert (folder / "study.json").exists()
+    assert commands._study_folder(str(config)) == str(folder)  # served as it is
+
+
+def test_searchers_show_defaults_and_meanings(capsys):
+    assert cli.main(["searchers"]) == 0
+    shown = capsys.readouterr().out
+    assert "  n_initial = 10: Latin-hypercube design size" in shown
+    assert "  points = 5: " in shown and "bo: Bayesian optimization" in shown
+
+
+def test_a_closed_pipe_is_no_error():
+    command = f"{sys.executable} -m cluster.cli spaces nb201 | head -2"
+    out = subprocess.run(command, shell=True, capture_output=True, text=True, check=True)
+    assert out.stdout.count("\n") == 2 and out.stderr == ""
