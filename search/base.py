@@ -191,6 +191,10 @@ class Searcher:
         self._release(trial_id)
         self._hold(trial_id, dict(config))
 
+    def reserve_ids(self, first_free: int) -> None:
+        """Never hand out a trial id below `first_free` (ids already used elsewhere)."""
+        self._next_id = max(self._next_id, int(first_free))
+
     def discard(self, trial_id: str) -> None:
         """Forget a pending trial that will never report (its worker was lost in a crash)."""
         if trial_id in self.pending:

@@ -7,6 +7,7 @@ import json
 import os
 import sys
 import textwrap
+import warnings
 from pathlib import Path
 
 from cluster.cli import table as table_io
@@ -226,8 +227,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _warn(message, category, *rest, **options) -> None:
+    print(f"paretune: warning: {message}", file=sys.stderr)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    warnings.showwarning = _warn
     try:
         return args.func(args)
     except BrokenPipeError:  # `paretune ... | head`: the reader left, which is no error

@@ -85,7 +85,10 @@ class StudyService:
             if trial not in searcher.pending:
                 raise LookupError(f"trial {trial!r} is not pending in study {self.study.name!r}")
             config = searcher.pending[trial]
-            record = searcher.tell(trial, metrics, **({"status": status} if status else {}))
+            try:
+                record = searcher.tell(trial, metrics, **({"status": status} if status else {}))
+            except ValueError as error:  # e.g. the metrics lack an objective
+                raise wire.BadMessage(str(error)) from error
             row = {
                 **(metrics or {}),
                 "study": self.study.name,
@@ -180,10 +183,21 @@ def serve(folder, *, host="127.0.0.1", port=0, security=None, max_mb=4):
     )
 
 
+class StudyError(RuntimeError):
+    """A study service call that failed: `code` is the `grpc.StatusCode`, `details` the
+    server's reason (`FAILED_PRECONDITION`: nothing left to ask; `NOT_FOUND`: no such study or
+    pending trial; `INVALID_ARGUMENT`: a bad request; `UNAVAILABLE`: no server there)."""
+
+    def __init__(self, method: str, code: grpc.StatusCode, details: str | None):
+        super().__init__(f"{method} failed ({code.name}): {details}")
+        self.code, self.details = code, details
+
+
 class StudyClient:
     """`StudyClient("host:port", "name").ask()` -> `(trial_id, config)`; `tell`, `state`,
-    `results` (a `pyarrow.Table`). `ask` fails with gRPC `FAILED_PRECONDITION` once there is no
-    trial to hand out: the budget is taken, or the searcher has no configuration left."""
+    `results` (a `pyarrow.Table`). A failed call raises `StudyError`; `ask` fails with
+    `FAILED_PRECONDITION` once there is no trial to hand out: the budget is taken, or the
+    searcher has no configuration left."""
 
     def __init__(self, address: str, study: str, *, token=None, root_cert=None, timeout=30.0):
         self.connection = wire.channel(address, token=token, root_cert=root_cert)
@@ -191,7 +205,10 @@ class StudyClient:
 
     def _call(self, method: str, header: dict | None = None) -> tuple[dict, bytes]:
         message = wire.encode({"study": self.study, **(header or {})})
-        answer = wire.call(self.connection, SERVICE, method, message, timeout=self.timeout)
+        try:
+            answer = wire.call(self.connection, SERVICE, method, message, timeout=self.timeout)
+        except grpc.RpcError as error:
+            raise StudyError(method, error.code(), error.details()) from None
         return wire.decode(answer)
 
     def ask(self) -> tuple[str, dict]:

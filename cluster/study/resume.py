@@ -55,6 +55,12 @@ def final_rows(table: pa.Table | None) -> dict[str, dict]:
     return {row["trial"]: row for row in table.to_pylist() if row.get("final")}
 
 
+def first_free_id(table: pa.Table | None) -> int:
+    """One past the largest numeric trial id in any row (finished or not)."""
+    ids = [] if table is None else table["trial"].unique().to_pylist()
+    return max((int(t) + 1 for t in ids if t and t.isdigit()), default=0)
+
+
 def reconcile(searcher: search.Searcher, finals: dict[str, dict]) -> int:
     """Bring a loaded searcher in line with the final rows; returns the finished trials. A
     pending trial with a final row is told it; one without is forgotten (its worker is gone);
@@ -103,6 +109,7 @@ def open_store(study: Study, folder: Path, table: pa.Table | None) -> tuple[Stud
         )
         store = StudyStore(folder, make_searcher(study))
         with store.locked() as searcher:
+            searcher.reserve_ids(first_free_id(table))  # lost trials' rows keep their ids
             return store, reconcile(searcher, finals)
 
 

@@ -94,9 +94,14 @@ def _assert_budget_exact(folder, trials):
 
 
 def _status(call):
-    with pytest.raises(grpc.RpcError) as caught:
+    """The status code and details a call fails with (a device call raises gRPC's own error, a
+    study call `StudyError`)."""
+    with pytest.raises((grpc.RpcError, service.StudyError)) as caught:
         call()
-    return caught.value.code(), caught.value.details()
+    error = caught.value
+    if isinstance(error, service.StudyError):
+        return error.code, error.details
+    return error.code(), error.details()
 
 
 def test_ask_on_an_exhausted_grid_says_so(tmp_path):
@@ -226,15 +231,15 @@ def _client(address, told, errors, runner_started):
     while True:
         try:
             trial, config = client.ask()
-        except grpc.RpcError as error:
-            if error.code() != grpc.StatusCode.FAILED_PRECONDITION:
-                errors.append(("ask", error.code(), error.details()))
+        except service.StudyError as error:
+            if error.code != grpc.StatusCode.FAILED_PRECONDITION:
+                errors.append(("ask", error.code, error.details))
             return
         time.sleep(0.3)  # the work
         try:
             client.tell(trial, {"val_acc": 100 * config["train.lr"]})
-        except grpc.RpcError as error:
-            errors.append(("tell", trial, error.code(), error.details()))
+        except service.StudyError as error:
+            errors.append(("tell", trial, error.code, error.details))
             return
         told.append(trial)
         if not runner_started.wait(timeout=180):

@@ -88,3 +88,17 @@ def _table(rows, study):
 
     schema = results.schema(study.space(), ["val_acc", "params"])
     return pa.Table.from_pylist([{f.name: r.get(f.name) for f in schema} for r in rows], schema)
+
+
+def test_a_rebuilt_searcher_never_reuses_the_id_of_a_trial_that_was_running(tmp_path):
+    study = _study(tmp_path)
+    store = StudyStore(tmp_path, make_searcher(study))
+    with store.locked() as searcher:
+        finals = _rows(searcher)
+    running = dict(finals.pop("2"), status="running", final=False)
+    (tmp_path / "searcher.json").write_text("{")
+    table = _table([dict(row, study="s") for row in [*finals.values(), running]], study)
+    with pytest.warns(RuntimeWarning):
+        store, done = open_store(study, tmp_path, table)
+    with store.locked() as searcher:
+        assert done == 2 and searcher.ask().id == "3"  # "2" names the lost trial's rows

@@ -60,9 +60,14 @@ def test_device_server_measures_onnx(device_server, tmp_path):
 
 
 def _status(call):
-    with pytest.raises(grpc.RpcError) as caught:
+    """The status code and details a call fails with (a device call raises gRPC's own error, a
+    study call `StudyError`)."""
+    with pytest.raises((grpc.RpcError, service.StudyError)) as caught:
         call()
-    return caught.value.code(), caught.value.details()
+    error = caught.value
+    if isinstance(error, service.StudyError):
+        return error.code, error.details
+    return error.code(), error.details()
 
 
 def test_bad_requests_get_the_right_status(device_server):
@@ -209,8 +214,8 @@ def test_eight_clients_lose_and_duplicate_nothing(study_server):
         while True:
             try:
                 trial, config = client.ask()
-            except grpc.RpcError as error:
-                if error.code() != grpc.StatusCode.FAILED_PRECONDITION:
+            except service.StudyError as error:
+                if error.code != grpc.StatusCode.FAILED_PRECONDITION:
                     errors.append(error)
                 return
             client.tell(trial, {"val_acc": 100 * config["train.lr"]})
@@ -241,6 +246,10 @@ def test_study_service_errors_and_results(study_server):
     trial, _ = client.ask()
     code, details = _status(lambda: client.tell(trial, {"val_acc": "high"}))
     assert code == grpc.StatusCode.INVALID_ARGUMENT and "must be a number" in details
+    code, details = _status(lambda: client.tell(trial, {"latency_ms": 1.0}))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and "metrics lack ['val_acc']" in details
+    with pytest.raises(service.StudyError, match=r"^Tell failed \(NOT_FOUND\): trial '999' is"):
+        client.tell("999", {"val_acc": 1.0})
     remote = client.results(filters=[("val_acc", ">", 2.0)], columns=["trial", "val_acc"])
     local = results.load(folder)
     expected = sorted(v for v in local["val_acc"].to_pylist() if v > 2.0)
@@ -308,8 +317,8 @@ def test_service_and_runner_share_a_study(tmp_path):
         while True:
             try:
                 trial, config = client.ask()
-            except grpc.RpcError as error:
-                assert error.code() == grpc.StatusCode.FAILED_PRECONDITION
+            except service.StudyError as error:
+                assert error.code == grpc.StatusCode.FAILED_PRECONDITION
                 break
             client.tell(trial, {"val_acc": 100 * config["train.lr"]})
             told.append(trial)
