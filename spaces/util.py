@@ -10,8 +10,11 @@ from pathlib import Path
 
 
 def did_you_mean(name, allowed: Iterable) -> str:
-    """` (did you mean 'x'?)` for the closest of `allowed` to `name`, or `""` when none is."""
-    close = difflib.get_close_matches(str(name), [str(a) for a in allowed], n=1)
+    """` (did you mean 'x'?)` for the closest of `allowed` to `name` (or one it begins), or
+    `""` when none is."""
+    options = [str(a) for a in allowed]
+    close = difflib.get_close_matches(str(name), options, n=1)
+    close = close or [o for o in options if str(name) and o.startswith(str(name))][:1]
     return f" (did you mean {close[0]!r}?)" if close else ""
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 import time
 from datetime import UTC, datetime
+from pathlib import Path
 
 import search
 from cluster.study.config import Study
@@ -50,7 +51,7 @@ class Recorder:
         self.ids: dict[str, str] = {}
         self.asked: dict[str, dict] = {}  # the config each trial was asked with
         self.started: dict[str, float] = {}
-        self.steps: dict[str, int] = {}  # the last epoch step each trial reported
+        self.last: dict[str, dict] = {}  # each running trial's last epoch report
         self.done, self.progress = done, progress
 
     @property
@@ -63,6 +64,7 @@ class Recorder:
             if len(searcher.observations) + len(searcher.pending) >= self.study.trials:
                 return None
             trial = searcher.ask()
+            self.store.claim(trial.id)
         self.adopt(tune_id, trial.id, trial.config)
         return trial
 
@@ -72,8 +74,10 @@ class Recorder:
         self.asked.setdefault(trial, dict(config))
         self.started.setdefault(trial, time.time())
 
-    def _config(self, trial: str, ran) -> dict:
-        """The config the trial runs now: population-based training may have swapped it."""
+    def _config(self, trial: str, result: dict, config) -> dict:
+        """The config that trained what `result` measures (its `trained_with`, else `config`,
+        else Tune's): population-based training may have swapped it."""
+        ran = result.get("trained_with") or config or result.get("config")
         asked = self.asked.get(trial, {})
         if not isinstance(ran, dict) or ran == asked:
             return asked
@@ -95,8 +99,8 @@ class Recorder:
     def result(self, tune_id: str, result: dict, config=None) -> None:
         if tune_id in self.ids and not result.get("final"):
             trial = self.ids[tune_id]
-            self.steps[trial] = result.get("step")
-            ran = self._config(trial, config or result.get("config"))
+            self.last[trial] = result
+            ran = self._config(trial, result, config)
             self.writer.add(self._row(trial, result, "running", ran))
         self.show()
 
@@ -104,7 +108,9 @@ class Recorder:
         trial = self.ids.pop(tune_id, None)
         if trial is None:
             return
-        result = dict(result or {})
+        last = self.last.pop(trial, {})
+        # a paused trial a scheduler stopped ends with no result: its last report stands
+        result = dict(result or ({} if error else last))
         if error:
             status = "failed"
             result.setdefault("error", "the trial's Ray worker failed (see the Ray logs)")
@@ -113,8 +119,9 @@ class Recorder:
         else:
             status = "stopped"
         result["final"] = True
-        result.setdefault("step", self.steps.pop(trial, None))
-        ran = self._config(trial, config or result.get("config"))
+        result.setdefault("step", last.get("step"))
+        self._log_traceback(trial, result)
+        ran = self._config(trial, result, config)
         with self.store.locked() as searcher:
             self.writer.add(self._row(trial, result, status, ran), flush=True)
             if ran != searcher.pending.get(trial, ran):
@@ -124,6 +131,17 @@ class Recorder:
         self.asked.pop(trial, None)
         self.done += 1
         self.show()
+
+    def _log_traceback(self, trial: str, result: dict) -> None:
+        """A failed trial's full traceback goes to `STUDY/logs/trial-<id>.txt`; its row keeps
+        the one-line reason and where to read the rest."""
+        trace = result.pop("traceback", None)
+        if not trace:
+            return
+        path = Path(self.study.dir) / "logs" / f"trial-{trial}.txt"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(trace)
+        result["error"] = f"{result.get('error', '')} (traceback: logs/{path.name})"
 
     def show(self, *, force: bool = False) -> None:
         running = len(self.ids)

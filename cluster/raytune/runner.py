@@ -16,7 +16,7 @@ import pyarrow as pa
 
 from cluster.raytune.adapter import tune_searcher
 from cluster.raytune.recorder import Progress, Recorder
-from cluster.raytune.schedulers import make_scheduler, population
+from cluster.raytune.schedulers import check_scheduler, make_scheduler, population
 from cluster.raytune.trainable import member_trainable, trainable
 from cluster.study import results
 from cluster.study.config import Study
@@ -41,6 +41,7 @@ def run(
     """Run (or resume) the study on Ray Tune until its trial budget is spent; returns
     `results.load(study.dir)`. With no `address`, Ray starts locally. `function(config,
     settings)` replaces `trainable` (it reports through `ray.tune.report`, last with `final`)."""
+    check_scheduler(study)
     if function is None:
         study.check_data()
     folder = prepare_dir(study, resume=resume)

@@ -2,34 +2,124 @@
 
 from __future__ import annotations
 
+import inspect
+import math
+
 from cluster.raytune.recorder import Recorder
 from cluster.study.config import SCHEDULERS, ConfigError, Study
 from search.base import Exhausted
+from spaces.util import did_you_mean
+
+# Every scheduler counts training iterations: one per epoch report (and one for the final row),
+# so `grace_period`, `perturbation_interval` and `max_t` are in epochs, never Ray's seconds.
+TIME_ATTR = "training_iteration"
+
+
+def check_scheduler(study: Study) -> None:
+    """Build the study's scheduler once, so an option it does not take fails before anything
+    runs or is written: a `ConfigError` naming the option, the closest one, and the allowed."""
+    from ray.tune import schedulers
+
+    classes = {
+        "asha": schedulers.ASHAScheduler,
+        "hyperband": schedulers.AsyncHyperBandScheduler,
+        "median": schedulers.MedianStoppingRule,
+        "pbt": schedulers.PopulationBasedTraining,
+    }
+    where = f"scheduler_options ({study.scheduler})"
+    kind = classes.get(study.scheduler)
+    allowed = set(inspect.signature(kind).parameters) - {"metric", "mode"} if kind else set()
+    for key in study.scheduler_options:
+        if key not in allowed:
+            raise ConfigError(
+                f"{where}: unknown option {key!r}{did_you_mean(key, allowed)}; "
+                f"allowed: {sorted(allowed)}"
+            )
+    try:
+        make_scheduler(study)
+    except ConfigError:
+        raise
+    except (TypeError, ValueError, AssertionError) as error:  # Ray checks with assert
+        raise ConfigError(f"{where}: {error}") from error
 
 
 def make_scheduler(study: Study):
     from ray.tune import schedulers
 
-    options = dict(study.scheduler_options)
-    steps = max_steps(study)
+    options = {"time_attr": TIME_ATTR, **study.scheduler_options}
     if study.scheduler == "fifo":
         return schedulers.FIFOScheduler()
-    if study.scheduler == "asha":
-        options.setdefault("max_t", steps)
-        return schedulers.ASHAScheduler(**options)
-    if study.scheduler == "hyperband":
-        options.setdefault("max_t", steps)
-        return schedulers.HyperBandScheduler(**options)
+    if study.scheduler in ("asha", "hyperband"):
+        options.setdefault("max_t", max_steps(study))
+        if study.scheduler == "asha":
+            return schedulers.ASHAScheduler(**options)
+        return _hyperband(options, seed=study.seed)
     if study.scheduler == "median":
         options.setdefault("grace_period", 2)
-        return schedulers.MedianStoppingRule(**options)
+        return _median(options)
     if study.scheduler == "pbt":
         options.setdefault("perturbation_interval", 2)
         # trials run as population members: their config sits under member.config
         flat = options.pop("hyperparam_mutations", None) or _mutations(study.space())
         options["hyperparam_mutations"] = {"member": {"config": flat}}
-        return schedulers.PopulationBasedTraining(**options)
+        return _pbt(options)
     raise ConfigError(f"scheduler {study.scheduler!r}: allowed {list(SCHEDULERS)}")
+
+
+def _hyperband(options: dict, *, seed: int):
+    """Asynchronous HyperBand (Li et al., "A system for massively parallel hyperparameter
+    tuning", 2020): successive halving in HyperBand's brackets, each trial drawn into one from
+    the study's seed, and a trial below its rung's cutoff stopped at once. Ray's synchronous
+    `HyperBandScheduler` pauses trials until a whole bracket reaches a rung: a searcher that
+    proposes one trial per free slot never fills a bracket, and a paused trial is stopped with
+    no result or restarted from scratch."""
+    import numpy as np
+    from ray.tune import schedulers
+
+    grace = options.setdefault("grace_period", 1)
+    factor = options.setdefault("reduction_factor", 3)
+    rungs = math.log(options["max_t"] / grace) / math.log(factor)
+    options.setdefault("brackets", int(rungs + 1e-9) + 1)  # HyperBand's s_max + 1
+    rng = np.random.default_rng(seed)
+
+    class HyperBand(schedulers.AsyncHyperBandScheduler):
+        def on_trial_add(self, tune_controller, trial):
+            super().on_trial_add(tune_controller, trial)  # checks metric and mode
+            sizes = np.array([len(bracket._rungs) for bracket in self._brackets])
+            weights = np.exp(sizes - sizes.max())  # Ray's: more trials to more rungs
+            pick = rng.choice(len(sizes), p=weights / weights.sum())
+            self._trial_info[trial.trial_id] = self._brackets[pick]
+
+    return HyperBand(**options)
+
+
+def _median(options: dict):
+    """The median stopping rule that stops and never pauses: Ray's pauses a trial to let a
+    waiting one run while too few trials reached its epoch, and our trials keep no checkpoint
+    to continue from."""
+    from ray.tune import schedulers
+
+    class Median(schedulers.MedianStoppingRule):
+        def _on_insufficient_samples(self, tune_controller, trial, time):
+            return schedulers.TrialScheduler.CONTINUE
+
+    return Median(**options)
+
+
+def _pbt(options: dict):
+    """Population-based training that exploits and explores at training epochs only: there a
+    trial has just left a snapshot, and its score is its training accuracy. A fine-tuning or
+    final report measures a compressed model, and cloning a trial that finished training
+    restarts it to repeat another trial's end."""
+    from ray.tune import schedulers
+
+    class PopulationBasedTraining(schedulers.PopulationBasedTraining):
+        def on_trial_result(self, tune_controller, trial, result):
+            if result.get("phase") != "train":
+                return schedulers.TrialScheduler.CONTINUE
+            return super().on_trial_result(tune_controller, trial, result)
+
+    return PopulationBasedTraining(**options)
 
 
 def _mutations(space) -> dict:
@@ -56,9 +146,11 @@ def _mutations(space) -> dict:
 
 
 def max_steps(study: Study) -> int:
-    """The most training iterations (epoch reports) one trial makes."""
+    """The most training iterations one trial makes: its epoch reports (fine-tuning and
+    quantization-aware training only where the study compresses) and its final row."""
     schedule = study.trial_settings().schedule
-    return schedule.epochs + schedule.finetune_epochs + schedule.qat_epochs + 1
+    compress = schedule.finetune_epochs + schedule.qat_epochs if study.compress else 0
+    return schedule.epochs + compress + 1
 
 
 def population(recorder: Recorder, size: int) -> tuple[list[dict], object]:
@@ -75,6 +167,7 @@ def population(recorder: Recorder, size: int) -> tuple[list[dict], object]:
                 trial = searcher.ask()
             except Exhausted:
                 break
+            recorder.store.claim(trial.id)
             members.append({"id": trial.id, "config": dict(trial.config)})
 
     class Record(tune.Callback):

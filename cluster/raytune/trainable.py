@@ -5,23 +5,22 @@ from __future__ import annotations
 import json
 import tempfile
 import traceback
+from collections.abc import Callable
 from pathlib import Path
 
 
 def trainable(config: dict, settings) -> None:
-    """The Ray Tune function: one report per epoch, then one final row (`final: True`). A trial
-    that raises reports `status: failed` with its error text instead of crashing its worker."""
+    """The Ray Tune function: `run_and_report` with each report sent to `tune.report` (a
+    snapshot as the report's checkpoint), restored from the trial's checkpoint if it has one
+    (population-based training restarts a trial from another's snapshot)."""
     import ray
     import torch
     from ray import tune
 
-    from trainers import run_trial
-
     node = ray.get_runtime_context().get_node_id()
 
-    def report(row):
-        snapshot = row.pop("snapshot", None)
-        metrics = {**row, "node": node, "final": False}
+    def send(metrics: dict, snapshot: dict | None) -> None:
+        metrics = {**metrics, "node": node}
         if snapshot is None:
             tune.report(metrics)
             return
@@ -30,20 +29,64 @@ def trainable(config: dict, settings) -> None:
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))
 
     checkpoint, resume = tune.get_checkpoint(), None
-    if checkpoint is not None:  # population-based training restarts from a trial's snapshot
+    if checkpoint is not None:
         with checkpoint.as_directory() as folder:
             resume = torch.load(Path(folder) / "snapshot.pt", weights_only=True)
+    run_and_report(config, settings, send=send, resume=resume)
+
+
+def run_and_report(
+    config: dict,
+    settings,
+    *,
+    send: Callable[[dict, dict | None], None],
+    resume: dict | None = None,
+) -> None:
+    """`trainers.run_trial(config)`, each of its reports passed to `send(metrics, snapshot)`:
+    one per epoch (`final: False`, with its snapshot under `settings.snapshots`, else None),
+    then the final row (`final: True`, no snapshot). A trial that raises sends `status: failed`
+    with its error text instead of crashing its worker.
+
+    Every report carries `trained_with`: the config whose training produced the weights it
+    measures, and each snapshot the config and the report of the epoch that made it. A trial
+    restored from another's snapshot with no training epoch left (population-based training
+    cloned a trial at its end) runs as the config that trained the snapshot, never having
+    trained under its perturbed one: it first sends the snapshot's report again, as phase
+    `clone`, then finishes as that config would."""
+    from trainers import run_trial
+
+    if resume is not None and "config" in resume and resume["epoch"] >= settings.schedule.epochs:
+        trained = json.loads(resume["config"])
+        if trained != config:
+            config = trained
+            clone = {**json.loads(resume["report"]), "phase": "clone", "final": False}
+            send({**clone, "trained_with": config}, None)
+
+    def report(row: dict) -> None:
+        snapshot = row.pop("snapshot", None)
+        if snapshot is not None:
+            snapshot = {**snapshot, "config": json.dumps(config), "report": json.dumps(row)}
+        send({**row, "trained_with": config, "final": False}, snapshot)
+
     try:
         result = run_trial(config, report, settings=settings, resume=resume)
-    except Exception:  # the study goes on; the row keeps the error
-        result = {"status": "failed", "error": traceback.format_exc(limit=6)}
+    except Exception as error:  # the study goes on; the row keeps the reason
+        result = {"status": "failed", "error": short_error(error)}
+        result["traceback"] = traceback.format_exc()  # the recorder logs it, out of the row
     records = json.dumps(result.pop("records", []))
     violations = json.dumps(result.pop("violations", {}))
-    tune.report(
-        {**result, "records": records, "violations": violations, "node": node, "final": True}
-    )
+    final = {"records": records, "violations": violations, "trained_with": config, "final": True}
+    send({**result, **final}, None)
 
 
 def member_trainable(config: dict, settings) -> None:
     """`trainable` for a population member: its config sits under `member`."""
     trainable(config["member"]["config"], settings)
+
+
+def short_error(error: BaseException) -> str:
+    """One line: the exception's type and first line of text, and where it was raised."""
+    text = (str(error).splitlines() or [""])[0][:300]
+    frames = traceback.extract_tb(error.__traceback__)
+    where = f" ({Path(frames[-1].filename).name}:{frames[-1].lineno})" if frames else ""
+    return f"{type(error).__name__}: {text}{where}"

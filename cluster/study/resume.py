@@ -13,7 +13,7 @@ import pyarrow as pa
 import search
 from cluster.study import results
 from cluster.study.config import ConfigError, Study
-from cluster.study.store import StateUnreadable, StudyStore
+from cluster.study.store import RUNNER_TRIALS, StateUnreadable, StudyStore
 from spaces.util import write_json
 
 STUDY_FILE = "study.json"
@@ -61,9 +61,12 @@ def first_free_id(table: pa.Table | None) -> int:
     return max((int(t) + 1 for t in ids if t and t.isdigit()), default=0)
 
 
-def reconcile(searcher: search.Searcher, finals: dict[str, dict]) -> int:
+def reconcile(
+    searcher: search.Searcher, finals: dict[str, dict], *, runner_trials: set[str] | None = None
+) -> int:
     """Bring a loaded searcher in line with the final rows; returns the finished trials. A
-    pending trial with a final row is told it; one without is forgotten (its worker is gone);
+    pending trial with a final row is told it; one without is forgotten when a runner asked it
+    (its worker is gone; `runner_trials` None: any) and kept for its service client otherwise;
     a final row the searcher never heard of is added under its own id and status."""
     names = searcher.objective.names
     for trial in list(searcher.pending):
@@ -71,7 +74,7 @@ def reconcile(searcher: search.Searcher, finals: dict[str, dict]) -> int:
             row = finals[trial]
             metrics, status = told_as(row, row["status"], names)
             searcher.tell(trial, metrics, **status)
-        else:
+        elif runner_trials is None or trial in runner_trials:
             searcher.discard(trial)
     told = {o["id"] for o in searcher.observations}
     for trial, row in sorted(finals.items(), key=lambda item: results.trial_key(item[0])):
@@ -93,9 +96,10 @@ def open_store(study: Study, folder: Path, table: pa.Table | None) -> tuple[Stud
     rebuilt from the Parquet rows, with a warning naming what could not be recovered."""
     store = StudyStore(folder, make_searcher(study))
     finals = final_rows(table)
+    owned = store.runner_trials()
     try:
         with store.locked() as searcher:  # loads the saved state, if any
-            return store, reconcile(searcher, finals)
+            return store, reconcile(searcher, finals, runner_trials=owned)
     except StateUnreadable as error:
         kept = store.set_aside()
         warnings.warn(
@@ -110,7 +114,7 @@ def open_store(study: Study, folder: Path, table: pa.Table | None) -> tuple[Stud
         store = StudyStore(folder, make_searcher(study))
         with store.locked() as searcher:
             searcher.reserve_ids(first_free_id(table))  # lost trials' rows keep their ids
-            return store, reconcile(searcher, finals)
+            return store, reconcile(searcher, finals, runner_trials=owned)
 
 
 def prepare_dir(study: Study, *, resume: bool) -> Path:
@@ -130,6 +134,7 @@ def prepare_dir(study: Study, *, resume: bool) -> Path:
             "or choose another dir"
         )
     if not saved.exists():
+        (folder / RUNNER_TRIALS).touch()
         write_json(saved, study.to_dict())
     return folder
 

@@ -17,6 +17,7 @@ import search
 from spaces.util import write_json
 
 STATE_FILE = "searcher.json"
+RUNNER_TRIALS = "runner-trials.txt"
 
 
 class StateUnreadable(ValueError):
@@ -60,6 +61,19 @@ class StudyStore:
             self.searcher.load_state_dict(json.loads(self.state_path.read_text()))
         except (ValueError, KeyError, TypeError, AttributeError) as error:
             raise StateUnreadable(f"{self.state_path}: {type(error).__name__}: {error}") from error
+
+    def claim(self, trial_id: str) -> None:
+        """Note that a runner asked `trial_id` (one line appended to `runner-trials.txt`): a
+        resume forgets the unfinished trials a runner asked, and leaves those asked through the
+        study service pending for their clients."""
+        with open(self.folder / RUNNER_TRIALS, "a") as file:
+            file.write(f"{trial_id}\n")
+
+    def runner_trials(self) -> set[str] | None:
+        """The trials runners asked; None for a study from before this was kept (then every
+        unfinished trial counts as a runner's)."""
+        path = self.folder / RUNNER_TRIALS
+        return set(path.read_text().split()) if path.exists() else None
 
     def set_aside(self) -> Path:
         """Move an unreadable state file out of the way; returns where it went."""

@@ -322,7 +322,7 @@ def test_resume_sets_an_unreadable_searcher_state_aside(killed_study, tmp_path, 
     resumed = _paretune("resume", folder, "--cpus", "2", stderr=subprocess.PIPE, text=True)
     _, errors = resumed.communicate(timeout=300)
     assert resumed.returncode == 0, errors
-    assert "RuntimeWarning" in errors and "Traceback" not in errors, errors
+    assert "paretune: warning:" in errors and "Traceback" not in errors, errors
     assert str(state_file) in errors and "random state" in errors, errors
     kept = list(folder.glob("searcher.json.unreadable-*"))
     assert len(kept) == 1 and kept[0].name in errors

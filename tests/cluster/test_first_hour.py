@@ -41,6 +41,7 @@ def _write(tmp_path, **changes):
     [
         ({"objectives": {"val_accc": "max"}}, "did you mean 'val_acc'"),
         ({"trial": {"epochs": "one"}}, "'epochs' must be a whole number"),
+        ({"scheduler": "median", "scheduler_options": {"grace": 1}}, "'grace_period'"),
         ({"dataset": "numpy", "data_path": "bad.npz"}, "n = len"),
         ({"dataset": "numpy", "data_path": "other.npz"}, "needs arrays 'x' and 'y'"),
     ],

@@ -102,3 +102,17 @@ def test_a_rebuilt_searcher_never_reuses_the_id_of_a_trial_that_was_running(tmp_
         store, done = open_store(study, tmp_path, table)
     with store.locked() as searcher:
         assert done == 2 and searcher.ask().id == "3"  # "2" names the lost trial's rows
+
+
+def test_a_resume_forgets_a_dead_runners_trials_but_not_a_service_clients(tmp_path):
+    from cluster.study.resume import prepare_dir
+
+    study = _study(tmp_path)
+    prepare_dir(study, resume=False)
+    store = StudyStore(tmp_path, make_searcher(study))
+    with store.locked() as searcher:
+        by_runner, by_client = searcher.ask(), searcher.ask()
+        store.claim(by_runner.id)
+    store, done = open_store(study, tmp_path, None)
+    with store.locked() as searcher:
+        assert done == 0 and list(searcher.pending) == [by_client.id]
