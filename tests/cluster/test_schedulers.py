@@ -151,15 +151,17 @@ def test_asha_stops_trials_and_the_searcher_knows(local_ray, tmp_path):
     [
         # three trials at a time on two CPUs: Ray's rule would pause one and retrain it
         ("median", {"grace_period": 1, "min_samples_required": 2}),
-        ("hyperband", {"max_t": 4, "reduction_factor": 2}),
+        # two at a time: earlier trials set each rung's cutoff before later ones reach it
+        ("hyperband", {"max_t": 4, "reduction_factor": 2, "parallel": 2}),
     ],
 )
 def test_median_and_hyperband_stop_hopeless_trials_early(local_ray, tmp_path, scheduler, options):
+    options = dict(options)
     study = _study(
         tmp_path,
         train=HOPELESS,
         trials=6,
-        parallel=3,
+        parallel=options.pop("parallel", 3),
         scheduler=scheduler,
         scheduler_options=options,
         trial={"epochs": 3, "latency_repeats": 4},

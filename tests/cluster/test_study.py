@@ -1,3 +1,6 @@
+import subprocess
+import sys
+
 import pytest
 
 from cluster import cli
@@ -72,8 +75,6 @@ def test_yaml_and_toml(tmp_path):
 
 
 def test_cli_bad_input_exits_2_before_ray(tmp_path, capsys):
-    import ray
-
     (tmp_path / "s.yaml").write_text("scheduler: pbtt\n")
     assert cli.main(["run", str(tmp_path / "s.yaml")]) == 2
     assert "did you mean 'pbt'" in capsys.readouterr().err
@@ -84,7 +85,13 @@ def test_cli_bad_input_exits_2_before_ray(tmp_path, capsys):
     (tmp_path / "ok.yaml").write_text(f"dir: {blocked}/study\n")
     assert cli.main(["run", str(tmp_path / "ok.yaml")]) == 2
     assert "not writable" in capsys.readouterr().err
-    assert not ray.is_initialized()
+    code = (
+        "import ray, sys; from cluster import cli;"
+        f"rc = cli.main(['run', {str(tmp_path / 's.yaml')!r}]);"
+        "print(rc, ray.is_initialized())"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["2", "False"]  # refused before Ray started
 
 
 def test_train_takes_ranges_options_and_fixed_values():
