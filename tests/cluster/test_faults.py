@@ -6,65 +6,24 @@ import contextlib
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import threading
 import time
 
 import grpc
-import pyarrow.compute as pc
 import pytest
-import yaml
 
 from cluster.remote import service
 from cluster.study import results
 from cluster.study.config import Study
 from cluster.study.resume import load_study, prepare_dir
-
-STUDY = {
-    "arch": "mlp",
-    "arch_options": {"layers": [1, 2], "widths": [16, 32]},
-    "train": {"lr": [1e-3, 3e-2]},
-    "compress": False,
-    "searcher": "evolution",
-    "searcher_options": {"population": 4, "sample_size": 2},
-    "scheduler": "fifo",
-    "parallel": 2,
-    "trial": {"epochs": 3, "latency_repeats": 4},
-}
-
-
-def _paretune(*args, **popen):
-    """The CLI in its own session, so that killing its group takes the Ray it started along."""
-    env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
-    command = [sys.executable, "-m", "cluster.cli", *map(str, args)]
-    return subprocess.Popen(command, env=env, start_new_session=True, **popen)
-
-
-def _stop(process):
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(process.pid, signal.SIGKILL)
-    process.wait()
-
-
-def _write(where, **changes):
-    config = {**STUDY, "dir": str(where / "study"), **changes}
-    (where / "study.yaml").write_text(yaml.safe_dump(config))
-    return where / "study.yaml", where / "study"
-
-
-def _finals(folder):
-    try:
-        table = results.load(folder, every_step=True)
-    except ValueError:
-        return None
-    return table.filter(pc.fill_null(table["final"], False))
+from tests.cluster.drivers import STUDY, final_rows, paretune, status_of, stop, write_study
 
 
 def _finished(folder) -> dict[str, str]:
     """The node of each final row so far, by trial id."""
-    finals = _finals(folder)
+    finals = final_rows(folder)
     if finals is None:
         return {}
     return dict(zip(finals["trial"].to_pylist(), finals["node"].to_pylist()))
@@ -82,7 +41,7 @@ def _wait_for(condition, what, *, process, timeout, log=None):
 
 def _assert_budget_exact(folder, trials):
     """Exactly `trials` final rows, none twice, and a searcher told exactly those trials."""
-    finals = _finals(folder).to_pylist()
+    finals = final_rows(folder).to_pylist()
     ids = [r["trial"] for r in finals]
     assert len(ids) == len(set(ids)) == trials, sorted(ids)
     state = json.loads((folder / "searcher.json").read_text())
@@ -90,17 +49,6 @@ def _assert_budget_exact(folder, trials):
     told = [o["id"] for o in state["observations"]]
     assert len(told) == len(set(told)) == trials and set(told) == set(ids)
     return {r["trial"]: r for r in finals}
-
-
-def _status(call):
-    """The status code and details a call fails with (a device call raises gRPC's own error, a
-    study call `StudyError`)."""
-    with pytest.raises((grpc.RpcError, service.StudyError)) as caught:
-        call()
-    error = caught.value
-    if isinstance(error, service.StudyError):
-        return error.code, error.details
-    return error.code(), error.details()
 
 
 def test_ask_on_an_exhausted_grid_says_so(tmp_path):
@@ -122,16 +70,16 @@ def test_ask_on_an_exhausted_grid_says_so(tmp_path):
         client = service.StudyClient(f"127.0.0.1:{port}", "grid")
         asked = [client.ask() for _ in range(4)]
         assert len({tuple(sorted(config.items())) for _, config in asked}) == 4
-        code, details = _status(client.ask)
+        code, details = status_of(client.ask)
         assert code == grpc.StatusCode.FAILED_PRECONDITION
         assert "no configuration left" in details and "4 configurations" in details
         for trial, config in asked:  # the trials already handed out are still told
             assert client.tell(trial, {"val_acc": 100 * config["train.lr"]}) == "completed"
         assert client.state()["finished"] == 4
-        code, details = _status(lambda: client.tell(asked[0][0], {"val_acc": 1.0}))
+        code, details = status_of(lambda: client.tell(asked[0][0], {"val_acc": 1.0}))
         assert code == grpc.StatusCode.NOT_FOUND  # told once only
         assert details == f"trial '{asked[0][0]}' is not pending in study 'grid'"
-        code, _ = _status(client.ask)
+        code, _ = status_of(client.ask)
         assert code == grpc.StatusCode.FAILED_PRECONDITION
     finally:
         server.stop(grace=None)
@@ -172,7 +120,6 @@ def _running_on(folder, node):
 
 
 def test_a_worker_node_dies_mid_trial(tmp_path):
-    pytest.importorskip("ray.cluster_utils")
     nodes = subprocess.Popen(
         [sys.executable, "-c", "from tests.cluster.test_faults import _two_nodes; _two_nodes()"],
         env={**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"},
@@ -187,10 +134,10 @@ def test_a_worker_node_dies_mid_trial(tmp_path):
         address, worker = nodes.stdout.readline().split()
         assert address.startswith("127.0.0.1:")
         trial = {"epochs": 200, "latency_repeats": 4}  # some 4 s a trial: time to see it run
-        config, folder = _write(
+        config, folder = write_study(
             tmp_path, trials=3, searcher="random", searcher_options={}, trial=trial
         )
-        driver = _paretune("run", config, "--address", address, stdout=log, stderr=log)
+        driver = paretune("run", config, "--address", address, stdout=log, stderr=log)
         _wait_for(
             lambda: lost.append(_running_on(folder, worker)) or lost[-1] is not None,
             "a trial running on the worker node",
@@ -204,10 +151,10 @@ def test_a_worker_node_dies_mid_trial(tmp_path):
         assert driver.wait(timeout=120) == 0, log.seek(0) or log.read()
     finally:
         if driver is not None:
-            _stop(driver)
+            stop(driver)
         with contextlib.suppress(OSError, subprocess.TimeoutExpired):
             nodes.communicate("", timeout=60)  # end of stdin: the nodes stop
-        _stop(nodes)
+        stop(nodes)
     after = _assert_budget_exact(folder, 3)
     assert {r["status"] for r in after.values()} == {"completed"}  # nothing recorded failed
     every = results.load(folder, every_step=True).to_pylist()
@@ -253,7 +200,7 @@ def test_eight_clients_and_the_runner_share_a_whole_study(tmp_path):
     )
     folder = prepare_dir(study, resume=False)
     server, port = service.serve(folder)
-    runner = _paretune("resume", folder, "--cpus", "2", stdout=subprocess.DEVNULL)
+    runner = paretune("resume", folder, "--cpus", "2", stdout=subprocess.DEVNULL)
     told, errors, runner_started = [], [], threading.Event()
     try:
         # the runner forgets pending trials it finds when it opens the study: start the
@@ -271,7 +218,7 @@ def test_eight_clients_and_the_runner_share_a_whole_study(tmp_path):
         state = service.StudyClient(f"127.0.0.1:{port}", "svc").state()
     finally:
         runner_started.set()
-        _stop(runner)
+        stop(runner)
         server.stop(grace=None)
     assert not errors, errors
     assert len(told) == len(set(told)) > 8  # no trial told twice; more than one round each
@@ -287,14 +234,14 @@ def test_eight_clients_and_the_runner_share_a_whole_study(tmp_path):
 @pytest.fixture(scope="module")
 def killed_study(tmp_path_factory):
     """A 6-trial study whose driver was killed with SIGKILL after at least 3 finished trials."""
-    config, folder = _write(tmp_path_factory.mktemp("killed"), trials=6)
-    driver = _paretune("run", config, "--cpus", "2", stderr=subprocess.DEVNULL)
+    config, folder = write_study(tmp_path_factory.mktemp("killed"), trials=6)
+    driver = paretune("run", config, "--cpus", "2", stderr=subprocess.DEVNULL)
     try:
         _wait_for(
             lambda: len(_finished(folder)) >= 3, "3 finished trials", process=driver, timeout=300
         )
     finally:
-        _stop(driver)
+        stop(driver)
     return folder
 
 
@@ -307,13 +254,13 @@ def _truncated(text: str, study: Study) -> bytes:
 def test_resume_sets_an_unreadable_searcher_state_aside(killed_study, tmp_path, corrupt):
     folder = tmp_path / "study"
     shutil.copytree(killed_study, folder)
-    before = {r["trial"]: r for r in _finals(folder).to_pylist()}
+    before = {r["trial"]: r for r in final_rows(folder).to_pylist()}
     assert 3 <= len(before) < 6
     state_file = folder / "searcher.json"
     bad = corrupt(state_file.read_text(), load_study(folder))
     state_file.write_bytes(bad)
 
-    resumed = _paretune("resume", folder, "--cpus", "2", stderr=subprocess.PIPE, text=True)
+    resumed = paretune("resume", folder, "--cpus", "2", stderr=subprocess.PIPE, text=True)
     _, errors = resumed.communicate(timeout=300)
     assert resumed.returncode == 0, errors
     assert "paretune: warning:" in errors and "Traceback" not in errors, errors

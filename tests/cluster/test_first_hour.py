@@ -2,38 +2,19 @@
 and the command line's output."""
 
 import contextlib
-import os
 import signal
 import subprocess
 import sys
 import time
 
 import numpy as np
-import pyarrow.compute as pc
 import pytest
-import yaml
 
 from cluster import cli
 from cluster.cli import commands
 from cluster.study import results
 from spaces import Choice, Float, Space
-
-STUDY = {
-    "arch": "mlp",
-    "arch_options": {"layers": [1, 2], "widths": [16, 32]},
-    "train": {"lr": [1e-3, 3e-2]},
-    "compress": False,
-    "searcher": "random",
-    "scheduler": "fifo",
-    "parallel": 2,
-    "trial": {"epochs": 3, "latency_repeats": 4},
-}
-
-
-def _write(tmp_path, **changes):
-    config = {**STUDY, "dir": str(tmp_path / "study"), **changes}
-    (tmp_path / "study.yaml").write_text(yaml.safe_dump(config))
-    return tmp_path / "study.yaml", tmp_path / "study"
+from tests.cluster.drivers import final_ids, paretune, stop, write_study
 
 
 @pytest.mark.parametrize(
@@ -50,29 +31,10 @@ def test_a_bad_study_exits_2_before_anything_is_written(tmp_path, capsys, change
     np.savez(tmp_path / "bad.npz", x=np.zeros((10, 4)), y=np.zeros(9))
     np.savez(tmp_path / "other.npz", features=np.zeros((10, 4)), labels=np.zeros(10))
     with contextlib.chdir(tmp_path):
-        config, folder = _write(tmp_path, **changes)
+        config, folder = write_study(tmp_path, **changes)
         assert cli.main(["run", str(config)]) == 2
     assert message in capsys.readouterr().err
     assert not folder.exists()  # fixing the file and running again just works
-
-
-def _paretune(*args, **popen):
-    env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "PYTHONUNBUFFERED": "1"}
-    command = [sys.executable, "-m", "cluster.cli", *map(str, args)]
-    return subprocess.Popen(command, env=env, start_new_session=True, text=True, **popen)
-
-
-def _finals(folder):
-    try:
-        table = results.load(folder, every_step=True)
-    except ValueError:
-        return []
-    return table.filter(pc.fill_null(table["final"], False))["trial"].to_pylist()
-
-
-def _stop(process):
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(process.pid, signal.SIGKILL)  # Ray processes the driver started
 
 
 def _wait(driver, done, *, seconds=240):
@@ -84,39 +46,39 @@ def _wait(driver, done, *, seconds=240):
 
 def test_ctrl_c_a_second_driver_and_resume_keep_the_budget(tmp_path):
     slow = {"epochs": 40, "latency_repeats": 4}  # trials last long enough to be interrupted
-    config, folder = _write(tmp_path, trials=8, trial=slow)
-    driver = _paretune("run", config, "--cpus", "2", stderr=subprocess.PIPE)
+    config, folder = write_study(tmp_path, trials=8, trial=slow)
+    driver = paretune("run", config, "--cpus", "2", stderr=subprocess.PIPE)
     try:
         _wait(driver, lambda: (folder / "results").exists())  # a trial reported an epoch
-        second = _paretune("resume", folder, stderr=subprocess.PIPE)
+        second = paretune("resume", folder, stderr=subprocess.PIPE)
         _, said = second.communicate(timeout=120)
         assert second.returncode == 2 and "is being run by process" in said
-        _wait(driver, lambda: _finals(folder))
+        _wait(driver, lambda: final_ids(folder))
         driver.send_signal(signal.SIGINT)
         _, said = driver.communicate(timeout=60)
     finally:
-        _stop(driver)
+        stop(driver)
     assert driver.returncode == 130 and f"paretune resume {folder}" in said
-    assert 1 <= len(_finals(folder)) < 8
-    resumed = _paretune("resume", folder, "--cpus", "2", stdout=subprocess.PIPE)
+    assert 1 <= len(final_ids(folder)) < 8
+    resumed = paretune("resume", folder, "--cpus", "2", stdout=subprocess.PIPE)
     try:
         output, _ = resumed.communicate(timeout=300)
     finally:
-        _stop(resumed)
+        stop(resumed)
     assert resumed.returncode == 0 and "Pareto front" in output
-    finals = _finals(folder)
+    finals = final_ids(folder)
     assert len(finals) == len(set(finals)) == 8  # the budget, exactly
 
 
 def test_ctrl_c_while_ray_starts_exits_130(tmp_path):
-    config, folder = _write(tmp_path, trials=4)
-    driver = _paretune("run", config, "--cpus", "2", stderr=subprocess.PIPE)
+    config, folder = write_study(tmp_path, trials=4)
+    driver = paretune("run", config, "--cpus", "2", stderr=subprocess.PIPE)
     try:
         time.sleep(1.5)
         driver.send_signal(signal.SIGINT)
         _, said = driver.communicate(timeout=60)
     finally:
-        _stop(driver)
+        stop(driver)
     assert driver.returncode == 130 and "paretune resume" in said
 
 
@@ -151,7 +113,7 @@ def test_the_front_counts_finished_trials(tmp_path, capsys):
 
 
 def test_serve_takes_a_study_file(tmp_path):
-    config, folder = _write(tmp_path, trials=3)
+    config, folder = write_study(tmp_path, trials=3)
     assert commands._study_folder(str(config)) == str(folder)
     assert (folder / "study.json").exists()
     assert commands._study_folder(str(config)) == str(folder)  # served as it is

@@ -20,6 +20,7 @@ from cluster.remote import wire as rpc
 from cluster.study import results
 from cluster.study.config import Study
 from cluster.study.resume import prepare_dir
+from tests.cluster.drivers import status_of
 
 
 def _model():
@@ -59,27 +60,18 @@ def test_device_server_measures_onnx(device_server, tmp_path):
     assert answer["results"][0]["median_ms"] > 0
 
 
-def _status(call):
-    """The status code and details a call fails with (a device call raises gRPC's own error, a
-    study call `StudyError`)."""
-    with pytest.raises((grpc.RpcError, service.StudyError)) as caught:
-        call()
-    error = caught.value
-    if isinstance(error, service.StudyError):
-        return error.code, error.details
-    return error.code(), error.details()
-
-
-def test_bad_requests_get_the_right_status(device_server):
+def test_bad_requests_get_the_rightstatus_of(device_server):
     client = device.DeviceClient(device_server)
-    code, details = _status(lambda: client.measure_bytes(b"not a model", input_shape=[1, 8, 8]))
+    code, details = status_of(lambda: client.measure_bytes(b"not a model", input_shape=[1, 8, 8]))
     assert code == grpc.StatusCode.INVALID_ARGUMENT and "TorchScript" in details
-    code, details = _status(lambda: client.measure_bytes(b"x", input_shape=[1, -8]))
+    code, details = status_of(lambda: client.measure_bytes(b"x", input_shape=[1, -8]))
     assert code == grpc.StatusCode.INVALID_ARGUMENT and "input_shape" in details
-    code, _ = _status(lambda: client.measure_bytes(b"x" * (2 << 20), input_shape=[1, 8, 8]))
+    code, _ = status_of(lambda: client.measure_bytes(b"x" * (2 << 20), input_shape=[1, 8, 8]))
     assert code == grpc.StatusCode.RESOURCE_EXHAUSTED  # over the 1 MiB limit
     payload = device.torchscript_bytes(_model(), (1, 8, 8))
-    code, details = _status(lambda: client.measure_bytes(payload, input_shape=[3, 8, 8], repeats=1))
+    code, details = status_of(
+        lambda: client.measure_bytes(payload, input_shape=[3, 8, 8], repeats=1)
+    )
     assert code == grpc.StatusCode.INVALID_ARGUMENT and "failed on input" in details
 
 
@@ -96,7 +88,7 @@ def test_busy_past_the_queue(device_server):
     thread.start()
     time.sleep(1.0)  # the first is measuring for several seconds
     client = device.DeviceClient(device_server)
-    code, details = _status(lambda: client.measure_bytes(payload, **{**slow, "repeats": 249}))
+    code, details = status_of(lambda: client.measure_bytes(payload, **{**slow, "repeats": 249}))
     thread.join()
     assert code == grpc.StatusCode.RESOURCE_EXHAUSTED and "busy" in details
     assert outcome["first"]["results"][0]["median_ms"] > 0
@@ -109,7 +101,7 @@ def test_tokens(tmp_path):
     try:
         for token in (None, "wrong"):
             client = device.DeviceClient(f"127.0.0.1:{port}", token=token)
-            code, _ = _status(lambda c=client: c.measure(_model(), (1, 8, 8), repeats=2))
+            code, _ = status_of(lambda c=client: c.measure(_model(), (1, 8, 8), repeats=2))
             assert code == grpc.StatusCode.UNAUTHENTICATED
         ok = device.DeviceClient(f"127.0.0.1:{port}", token="s3cret")
         assert ok.latency(_model(), (1, 8, 8), batch_size=2, repeats=2) > 0
@@ -239,14 +231,14 @@ def test_study_service_errors_and_results(study_server):
     for _ in range(5):
         trial, config = client.ask()
         client.tell(trial, {"val_acc": 100 * config["train.lr"], "latency_ms": 1.0})
-    code, details = _status(lambda: service.StudyClient(address, "other").ask())
+    code, details = status_of(lambda: service.StudyClient(address, "other").ask())
     assert code == grpc.StatusCode.NOT_FOUND and "unknown study 'other'" in details
-    code, _ = _status(lambda: client.tell("999", {"val_acc": 1.0}))
+    code, _ = status_of(lambda: client.tell("999", {"val_acc": 1.0}))
     assert code == grpc.StatusCode.NOT_FOUND
     trial, _ = client.ask()
-    code, details = _status(lambda: client.tell(trial, {"val_acc": "high"}))
+    code, details = status_of(lambda: client.tell(trial, {"val_acc": "high"}))
     assert code == grpc.StatusCode.INVALID_ARGUMENT and "must be a number" in details
-    code, details = _status(lambda: client.tell(trial, {"latency_ms": 1.0}))
+    code, details = status_of(lambda: client.tell(trial, {"latency_ms": 1.0}))
     assert code == grpc.StatusCode.INVALID_ARGUMENT and "metrics lack ['val_acc']" in details
     with pytest.raises(service.StudyError, match=r"^Tell failed \(NOT_FOUND\): trial '999' is"):
         client.tell("999", {"val_acc": 1.0})
@@ -254,7 +246,7 @@ def test_study_service_errors_and_results(study_server):
     local = results.load(folder)
     expected = sorted(v for v in local["val_acc"].to_pylist() if v > 2.0)
     assert sorted(remote["val_acc"].to_pylist()) == expected
-    code, details = _status(lambda: client.results(filters=[("nope", "==", 1)]))
+    code, details = status_of(lambda: client.results(filters=[("nope", "==", 1)]))
     assert code == grpc.StatusCode.INVALID_ARGUMENT and "unknown column" in details
 
 

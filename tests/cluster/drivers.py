@@ -1,0 +1,73 @@
+"""What the tests that drive `paretune` in processes of their own share: a tiny study, the CLI
+in its own session (killing the group takes the Ray it started along), final rows, statuses."""
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+
+import grpc
+import pyarrow.compute as pc
+import pytest
+import yaml
+
+from cluster.remote import service
+from cluster.study import results
+
+STUDY = {
+    "arch": "mlp",
+    "arch_options": {"layers": [1, 2], "widths": [16, 32]},
+    "train": {"lr": [1e-3, 3e-2]},
+    "compress": False,
+    "searcher": "evolution",
+    "searcher_options": {"population": 4, "sample_size": 2},
+    "scheduler": "fifo",
+    "parallel": 2,
+    "trial": {"epochs": 3, "latency_repeats": 4},
+}
+
+
+def write_study(where, **changes):
+    """`STUDY` with `changes` as `where/study.yaml`, living in `where/study`."""
+    config = {**STUDY, "dir": str(where / "study"), **changes}
+    (where / "study.yaml").write_text(yaml.safe_dump(config))
+    return where / "study.yaml", where / "study"
+
+
+def paretune(*args, **popen) -> subprocess.Popen:
+    env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "PYTHONUNBUFFERED": "1"}
+    command = [sys.executable, "-m", "cluster.cli", *map(str, args)]
+    popen.setdefault("text", True)
+    return subprocess.Popen(command, env=env, start_new_session=True, **popen)
+
+
+def stop(process: subprocess.Popen) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+
+
+def final_rows(folder):
+    """The final rows written so far, or None before any row."""
+    try:
+        table = results.load(folder, every_step=True)
+    except ValueError:
+        return None
+    return table.filter(pc.fill_null(table["final"], False))
+
+
+def final_ids(folder) -> list[str]:
+    table = final_rows(folder)
+    return [] if table is None else table["trial"].to_pylist()
+
+
+def status_of(call):
+    """The status code and details a call fails with (a device call raises gRPC's own error, a
+    study call `StudyError`)."""
+    with pytest.raises((grpc.RpcError, service.StudyError)) as caught:
+        call()
+    error = caught.value
+    if isinstance(error, service.StudyError):
+        return error.code, error.details
+    return error.code(), error.details()
