@@ -11,7 +11,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q --upgrade pip
 	# the CPU wheel, pinned: an unpinned torch may pull a CUDA build of several GB
 	$(BIN)/python -m pip install -q torch==2.13.0
-	$(BIN)/python -m pip install -q -e '.[dev,sql,plot,deploy]'
+	$(BIN)/python -m pip install -q -e '.[dev,sql,plot]'
 	touch $(STAMP)
 
 lint: $(STAMP)

@@ -92,18 +92,29 @@ def training() -> Space:
     )
 
 
+MULTIBIT = (2, 3, 4, 6, 8)  # weight bits that take a scheme and a granularity; 1 is binary
+
+
 def compression() -> Space:
-    """Pruning, quantization and distillation; switching a technique off hides its knobs."""
+    """Filter, neuron and weight pruning, quantization (binary weights at `weight_bits` 1) and
+    distillation; switching a technique off hides its knobs."""
+    multibit = {"quantize": True, "weight_bits": MULTIBIT}
     return Space(
         {
             "prune": Choice((False, True)),
             "prune_ratio": Float(0.1, 0.75, step=0.05, when={"prune": True}),
             "prune_criterion": Choice(("l1", "l2", "gradient"), when={"prune": True}),
+            "neuron_prune": Choice((False, True)),
+            "neuron_ratio": Float(0.1, 0.75, step=0.05, when={"neuron_prune": True}),
+            "neuron_criterion": Choice(("activation", "l1"), when={"neuron_prune": True}),
+            "weight_prune": Choice((False, True)),
+            "weight_sparsity": Float(0.5, 0.95, step=0.05, when={"weight_prune": True}),
+            "weight_prune_scope": Choice(("lamp", "layer", "global"), when={"weight_prune": True}),
             "quantize": Choice((False, True)),
-            "weight_bits": Choice((2, 3, 4, 6, 8), when={"quantize": True}),
+            "weight_bits": Choice((1, *MULTIBIT), when={"quantize": True}),
             "act_bits": Choice((4, 8, 16, 32), when={"quantize": True}),
-            "quant_scheme": Choice(("linear", "log"), when={"quantize": True}),
-            "quant_granularity": Choice(("per_tensor", "per_channel"), when={"quantize": True}),
+            "quant_scheme": Choice(("linear", "log"), when=multibit),
+            "quant_granularity": Choice(("per_tensor", "per_channel"), when=multibit),
             "quant_mode": Choice(("ptq", "qat"), when={"quantize": True}),
             "distill": Choice((False, True)),
             "distill_weight": Float(0.1, 10.0, log=True, when={"distill": True}),

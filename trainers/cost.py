@@ -1,8 +1,9 @@
-"""What a model costs: parameters, multiply-accumulates, stored bytes, measured latency."""
+"""What a model costs: parameters, multiply-accumulates, stored bytes, latency measured as the
+model's runtime runs it (`trainers.deploy`)."""
 
 from __future__ import annotations
 
-import itertools
+import math
 import statistics
 import time
 from contextlib import contextmanager
@@ -10,7 +11,8 @@ from contextlib import contextmanager
 import torch
 from torch import nn
 
-from trainers.quantize import packed_bytes, quantized_layers
+from trainers import deploy
+from trainers.store import stored_bytes
 
 
 def count_params(model: nn.Module) -> int:
@@ -20,18 +22,19 @@ def count_params(model: nn.Module) -> int:
 @torch.no_grad()
 def count_macs(model: nn.Module, in_shape) -> int:
     """Multiply-accumulates of one sample through the convs and linears, counted from the
-    modules as they are (after pruning): a conv costs `out_numel * in_channels/groups * kh * kw`."""
+    modules as they are (after pruning): a conv costs `out_numel * in_channels/groups * kh * kw`
+    (`* k` for a 1-D conv)."""
     total = 0
 
     def count(module, inputs, output):
         nonlocal total
-        if isinstance(module, nn.Conv2d):
-            kh, kw = module.kernel_size
-            total += output.numel() * (module.in_channels // module.groups) * kh * kw
+        if isinstance(module, nn.Conv1d | nn.Conv2d):
+            kernel = math.prod(module.kernel_size)
+            total += output.numel() * (module.in_channels // module.groups) * kernel
         else:
             total += output.numel() * module.in_features
 
-    layers = [m for m in model.modules() if isinstance(m, nn.Conv2d | nn.Linear)]
+    layers = [m for m in model.modules() if isinstance(m, nn.Conv1d | nn.Conv2d | nn.Linear)]
     handles = [m.register_forward_hook(count) for m in layers]
     was_training = model.training
     model.eval()
@@ -46,20 +49,12 @@ def count_macs(model: nn.Module, in_shape) -> int:
 
 
 def size_bytes(model: nn.Module) -> int:
-    """Bytes to store the model: quantized weights packed at their bit width plus one float32
-    `(offset, step)` pair per tensor or channel; every other float parameter and buffer float32."""
-    spec = getattr(model, "quant_spec", None)
-    packed = {f"{n}.weight" for n in quantized_layers(model)} if spec else set()
-    total = 0
-    for name, tensor in itertools.chain(model.named_parameters(), model.named_buffers()):
-        if not tensor.is_floating_point():
-            continue
-        if name in packed:
-            pairs = tensor.shape[0] if spec.per_channel else 1
-            total += packed_bytes(tensor.numel(), spec.bits) + 8 * pairs
-        else:
-            total += 4 * tensor.numel()
-    return total
+    """Bytes to store the model, exactly as `trainers.store.save` writes its tensors
+    (`store.stored_bytes`): quantized weights packed at their bit width plus one float32
+    `(offset, step)` pair per tensor or channel, a float32 range per quantized activation, every
+    other float parameter and buffer float32. The runtime's graph (int8 codes for 2 to 8 bits)
+    is rebuilt from that storage, so it is not what is counted."""
+    return stored_bytes(model)
 
 
 @contextmanager
@@ -102,3 +97,34 @@ def measure_latency(
                 times.append(time.perf_counter() - start)
     model.train(was_training)
     return 1000.0 * statistics.median(times)
+
+
+def deployed_latency(
+    model: nn.Module,
+    in_shape,
+    *,
+    runtime: str = "onnxruntime",
+    calibration: torch.Tensor | None = None,
+    batch_size: int = 64,
+    repeats: int = 30,
+    threads: int = 1,
+    source=None,
+) -> float:
+    """Median milliseconds of one batch of `batch_size` through `model` as `runtime` runs it
+    (`trainers.deploy.RUNTIMES`): for `onnxruntime`, the graph of `deploy.runtime_graph` (int8
+    for a quantized model, its activations calibrated on `calibration`, `(n, *in_shape)`) in
+    one ONNX Runtime session on the CPU; for `torch`, `deploy.float_copy(model)` on the model's
+    device. `source(model, in_shape, *, batch_size, repeats, threads, onnx)` measures elsewhere
+    (a device server), given the float copy and, for `onnxruntime`, the graph's bytes (else
+    None). Raises `deploy.DeployError` when the runtime cannot export the model."""
+    deploy.check_runtime(runtime)
+    runnable = deploy.float_copy(model)
+    graph = None
+    if runtime == "onnxruntime":
+        graph = deploy.runtime_graph(model, in_shape, calibration=calibration)
+    timing = {"batch_size": batch_size, "repeats": repeats, "threads": threads}
+    if source is not None:
+        return source(runnable, in_shape, onnx=graph, **timing)
+    if graph is None:
+        return measure_latency(runnable, in_shape, **timing)
+    return deploy.onnx_latency(graph, in_shape, **timing)

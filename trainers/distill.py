@@ -1,5 +1,6 @@
 """Response distillation: the student learns a teacher's response at a named layer (through a
-learned 1x1 adapter when widths differ) and its soft logits at temperature T."""
+learned 1x1 adapter when widths differ) and its soft logits at temperature T. Responses of 1-D
+models `(n, C, L)` are compared as maps of height 1."""
 
 from __future__ import annotations
 
@@ -32,7 +33,11 @@ class _Capture:
 
 
 def _as_map(x: torch.Tensor) -> torch.Tensor:
-    return x if x.dim() == 4 else x.reshape(*x.shape[:2], 1, 1)
+    """`(n, C, H, W)` as it is; a 1-D response `(n, C, L)` as `(n, C, 1, L)`; `(n, C)` as
+    `(n, C, 1, 1)`."""
+    if x.dim() == 4:
+        return x
+    return x.unsqueeze(2) if x.dim() == 3 else x.reshape(*x.shape[:2], 1, 1)
 
 
 def _channel_kl(student: torch.Tensor, teacher: torch.Tensor, temperature: float):

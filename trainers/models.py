@@ -1,5 +1,11 @@
 """Model builders: a config of `spaces/` in, an `nn.Module` out.
 
+Each builder takes the samples' shape `in_shape` without the batch, of a rank in `IN_RANKS`:
+`mlp` any of `INPUTS`, `chain` 1-D `(channels, length)` (Conv1d, BatchNorm1d, pooling over the
+length) or 2-D `(channels, height, width)`, `nb201` 2-D only; another rank raises `ValueError`
+(`check_input`). Residual additions are `Add` modules, so forward hooks on leaf modules see
+every operation.
+
 Every model carries `prune_groups`: the sets of channels that must be removed together (a conv's
 filters, its batch norm, a depthwise conv in between, and every layer that reads them; residual
 additions and cell edges put all their producers in one group). Modules are named by their path
@@ -36,14 +42,47 @@ def _between(name: str, stage: str, conv: str, norm: str, reader: str) -> PruneG
     return PruneGroup(name, stage, out=[conv], norm=[norm], inp=[reader])
 
 
-def _conv_bn(cin: int, cout: int, kernel: int, *, stride: int = 1, groups: int = 1) -> list:
-    conv = nn.Conv2d(cin, cout, kernel, stride, kernel // 2, groups=groups, bias=False)
-    return [conv, nn.BatchNorm2d(cout)]
+# The shapes of a sample (`in_shape`) by rank, and the layers of each convolutional rank.
+INPUTS = {1: "(features,)", 2: "(channels, length)", 3: "(channels, height, width)"}
+_LAYERS = {
+    1: {"conv": nn.Conv1d, "norm": nn.BatchNorm1d, "pool": nn.AdaptiveAvgPool1d},
+    2: {"conv": nn.Conv2d, "norm": nn.BatchNorm2d, "pool": nn.AdaptiveAvgPool2d},
+}
+
+
+def check_input(model: str, in_shape) -> int:
+    """The spatial dimensions of samples of shape `in_shape` (its rank - 1); a `ValueError`
+    naming the model, the data's shape and the shapes the model takes unless its rank is one
+    of `IN_RANKS[model]`."""
+    accepted = IN_RANKS[model]
+    if len(in_shape) not in accepted:
+        forms = " or ".join(INPUTS[rank] for rank in accepted)
+        raise ValueError(
+            f"model {model!r} takes samples of shape {forms}; the data's samples have shape "
+            f"{tuple(in_shape)} (the data is (n, {', '.join(map(str, in_shape))}))"
+        )
+    return len(in_shape) - 1
+
+
+def _conv_bn(
+    cin: int, cout: int, kernel: int, *, stride: int = 1, groups: int = 1, dims: int = 2
+) -> list:
+    layers = _LAYERS[dims]
+    conv = layers["conv"](cin, cout, kernel, stride, kernel // 2, groups=groups, bias=False)
+    return [conv, layers["norm"](cout)]
+
+
+class Add(nn.Module):
+    """`a + b`: a residual addition as a module, seen by forward hooks like every layer."""
+
+    def forward(self, a, b):
+        return a + b
 
 
 class MLP(nn.Module):
     def __init__(self, config: Mapping, *, in_shape, num_classes: int):
         super().__init__()
+        check_input("mlp", in_shape)
         width, layers = int(config["width"]), int(config["layers"])
         sizes = [int(torch.tensor(in_shape).prod())] + [width] * layers
         body = []
@@ -66,31 +105,37 @@ class MLP(nn.Module):
 
 
 class InvertedResidual(nn.Module):
-    def __init__(self, cin: int, cout: int, *, stride: int, kernel: int, expand: int):
+    def __init__(
+        self, cin: int, cout: int, *, stride: int, kernel: int, expand: int, dims: int = 2
+    ):
         super().__init__()
         hidden = cin * expand
-        self.expand = nn.Sequential(*_conv_bn(cin, hidden, 1), nn.ReLU6()) if expand > 1 else None
-        self.depthwise = nn.Sequential(
-            *_conv_bn(hidden, hidden, kernel, stride=stride, groups=hidden), nn.ReLU6()
+        self.expand = (
+            nn.Sequential(*_conv_bn(cin, hidden, 1, dims=dims), nn.ReLU6()) if expand > 1 else None
         )
-        self.project = nn.Sequential(*_conv_bn(hidden, cout, 1))
+        self.depthwise = nn.Sequential(
+            *_conv_bn(hidden, hidden, kernel, stride=stride, groups=hidden, dims=dims), nn.ReLU6()
+        )
+        self.project = nn.Sequential(*_conv_bn(hidden, cout, 1, dims=dims))
         self.residual = stride == 1 and cin == cout
+        self.add = Add() if self.residual else None
 
     def forward(self, x):
         y = self.expand(x) if self.expand is not None else x
         y = self.project(self.depthwise(y))
-        return x + y if self.residual else y
+        return self.add(x, y) if self.residual else y
 
 
 class ChainNet(nn.Module):
     """MobileNetV2-style: a 3x3 stem, stages of inverted residual blocks (stride 2 from the
-    second stage on), global pooling and a linear classifier."""
+    second stage on), global pooling and a linear classifier; 1-D or 2-D."""
 
     def __init__(self, config: Mapping, *, in_shape, num_classes: int, width_mult: float = 1.0):
         super().__init__()
+        dims = check_input("chain", in_shape)
         stages = sorted({int(k[1 : k.index("_")]) for k in config if k.startswith("s")})
         widths = [max(1, round(int(config[f"s{i}_width"]) * width_mult)) for i in stages]
-        self.stem = nn.Sequential(*_conv_bn(in_shape[0], widths[0], 3), nn.ReLU6())
+        self.stem = nn.Sequential(*_conv_bn(in_shape[0], widths[0], 3, dims=dims), nn.ReLU6())
         current = PruneGroup("stem", "s0", out=["stem.0"], norm=["stem.1"])
         groups = [current]
         blocks, cin = [], widths[0]
@@ -103,6 +148,7 @@ class ChainNet(nn.Module):
                     stride=2 if (j == 0 and i > 0) else 1,
                     kernel=int(config[f"s{i}_kernel"]),
                     expand=expand,
+                    dims=dims,
                 )
                 path = f"blocks.{len(blocks)}"
                 if block.expand is not None:
@@ -129,7 +175,7 @@ class ChainNet(nn.Module):
                 cin = widths[i]
         current.inp.append("classifier")
         self.blocks = nn.Sequential(*blocks)
-        self.pool = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        self.pool = nn.Sequential(_LAYERS[dims]["pool"](1), nn.Flatten())
         self.classifier = nn.Linear(cin, num_classes)
         self.prune_groups = groups
 
@@ -163,12 +209,18 @@ class Cell(nn.Module):
         self.edges = nn.ModuleDict(
             {name: _nb201_op(config[name], channels) for name in nb201_edge_names()}
         )
+        self.add = Add()
 
     def forward(self, x):
+        """Each node is the running sum of its incoming edges, in edge order."""
         nodes = [x]
         for to in (1, 2, 3):
-            edges = [(n, src) for n, (t, src) in zip(nb201_edge_names(), NB201_EDGES) if t == to]
-            nodes.append(sum(self.edges[name](nodes[src]) for name, src in edges))
+            total = None
+            for name, (t, src) in zip(nb201_edge_names(), NB201_EDGES):
+                if t == to:
+                    y = self.edges[name](nodes[src])
+                    total = y if total is None else self.add(total, y)
+            nodes.append(total)
         return nodes[3]
 
 
@@ -180,9 +232,10 @@ class Reduction(nn.Module):
         self.conv_a = ReLUConvBN(cin, cout, 3, stride=2)
         self.conv_b = ReLUConvBN(cout, cout, 3)
         self.downsample = nn.Sequential(nn.AvgPool2d(2, 2), nn.Conv2d(cin, cout, 1, bias=False))
+        self.add = Add()
 
     def forward(self, x):
-        return self.conv_b(self.conv_a(x)) + self.downsample(x)
+        return self.add(self.conv_b(self.conv_a(x)), self.downsample(x))
 
 
 class NB201Net(nn.Module):
@@ -199,6 +252,7 @@ class NB201Net(nn.Module):
         width_mult: float = 1.0,
     ):
         super().__init__()
+        check_input("nb201", in_shape)
         c = max(1, round(channels * width_mult))
         self.stem = nn.Sequential(*_conv_bn(in_shape[0], c, 3))
         current = PruneGroup("stage0", "s0", out=["stem.0"], norm=["stem.1"])
@@ -246,6 +300,8 @@ class NB201Net(nn.Module):
 
 
 MODELS = {"mlp": MLP, "chain": ChainNet, "nb201": NB201Net}
+# the ranks of `in_shape` each builder takes (`INPUTS`)
+IN_RANKS = {"mlp": (1, 2, 3), "chain": (2, 3), "nb201": (3,)}
 # the layer whose response a student learns from its teacher, by default
 FEATURE_LAYERS = {"mlp": "features", "chain": "blocks", "nb201": "layers"}
 
@@ -269,7 +325,8 @@ def infer_model(arch: Mapping) -> str:
 def build_model(
     name: str, arch: Mapping, *, in_shape, num_classes: int, options: Mapping | None = None
 ) -> nn.Module:
-    """`MODELS[name](arch, ...)`; `options` are the builder's keywords (`width_mult`, ...)."""
+    """`MODELS[name](arch, ...)`; `options` are the builder's keywords (`width_mult`, ...).
+    Samples of a shape the builder does not take (`IN_RANKS`) raise `ValueError`."""
     if name not in MODELS:
         raise ValueError(f"unknown model {name!r}; allowed: {sorted(MODELS)}")
     return MODELS[name](arch, in_shape=tuple(in_shape), num_classes=num_classes, **(options or {}))

@@ -1,5 +1,6 @@
-"""Filter pruning with real removal: rank each group's channels, keep the best, shrink every layer
-that produces, normalizes or reads them. The record lists the kept channels, so it replays."""
+"""Filter and neuron pruning with real removal: rank each group's channels, keep the best, shrink
+every layer that produces, normalizes or reads them. The record lists the kept channels, so it
+replays."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from torch.nn import functional as F
 from trainers.models import PruneGroup
 
 CRITERIA = ("l1", "l2", "gradient")
+NEURON_CRITERIA = ("activation", "l1")
 
 
 def gradient_importance(
@@ -25,7 +27,7 @@ def gradient_importance(
         F.cross_entropy(model(x[chunk]), y[chunk]).backward()
     scores = {}
     for name, module in model.named_modules():
-        if isinstance(module, nn.Conv2d | nn.Linear) and module.weight.grad is not None:
+        if isinstance(module, nn.Conv1d | nn.Conv2d | nn.Linear) and module.weight.grad is not None:
             scores[name] = (module.weight * module.weight.grad).abs().flatten(1).sum(1).detach()
     model.zero_grad(set_to_none=True)
     return scores
@@ -125,34 +127,139 @@ def prune(
     stages are left alone); `gradients` are `gradient_importance`'s scores, needed for the
     `gradient` criterion. Returns the JSON record `apply_record` replays."""
     if criterion not in CRITERIA:
-        raise ValueError(f"pruning criterion {criterion!r}: allowed {list(CRITERIA)}")
+        raise ValueError(f"prune_criterion {criterion!r}: allowed {list(CRITERIA)}")
     if criterion == "gradient" and not gradients:
         raise ValueError("the gradient criterion needs gradient_importance(model, x, y) scores")
     ratios = ratio if isinstance(ratio, Mapping) else None
     for value in ratios.values() if ratios else [ratio]:
-        if not 0.0 <= float(value) < 1.0:
-            raise ValueError(f"pruning ratio {value!r}: must be in [0, 1)")
+        check_ratio("prune_ratio", value)
     record = {"step": "prune", "criterion": criterion, "ratio": ratio, "groups": [], "skipped": []}
+
+    def share(group):
+        return float(ratios.get(group.stage, 0.0) if ratios else ratio)
+
+    def scores(group):
+        return group_importance(model, group, criterion, gradients)
+
+    _remove(model, model.prune_groups, share, scores, record)
+    return record
+
+
+def check_ratio(key: str, value) -> None:
+    """A `ValueError` naming `key` unless `value` is a number in `[0, 1)`."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0.0 <= value < 1.0:
+        raise ValueError(f"{key} {value!r}: allowed a number in [0, 1)")
+
+
+def check_neurons(*, ratio, criterion: str = "activation") -> None:
+    """A `ValueError` naming the config key unless `neuron_ratio` is in `[0, 1)` and
+    `neuron_criterion` in `NEURON_CRITERIA`."""
+    check_ratio("neuron_ratio", ratio)
+    if criterion not in NEURON_CRITERIA:
+        raise ValueError(f"neuron_criterion {criterion!r}: allowed {list(NEURON_CRITERIA)}")
+
+
+def _remove(model, groups, share, scores, record) -> None:
+    """Shrink each safe group by `floor(share(group) * channels)` of its lowest `scores(group)`,
+    logging kept channels and skipped groups in `record`."""
     modules = dict(model.named_modules())
-    for group in model.prune_groups:
+    for group in groups:
         reason = _unsafe(modules, group)
         if reason:
             record["skipped"].append({"group": group.name, "reason": reason})
             continue
-        share = float(ratios.get(group.stage, 0.0) if ratios else ratio)
         channels = _channels(modules, group)
-        remove = min(int(share * channels), channels - 1)
+        remove = min(int(share(group) * channels), channels - 1)
         if remove == 0:
             continue
-        scores = group_importance(model, group, criterion, gradients)
-        keep = torch.sort(torch.argsort(scores, descending=True)[: channels - remove]).values
+        ranked = torch.argsort(scores(group), descending=True)
+        keep = torch.sort(ranked[: channels - remove]).values
         shrink(model, group, keep)
         record["groups"].append({"group": group.name, "channels": channels, "keep": keep.tolist()})
+
+
+def neuron_groups(model: nn.Module) -> list[PruneGroup]:
+    """The groups whose channels a linear layer produces or reads: an MLP's hidden units, and in
+    the chain and nb201 the pooled channels the classifier reads (the classifier's own outputs,
+    the classes, are never pruned)."""
+    modules = dict(model.named_modules())
+    return [
+        group
+        for group in model.prune_groups
+        if any(isinstance(modules.get(n), nn.Linear) for n in group.out + group.inp)
+    ]
+
+
+@torch.no_grad()
+def activation_importance(
+    model: nn.Module, groups: list[PruneGroup], x: torch.Tensor
+) -> dict[str, torch.Tensor]:
+    """Per group, one score per neuron: its mean `|activation|` over `x` as a linear layer reads
+    it, times the L2 norm of that layer's weights from it (`E|a_j| * ||W[:, j]||`), summed over
+    the group's linear readers; groups with none score by their producers' L1 norms."""
+    modules = dict(model.named_modules())
+    readers = {n for g in groups for n in g.inp if isinstance(modules.get(n), nn.Linear)}
+    seen = {}
+
+    def hook(name):
+        def record(module, inputs):
+            seen[name] = inputs[0].detach().abs().flatten(1).mean(0)
+
+        return record
+
+    handles = [modules[n].register_forward_pre_hook(hook(n)) for n in readers]
+    was_training = model.training
+    model.eval()
+    try:
+        model(x)
+    finally:
+        for handle in handles:
+            handle.remove()
+        model.train(was_training)
+    scores = {}
+    for group in groups:
+        linear = [n for n in group.inp if n in readers]
+        if not linear:
+            scores[group.name] = group_importance(model, group, "l1")
+            continue
+        columns = [seen[n] * modules[n].weight.detach().norm(dim=0) for n in linear]
+        scores[group.name] = torch.stack(columns).sum(0)
+    return scores
+
+
+def prune_neurons(
+    model: nn.Module,
+    *,
+    ratio: float,
+    criterion: str = "activation",
+    x: torch.Tensor | None = None,
+) -> dict:
+    """Remove the lowest-ranked `floor(ratio * n)` neurons of every `neuron_groups` group in place:
+    rows of the layers producing them, columns of the layers reading them. `criterion`:
+    `activation` (`activation_importance` over inputs `x`) or `l1` (the producers' weights).
+    Returns the JSON record `apply_record` replays."""
+    check_neurons(ratio=ratio, criterion=criterion)
+    if criterion == "activation" and x is None:
+        raise ValueError("the activation criterion needs inputs x")
+    groups = neuron_groups(model)
+    ranked = activation_importance(model, groups, x) if criterion == "activation" else {}
+    record = {
+        "step": "neuron_prune",
+        "criterion": criterion,
+        "ratio": ratio,
+        "groups": [],
+        "skipped": [],
+    }
+
+    def scores(group):
+        return ranked[group.name] if ranked else group_importance(model, group, "l1")
+
+    _remove(model, groups, lambda group: float(ratio), scores, record)
     return record
 
 
 def apply_record(model: nn.Module, record: Mapping) -> None:
-    """Replay a `prune` record on a freshly built model of the same config."""
+    """Replay a `prune` or `neuron_prune` record on a freshly built model of the same config."""
     groups = {g.name: g for g in model.prune_groups}
     for entry in record["groups"]:
         shrink(model, groups[entry["group"]], torch.tensor(entry["keep"], dtype=torch.long))

@@ -12,10 +12,12 @@ from torch import nn
 
 from spaces.util import did_you_mean
 from trainers import prune as pruning
-from trainers import quantize, store
-from trainers.cost import count_macs, count_params, measure_latency, size_bytes
+from trainers import quantize, sparsity, store
+from trainers.cost import count_macs, count_params, deployed_latency, size_bytes
 from trainers.data import Dataset, load_dataset
+from trainers.deploy import check_runtime
 from trainers.distill import Distiller, cached_teacher
+from trainers.memory import peak_mem_bytes
 from trainers.models import FEATURE_LAYERS, build_model, infer_model
 from trainers.train import TrainSettings, evaluate, resolve_device, train
 
@@ -34,7 +36,7 @@ DEFAULT_CHAIN = {
     "s2_kernel": 3,
     "s2_expand": 6,
 }
-COST_METRICS = ("params", "macs", "size_bytes", "latency_ms")
+COST_METRICS = ("params", "macs", "size_bytes", "latency_ms", "peak_mem_bytes")
 
 
 @dataclass(frozen=True)
@@ -80,14 +82,20 @@ class TeacherSettings:
 
 @dataclass(frozen=True)
 class CostSettings:
-    """The cost limits that reject a config before training, and how latency is measured."""
+    """The cost limits that reject a config before training, and how latency is measured: on
+    `runtime` (`trainers.deploy.RUNTIMES`), as that runtime runs the compressed model."""
 
     constraints: Mapping[str, float] = field(default_factory=dict)
     latency_batch: int = 64
     latency_threads: int = 1
     latency_repeats: int = 20
     latency_source: Callable | None = None  # `f(model, in_shape, *, batch_size, repeats,
-    # threads) -> ms` measuring elsewhere (a device server); None measures here
+    # threads, onnx) -> ms` measuring elsewhere (a device server; `onnx`: the runtime's graph
+    # as bytes under onnxruntime, else None); None measures here
+    runtime: str = "onnxruntime"  # a study's `deploy` key
+
+    def __post_init__(self):
+        check_runtime(self.runtime, key="trial setting 'runtime'")
 
 
 @dataclass(frozen=True)
@@ -206,11 +214,60 @@ def split_config(config: Mapping) -> tuple[dict, dict, dict]:
 
 
 def _quant_spec(compress: Mapping) -> quantize.QuantSpec:
+    """`weight_bits` 1 is binary (its scheme `binary`, per channel unless asked otherwise)."""
+    bits = compress.get("weight_bits", 8)
     return quantize.QuantSpec(
-        int(compress.get("weight_bits", 8)),
-        compress.get("quant_scheme", "linear"),
+        bits,
+        compress.get("quant_scheme", "binary" if bits == 1 else "linear"),
         compress.get("quant_granularity", "per_channel") == "per_channel",
     )
+
+
+def _end_bits(compress: Mapping) -> int:
+    """The bits of the first and last layers: `first_last_bits`, by default 8 for binary weights
+    and `weight_bits` otherwise."""
+    bits = compress.get("weight_bits", 8)
+    ends = compress.get("first_last_bits", 8 if bits == 1 else bits)
+    if isinstance(ends, bool) or not isinstance(ends, int) or not 1 <= ends <= 16:
+        raise ValueError(f"first_last_bits {ends!r}: allowed 1 to 16")
+    return ends
+
+
+def _quant_overrides(model: nn.Module, compress: Mapping) -> dict[str, quantize.QuantSpec]:
+    """`quantize.prepare`'s overrides: the end layers at `_end_bits` (linear, per channel)."""
+    ends = _end_bits(compress)
+    if ends == _quant_spec(compress).bits:
+        return {}
+    spec = quantize.QuantSpec(ends, "binary" if ends == 1 else "linear", per_channel=True)
+    return {name: spec for name in quantize.end_layers(model)}
+
+
+def _needed(compress: Mapping, key: str, switch: str):
+    if key not in compress:
+        raise ValueError(f"compress.{switch} is on but compress.{key} is missing")
+    return compress[key]
+
+
+def _check_compress(compress: Mapping, compression: CompressionSettings) -> None:
+    """Every switched-on step's knobs, checked before training: a value not allowed raises a
+    `ValueError` naming its key and the allowed values."""
+    if compress.get("prune"):
+        if compression.stage_ratios is None:
+            pruning.check_ratio("prune_ratio", _needed(compress, "prune_ratio", "prune"))
+        criterion = compress.get("prune_criterion", "l1")
+        if criterion not in pruning.CRITERIA:
+            raise ValueError(f"prune_criterion {criterion!r}: allowed {list(pruning.CRITERIA)}")
+    if compress.get("neuron_prune"):
+        ratio = _needed(compress, "neuron_ratio", "neuron_prune")
+        pruning.check_neurons(ratio=ratio, criterion=compress.get("neuron_criterion", "activation"))
+    if compress.get("weight_prune"):
+        share = _needed(compress, "weight_sparsity", "weight_prune")
+        sparsity.check(sparsity=share, scope=compress.get("weight_prune_scope", "lamp"))
+    if compress.get("quantize"):
+        _quant_spec(compress)
+        _end_bits(compress)
+        if compress.get("quant_mode", "ptq") not in ("ptq", "qat"):
+            raise ValueError(f"quant_mode {compress['quant_mode']!r}: allowed ['ptq', 'qat']")
 
 
 def _prune_ratio(compress: Mapping, compression: CompressionSettings):
@@ -222,39 +279,51 @@ def _model_name(arch: Mapping, settings: TrialSettings) -> str:
 
 
 def estimate_cost(config: Mapping, settings: TrialSettings, *, in_shape, num_classes: int):
-    """`params`, `macs`, `size_bytes` and `latency_ms` known before training: the untrained model
-    built, pruned to its final shapes and quantized to its final storage, timed as trained ones
-    are. Takes milliseconds to a second."""
+    """`params`, `macs`, `size_bytes`, `latency_ms` and `peak_mem_bytes` known before training:
+    the untrained model built, pruned to its final shapes, quantized to its final storage and
+    timed as trained ones are (on the runtime's graph, int8 activations calibrated on random
+    inputs). Takes a fraction of a second to a second."""
     arch, _, compress = split_config(config)
     arch = arch or DEFAULT_CHAIN
     name = _model_name(arch, settings)
     model = build_model(
         name, arch, in_shape=in_shape, num_classes=num_classes, options=settings.model_options
     )
-    if compress.get("prune"):
-        pruning.prune(model, ratio=_prune_ratio(compress, settings.compression), criterion="l1")
+    _final_shapes(model, compress, settings.compression)
     model = model.to(resolve_device(settings.device))
-    cost = settings.cost
-    latency = _latency(model, in_shape, cost, repeats=max(3, cost.latency_repeats // 4))
+    inputs = torch.randn(64, *in_shape, generator=torch.Generator().manual_seed(0))
+    inputs = inputs.to(resolve_device(settings.device))
     if compress.get("quantize"):
-        hooks = quantize.prepare(model, _quant_spec(compress))
+        act_bits = int(compress.get("act_bits", 32))
+        overrides = _quant_overrides(model, compress)
+        hooks = quantize.prepare(
+            model, _quant_spec(compress), act_bits=act_bits, overrides=overrides
+        )
+        quantize.calibrate(model, hooks, inputs)
         quantize.finalize(model, hooks)
+    cost = settings.cost
+    repeats = max(3, cost.latency_repeats // 4)
+    latency = _latency(model, in_shape, cost, repeats=repeats, calibration=inputs)
     return {
         "params": count_params(model),
         "macs": count_macs(model, in_shape),
         "size_bytes": size_bytes(model),
         "latency_ms": latency,
+        "peak_mem_bytes": peak_mem_bytes(model, in_shape),
     }
 
 
-def _latency(model, in_shape, cost: CostSettings, *, repeats: int) -> float:
-    measure = cost.latency_source or measure_latency
-    return measure(
+def _latency(model, in_shape, cost: CostSettings, *, repeats: int, calibration) -> float:
+    """As deployed: after quantization, on `cost.runtime` (`trainers.cost.deployed_latency`)."""
+    return deployed_latency(
         model,
         in_shape,
+        runtime=cost.runtime,
+        calibration=calibration,
         batch_size=cost.latency_batch,
         repeats=repeats,
         threads=cost.latency_threads,
+        source=cost.latency_source,
     )
 
 
@@ -361,15 +430,19 @@ def run_trial(
 ) -> dict:
     """Build, train, prune and fine-tune, quantize (PTQ, or QAT), distill throughout, measure.
     `report(row)` after every epoch (`step`, `phase`, `epoch`, `train_loss`, `val_acc`). Returns
-    `val_acc`, `test_acc` (percent), `latency_ms`, `size_bytes`, `macs`, `params`, `status`
+    `val_acc`, `test_acc` (percent), `latency_ms`, `size_bytes`, `macs`, `params`,
+    `peak_mem_bytes`, `status`
     (`completed`; `infeasible` with `violations` when the cost known beforehand breaks
     `settings.cost.constraints`, untrained; `failed` with `error` and every other metric when
-    the latency could not be measured) and `records` (one JSON record per compression step).
+    the latency could not be measured: a device server lost, a model the runtime cannot export)
+    and `records` (one JSON record per compression step). Costs are those of the model as
+    `settings.cost.runtime` runs it (`trainers.deploy`), timed after quantization.
     With `settings.snapshots`, each training epoch's report carries a `"snapshot"`;
     `resume` continues training from one (population-based training swaps weights this way)."""
     settings = settings or TrialSettings()
     started = time.perf_counter()
     arch, train_config, compress = split_config(config)
+    _check_compress(compress, settings.compression)
     arch = arch or DEFAULT_CHAIN
     name = _model_name(arch, settings)
     data = load_dataset(settings.data.dataset, settings.data.path)
@@ -394,17 +467,18 @@ def run_trial(
     steps = _train_phase(
         run, base, phase="train", steps=1, snapshots=settings.snapshots, resume=resume
     )
-    records = []
-    if compress.get("prune"):
-        record, steps = _prune(run, steps)
-        records.append(record)
-    try:
-        repeats = settings.cost.latency_repeats
-        latency, failure = _latency(model, data.in_shape, settings.cost, repeats=repeats), None
-    except Exception as error:  # a device server lost: what was trained is kept
-        latency, failure = None, f"latency not measured: {type(error).__name__}: {error}"
+    records, steps = _prune(run, steps)
     if compress.get("quantize"):
         records.append(_quantize(run, steps))
+    try:  # timed as deployed: after quantization, on the runtime's graph
+        calibration = data.x_train[: settings.compression.calibration_samples]
+        repeats = settings.cost.latency_repeats
+        latency = _latency(
+            model, data.in_shape, settings.cost, repeats=repeats, calibration=calibration
+        )
+        failure = None
+    except Exception as error:  # a device server lost, a model the runtime cannot export
+        latency, failure = None, f"latency not measured: {type(error).__name__}: {error}"
     result = {
         "status": "completed" if failure is None else "failed",
         "val_acc": evaluate(model, data.x_val, data.y_val),
@@ -413,6 +487,7 @@ def run_trial(
         "size_bytes": size_bytes(model),
         "macs": count_macs(model, data.in_shape),
         "params": count_params(model),
+        "peak_mem_bytes": peak_mem_bytes(model, data.in_shape),
         "records": records,
         "train_seconds": time.perf_counter() - started,
     }
@@ -430,25 +505,50 @@ def run_trial(
     return result
 
 
-def _prune(run: _Run, steps: int) -> tuple[dict, int]:
-    """Prune, then fine-tune from step `steps`: the pruning record and the next step."""
-    criterion = run.compress.get("prune_criterion", "l1")
-    gradients = (
-        pruning.gradient_importance(run.model, run.data.x_train, run.data.y_train)
-        if criterion == "gradient"
-        else None
-    )
-    record = pruning.prune(
-        run.model,
-        ratio=_prune_ratio(run.compress, run.settings.compression),
-        criterion=criterion,
-        gradients=gradients,
-    )
+def _prune_model(
+    model: nn.Module, compress: Mapping, compression: CompressionSettings, *, data=None
+) -> list[dict]:
+    """The switched-on pruning steps in order: filters, neurons, weights (masks held). `data`
+    ranks by the searched criteria; without it (an untrained model) filters and neurons rank by
+    L1. Returns their records."""
+    records = []
+    if compress.get("prune"):
+        criterion = compress.get("prune_criterion", "l1") if data is not None else "l1"
+        gradients = None
+        if criterion == "gradient":
+            gradients = pruning.gradient_importance(model, data.x_train, data.y_train)
+        ratio = _prune_ratio(compress, compression)
+        records.append(pruning.prune(model, ratio=ratio, criterion=criterion, gradients=gradients))
+    if compress.get("neuron_prune"):
+        criterion = compress.get("neuron_criterion", "activation") if data is not None else "l1"
+        x = data.x_train[:512] if data is not None else None
+        ratio = compress["neuron_ratio"]
+        records.append(pruning.prune_neurons(model, ratio=ratio, criterion=criterion, x=x))
+    if compress.get("weight_prune"):
+        share, scope = compress["weight_sparsity"], compress.get("weight_prune_scope", "lamp")
+        records.append(sparsity.prune_weights(model, sparsity=share, scope=scope))
+    return records
+
+
+def _final_shapes(model: nn.Module, compress: Mapping, compression: CompressionSettings) -> None:
+    """For `estimate_cost`: an untrained model pruned to its final shapes and weight counts."""
+    _prune_model(model, compress, compression)
+    sparsity.release(model)
+
+
+def _prune(run: _Run, steps: int) -> tuple[list[dict], int]:
+    """Prune (`_prune_model`), then fine-tune from step `steps` with the weight masks held, then
+    bake them in: the records and the next step (`steps` when nothing is pruned)."""
+    records = _prune_model(run.model, run.compress, run.settings.compression, data=run.data)
+    if not records:
+        return records, steps
     schedule = run.settings.schedule
     tune = run.base.but(
         epochs=schedule.finetune_epochs, freeze=tuple(schedule.freeze), **schedule.finetune
     )
-    return record, _train_phase(run, tune, phase="finetune", steps=steps)
+    steps = _train_phase(run, tune, phase="finetune", steps=steps)
+    sparsity.release(run.model)
+    return records, steps
 
 
 def _quantize(run: _Run, steps: int) -> dict:
@@ -456,7 +556,11 @@ def _quantize(run: _Run, steps: int) -> dict:
     compress, compression = run.compress, run.settings.compression
     act_bits = int(compress.get("act_bits", 32))
     hooks = quantize.prepare(
-        run.model, _quant_spec(compress), act_bits=act_bits, act_range=compression.act_range
+        run.model,
+        _quant_spec(compress),
+        act_bits=act_bits,
+        act_range=compression.act_range,
+        overrides=_quant_overrides(run.model, compress),
     )
     quantize.calibrate(run.model, hooks, run.data.x_train[: compression.calibration_samples])
     mode = compress.get("quant_mode", "ptq")

@@ -48,8 +48,9 @@ def _request(header: dict) -> dict:
     }
 
 
-def _load(kind: str, payload: bytes):
-    """A callable `run(batch)` from model bytes; raises `BadMessage` when they are not a model."""
+def _load(kind: str, payload: bytes, *, threads: int = 1):
+    """A callable `run(batch)` from model bytes; raises `BadMessage` when they are not a model.
+    An ONNX model gets one session with `threads` intra- and inter-op threads."""
     if not payload:
         raise wire.BadMessage("no model in the payload")
     if kind == "torchscript":
@@ -71,8 +72,10 @@ def _load(kind: str, payload: bytes):
         import onnxruntime
     except ImportError as error:
         raise wire.BadMessage("this device server has no onnxruntime for ONNX models") from error
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = options.inter_op_num_threads = threads
     try:
-        session = onnxruntime.InferenceSession(payload, providers=["CPUExecutionProvider"])
+        session = onnxruntime.InferenceSession(payload, options, providers=["CPUExecutionProvider"])
     except Exception as error:
         raise wire.BadMessage(f"not an ONNX model: {str(error)[:200]}") from error
     name = session.get_inputs()[0].name
@@ -164,7 +167,7 @@ class DeviceService:
                 )
             self.waiting += 1
         try:
-            run = _load(request["format"], payload)
+            run = _load(request["format"], payload, threads=request["threads"])
             with self.lock:  # one model at a time keeps the timings clean
                 rows = measure(run, request)
         finally:
@@ -224,11 +227,18 @@ class DeviceClient:
             **request,
         )
 
-    def latency(self, model, input_shape, *, batch_size=64, repeats=30, threads=1) -> float:
-        """The median latency in milliseconds at one batch size."""
-        answer = self.measure(
-            model, input_shape, batch_sizes=[batch_size], repeats=repeats, threads=threads
-        )
+    def latency(
+        self, model, input_shape, *, batch_size=64, repeats=30, threads=1, onnx=None
+    ) -> float:
+        """The median latency in milliseconds at one batch size: of `onnx` (an ONNX graph's
+        bytes) when given, else of `model` traced to TorchScript."""
+        request = {"batch_sizes": [batch_size], "repeats": repeats, "threads": threads}
+        if onnx is None:
+            answer = self.measure(model, input_shape, **request)
+        else:
+            answer = self.measure_bytes(
+                onnx, format="onnx", input_shape=list(input_shape), **request
+            )
         return answer["results"][0]["median_ms"]
 
     def close(self):
@@ -252,30 +262,31 @@ def torchscript_bytes(model, input_shape) -> bytes:
 @dataclass(frozen=True)
 class RemoteLatency:
     """A trial's latency source (`latency: remote://host:port` in a study): the median measured
-    on the device server. Picklable, so it travels to Ray workers; connects per call. While the
-    server is unreachable it tries again, waiting 0.5 s, then twice as long each time (at most
-    8 s), for `retry_s` seconds, then raises `DeviceUnreachable`."""
+    on the device server, of the runtime's ONNX graph when the trial gives one (`onnx`, under
+    `deploy: onnxruntime`), else of the model as TorchScript. Picklable, so it travels to Ray
+    workers; connects per call. While the server is unreachable it tries again, waiting 0.5 s,
+    then twice as long each time (at most 8 s), for `retry_s` seconds, then raises
+    `DeviceUnreachable`."""
 
     address: str
     token: str | None = None
     retry_s: float = 60.0
 
-    def __call__(self, model, input_shape, *, batch_size, repeats, threads) -> float:
+    def __call__(self, model, input_shape, *, batch_size, repeats, threads, onnx=None) -> float:
+        request = {"batch_size": batch_size, "repeats": repeats, "threads": threads, "onnx": onnx}
         deadline, wait = time.monotonic() + self.retry_s, 0.5
         while True:
             try:
-                return self._measure(model, input_shape, batch_size, repeats, threads)
+                return self._measure(model, input_shape, request)
             except DeviceUnreachable as error:
                 if time.monotonic() + wait > deadline:
                     raise DeviceUnreachable(f"{error} (tried for {self.retry_s:g} s)") from None
             time.sleep(wait)
             wait = min(2 * wait, 8.0)
 
-    def _measure(self, model, input_shape, batch_size, repeats, threads) -> float:
+    def _measure(self, model, input_shape, request: dict) -> float:
         client = DeviceClient(self.address, token=self.token)
         try:
-            return client.latency(
-                model, input_shape, batch_size=batch_size, repeats=repeats, threads=threads
-            )
+            return client.latency(model, input_shape, **request)
         finally:
             client.close()

@@ -16,7 +16,9 @@ import spaces
 from cluster.study.results import METRICS
 from spaces import Choice, Float, Space
 from spaces.util import did_you_mean
-from trainers.data import DATASETS, load_dataset
+from trainers.data import DATASETS, EMBEDDED, load_dataset
+from trainers.deploy import RUNTIMES
+from trainers.models import check_input
 from trainers.trial import COST_METRICS, FLAT_KEYS, TrialSettings
 
 SCHEDULERS = ("fifo", "asha", "hyperband", "median", "pbt")
@@ -75,13 +77,14 @@ class Study:
     latency: str = "local"  # or remote://host:port: measured on a device server
     latency_token_file: str | None = None
     latency_retry_s: float = 60.0  # how long a trial waits for an unreachable device server
+    deploy: str = "onnxruntime"  # the runtime costs are measured on: trainers.deploy.RUNTIMES
 
     @classmethod
     def from_dict(cls, raw: Mapping) -> Study:
         allowed = {f.name for f in fields(cls)}
         _check_keys("study", raw, allowed)
         values = dict(raw)
-        for key in ("name", "dir", "arch", "searcher", "scheduler", "dataset", "latency"):
+        for key in ("name", "dir", "arch", "searcher", "scheduler", "dataset", "latency", "deploy"):
             if key in values:
                 _typed(key, values[key], str)
         for key in ("trials", "parallel", "seed"):
@@ -104,7 +107,8 @@ class Study:
         _choice("searcher", self.searcher, search.SEARCHERS)
         _choice("scheduler", self.scheduler, SCHEDULERS)
         _choice("dataset", self.dataset, DATASETS)
-        if self.dataset != "digits":
+        _choice("deploy", self.deploy, RUNTIMES)
+        if self.dataset not in EMBEDDED:
             if not self.data_path:
                 raise ConfigError(f"dataset {self.dataset!r} needs data_path")
             if not Path(self.data_path).expanduser().exists():
@@ -139,9 +143,12 @@ class Study:
             raise ConfigError("scheduler pbt perturbs training hyperparameters: set train")
 
     def check_data(self) -> None:
-        """Load the dataset once, here, so a bad file fails before any trial starts."""
+        """Load the dataset once, here, so a bad file, or data of a rank the model does not
+        take, fails before any trial starts."""
+        model = self.trial.get("model", "auto")
         try:
-            load_dataset(self.dataset, self.data_path)
+            data = load_dataset(self.dataset, self.data_path)
+            check_input(self.arch if model == "auto" else model, data.in_shape)
         except (ValueError, OSError) as error:
             raise ConfigError(f"dataset {self.dataset!r}: {error}") from error
 
@@ -171,6 +178,7 @@ class Study:
             {
                 **self.trial,
                 "latency_source": source,
+                "runtime": self.deploy,
                 "dataset": self.dataset,
                 "data_path": self.data_path,
                 "constraints": dict(self.constraints),
@@ -185,7 +193,15 @@ class Study:
         return json.loads(json.dumps(values))
 
 
-_OWNED = {"dataset", "data_path", "constraints", "seed", "cache_dir", "latency_source"}
+_OWNED = {
+    "dataset",
+    "data_path",
+    "constraints",
+    "seed",
+    "cache_dir",
+    "latency_source",
+    "runtime",  # the study's `deploy` key
+}
 
 
 def _choice(key: str, value, allowed) -> None:

@@ -31,8 +31,9 @@ def default_study(study_dir: str | None = None) -> Study:
 
 def measured_default(study_dir: str | None = None) -> Study:
     """`default_study` with its budget measured here: a model at most as slow (at batch 64, one
-    thread) and as large (fp32 bytes) as the middle model of its space on this CPU."""
-    from trainers.cost import measure_latency, size_bytes
+    thread, on the study's `deploy` runtime) and as large (fp32 bytes) as the middle model of
+    its space on this CPU."""
+    from trainers.cost import deployed_latency, size_bytes
     from trainers.models import build_model
 
     study = default_study(study_dir)
@@ -40,6 +41,6 @@ def measured_default(study_dir: str | None = None) -> Study:
     for i in range(3):
         middle |= {f"s{i}_depth": 1, f"s{i}_width": 16, f"s{i}_kernel": 5, f"s{i}_expand": 3}
     model = build_model("chain", middle, in_shape=(1, 8, 8), num_classes=10)
-    latency = measure_latency(model, (1, 8, 8), batch_size=64, repeats=30)
+    latency = deployed_latency(model, (1, 8, 8), runtime=study.deploy, batch_size=64, repeats=30)
     budget = {"latency_ms": round(latency, 3), "size_bytes": float(size_bytes(model))}
     return Study.from_dict({**study.to_dict(), "constraints": budget})

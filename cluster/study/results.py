@@ -24,6 +24,7 @@ METRICS = (
     "size_bytes",
     "macs",
     "params",
+    "peak_mem_bytes",
     "train_loss",
     "train_seconds",
 )

@@ -143,4 +143,6 @@ def load_study(study_dir: str | Path) -> Study:
     path = Path(study_dir) / STUDY_FILE
     if not path.exists():
         raise ConfigError(f"no study in {str(study_dir)!r} (no {STUDY_FILE})")
-    return Study.from_dict(json.loads(path.read_text()))
+    saved = json.loads(path.read_text())
+    saved.setdefault("deploy", "torch")  # a study from before `deploy` timed in eager torch
+    return Study.from_dict(saved)

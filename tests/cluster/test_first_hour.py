@@ -25,6 +25,7 @@ from tests.cluster.drivers import final_ids, paretune, stop, write_study
         ({"scheduler": "median", "scheduler_options": {"grace": 1}}, "'grace_period'"),
         ({"dataset": "numpy", "data_path": "bad.npz"}, "n = len"),
         ({"dataset": "numpy", "data_path": "other.npz"}, "needs arrays 'x' and 'y'"),
+        ({"dataset": "mnist1d", "arch": "nb201", "arch_options": {}}, "model 'nb201' takes"),
     ],
 )
 def test_a_bad_study_exits_2_before_anything_is_written(tmp_path, capsys, changes, message):

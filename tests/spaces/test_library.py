@@ -58,12 +58,59 @@ def test_chain_has_four_knobs_per_stage():
 
 def test_compression_switches_hide_their_knobs():
     space = spaces.compression()
-    off = {"prune": False, "quantize": False, "distill": False}
-    space.validate(off)
+    switches = ("prune", "neuron_prune", "weight_prune", "quantize", "distill")
+    space.validate(dict.fromkeys(switches, False))
     on = space.sample(np.random.default_rng(3))
     for switch, knob in (
         ("prune", "prune_ratio"),
+        ("neuron_prune", "neuron_ratio"),
+        ("weight_prune", "weight_sparsity"),
         ("quantize", "weight_bits"),
         ("distill", "distill_temperature"),
     ):
         assert (knob in on) == on[switch]
+
+
+def test_compression_has_the_new_knobs_behind_their_switches():
+    space = spaces.compression()
+    assert space["weight_bits"].options == (1, 2, 3, 4, 6, 8)
+    assert space["weight_prune_scope"].options == ("lamp", "layer", "global")
+    for switch, knobs in (
+        ("neuron_prune", ("neuron_ratio", "neuron_criterion")),
+        ("weight_prune", ("weight_sparsity", "weight_prune_scope")),
+    ):
+        for knob in knobs:
+            assert space[knob].when == {switch: (True,)}
+    rng = np.random.default_rng(0)
+    seen = set()
+    for _ in range(300):
+        config = space.sample(rng)
+        space.validate(config)
+        assert ("weight_sparsity" in config) == config["weight_prune"]
+        assert ("neuron_ratio" in config) == config["neuron_prune"]
+        if config["weight_prune"]:
+            assert 0.5 <= config["weight_sparsity"] <= 0.95
+        if config.get("weight_bits") is not None:
+            seen.add(config["weight_bits"])
+            multibit = config["weight_bits"] > 1  # binary weights take no scheme or granularity
+            assert ("quant_scheme" in config) == ("quant_granularity" in config) == multibit
+    assert 1 in seen
+
+
+def test_binary_weights_take_no_scheme():
+    space = spaces.compression()
+    config = {
+        "prune": False,
+        "neuron_prune": False,
+        "weight_prune": False,
+        "quantize": True,
+        "weight_bits": 1,
+        "act_bits": 32,
+        "quant_mode": "qat",
+        "distill": False,
+    }
+    space.validate(config)
+    with pytest.raises(ValueError, match="quant_scheme is inactive"):
+        space.validate(config | {"quant_scheme": "linear"})
+    with pytest.raises(ValueError, match="weight_bits"):
+        space.validate(config | {"weight_bits": 5})

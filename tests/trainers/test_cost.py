@@ -1,7 +1,8 @@
+import pytest
 import torch
 from torch import nn
 
-from trainers.cost import count_macs, count_params, measure_latency
+from trainers.cost import count_macs, count_params, deployed_latency, measure_latency
 
 
 def test_macs_and_params_by_hand():
@@ -22,3 +23,13 @@ def test_latency_grows_with_work():
     fast = measure_latency(small, (1, 16, 16), batch_size=8, repeats=5)
     slow = measure_latency(large, (1, 16, 16), batch_size=8, repeats=5)
     assert 0 < fast < slow and torch.get_num_threads() == before
+
+
+def test_deployed_latency_names_the_runtimes_and_keeps_threads():
+    model = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.Flatten(), nn.Linear(512, 4))
+    with pytest.raises(ValueError, match=r"runtime: 'tflite' is not allowed.*'onnxruntime'"):
+        deployed_latency(model, (1, 8, 8), runtime="tflite")
+    before = torch.get_num_threads()
+    for runtime in ("onnxruntime", "torch"):
+        assert deployed_latency(model, (1, 8, 8), runtime=runtime, batch_size=4, repeats=3) > 0
+    assert torch.get_num_threads() == before

@@ -1,12 +1,45 @@
+"""Costs as deployed: the runtime's graph (int8 for a quantized model), timed after quantization,
+sized as stored; the runtime key checked; a model the runtime cannot export fails its trial."""
+
+import math
+
+import grpc
+import numpy as np
+import onnx
 import pytest
 import torch
+from onnx import numpy_helper
+from torch import nn
 
+from cluster.remote import device
+from cluster.study.config import ConfigError, Study
 from tests.trainers.conftest import SMALL_CHAIN
-from trainers.models import build_model
+from trainers import DEFAULT_CHAIN, TrialSettings, deploy, estimate_cost, quantize, run_trial
+from trainers.cost import deployed_latency
+from trainers.models import MODELS, build_model
 from trainers.train import TrainSettings, evaluate, train
 
-pytest.importorskip("onnxruntime")
-from trainers import deploy  # noqa: E402
+INT8 = {"compress.quantize": True, "compress.weight_bits": 8, "compress.act_bits": 8}
+FAST = {"epochs": 1, "latency_repeats": 4}
+
+
+def _arch(arch):
+    return {f"arch.{k}": v for k, v in arch.items()}
+
+
+def _ops(graph: bytes) -> set[str]:
+    return {node.op_type for node in onnx.load_from_string(graph).graph.node}
+
+
+class _Timed:
+    """A latency source that keeps every graph it is given and times it in ONNX Runtime."""
+
+    def __init__(self):
+        self.graphs = []
+
+    def __call__(self, model, in_shape, *, onnx, **timing):
+        self.graphs.append(onnx)
+        return deploy.onnx_latency(onnx, in_shape, **timing)
 
 
 def test_int8_onnx_keeps_accuracy(tmp_path, data):
@@ -19,3 +52,145 @@ def test_int8_onnx_keeps_accuracy(tmp_path, data):
     assert deploy.onnx_accuracy(fp32, data.x_test, data.y_test) == pytest.approx(reference)
     assert deploy.onnx_accuracy(int8, data.x_test, data.y_test) >= reference - 2
     assert deploy.onnx_latency(int8, data.in_shape, repeats=3) > 0
+
+
+def test_a_4_bit_trial_is_timed_on_its_int8_graph_and_sized_as_stored(tmp_path, data):
+    timed = _Timed()
+    config = _arch(SMALL_CHAIN) | INT8 | {"compress.weight_bits": 4}
+    flat = FAST | {"latency_source": timed, "save_path": str(tmp_path / "m.npz")}
+    result = run_trial(config, settings=TrialSettings.from_flat(flat))
+    assert result["status"] == "completed" and len(timed.graphs) == 1
+    graph = timed.graphs[0]
+    assert "QLinearConv" in _ops(graph) and "Conv" not in _ops(graph)
+    # the trial's own weights, after quantization: at most 2**4 int8 levels per filter
+    model = onnx.load_from_string(graph)
+    weights = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+    convs = [n for n in model.graph.node if n.op_type == "QLinearConv"]
+    for node in convs:
+        codes = weights[node.input[3]]
+        assert codes.dtype == np.int8
+        assert max(len(np.unique(channel)) for channel in codes) <= 16
+    # the graph that was timed is the trained model: it classifies like the trial measured
+    assert deploy.onnx_accuracy(graph, data.x_test, data.y_test) >= result["test_acc"] - 3
+    # size_bytes is the storage trainers.store writes (packed 4-bit codes), headers aside
+    with np.load(tmp_path / "m.npz") as stored:
+        payload = sum(stored[k].nbytes for k in stored.files if k != "description")
+    assert result["size_bytes"] == payload
+
+
+def test_a_float_trial_is_timed_on_a_float_graph():
+    timed = _Timed()
+    settings = TrialSettings.from_flat(FAST | {"latency_source": timed})
+    result = run_trial(_arch(SMALL_CHAIN), settings=settings)
+    assert result["latency_ms"] > 0 and "Conv" in _ops(timed.graphs[0])
+    assert not {"QLinearConv", "QuantizeLinear"} & _ops(timed.graphs[0])
+
+
+@pytest.mark.parametrize(
+    "act_bits, kernels", [(4, "int8"), (8, "int8"), (16, "fp32"), (32, "fp32")]
+)
+def test_what_each_activation_width_runs_as(act_bits, kernels):
+    model = build_model("chain", SMALL_CHAIN, in_shape=(1, 8, 8), num_classes=10)
+    assert deploy.kernels(model) == "fp32"
+    hooks = quantize.prepare(model, quantize.QuantSpec(4), act_bits=act_bits)
+    quantize.calibrate(model, hooks, torch.randn(16, 1, 8, 8))
+    quantize.finalize(model, hooks)
+    assert deploy.kernels(model) == kernels
+    graph = deploy.runtime_graph(model, (1, 8, 8), calibration=torch.randn(16, 1, 8, 8))
+    assert ("QLinearConv" in _ops(graph)) == (kernels == "int8")
+
+
+def test_the_runtime_gets_the_model_without_its_activation_fake_quantizers():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(144, 3))
+    x = torch.randn(8, 1, 8, 8)
+    hooks = quantize.prepare(model, quantize.QuantSpec(8), act_bits=2)
+    quantize.calibrate(model, hooks, x)
+    quantize.finalize(model, hooks)
+    copy = deploy.float_copy(model)
+    assert deploy.activation_bits(copy) == 32 and deploy.activation_bits(model) == 2
+    functional = nn.functional
+    with torch.no_grad():
+        plain = functional.relu(functional.conv2d(x, model[0].weight, model[0].bias))
+        plain = functional.linear(plain.flatten(1), model[3].weight, model[3].bias)
+        assert torch.equal(copy(x), plain) and not torch.equal(model(x), plain)
+
+
+def test_estimate_cost_times_the_same_graphs_and_int8_runs_faster():
+    arch = _arch(DEFAULT_CHAIN)
+    timed = _Timed()
+    settings = TrialSettings.from_flat({"latency_source": timed})
+    estimate_cost(arch | INT8, settings, in_shape=(1, 8, 8), num_classes=10)
+    assert "QLinearConv" in _ops(timed.graphs[0]) and "Conv" not in _ops(timed.graphs[0])
+    settings = TrialSettings.from_flat({"latency_repeats": 80})  # 20 timed runs, in process
+    fp32 = estimate_cost(arch, settings, in_shape=(1, 8, 8), num_classes=10)["latency_ms"]
+    int8 = estimate_cost(arch | INT8, settings, in_shape=(1, 8, 8), num_classes=10)["latency_ms"]
+    assert fp32 / int8 > 1.2  # about 2x here; the slack keeps a loaded machine from failing it
+
+
+def test_the_torch_runtime_times_eager_float_kernels():
+    model = build_model("chain", SMALL_CHAIN, in_shape=(1, 8, 8), num_classes=10)
+    seen = []
+
+    def source(model, in_shape, *, onnx, **timing):
+        seen.append((model, onnx))
+        return 1.0
+
+    assert deployed_latency(model, (1, 8, 8), runtime="torch", source=source) == 1.0
+    assert isinstance(seen[0][0], nn.Module) and seen[0][1] is None
+    before = torch.get_num_threads()
+    assert deployed_latency(model, (1, 8, 8), runtime="torch", repeats=3, threads=1) > 0
+    assert torch.get_num_threads() == before
+
+
+def test_the_runtime_key_is_checked_and_passed_on(tmp_path):
+    with pytest.raises(ConfigError, match=r"deploy: 'tflite' is not allowed.*\['onnxruntime'"):
+        Study.from_dict({"deploy": "tflite"})
+    with pytest.raises(ConfigError, match="deploy: expected str"):
+        Study.from_dict({"deploy": 8})
+    with pytest.raises(ConfigError, match="trial: unknown key 'runtime'"):
+        Study.from_dict({"trial": {"runtime": "torch"}})  # the study's `deploy` sets it
+    with pytest.raises(ValueError, match=r"trial setting 'runtime': 'tvm' is not allowed"):
+        TrialSettings.from_flat({"runtime": "tvm"})
+    assert Study().trial_settings().cost.runtime == "onnxruntime"
+    study = Study.from_dict({"deploy": "torch", "dir": str(tmp_path)})
+    assert study.trial_settings().cost.runtime == "torch"
+
+
+class _Cumulative(nn.Module):
+    """Trains, but has no ONNX form: ONNX has no cumulative maximum."""
+
+    def __init__(self, arch, *, in_shape, num_classes):
+        super().__init__()
+        self.classifier = nn.Linear(math.prod(in_shape), num_classes)
+
+    def forward(self, x):
+        return self.classifier(torch.cummax(x.flatten(1), dim=1).values)
+
+
+def test_a_model_the_runtime_cannot_export_fails_its_trial_with_the_reason(monkeypatch):
+    monkeypatch.setitem(MODELS, "cumulative", _Cumulative)
+    settings = TrialSettings.from_flat(FAST | {"model": "cumulative"})
+    result = run_trial({}, settings=settings)
+    assert result["status"] == "failed" and result["latency_ms"] is None
+    assert result["val_acc"] > 10 and result["params"] > 0  # trained and kept
+    assert "DeployError" in result["error"] and "aten::cummax" in result["error"]
+    torch_settings = TrialSettings.from_flat(FAST | {"model": "cumulative", "runtime": "torch"})
+    assert run_trial({}, settings=torch_settings)["status"] == "completed"
+
+
+@pytest.fixture
+def device_server():
+    server, port = device.serve(queue_limit=2)
+    yield f"127.0.0.1:{port}"
+    server.stop(grace=None)
+
+
+def test_a_device_server_times_the_deployed_onnx(device_server):
+    source = device.RemoteLatency(device_server, retry_s=5.0)
+    timing = {"batch_size": 8, "repeats": 3, "threads": 1}
+    with pytest.raises(grpc.RpcError, match="not an ONNX model"):
+        source(nn.Linear(64, 10), (1, 8, 8), onnx=b"not a graph", **timing)
+    settings = TrialSettings.from_flat(FAST | {"latency_source": source})
+    result = run_trial(_arch(SMALL_CHAIN) | INT8, settings=settings)
+    assert result["status"] == "completed" and result["latency_ms"] > 0

@@ -1,11 +1,20 @@
+import json
+
 import pytest
 import torch
 from torch import nn
 
-from tests.trainers.conftest import SMALL_CHAIN
+from tests.trainers.conftest import OPTIONS, SMALL, SMALL_CHAIN
 from trainers.cost import count_macs
-from trainers.models import PruneGroup, build_model
-from trainers.prune import apply_record, gradient_importance, prune
+from trainers.models import MODELS, PruneGroup, build_model
+from trainers.prune import (
+    activation_importance,
+    apply_record,
+    gradient_importance,
+    neuron_groups,
+    prune,
+    prune_neurons,
+)
 
 
 def _chain(arch=None):
@@ -87,5 +96,74 @@ def test_unsafe_groups_are_skipped_and_recorded():
 def test_bad_ratio_and_criterion():
     with pytest.raises(ValueError, match=r"\[0, 1\)"):
         prune(_chain(), ratio=1.0)
-    with pytest.raises(ValueError, match="allowed"):
+    with pytest.raises(ValueError, match=r"prune_criterion 'l3': allowed"):
         prune(_chain(), ratio=0.5, criterion="l3")
+
+
+def _mlp(layers=2, width=32):
+    torch.manual_seed(0)
+    return build_model(
+        "mlp", {"layers": layers, "width": width}, in_shape=(1, 8, 8), num_classes=10
+    )
+
+
+def test_neuron_pruning_removes_rows_and_the_next_columns(data):
+    model = _mlp()
+    record = prune_neurons(model, ratio=0.25, x=data.x_train[:256])
+    assert model.features[1].weight.shape == (24, 64) and model.features[1].bias.shape == (24,)
+    assert model.features[3].weight.shape == (24, 24)
+    assert model.classifier.weight.shape == (10, 24)  # the classes stay
+    assert [g["channels"] for g in record["groups"]] == [32, 32] and record[
+        "step"
+    ] == "neuron_prune"
+    fresh = _mlp()
+    apply_record(fresh, json.loads(json.dumps(record)))
+    fresh.load_state_dict(model.state_dict())
+    assert torch.equal(model(data.x_val[:8]), fresh(data.x_val[:8]))
+
+
+def test_activation_importance_by_hand():
+    model = _mlp(layers=1, width=4)
+    with torch.no_grad():
+        model.features[1].weight.zero_()
+        model.features[1].bias.copy_(torch.tensor([1.0, 2.0, 3.0, 4.0]))  # activations 1 2 3 4
+        model.classifier.weight.zero_()
+        model.classifier.weight[0] = torch.tensor([4.0, 1.0, 1.0, 1.0])  # column norms 4 1 1 1
+    groups = neuron_groups(model)
+    scores = activation_importance(model, groups, torch.zeros(5, 1, 8, 8))
+    assert scores["hidden0"].tolist() == [4.0, 2.0, 3.0, 4.0]  # E|a_j| * ||W[:, j]||
+    record = prune_neurons(model, ratio=0.5, x=torch.zeros(5, 1, 8, 8))
+    assert record["groups"][0]["keep"] == [0, 3]
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_every_builder_prunes_the_neurons_its_linear_layers_read(name, data):
+    torch.manual_seed(0)
+    model = build_model(
+        name, SMALL[name], in_shape=(1, 8, 8), num_classes=10, options=OPTIONS[name]
+    )
+    width = model.classifier.in_features
+    record = prune_neurons(model, ratio=0.5, x=data.x_train[:128])
+    assert record["groups"] and not record["skipped"]
+    assert model.classifier.in_features == width - width // 2
+    assert model.classifier.out_features == 10
+    assert model(data.x_val[:4]).shape == (4, 10)
+    fresh = build_model(
+        name, SMALL[name], in_shape=(1, 8, 8), num_classes=10, options=OPTIONS[name]
+    )
+    apply_record(fresh, record)
+    fresh.load_state_dict(model.state_dict())
+
+
+def test_bad_neuron_pruning_is_named(data):
+    with pytest.raises(ValueError, match=r"neuron_ratio 1.0: allowed a number in \[0, 1\)"):
+        prune_neurons(_mlp(), ratio=1.0, x=data.x_train[:8])
+    with pytest.raises(
+        ValueError, match=r"neuron_criterion 'apoz': allowed \['activation', 'l1'\]"
+    ):
+        prune_neurons(_mlp(), ratio=0.5, criterion="apoz")
+    with pytest.raises(ValueError, match="inputs x"):
+        prune_neurons(_mlp(), ratio=0.5)
+    l1 = _mlp()
+    prune_neurons(l1, ratio=0.5, criterion="l1")
+    assert l1.classifier.in_features == 16

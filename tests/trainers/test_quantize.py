@@ -65,7 +65,7 @@ def test_log_levels_are_powers_of_two():
     assert torch.allclose(torch.log2(nonzero), torch.log2(nonzero).round())
 
 
-@pytest.mark.parametrize("bits", [2, 3, 4, 6, 8, 12, 16])
+@pytest.mark.parametrize("bits", [1, 2, 3, 4, 6, 8, 12, 16])
 def test_packing_is_exact(bits):
     codes = np.random.default_rng(bits).integers(0, 2**bits, size=1001)
     buffer = pack(codes, bits)
@@ -75,6 +75,41 @@ def test_packing_is_exact(bits):
 
 def test_two_4bit_codes_per_byte_low_nibble_first():
     assert pack([0x3, 0xA, 0xF], 4).tolist() == [0xA3, 0x0F]
+
+
+def test_eight_binary_codes_per_byte_first_in_the_low_bit():
+    assert pack([1, 0, 0, 0, 0, 0, 0, 1, 1], 1).tolist() == [0x81, 0x01]  # ceil(9 / 8) = 2
+
+
+def test_binary_weights_are_plus_minus_the_mean_absolute_weight_per_channel():
+    w = torch.randn(4, 3, 3, 3, generator=torch.Generator().manual_seed(0))
+    binary = fake_quantize(w, QuantSpec(1, "binary", per_channel=True))
+    scale = w.abs().mean(dim=(1, 2, 3), keepdim=True)
+    assert torch.allclose(binary, torch.where(w >= 0, scale, -scale), rtol=1e-6, atol=0)
+    for channel in binary:  # exactly two values per channel, +scale and -scale
+        assert channel.abs().unique().numel() == 1
+    codes, back, offset, step = _round_trip(w, QuantSpec(1, "binary", per_channel=True))
+    assert torch.equal(codes, (w >= 0).long()) and torch.equal(back, binary)
+    assert torch.equal(step, -2 * offset)  # the pair is (-scale, 2 * scale)
+    whole = fake_quantize(w, QuantSpec(1, "binary"))  # per tensor: one scale
+    assert torch.allclose(whole.abs(), w.abs().mean().expand_as(w))
+
+
+def test_binary_scale_and_linear_ranges_count_kept_weights_only():
+    w = torch.tensor([[1.0, -2.0, 3.0, 0.5], [-4.0, 0.25, 2.0, 8.0]])
+    mask = torch.tensor([[True, True, True, False], [True, False, True, False]])
+    binary = fake_quantize(w, QuantSpec(1, "binary", per_channel=True), mask=mask)
+    assert binary.tolist() == [[2.0, -2.0, 2.0, 0.0], [-3.0, 0.0, 3.0, 0.0]]
+    offset, step = quant_params(w, QuantSpec(2, per_channel=True), mask=mask)
+    assert offset.flatten().tolist() == [-2.0, -4.0]  # the kept minimum of each row
+    assert step.flatten().tolist() == pytest.approx([5 / 3, 2.0])  # (3 - -2) / 3; the masked 8
+    # would have made the second row's step (8 - -4) / 3
+
+
+def test_binary_straight_through_gradient_flows():
+    x = torch.linspace(-1, 1, 11, requires_grad=True)
+    (fake_quantize(x, QuantSpec(1, "binary")) * torch.arange(11.0)).sum().backward()
+    assert torch.equal(x.grad, torch.arange(11.0))
 
 
 def test_straight_through_gradient_flows():
@@ -120,6 +155,7 @@ def test_size_counts_packed_storage(data):
             weight = module.weight
             expected += math.ceil(weight.numel() * 4 / 8) + 8 * weight.shape[0]
             expected += 4 * module.bias.numel() if module.bias is not None else 0
+            expected += 8  # its input quantizer's float32 range, which trainers.store keeps
     assert size_bytes(model) == expected
     assert set(record["layers"]) >= {"stem.0", "classifier"} and record["act_bits"] == 8
 
@@ -159,10 +195,22 @@ def test_quantization_aware_training_learns_through_fake_quantization(data):
 
 
 def test_bad_specs_are_named():
-    with pytest.raises(ValueError, match="2 to 16"):
+    with pytest.raises(ValueError, match=r"weight_bits 1 .*allowed 2 to 16 \(1 is the binary"):
         QuantSpec(1)
-    with pytest.raises(ValueError, match="allowed"):
+    with pytest.raises(ValueError, match=r"weight_bits 2 with the binary scheme: allowed \[1\]"):
+        QuantSpec(2, "binary")
+    with pytest.raises(ValueError, match="weight_bits 17"):
+        QuantSpec(17)
+    with pytest.raises(ValueError, match="weight_bits True"):
+        QuantSpec(True)
+    with pytest.raises(ValueError, match=r"quant_scheme 'nonlinear': allowed \["):
         QuantSpec(8, "nonlinear")
+    with pytest.raises(ValueError, match="act_bits 1: allowed 2 to 16, or 32"):
+        prepare(
+            build_model("mlp", {"layers": 1, "width": 4}, in_shape=(4,), num_classes=2),
+            QuantSpec(8),
+            act_bits=1,
+        )
 
 
 def test_percentile_ranges_ignore_outliers():

@@ -99,6 +99,7 @@ def test_flat_keys_go_to_their_groups():
             "cache_dir": "/tmp/c",
             "latency_repeats": 4,
             "latency_source": latency,
+            "runtime": "torch",
             "model": "mlp",
             "seed": 7,
             "snapshots": True,
@@ -112,7 +113,7 @@ def test_flat_keys_go_to_their_groups():
     assert settings.teacher == TeacherSettings(
         arch={"layers": 1}, width=3.0, epochs=8, distill_layer="blocks", cache_dir="/tmp/c"
     )
-    assert settings.cost == CostSettings(latency_repeats=4, latency_source=latency)
+    assert settings.cost == CostSettings(latency_repeats=4, latency_source=latency, runtime="torch")
     assert (settings.model, settings.seed, settings.snapshots) == ("mlp", 7, True)
     assert TrialSettings.from_flat({}) == TrialSettings()
 
@@ -126,8 +127,9 @@ def test_unknown_flat_key_is_named_with_a_hint():
 
 def test_every_flat_key_round_trips():
     flat = TrialSettings().to_flat()
-    assert set(flat) == FLAT_KEYS and len(FLAT_KEYS) == 27
+    assert set(flat) == FLAT_KEYS and len(FLAT_KEYS) == 28
     changed = {key: _another(value, i) for i, (key, value) in enumerate(sorted(flat.items()))}
+    changed["runtime"] = "torch"  # a choice: the other allowed value
     settings = TrialSettings.from_flat(changed)
     assert settings.to_flat() == changed
     assert TrialSettings.from_flat(settings.to_flat()) == settings
