@@ -17,18 +17,28 @@ import statistics
 import threading
 import time
 import warnings
-from dataclasses import dataclass
 
 import grpc
 
 from cluster.remote import wire
+from cluster.remote.device_client import (
+    SERVICE,
+    DeviceClient,
+    DeviceUnreachable,
+    RemoteLatency,
+    torchscript_bytes,
+)
 
-SERVICE = "paretune.Device"
 FORMATS = ("torchscript", "onnx")
-
-
-class DeviceUnreachable(RuntimeError):
-    """The device server did not answer (down, wrong address, or killed mid-request)."""
+__all__ = [
+    "DeviceClient",
+    "DeviceService",
+    "DeviceUnreachable",
+    "RemoteLatency",
+    "measure",
+    "serve",
+    "torchscript_bytes",
+]
 
 
 def _request(header: dict) -> dict:
@@ -194,99 +204,3 @@ def serve(*, host="127.0.0.1", port=0, security=None, queue_limit=8, max_mb=64):
         max_message=max_mb << 20,
         workers=queue_limit + 4,
     )
-
-
-class DeviceClient:
-    """Measures models on a device server: `DeviceClient("host:port").latency(model, shape)`."""
-
-    def __init__(self, address: str, *, token=None, root_cert=None, timeout: float = 120.0):
-        self.address = address.removeprefix("remote://")
-        self.connection = wire.channel(self.address, token=token, root_cert=root_cert)
-        self.timeout = timeout
-
-    def measure_bytes(self, payload: bytes, *, format: str = "torchscript", **request) -> dict:
-        message = wire.encode({"format": format, **request}, payload)
-        try:
-            answer = wire.call(self.connection, SERVICE, "Measure", message, timeout=self.timeout)
-        except grpc.RpcError as error:
-            if error.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
-                raise DeviceUnreachable(
-                    f"device server at {self.address} is unreachable: {error.details()}"
-                ) from error
-            raise
-        header, _ = wire.decode(answer)
-        return header
-
-    def measure(self, model, input_shape, *, batch_sizes=(1,), repeats=30, **request) -> dict:
-        """Trace `model` (an `nn.Module`) to TorchScript and measure it on the device."""
-        return self.measure_bytes(
-            torchscript_bytes(model, input_shape),
-            input_shape=list(input_shape),
-            batch_sizes=list(batch_sizes),
-            repeats=repeats,
-            **request,
-        )
-
-    def latency(
-        self, model, input_shape, *, batch_size=64, repeats=30, threads=1, onnx=None
-    ) -> float:
-        """The median latency in milliseconds at one batch size: of `onnx` (an ONNX graph's
-        bytes) when given, else of `model` traced to TorchScript."""
-        request = {"batch_sizes": [batch_size], "repeats": repeats, "threads": threads}
-        if onnx is None:
-            answer = self.measure(model, input_shape, **request)
-        else:
-            answer = self.measure_bytes(
-                onnx, format="onnx", input_shape=list(input_shape), **request
-            )
-        return answer["results"][0]["median_ms"]
-
-    def close(self):
-        self.connection[0].close()
-
-
-def torchscript_bytes(model, input_shape) -> bytes:
-    import torch
-
-    was_training = model.training
-    model = model.eval()
-    example = torch.randn(1, *input_shape, device=next(model.parameters()).device)
-    buffer = io.BytesIO()
-    with torch.no_grad(), warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
-        torch.jit.save(torch.jit.trace(model, example, check_trace=False), buffer)
-    model.train(was_training)
-    return buffer.getvalue()
-
-
-@dataclass(frozen=True)
-class RemoteLatency:
-    """A trial's latency source (`latency: remote://host:port` in a study): the median measured
-    on the device server, of the runtime's ONNX graph when the trial gives one (`onnx`, under
-    `deploy: onnxruntime`), else of the model as TorchScript. Picklable, so it travels to Ray
-    workers; connects per call. While the server is unreachable it tries again, waiting 0.5 s,
-    then twice as long each time (at most 8 s), for `retry_s` seconds, then raises
-    `DeviceUnreachable`."""
-
-    address: str
-    token: str | None = None
-    retry_s: float = 60.0
-
-    def __call__(self, model, input_shape, *, batch_size, repeats, threads, onnx=None) -> float:
-        request = {"batch_size": batch_size, "repeats": repeats, "threads": threads, "onnx": onnx}
-        deadline, wait = time.monotonic() + self.retry_s, 0.5
-        while True:
-            try:
-                return self._measure(model, input_shape, request)
-            except DeviceUnreachable as error:
-                if time.monotonic() + wait > deadline:
-                    raise DeviceUnreachable(f"{error} (tried for {self.retry_s:g} s)") from None
-            time.sleep(wait)
-            wait = min(2 * wait, 8.0)
-
-    def _measure(self, model, input_shape, request: dict) -> float:
-        client = DeviceClient(self.address, token=self.token)
-        try:
-            return client.latency(model, input_shape, **request)
-        finally:
-            client.close()

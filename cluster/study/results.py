@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import time
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
@@ -16,6 +15,7 @@ import pyarrow.parquet as pq
 
 from search.pareto import pareto_front
 from spaces import Choice, Float, Int, Space
+from spaces.util import write_atomic
 
 METRICS = (
     "val_acc",
@@ -102,9 +102,9 @@ class ResultWriter:
             return
         table = pa.Table.from_pylist(self.rows, schema=self.schema)
         name = f"part-{time.time_ns():020d}-{uuid.uuid4().hex[:8]}.parquet"
-        tmp = self.folder / f".{name}.tmp"
-        pq.write_table(table, tmp, compression="snappy" if len(self.rows) > 256 else "none")
-        os.replace(tmp, self.folder / name)
+        sink = pa.BufferOutputStream()
+        pq.write_table(table, sink, compression="snappy" if len(self.rows) > 256 else "none")
+        write_atomic(self.folder / name, sink.getvalue().to_pybytes())
         self.rows = []
 
 
