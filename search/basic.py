@@ -60,6 +60,13 @@ class GridSearcher(Searcher):
         self._position += 1
         return config
 
+    def __getstate__(self):  # Ray Tune pickles its search algorithm; a generator does not pickle
+        return {k: v for k, v in self.__dict__.items() if k != "_grid"}
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self._grid = self._walk(self._position)
+
     def _extra_state(self) -> dict:
         return {"position": self._position}
 

@@ -146,31 +146,41 @@ def test_asha_stops_trials_and_the_searcher_knows(local_ray, tmp_path):
     assert sorted(told.values()) == sorted(statuses)
 
 
+# HyperBand's study is a grid in a fixed order, two at a time, one bracket: a hopeless and a good
+# learning rate, then both again, so the second hopeless trial meets a cutoff the first two set
+GRID = {
+    "searcher": "grid",
+    "searcher_options": {"points": 2},
+    "arch_options": {"layers": [1, 2], "widths": [16]},
+    "train": {"lr": [1e-6, 3e-2]},
+    "parallel": 2,
+}
+
+
 @pytest.mark.parametrize(
-    ("scheduler", "options"),
+    ("scheduler", "options", "changes"),
     [
         # three trials at a time on two CPUs: Ray's rule would pause one and retrain it
-        ("median", {"grace_period": 1, "min_samples_required": 2}),
-        # two at a time: earlier trials set each rung's cutoff before later ones reach it
-        ("hyperband", {"max_t": 4, "reduction_factor": 2, "parallel": 2}),
+        ("median", {"grace_period": 1, "min_samples_required": 2}, {"parallel": 3}),
+        ("hyperband", {"max_t": 4, "reduction_factor": 2, "brackets": 1}, GRID),
     ],
 )
-def test_median_and_hyperband_stop_hopeless_trials_early(local_ray, tmp_path, scheduler, options):
-    options = dict(options)
+def test_median_and_hyperband_stop_hopeless_trials_early(
+    local_ray, tmp_path, scheduler, options, changes
+):
     study = _study(
         tmp_path,
-        train=HOPELESS,
-        trials=6,
-        parallel=options.pop("parallel", 3),
+        **{"train": HOPELESS, "trials": 6, **changes},
         scheduler=scheduler,
         scheduler_options=options,
         trial={"epochs": 3, "latency_repeats": 4},
     )
     table = runner.run(study)
-    assert table.num_rows == 6
+    trials = table.num_rows
+    assert trials == (4 if scheduler == "hyperband" else 6)  # a 4-config grid ends at 4
     stopped = table.filter(pc.equal(table["status"], "stopped")).to_pylist()
     completed = table.filter(pc.equal(table["status"], "completed")).to_pylist()
-    assert stopped and completed and len(stopped) + len(completed) == 6
+    assert stopped and completed and len(stopped) + len(completed) == trials
     assert min(r["step"] for r in stopped) < 3  # before the last epoch: never FIFO
     assert max(r["val_acc"] for r in stopped) < max(r["val_acc"] for r in completed)
     every = results.load(study.dir, every_step=True)

@@ -107,3 +107,12 @@ def test_add_keeps_a_given_id_and_status():
     assert searcher.ask().id == "8"
     with pytest.raises(ValueError, match="must be a new number"):
         searcher.add({"x": 0.5}, {"acc": 0.3}, trial_id="7")
+
+
+def test_a_grid_pickles_and_goes_on_where_it_was():
+    import cloudpickle  # what Ray Tune pickles its search algorithm with
+
+    searcher = search.create("grid", Space({"k": Choice(("a", "b", "c"))}), metric="acc")
+    first = searcher.ask().config
+    copy = cloudpickle.loads(cloudpickle.dumps(searcher))
+    assert [copy.ask().config for _ in range(2)] == [{"k": "b"}, {"k": "c"}] != [first] * 2
