@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import json
 import os
 import tempfile
 from collections.abc import Iterable
@@ -34,6 +35,4 @@ def write_atomic(path: str | Path, data: bytes | str) -> None:
 
 def write_json(path: str | Path, value) -> None:
     """`value` as JSON, written atomically."""
-    import json
-
     write_atomic(path, json.dumps(value))  # dumps runs the C encoder; dump would not
