@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import tomllib
@@ -14,7 +15,7 @@ import yaml
 import search
 import spaces
 from cluster.study.results import METRICS
-from spaces import Choice, Float, Space
+from spaces import Choice, Float, Int, Space
 from spaces.util import did_you_mean
 from trainers.data import DATASETS, EMBEDDED, load_dataset
 from trainers.deploy import RUNTIMES
@@ -59,7 +60,7 @@ class Study:
     arch: str = "chain"
     arch_options: Mapping = field(default_factory=dict)
     train: Mapping | bool = True  # True: spaces.training(); a mapping: only these ranges
-    compress: bool = True
+    compress: Mapping | bool = True  # True: spaces.compression(); a mapping: only these knobs
     searcher: str = "bo"
     searcher_options: Mapping = field(default_factory=dict)
     seed: int = 0
@@ -78,12 +79,18 @@ class Study:
     latency_token_file: str | None = None
     latency_retry_s: float = 60.0  # how long a trial waits for an unreachable device server
     deploy: str = "onnxruntime"  # the runtime costs are measured on: trainers.deploy.RUNTIMES
+    fixed: Mapping = field(default_factory=dict)  # {"arch.s0_width": 32}: held, never searched
+    trainable: str | None = None  # "package.module:function": the user's own (cluster.study.custom)
+    trainable_path: str | None = None  # imported from here first (default: the study file's folder)
+    search_space: Mapping = field(default_factory=dict)  # a file's `space:`, with a trainable
 
     @classmethod
     def from_dict(cls, raw: Mapping) -> Study:
-        allowed = {f.name for f in fields(cls)}
+        allowed = {f.name for f in fields(cls)} - {"search_space"} | {"space"}
         _check_keys("study", raw, allowed)
         values = dict(raw)
+        if "space" in values:
+            values["search_space"] = values.pop("space")
         for key in ("name", "dir", "arch", "searcher", "scheduler", "dataset", "latency", "deploy"):
             if key in values:
                 _typed(key, values[key], str)
@@ -95,7 +102,7 @@ class Study:
                 _typed(key, values[key], (int, float))
         if "objectives" in values:
             values["objectives"] = _objectives(values["objectives"])
-        for key in ("data_path", "latency_token_file"):  # relative to where the command runs
+        for key in ("data_path", "latency_token_file", "trainable_path"):  # from the cwd
             if isinstance(values.get(key), str):
                 values[key] = str(Path(values[key]).expanduser().resolve())
         study = cls(**values)
@@ -119,12 +126,13 @@ class Study:
         except ValueError as error:
             raise ConfigError(f"trial: {error}") from error
         for metric, _ in self.objectives:
-            if metric not in METRICS:
+            if metric not in METRICS and not self.trainable:
                 hint = did_you_mean(metric, METRICS)
                 raise ConfigError(
                     f"objectives: unknown metric {metric!r}{hint}; allowed: {list(METRICS)}"
                 )
-        _check_keys("constraints", self.constraints, COST_METRICS)
+        if not self.trainable:  # a trainable's constraints may bound any metric it reports
+            _check_keys("constraints", self.constraints, COST_METRICS)
         for key, value in self.constraints.items():
             _typed(f"constraints.{key}", value, (int, float), positive=True)
         try:
@@ -138,6 +146,10 @@ class Study:
             raise ConfigError(f"latency_token_file {self.latency_token_file!r} does not exist")
         if self.gpus_per_trial < 0 or self.cpus_per_trial <= 0:
             raise ConfigError("cpus_per_trial must be > 0 and gpus_per_trial >= 0")
+        if self.trainable:
+            from cluster.study import custom
+
+            custom.check(self)
         space = self.space()  # checks arch_options and train ranges
         if self.scheduler == "pbt" and not any(k.startswith("train.") for k in space.params):
             raise ConfigError("scheduler pbt perturbs training hyperparameters: set train")
@@ -153,18 +165,24 @@ class Study:
             raise ConfigError(f"dataset {self.dataset!r}: {error}") from error
 
     def space(self) -> Space:
+        if self.trainable:
+            from cluster.study.custom import parse_space
+
+            return _held(parse_space(self.search_space), self.fixed)
         try:
             arch = ARCHS[self.arch](**self.arch_options)
         except TypeError as error:
             raise ConfigError(f"arch_options for {self.arch!r}: {error}") from error
         parts = {"arch": arch}
-        if self.train is True:
-            parts["train"] = spaces.training()
-        elif isinstance(self.train, Mapping) and self.train:
-            parts["train"] = _train_space(self.train)
-        if self.compress:
-            parts["compress"] = spaces.compression()
-        return Space.combine(parts)
+        for section, full in (("train", spaces.training), ("compress", spaces.compression)):
+            values = getattr(self, section)
+            if values is True:
+                parts[section] = full()
+            elif isinstance(values, Mapping) and values:
+                parts[section] = _narrowed(section, full(), values)
+            elif values not in (False, None, {}):
+                raise ConfigError(f"{section}: true, false or a mapping of ranges, got {values!r}")
+        return _held(Space.combine(parts), self.fixed)
 
     def trial_settings(self) -> TrialSettings:
         source = None
@@ -190,6 +208,7 @@ class Study:
     def to_dict(self) -> dict:
         values = {f.name: getattr(self, f.name) for f in fields(self)}
         values["objectives"] = [list(o) for o in self.objectives]
+        values["space"] = values.pop("search_space")
         return json.loads(json.dumps(values))
 
 
@@ -228,27 +247,53 @@ def _objectives(raw) -> tuple[tuple[str, str], ...]:
     return tuple(pairs)
 
 
-def _train_space(values: Mapping) -> Space:
-    """Only the named training hyperparameters: a `[low, high]` range of a numeric one (log
-    where `spaces.training()` is), a list of options of a categorical one, or a fixed value
-    (a one-option choice, never searched)."""
-    full = spaces.training()
-    _check_keys("train", values, full.params)
+def _narrowed(section: str, full: Space, values: Mapping) -> Space:
+    """Only the named parameters of a ready-made space: a `[low, high]` range of a numeric one
+    (log and step as in the full space), a list of options of a categorical one, or a fixed
+    value (a one-option choice, never searched). A switch left out that a named parameter needs
+    is held on (`compress: {weight_bits: [4, 8]}` quantizes every trial); other conditions on
+    parameters left out are dropped."""
+    _check_keys(section, values, full.params)
+    implied = {
+        parent: options[0]
+        for key in values
+        for parent, options in full[key].when.items()
+        if parent not in values and len(options) == 1
+    }
+    values = {
+        key: ({**implied, **values})[key] for key in full.params if key in values or key in implied
+    }
     params = {}
     for key, value in values.items():
         param = full[key]
         when = {k: v for k, v in param.when.items() if k in values}
         try:
-            if isinstance(value, list | tuple) and isinstance(param, Float):
+            if isinstance(value, list | tuple) and isinstance(param, Float | Int):
                 if len(value) != 2:
                     raise ValueError(f"expected [low, high], got {value!r}")
-                params[key] = Float(float(value[0]), float(value[1]), log=param.log, when=when)
+                params[key] = dataclasses.replace(param, low=value[0], high=value[1], when=when)
             elif isinstance(value, list | tuple):
                 params[key] = Choice(tuple(value), when=when)
             else:
                 params[key] = Choice((value,), when=when)
         except (TypeError, ValueError) as error:
-            raise ConfigError(f"train.{key}: {error}") from error
+            raise ConfigError(f"{section}.{key}: {error}") from error
+    try:
+        return Space(params)
+    except ValueError as error:
+        raise ConfigError(f"{section}: {error}") from error
+
+
+def _held(space: Space, fixed: Mapping) -> Space:
+    """`space` with each parameter of `fixed` (full names: `arch.s0_width`) held at its value."""
+    _check_keys("fixed", fixed, space.params)
+    params = dict(space.params)
+    for key, value in fixed.items():
+        try:
+            params[key].check(f"fixed.{key}", value)
+        except ValueError as error:
+            raise ConfigError(str(error)) from error
+        params[key] = Choice((value,), when=params[key].when)
     return Space(params)
 
 
@@ -262,4 +307,7 @@ def read(path: str | Path) -> Study:
         raw = tomllib.loads(text) if path.suffix == ".toml" else yaml.safe_load(text)
     except (tomllib.TOMLDecodeError, yaml.YAMLError) as error:
         raise ConfigError(f"{path}: not valid {path.suffix[1:].upper()}: {error}") from error
-    return Study.from_dict(raw or {})
+    raw = raw or {}
+    if isinstance(raw, Mapping) and "trainable" in raw:  # importable from the file's folder
+        raw = {"trainable_path": str(path.resolve().parent), **raw}
+    return Study.from_dict(raw)

@@ -1,0 +1,299 @@
+"""Joint search against the pipelines it replaces (issue 16): under a deployed-latency bound, the
+same searcher, scheduler and trial budget searching architecture + training + compression
+together (`joint`), architecture + training for half the budget and then compression of the best
+of them for the other half (`sequential`), architecture + training alone (`arch`), and what a
+Ray Tune user would run instead: Tune's `OptunaSearch` (TPE) with ASHA on architecture +
+training (`optuna`).
+
+    python -W ignore -m benchmarks.joint [--task mnist1d|digits] [--seeds 5] [--trials 60]
+        [--methods joint,sequential,arch,optuna] [--out PATH]
+
+The bounds are the 25th and 10th percentiles of the deployed (ONNX Runtime, batch 64, one
+thread) fp32 latency of 100 architectures drawn from the space, measured first. A method's
+figure per seed is the test accuracy of its best trial by validation accuracy among those that
+completed within the bound (as a user would pick), and the hypervolume of (test accuracy,
+deployed latency) over those trials, from the reference (10% accuracy, the bound), divided by
+the box (90 points x the bound). Trials whose latency, measured before training, breaks the
+bound end untrained for every method, `optuna` included (its trainable reports 0 accuracy for
+them, the penalty a Tune user would write).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+
+from cluster.raytune import runner  # noqa: E402
+from cluster.study.config import Study  # noqa: E402
+from search.pareto import hypervolume  # noqa: E402
+from spaces import Choice, Float, Int, Space  # noqa: E402
+
+METHODS = ("joint", "sequential", "arch", "optuna")
+ARCH = {"stages": 3, "depth": (1, 2), "widths": (8, 16, 32, 64), "kernels": (3, 5, 7)}
+ARCH |= {"expansions": (1, 3)}
+TRAIN = {"lr": [1e-3, 3e-2], "weight_decay": [1e-5, 1e-2], "batch_size": 128}
+# What compression buys on ONNX Runtime: int8 kernels (8-bit weights and activations), filter
+# pruning (channels removed). Narrower weights run as int8 and change only the stored size.
+COMPRESS = {"prune": [False, True], "prune_ratio": [0.1, 0.5], "quantize": [False, True]}
+COMPRESS |= {"weight_bits": 8, "act_bits": 8, "quant_mode": ["ptq", "qat"]}
+TRIAL = {"epochs": 8, "finetune_epochs": 2, "qat_epochs": 2, "latency_repeats": 12}
+TASKS = {"mnist1d": "mnist1d", "digits": "digits"}
+
+
+def study(task: str, folder: Path, *, seed: int, trials: int, bound: float, **changes) -> Study:
+    base = Study(
+        name=changes.pop("name", "joint"),
+        dir=str(folder),
+        dataset=task,
+        arch="chain",
+        arch_options=ARCH,
+        train=TRAIN,
+        compress=COMPRESS,
+        searcher="bo",
+        seed=seed,
+        objectives=(("val_acc", "max"),),
+        constraints={"latency_ms": bound},
+        scheduler="asha",
+        scheduler_options={"grace_period": 2, "reduction_factor": 3},
+        trials=trials,
+        parallel=2,
+        trial=TRIAL,
+    )
+    return Study.from_dict({**base.to_dict(), **changes})
+
+
+def rows_of(table) -> list[dict]:
+    return [row for row in table.to_pylist() if row.get("status")]
+
+
+def best_feasible(rows: list[dict], bound: float) -> dict | None:
+    kept = [r for r in rows if r["status"] == "completed" and r["latency_ms"] <= bound]
+    return max(kept, key=lambda r: r["val_acc"], default=None)
+
+
+def run_joint(task, folder, *, seed, trials, bound) -> list[dict]:
+    return rows_of(runner.run(study(task, folder, seed=seed, trials=trials, bound=bound)))
+
+
+def run_arch(task, folder, *, seed, trials, bound) -> list[dict]:
+    plain = study(task, folder, seed=seed, trials=trials, bound=bound, compress=False)
+    return rows_of(runner.run(plain))
+
+
+def run_sequential(task, folder, *, seed, trials, bound) -> list[dict]:
+    first = run_arch(task, folder / "arch", seed=seed, trials=trials // 2, bound=bound)
+    best = best_feasible(first, bound) or min(first, key=lambda r: r["latency_ms"])
+    fixed = {k: v for k, v in best.items() if k.startswith(("arch.", "train.")) and v is not None}
+    second = study(
+        task, folder / "compress", seed=seed, trials=trials - trials // 2, bound=bound, fixed=fixed
+    )
+    return first + rows_of(runner.run(second))
+
+
+def tune_space(space: Space) -> dict:
+    from ray import tune
+
+    converted = {}
+    for name, param in space.params.items():
+        key = name.replace(".", "__")
+        if isinstance(param, Choice):
+            converted[key] = tune.choice(list(param.options))
+        elif isinstance(param, Int):
+            converted[key] = tune.randint(param.low, param.high + 1)
+        elif isinstance(param, Float):
+            kind = tune.loguniform if param.log else tune.uniform
+            converted[key] = kind(param.low, param.high)
+    return converted
+
+
+def run_optuna(task, folder, *, seed, trials, bound) -> list[dict]:
+    """Ray Tune's own: `OptunaSearch` (TPE, seeded) and ASHA on architecture + training, each
+    trial `trainers.run_trial` with its epoch reports sent to Tune."""
+    import optuna
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler
+    from ray.tune.search.optuna import OptunaSearch
+
+    plain = study(task, folder, seed=seed, trials=trials, bound=bound, compress=False)
+    settings = plain.trial_settings()
+
+    def trainable(config):
+        from trainers import run_trial
+
+        config = {k.replace("__", "."): v for k, v in config.items()}
+        result = run_trial(
+            config, lambda row: tune.report({"val_acc": row["val_acc"]}), settings=settings
+        )
+        score = result.get("val_acc", 0.0) if result["status"] == "completed" else 0.0
+        tune.report({**_scalars(result), "val_acc": score, "status": result["status"]})
+
+    sampler = optuna.samplers.TPESampler(seed=seed)
+    tuner = tune.Tuner(
+        trainable,
+        param_space=tune_space(plain.space()),
+        tune_config=tune.TuneConfig(
+            search_alg=OptunaSearch(sampler=sampler),
+            scheduler=ASHAScheduler(grace_period=2, reduction_factor=3, max_t=TRIAL["epochs"] + 1),
+            metric="val_acc",
+            mode="max",
+            num_samples=trials,
+            max_concurrent_trials=2,
+            reuse_actors=True,
+        ),
+        run_config=tune.RunConfig(storage_path=str(folder), verbose=0),
+    )
+    rows = []
+    for result in tuner.fit():
+        metrics = dict(result.metrics or {})
+        config = {k.replace("__", "."): v for k, v in (result.config or {}).items()}
+        status = metrics.get("status", "stopped")
+        rows.append({**config, **metrics, "status": status})
+    return rows
+
+
+def _scalars(result: dict) -> dict:
+    return {k: v for k, v in result.items() if isinstance(v, int | float | str | bool)}
+
+
+RUNS = {"joint": run_joint, "sequential": run_sequential, "arch": run_arch, "optuna": run_optuna}
+
+
+def latency_bounds(task: str, *, samples: int = 100, seed: int = 0) -> dict:
+    """The 25th and 10th percentiles of the deployed fp32 latency of `samples` architectures
+    drawn from the space (untrained: the weights do not change the time)."""
+    from trainers.cost import deployed_latency
+    from trainers.data import load_dataset
+    from trainers.models import build_model
+
+    data = load_dataset(task)
+    space = study(task, Path("unused"), seed=seed, trials=1, bound=1.0, compress=False).space()
+    rng = np.random.default_rng(seed)
+    times = []
+    for _ in range(samples):
+        arch = space.subconfig(space.sample(rng), "arch.")
+        model = build_model("chain", arch, in_shape=data.in_shape, num_classes=data.num_classes)
+        times.append(deployed_latency(model, data.in_shape, repeats=12))
+    return {"p25": float(np.percentile(times, 25)), "p10": float(np.percentile(times, 10))}
+
+
+def seed_figures(rows: list[dict], bound: float) -> dict:
+    best = best_feasible(rows, bound)
+    kept = [r for r in rows if r["status"] == "completed" and r["latency_ms"] <= bound]
+    volume = hypervolume(kept, ["test_acc", "latency_ms"], ["max", "min"], [10.0, bound])
+    return {
+        "best_test_acc": best["test_acc"] if best else None,
+        "best_latency_ms": best["latency_ms"] if best else None,
+        "best_compressed": bool(best and _compressed(best)),
+        "hypervolume": volume / (90.0 * bound),
+        "trials": len(rows),
+        "feasible": len(kept),
+    }
+
+
+def _compressed(row: dict) -> bool:
+    return bool(row.get("compress.quantize") or row.get("compress.prune"))
+
+
+def summary(runs: list[dict]) -> list[dict]:
+    table = []
+    for bound_name in sorted({r["bound"] for r in runs}, reverse=True):
+        for method in METHODS:
+            mine = [r for r in runs if r["bound"] == bound_name and r["method"] == method]
+            if not mine:
+                continue
+            accs = [r["best_test_acc"] if r["best_test_acc"] is not None else 0.0 for r in mine]
+            table.append(
+                {
+                    "bound": bound_name,
+                    "method": method,
+                    "median_acc": statistics.median(accs),
+                    "per_seed": accs,
+                    "median_hv": statistics.median(r["hypervolume"] for r in mine),
+                    "median_wall_s": statistics.median(r["wall_s"] for r in mine),
+                    "compressed_best": sum(r["best_compressed"] for r in mine),
+                    "seeds": len(mine),
+                }
+            )
+    return table
+
+
+def print_table(task: str, bounds: dict, table: list[dict]) -> None:
+    print(f"\n{task}: bounds {json.dumps({k: round(v, 3) for k, v in bounds.items()})} ms")
+    head = (
+        "| bound | method | median test acc | per seed | median HV | median wall s | compressed |"
+    )
+    print(head)
+    print("|---|---|---|---|---|---|---|")
+    for r in table:
+        seeds = " ".join(f"{a:.1f}" for a in r["per_seed"])
+        print(
+            f"| {r['bound']} | {r['method']} | {r['median_acc']:.2f} | {seeds} | "
+            f"{r['median_hv']:.4f} | {r['median_wall_s']:.0f} | "
+            f"{r['compressed_best']}/{r['seeds']} |"
+        )
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--task", choices=sorted(TASKS), default="mnist1d")
+    parser.add_argument("--seeds", type=int, default=5)
+    parser.add_argument("--first-seed", type=int, default=0)
+    parser.add_argument("--trials", type=int, default=60)
+    parser.add_argument("--methods", default=",".join(METHODS))
+    parser.add_argument("--bounds", default="p25,p10")
+    parser.add_argument("--out", help="JSON of every run (default benchmarks/out/joint-TASK.json)")
+    args = parser.parse_args(argv)
+    methods = args.methods.split(",")
+    unknown = sorted(set(methods) - set(METHODS))
+    if unknown:
+        parser.error(f"--methods: unknown {unknown}; allowed {list(METHODS)}")
+    out = Path(args.out or f"benchmarks/out/joint-{args.task}.json")
+    saved = json.loads(out.read_text()) if out.exists() else {}
+    import ray
+
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+    bounds = saved.get("bounds") or latency_bounds(args.task)
+    runs = saved.get("runs", [])
+    print(f"bounds: {bounds}", flush=True)
+    done = {(r["seed"], r["bound"], r["method"]) for r in runs}
+    for seed in range(args.first_seed, args.first_seed + args.seeds):
+        for bound_name in args.bounds.split(","):
+            for i, method in enumerate(methods):
+                order = methods[seed % len(methods) :] + methods[: seed % len(methods)]
+                method = order[i]
+                if (seed, bound_name, method) in done:
+                    continue
+                bound = bounds[bound_name]
+                with tempfile.TemporaryDirectory() as folder:
+                    start = time.perf_counter()
+                    rows = RUNS[method](
+                        args.task, Path(folder), seed=seed, trials=args.trials, bound=bound
+                    )
+                    wall = time.perf_counter() - start
+                figures = seed_figures(rows, bound)
+                run = {
+                    "seed": seed,
+                    "bound": bound_name,
+                    "method": method,
+                    "wall_s": wall,
+                    **figures,
+                }
+                runs.append(run)
+                print(json.dumps(run), flush=True)
+                out.parent.mkdir(parents=True, exist_ok=True)
+                out.write_text(json.dumps({"bounds": bounds, "runs": runs}, indent=1))
+    print_table(args.task, bounds, summary(runs))
+
+
+if __name__ == "__main__":
+    main()
