@@ -1,6 +1,6 @@
-"""Weight pruning and binary weights on digits with the default chain model, over seeds.
+"""Weight pruning and binary weights with the default chain model, over seeds.
 
-    python -W ignore -m benchmarks.compression [--seeds 3] [--out benchmarks/out/compression.json]
+    python -W ignore -m benchmarks.compression [--dataset digits|mnist1d] [--seeds 3] [--out PATH]
 
 Per seed: train the fp32 model (15 epochs), then from that same model
   - prune 90% of the weights (LAMP; uniform per layer and global magnitude for comparison),
@@ -9,7 +9,8 @@ Per seed: train the fp32 model (15 epochs), then from that same model
     back, and the file is sized;
   - binary weights (per-channel scale, first and last layers 8-bit), quantization-aware
     training for 15 epochs (AdamW, lr 3e-3), activations in float.
-Prints Markdown tables: accuracy on the 359 test images; sizes as `trainers.store.stored_bytes`
+Prints Markdown tables: accuracy on the test set (digits: 359 images; MNIST-1D: 1,000 signals,
+`Conv1d` chain); sizes as `trainers.store.stored_bytes`
 and as the file `trainers.store.save` writes; latency at batch 64 on one thread (torch).
 """
 
@@ -27,7 +28,7 @@ import torch
 
 from trainers import quantize, sparsity, store
 from trainers.cost import measure_latency
-from trainers.data import digits
+from trainers.data import load_dataset
 from trainers.models import build_model
 from trainers.train import TrainSettings, evaluate, train
 from trainers.trial import DEFAULT_CHAIN
@@ -36,7 +37,12 @@ EPOCHS, FINETUNE, BINARY_QAT = 15, 8, 15
 FINETUNE_SETTINGS = {"optimizer": "sgd", "lr": 0.05}
 BINARY_SETTINGS = {"optimizer": "adamw", "lr": 3e-3}
 SPARSITY = 0.9
-DESCRIPTION = {"model": "chain", "arch": DEFAULT_CHAIN, "in_shape": [1, 8, 8], "num_classes": 10}
+
+
+def _description(data) -> dict:
+    return {"model": "chain", "arch": DEFAULT_CHAIN, "in_shape": list(data.in_shape)} | {
+        "num_classes": data.num_classes
+    }
 
 
 def _acc(model, data):
@@ -51,7 +57,7 @@ def _file(model, records, data) -> int:
     """Bytes of the saved file; the loaded model must give the same test accuracy."""
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "model.npz"
-        size = store.save(path, model, description={**DESCRIPTION, "records": records})
+        size = store.save(path, model, description={**_description(data), "records": records})
         loaded, _ = store.load(path)
     if _acc(loaded, data) != _acc(model, data):
         raise AssertionError("the saved model does not load identically")
@@ -84,7 +90,7 @@ def binary(base, data, seed):
 
 def run_seed(data, seed):
     torch.manual_seed(seed)
-    base = build_model("chain", DEFAULT_CHAIN, in_shape=data.in_shape, num_classes=10)
+    base = build_model("chain", DEFAULT_CHAIN, in_shape=data.in_shape, num_classes=data.num_classes)
     train(base, data, TrainSettings(epochs=EPOCHS, seed=seed))
     row = {"dense": {"acc": _acc(base, data), "stored": store.stored_bytes(base)}}
     row["dense"] |= {"file": _file(base, [], data), "fp32_latency": _latency(base, data)}
@@ -128,11 +134,18 @@ def table(rows) -> str:
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--dataset", choices=("digits", "mnist1d"), default="digits")
     parser.add_argument("--seeds", type=int, default=3)
-    parser.add_argument("--out", default="benchmarks/out/compression.json")
+    parser.add_argument("--out", help="default benchmarks/out/compression[-mnist1d].json")
     args = parser.parse_args(argv)
+    args.out = (
+        args.out
+        or "benchmarks/out/compression"
+        + ("" if args.dataset == "digits" else f"-{args.dataset}")
+        + ".json"
+    )
     torch.set_num_threads(1)
-    data = digits()
+    data = load_dataset(args.dataset)
     rows = []
     for seed in range(args.seeds):
         start = time.perf_counter()

@@ -24,6 +24,7 @@ from pathlib import Path
 
 from trainers import DEFAULT_CHAIN, TrialSettings, deploy, run_trial
 from trainers.data import digits
+from trainers.trial import estimate_cost
 
 INT8 = {
     "compress.quantize": True,
@@ -79,7 +80,19 @@ def run_seed(data, seed: int, *, epochs: int, rounds: int) -> dict:
     run_trial(CONFIG | INT8, settings=settings, resume=trained)
     row["int8_graph_acc"] = deploy.onnx_accuracy(kept.graph, data.x_test, data.y_test)
     row["int8_graph_bytes"] = len(kept.graph)
-    return row
+    return row | {"estimate_s": estimate_seconds(data, flat, rounds=rounds)}
+
+
+def estimate_seconds(data, flat: dict, *, rounds: int) -> dict:
+    """Seconds `estimate_cost` (the check before training) takes per (runtime, precision)."""
+    seconds = {}
+    for _ in range(rounds):
+        for runtime, name, config in CELLS:
+            settings = TrialSettings.from_flat(flat | {"runtime": runtime})
+            start = time.perf_counter()
+            estimate_cost(config, settings, in_shape=data.in_shape, num_classes=data.num_classes)
+            seconds.setdefault(f"{runtime} {name}", []).append(time.perf_counter() - start)
+    return {cell: statistics.median(values) for cell, values in seconds.items()}
 
 
 def table(rows: list[dict]) -> str:
@@ -106,6 +119,11 @@ def table(rows: list[dict]) -> str:
         f"size_bytes: fp32 {first['fp32_bytes']:,}, int8 {first['int8_bytes']:,} "
         f"({first['int8_bytes'] / first['fp32_bytes']:.3f}x); the int8 ONNX graph itself "
         f"{first['int8_graph_bytes']:,} bytes",
+        "estimate_cost (the check before training), median seconds over seeds: "
+        + ", ".join(
+            f"{cell} {statistics.median(r['estimate_s'][cell] for r in rows):.2f}"
+            for cell in first["estimate_s"]
+        ),
     ]
     return "\n".join(lines)
 

@@ -73,7 +73,9 @@ def study(task: str, folder: Path, *, seed: int, trials: int, bound: float, **ch
 
 
 def rows_of(table) -> list[dict]:
-    return [row for row in table.to_pylist() if row.get("status")]
+    """Each trial's final row, its config keys as the searcher names them (`arch.s0_width`)."""
+    rows = [row for row in table.to_pylist() if row.get("status")]
+    return [{k.removeprefix("config."): v for k, v in row.items()} for row in rows]
 
 
 def best_feasible(rows: list[dict], bound: float) -> dict | None:
@@ -92,7 +94,8 @@ def run_arch(task, folder, *, seed, trials, bound) -> list[dict]:
 
 def run_sequential(task, folder, *, seed, trials, bound) -> list[dict]:
     first = run_arch(task, folder / "arch", seed=seed, trials=trials // 2, bound=bound)
-    best = best_feasible(first, bound) or min(first, key=lambda r: r["latency_ms"])
+    timed = [r for r in first if r.get("latency_ms") is not None]
+    best = best_feasible(first, bound) or min(timed, key=lambda r: r["latency_ms"])
     fixed = {k: v for k, v in best.items() if k.startswith(("arch.", "train.")) and v is not None}
     second = study(
         task, folder / "compress", seed=seed, trials=trials - trials // 2, bound=bound, fixed=fixed
@@ -200,6 +203,14 @@ def seed_figures(rows: list[dict], bound: float) -> dict:
     }
 
 
+def _kept(row: dict) -> dict:
+    """What the JSON keeps of a trial: its config and the figures above."""
+    names = ("status", "val_acc", "test_acc", "latency_ms", "size_bytes", "train_seconds")
+    return {
+        k: v for k, v in row.items() if k in names or k.startswith(("arch.", "train.", "compress."))
+    }
+
+
 def _compressed(row: dict) -> bool:
     return bool(row.get("compress.quantize") or row.get("compress.prune"))
 
@@ -288,8 +299,8 @@ def main(argv=None):
                     "wall_s": wall,
                     **figures,
                 }
-                runs.append(run)
                 print(json.dumps(run), flush=True)
+                runs.append(run | {"rows": [_kept(row) for row in rows]})
                 out.parent.mkdir(parents=True, exist_ok=True)
                 out.write_text(json.dumps({"bounds": bounds, "runs": runs}, indent=1))
     print_table(args.task, bounds, summary(runs))

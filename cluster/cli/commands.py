@@ -85,6 +85,10 @@ def _run_study(config, args, *, resume: bool) -> int:
         )
         return 130
     _print_front(config, table)
+    front = ",".join(f"{metric}:{mode}" for metric, mode in config.objectives)
+    print(f"\nthe study is in {config.dir}; next:")
+    print(f"  paretune results {config.dir}    (every trial; --pareto {front} for the front)")
+    print(f"  paretune plot {config.dir}       (the fronts against each cost, bounds drawn)")
     return 0
 
 

@@ -5,6 +5,7 @@ from pathlib import Path
 import yaml
 
 from cluster import cli
+from cluster.cli import plot
 from cluster.study import results
 from cluster.study.config import Study
 
@@ -48,6 +49,37 @@ def test_plot_writes_the_front_and_best_so_far(tmp_path):
         "front-size_bytes.png",
     ]
     assert all(p.read_bytes()[:4] == b"\x89PNG" for p in (tmp_path / "plots").glob("*.png"))
+
+
+def test_the_front_tells_compressed_trials_draws_the_bound_and_edges_an_outlier(tmp_path):
+    study = Study.from_dict(
+        {
+            "arch": "mlp",
+            "compress": {"quantize": [False, True]},
+            "train": False,
+            "dir": str(tmp_path),
+            "objectives": {"val_acc": "max"},
+            "constraints": {"latency_ms": 4.0},
+        }
+    )
+    writer = results.ResultWriter(tmp_path, results.schema(study.space()))
+    trials = [(90, 3.0, False), (95, 5.0, False), (93, 1.0, True), (97, 2.5, True)]
+    trials += [(10.0, 2.0, False), (92, 4.5, True)]  # a diverged trial: chance accuracy
+    for i, (acc, ms, quantized) in enumerate(trials):
+        config = {"arch.layers": 1, "compress.quantize": quantized}
+        row = {"trial": str(i), "status": "completed", "final": True, "config": config}
+        writer.add(row | {"val_acc": acc, "latency_ms": ms, "time": datetime.now(UTC)})
+    writer.add({"trial": "9", "status": "failed", "final": True, "val_acc": 0.0, "latency_ms": 900})
+    writer.flush()
+    layout = plot.front_layout(results.load(tmp_path), study, "latency_ms")
+    assert sorted(layout["compressed"]) == [(1.0, 93), (2.5, 97), (4.5, 92)]
+    assert sorted(layout["uncompressed"]) == [(2.0, 10.0), (3.0, 90), (5.0, 95)]
+    assert layout["front"] == [(1.0, 93), (2.5, 97)] and layout["bound"] == 4.0
+    low, high = layout["ylim"]
+    assert 85 < low < 90 and 97 < high < 98 and layout["off_axis"] == 1  # 10% left on the edge
+    assert (
+        layout["xlim"][0] <= 1.0 and layout["xlim"][1] >= 5.0
+    )  # the failed trial's 900 ms is not drawn
 
 
 def test_the_cluster_example_study_is_valid(tmp_path):

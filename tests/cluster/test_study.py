@@ -11,7 +11,8 @@ from cluster.study.defaults import default_study, measured_default
 def test_default_study_is_valid_and_joint():
     study = default_study()
     keys = set(study.space().params)
-    assert {"train.lr", "train.weight_decay", "compress.prune", "compress.distill"} <= keys
+    assert {"train.lr", "train.weight_decay", "compress.prune", "compress.quant_mode"} <= keys
+    assert study.dataset == "mnist1d" and study.space()["compress.act_bits"].options == (8,)
     assert any(k.startswith("arch.s2_") for k in keys) and study.scheduler == "asha"
     measured = measured_default()
     assert measured.constraints["latency_ms"] > 0 and measured.constraints["size_bytes"] > 1000
@@ -44,11 +45,34 @@ def test_default_study_is_valid_and_joint():
         ),
         ({"latency": "remote://device"}, "'local' or 'remote://host:port'"),
         ({"scheduler": "pbt", "train": False}, "pbt perturbs training hyperparameters"),
+        ({"compress": {"weight_bit": 8}}, "compress: unknown key 'weight_bit' \\(did you mean"),
+        ({"compress": {"prune_ratio": [0.2, 0.22]}}, "compress.prune_ratio: Float: step"),
+        ({"compress": "int8"}, "compress: true, false or a mapping"),
+        ({"fixed": {"arch.s0_width": 7}}, "fixed.arch.s0_width: 7 is not allowed"),
+        ({"fixed": {"arch.s9_width": 8}}, "fixed: unknown key 'arch.s9_width'"),
     ],
 )
 def test_bad_study_names_the_key(raw, message):
     with pytest.raises(ConfigError, match=message):
         Study.from_dict(raw)
+
+
+def test_compress_and_fixed_narrow_the_space():
+    study = Study(compress={"weight_bits": [4, 8], "prune_ratio": [0.2, 0.4]}, train=False)
+    study = Study.from_dict({**study.to_dict(), "fixed": {"arch.s0_width": 32}})
+    params = study.space().params
+    compress = {k: v for k, v in params.items() if k.startswith("compress.")}
+    # the switches the named knobs need are held on, in the full space's order
+    assert list(compress) == [
+        f"compress.{k}" for k in ("prune", "prune_ratio", "quantize", "weight_bits")
+    ]
+    assert params["compress.quantize"].options == (True,) and params["compress.prune"].options == (
+        True,
+    )
+    assert (params["compress.prune_ratio"].low, params["compress.prune_ratio"].step) == (0.2, 0.05)
+    assert params["arch.s0_width"].options == (32,)
+    config = study.space().sample(__import__("numpy").random.default_rng(0))
+    assert config["arch.s0_width"] == 32 and config["compress.quantize"] is True
 
 
 def test_trial_settings_group_the_flat_keys(tmp_path):
