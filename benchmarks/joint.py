@@ -35,17 +35,12 @@ os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
 
 from cluster.raytune import runner  # noqa: E402
 from cluster.study.config import Study  # noqa: E402
+from cluster.study.defaults import ARCH, COMPRESS, TRAIN  # noqa: E402  (the default study's space)
 from search.pareto import hypervolume  # noqa: E402
 from spaces import Choice, Float, Int, Space  # noqa: E402
 
-METHODS = ("joint", "sequential", "arch", "optuna")
-ARCH = {"stages": 3, "depth": (1, 2), "widths": (8, 16, 32, 64), "kernels": (3, 5, 7)}
-ARCH |= {"expansions": (1, 3)}
-TRAIN = {"lr": [1e-3, 3e-2], "weight_decay": [1e-5, 1e-2], "batch_size": 128}
-# What compression buys on ONNX Runtime: int8 kernels (8-bit weights and activations), filter
-# pruning (channels removed). Narrower weights run as int8 and change only the stored size.
-COMPRESS = {"prune": [False, True], "prune_ratio": [0.1, 0.5], "quantize": [False, True]}
-COMPRESS |= {"weight_bits": 8, "act_bits": 8, "quant_mode": ["ptq", "qat"]}
+METHODS = ("joint", "sequential", "arch", "optuna", "optuna-time")
+ROTATED = 4  # the first four run in a seed-rotated order; `optuna-time` needs `joint`'s wall time
 TRIAL = {"epochs": 8, "finetune_epochs": 2, "qat_epochs": 2, "latency_repeats": 12}
 TASKS = {"mnist1d": "mnist1d", "digits": "digits"}
 
@@ -119,9 +114,10 @@ def tune_space(space: Space) -> dict:
     return converted
 
 
-def run_optuna(task, folder, *, seed, trials, bound) -> list[dict]:
+def run_optuna(task, folder, *, seed, trials, bound, seconds=None) -> list[dict]:
     """Ray Tune's own: `OptunaSearch` (TPE, seeded) and ASHA on architecture + training, each
-    trial `trainers.run_trial` with its epoch reports sent to Tune."""
+    trial `trainers.run_trial` with its epoch reports sent to Tune; with `seconds`, as many
+    trials as fit in that wall time (Tune's `time_budget_s`) instead of `trials`."""
     import optuna
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
@@ -149,7 +145,8 @@ def run_optuna(task, folder, *, seed, trials, bound) -> list[dict]:
             scheduler=ASHAScheduler(grace_period=2, reduction_factor=3, max_t=TRIAL["epochs"] + 1),
             metric="val_acc",
             mode="max",
-            num_samples=trials,
+            num_samples=trials if seconds is None else 100 * trials,
+            time_budget_s=seconds,
             max_concurrent_trials=2,
             reuse_actors=True,
         ),
@@ -160,7 +157,8 @@ def run_optuna(task, folder, *, seed, trials, bound) -> list[dict]:
         metrics = dict(result.metrics or {})
         config = {k.replace("__", "."): v for k, v in (result.config or {}).items()}
         status = metrics.get("status", "stopped")
-        rows.append({**config, **metrics, "status": status})
+        if metrics:  # a trial the time budget ended before its first report never ran
+            rows.append({**config, **metrics, "status": status})
     return rows
 
 
@@ -168,7 +166,13 @@ def _scalars(result: dict) -> dict:
     return {k: v for k, v in result.items() if isinstance(v, int | float | str | bool)}
 
 
-RUNS = {"joint": run_joint, "sequential": run_sequential, "arch": run_arch, "optuna": run_optuna}
+RUNS = {
+    "joint": run_joint,
+    "sequential": run_sequential,
+    "arch": run_arch,
+    "optuna": run_optuna,
+    "optuna-time": run_optuna,
+}
 
 
 def latency_bounds(task: str, *, samples: int = 100, seed: int = 0) -> dict:
@@ -232,6 +236,7 @@ def summary(runs: list[dict]) -> list[dict]:
                     "median_hv": statistics.median(r["hypervolume"] for r in mine),
                     "median_wall_s": statistics.median(r["wall_s"] for r in mine),
                     "compressed_best": sum(r["best_compressed"] for r in mine),
+                    "median_trials": statistics.median(r["trials"] for r in mine),
                     "seeds": len(mine),
                 }
             )
@@ -240,18 +245,49 @@ def summary(runs: list[dict]) -> list[dict]:
 
 def print_table(task: str, bounds: dict, table: list[dict]) -> None:
     print(f"\n{task}: bounds {json.dumps({k: round(v, 3) for k, v in bounds.items()})} ms")
-    head = (
-        "| bound | method | median test acc | per seed | median HV | median wall s | compressed |"
+    print(
+        "| bound | method | median test acc | per seed | median HV | median wall s | trials "
+        "| best is compressed |"
     )
-    print(head)
-    print("|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|")
     for r in table:
         seeds = " ".join(f"{a:.1f}" for a in r["per_seed"])
         print(
             f"| {r['bound']} | {r['method']} | {r['median_acc']:.2f} | {seeds} | "
-            f"{r['median_hv']:.4f} | {r['median_wall_s']:.0f} | "
+            f"{r['median_hv']:.4f} | {r['median_wall_s']:.0f} | {r['median_trials']:.0f} | "
             f"{r['compressed_best']}/{r['seeds']} |"
         )
+
+
+def _same(run: dict, seed: int, bound: str, method: str) -> bool:
+    return (run["seed"], run["bound"], run["method"]) == (seed, bound, method)
+
+
+def _order(methods: list[str], seed: int) -> list[str]:
+    """The methods in a seed-rotated order, so no method always runs first (on a fresh
+    machine) or last; `optuna-time` after the others."""
+    rotated = [m for m in METHODS[:ROTATED] if m in methods]
+    shift = seed % len(rotated) if rotated else 0
+    return rotated[shift:] + rotated[:shift] + [m for m in methods if m not in rotated]
+
+
+def one_run(task, seed, bound_name, method, bounds, runs, args) -> dict:
+    """One method on one seed under one bound: its figures and its trials."""
+    bound = bounds[bound_name]
+    options = {"seed": seed, "trials": args.trials, "bound": bound}
+    if method == "optuna-time":
+        joint = [r for r in runs if _same(r, seed, bound_name, "joint")]
+        if not joint:
+            raise SystemExit(f"optuna-time on seed {seed}, {bound_name}: run joint first")
+        options["seconds"] = joint[0]["wall_s"]
+    with tempfile.TemporaryDirectory() as folder:
+        start = time.perf_counter()
+        rows = RUNS[method](task, Path(folder), **options)
+        wall = time.perf_counter() - start
+    run = {"seed": seed, "bound": bound_name, "method": method, "wall_s": wall}
+    run |= seed_figures(rows, bound)
+    print(json.dumps(run), flush=True)
+    return run | {"rows": [_kept(row) for row in rows]}
 
 
 def main(argv=None):
@@ -276,33 +312,13 @@ def main(argv=None):
     bounds = saved.get("bounds") or latency_bounds(args.task)
     runs = saved.get("runs", [])
     print(f"bounds: {bounds}", flush=True)
-    done = {(r["seed"], r["bound"], r["method"]) for r in runs}
     for seed in range(args.first_seed, args.first_seed + args.seeds):
         for bound_name in args.bounds.split(","):
-            for i, method in enumerate(methods):
-                order = methods[seed % len(methods) :] + methods[: seed % len(methods)]
-                method = order[i]
-                if (seed, bound_name, method) in done:
-                    continue
-                bound = bounds[bound_name]
-                with tempfile.TemporaryDirectory() as folder:
-                    start = time.perf_counter()
-                    rows = RUNS[method](
-                        args.task, Path(folder), seed=seed, trials=args.trials, bound=bound
-                    )
-                    wall = time.perf_counter() - start
-                figures = seed_figures(rows, bound)
-                run = {
-                    "seed": seed,
-                    "bound": bound_name,
-                    "method": method,
-                    "wall_s": wall,
-                    **figures,
-                }
-                print(json.dumps(run), flush=True)
-                runs.append(run | {"rows": [_kept(row) for row in rows]})
-                out.parent.mkdir(parents=True, exist_ok=True)
-                out.write_text(json.dumps({"bounds": bounds, "runs": runs}, indent=1))
+            for method in _order(methods, seed):
+                if not any(_same(r, seed, bound_name, method) for r in runs):
+                    runs.append(one_run(args.task, seed, bound_name, method, bounds, runs, args))
+                    out.parent.mkdir(parents=True, exist_ok=True)
+                    out.write_text(json.dumps({"bounds": bounds, "runs": runs}, indent=1))
     print_table(args.task, bounds, summary(runs))
 
 
