@@ -9,6 +9,7 @@ from search.base import STATUSES, Exhausted, Objective, Searcher, Trial
 from search.basic import GridSearcher, RandomSearcher
 from search.bo import BayesSearcher
 from search.evolution import EvolutionSearcher
+from search.forest import ForestSearcher
 from search.pareto import hypervolume, non_dominated, pareto_front
 from search.rl import ControllerSearcher
 from spaces.util import did_you_mean
@@ -18,6 +19,7 @@ SEARCHERS = {
     "grid": GridSearcher,
     "bo": BayesSearcher,
     "evolution": EvolutionSearcher,
+    "forest": ForestSearcher,
     "rl": ControllerSearcher,
 }
 
@@ -68,6 +70,7 @@ __all__ = [
     "ControllerSearcher",
     "EvolutionSearcher",
     "Exhausted",
+    "ForestSearcher",
     "GridSearcher",
     "Objective",
     "RandomSearcher",

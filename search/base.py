@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from search.objective import Objective
 from search.pareto import pareto_front
 from spaces import Space
 
@@ -24,66 +25,6 @@ class Exhausted(Exception):
 class Trial:
     id: str
     config: dict
-
-
-@dataclass(frozen=True)
-class Objective:
-    """Objectives and constraints, checked once: `metrics[i]` is optimized in `modes[i]`."""
-
-    metrics: tuple[str, ...]
-    modes: tuple[str, ...]
-    constraints: tuple[tuple[str, float], ...]
-
-    @classmethod
-    def build(cls, metric, mode, constraints) -> Objective:
-        metrics = (metric,) if isinstance(metric, str) else tuple(metric or ())
-        modes = (mode,) if isinstance(mode, str) else tuple(mode or ())
-        if not metrics or not all(isinstance(m, str) and m for m in metrics):
-            raise ValueError(f"metric must be a name or a list of names, got {metric!r}")
-        if len(set(metrics)) != len(metrics):
-            raise ValueError(f"metric lists a name twice: {list(metrics)}")
-        if len(modes) == 1 and len(metrics) > 1:
-            modes = modes * len(metrics)
-        if len(modes) != len(metrics) or any(m not in ("min", "max") for m in modes):
-            raise ValueError(
-                f"mode must be 'min' or 'max' (one, or one per metric {list(metrics)}), "
-                f"got {mode!r}"
-            )
-        bounds = []
-        for name, bound in dict(constraints or {}).items():
-            if not isinstance(bound, int | float) or isinstance(bound, bool) or math.isnan(bound):
-                raise ValueError(
-                    f"constraint {name!r}: the upper bound must be a number, got {bound!r}"
-                )
-            bounds.append((str(name), float(bound)))
-        return cls(metrics, modes, tuple(bounds))
-
-    @property
-    def names(self) -> tuple[str, ...]:
-        """Every metric a result must carry: objectives, then constrained costs."""
-        return self.metrics + tuple(n for n, _ in self.constraints if n not in self.metrics)
-
-    def violations(self, metrics: Mapping) -> dict[str, float]:
-        """Each bound `metrics` break, by its relative excess `(value - bound) / bound` (0.25:
-        25% over); bounds whose metric is absent are skipped. Empty when feasible."""
-        return {
-            name: (metrics[name] - bound) / max(abs(bound), 1e-12)
-            for name, bound in self.constraints
-            if name in metrics and metrics[name] > bound
-        }
-
-    def violation(self, metrics: Mapping) -> float:
-        """The sum of `violations(metrics)` (0 when feasible)."""
-        return sum(self.violations(metrics).values())
-
-    def signed(self, metrics: Mapping) -> np.ndarray:
-        """Objective values turned to minimization, shape `(len(metrics),)`."""
-        return np.array(
-            [
-                metrics[m] if mode == "min" else -metrics[m]
-                for m, mode in zip(self.metrics, self.modes)
-            ]
-        )
 
 
 class Searcher:
@@ -114,6 +55,8 @@ class Searcher:
         self.pending: dict[str, dict] = {}
         self._pending_keys: Counter[str] = Counter()  # canonical keys of the pending configs
         self.observations: list[dict] = []
+        self._told_ids: set[str] = set()
+        self._seen: set[str] = set()  # canonical keys of every told config
         self._next_id = 0
 
     # -- protocol ---------------------------------------------------------------------------
@@ -166,7 +109,12 @@ class Searcher:
             status == "infeasible" and record["status"] != "failed"
         ):
             record["status"] = status  # "completed" never hides a broken bound
+        return self._record(record)
+
+    def _record(self, record: dict) -> dict:
         self.observations.append(record)
+        self._told_ids.add(record["id"])
+        self._seen.add(self.space.canonical(record["config"]))
         self._observe(record)
         return record
 
@@ -180,9 +128,7 @@ class Searcher:
         record = {"id": trial_id, "config": self._release(trial_id), "metrics": None}
         record |= {"status": "infeasible", "costs": costs}
         record["violation"] = self.objective.violation(costs)
-        self.observations.append(record)
-        self._observe(record)
-        return record
+        return self._record(record)
 
     def revise(self, trial_id: str, config: Mapping) -> None:
         """A pending trial now runs another config (population-based training clones and
@@ -219,7 +165,7 @@ class Searcher:
         return self.tell(trial_id, metrics, status=status)
 
     def _told(self, trial_id: str) -> bool:
-        return any(o["id"] == trial_id for o in self.observations)
+        return trial_id in self._told_ids
 
     def _clean(self, metrics: Mapping) -> dict | None:
         missing = [n for n in self.objective.names if n not in metrics]
@@ -292,6 +238,8 @@ class Searcher:
         for trial_id, config in state["pending"].items():
             self._hold(str(trial_id), dict(config))
         self.observations = [dict(o) for o in state["observations"]]
+        self._told_ids = {o["id"] for o in self.observations}
+        self._seen = {self.space.canonical(o["config"]) for o in self.observations}
         self._load_extra_state(state.get("extra") or {})
 
     # -- hooks ------------------------------------------------------------------------------

@@ -13,6 +13,8 @@ from scipy.stats import qmc
 from search import gp
 from search.base import Searcher
 from search.basic import enumerate_configs
+from search.candidates import best_untaken, neighbours, random_candidates
+from search.history import History, fit_subset, parego_targets
 from spaces import Choice, Int
 
 ACQUISITIONS = ("ei", "ucb", "pi")
@@ -30,7 +32,9 @@ class BayesSearcher(Searcher):
     "mean" of the values seen; "believer", the GP's own prediction; constraints always take
     their prediction), `feasibility_weight` (the acquisition times P(feasible) to this
     power: 1 is classic constrained EI; the default 0.25 tempers an overconfident constraint
-    model, see benchmarks/README.md)."""
+    model, see benchmarks/README.md), `max_fit` (the most observations a GP is fitted on:
+    past it, the `max_fit // 2` nearest the three incumbents and a uniform draw of the others,
+    so an ask costs the same at 10,000 observations as at `max_fit`)."""
 
     name = "bo"
 
@@ -45,6 +49,7 @@ class BayesSearcher(Searcher):
         exhaustive_limit: int = 20000,
         fantasy: str = "worst",
         feasibility_weight: float = 0.25,
+        max_fit: int = 256,
         **common,
     ):
         super().__init__(space, **common)
@@ -56,6 +61,8 @@ class BayesSearcher(Searcher):
                 raise ValueError(f"bo: {option} must be one of {list(allowed)}, got {value!r}")
         if not isinstance(n_initial, int) or n_initial < 1:
             raise ValueError(f"bo: n_initial must be a positive integer, got {n_initial!r}")
+        if not isinstance(max_fit, int) or max_fit < 4:
+            raise ValueError(f"bo: max_fit must be an integer >= 4, got {max_fit!r}")
         if not isinstance(feasibility_weight, int | float) or not feasibility_weight > 0:
             raise ValueError(
                 f"bo: feasibility_weight must be a positive number, got {feasibility_weight!r}"
@@ -64,7 +71,9 @@ class BayesSearcher(Searcher):
         self.fantasy = fantasy
         self.feasibility_weight = float(feasibility_weight)
         self.n_candidates, self.exhaustive_limit = int(candidates), int(exhaustive_limit)
+        self.max_fit = max_fit
         self.cat = gp.categorical_mask(space)
+        self.history = History(space, self.objective)
         self._design_seed = int(self.rng.integers(2**31))
         self._design_used = 0
         self._thetas: dict[str, list[float]] = {}
@@ -93,23 +102,6 @@ class BayesSearcher(Searcher):
         point = design[self._design_used % self.n_initial]
         self._design_used += 1
         return self.space.decode(point)
-
-    def _random_candidates(self, count: int) -> tuple[list[dict], np.ndarray]:
-        configs = [self.space.decode(u) for u in self.rng.random((count, len(self.space)))]
-        return configs, gp.features(self.space, configs)
-
-    def _neighbours(self, configs: list[dict], count: int, scale: float) -> list[dict]:
-        """Numeric dimensions moved by N(0, scale); one categorical dimension redrawn."""
-        out = []
-        categorical = np.flatnonzero(self.cat)
-        for config in configs:
-            noise = self.rng.normal(0.0, scale, (count, len(self.cat))) * ~self.cat
-            moved = self.space.encode(config) + noise
-            if len(categorical):
-                flip = categorical[self.rng.integers(len(categorical), size=count)]
-                moved[np.arange(count), flip] = self.rng.random(count)
-            out += [self.space.decode(u) for u in np.clip(moved, 0.0, 1.0)]
-        return out
 
     def _refine(self, score, config: dict) -> tuple[dict, float]:
         """L-BFGS-B on the active numeric dimensions of `config`, categories held fixed."""
@@ -145,33 +137,32 @@ class BayesSearcher(Searcher):
 
     # -- proposal -------------------------------------------------------------------------------
     def _propose(self) -> dict:
-        data = self.usable()
-        if len(data) < self.n_initial and self._design_used < self.n_initial:
+        data = self.history.sync(self.observations)
+        if data.n < self.n_initial and self._design_used < self.n_initial:
             return self._design_point()
-        if len(data) < 2:
+        if data.n < 2:
             return self.space.sample(self.rng)
-        score = self._scorer(data)
+        y = self._targets()
+        score = self._scorer(y)
         if self._all is not None:
             configs, feats, rows = self._all
             values = score(feats)
-            values[[rows[self.space.canonical(c)] for c in self._taken()]] = -np.inf
+            taken = self._seen | {k for k, n in self._pending_keys.items() if n}
+            values[[rows[k] for k in taken]] = -np.inf
             if np.isfinite(values).any():
                 return dict(configs[int(np.argmax(values))])
             return self.space.sample(self.rng)
-        return self._optimize(score, data)
+        return self._optimize(score, y)
 
-    def _taken(self) -> list[dict]:
-        return [o["config"] for o in self.observations] + list(self.pending.values())
-
-    def _optimize(self, score, data: list[dict]) -> dict:
-        configs, feats = self._random_candidates(self.n_candidates)
+    def _optimize(self, score, y: np.ndarray) -> dict:
+        configs, feats = random_candidates(self.space, self.rng, self.n_candidates)
         values = score(feats)
-        targets = self._targets(data)  # one call: ParEGO normalizes over all the data
-        incumbents = [data[i]["config"] for i in np.argsort(targets)[::-1][:3]]
+        best_rows = np.argsort(y)[::-1][:3]
+        incumbents = [self.history.configs[i] for i in best_rows]
         starts = [configs[i] for i in np.argsort(values)[-5:]] + incumbents
         best_config, best_value = configs[int(np.argmax(values))], float(np.max(values))
         for scale in (0.1, 0.03):
-            near = self._neighbours(starts, 32, scale)
+            near = neighbours(self.space, self.cat, self.rng, starts, 32, scale)
             near_values = score(gp.features(self.space, near))
             order = np.argsort(near_values)[::-1]
             starts = [near[i] for i in order[:5]]
@@ -181,33 +172,37 @@ class BayesSearcher(Searcher):
             refined, value = self._refine(score, start)
             if value > best_value:
                 best_config, best_value = refined, value
-        return best_config
+        taken = self._seen | {k for k, n in self._pending_keys.items() if n}
+        if self.space.canonical(best_config) not in taken:
+            return best_config
+        # the acquisition peaks on a config already run: the best of the others instead
+        index = best_untaken(self.space, configs, values, taken.__contains__)
+        return configs[index] if index is not None else self.space.sample(self.rng)
 
-    def _targets(self, data: list[dict]) -> np.ndarray:
-        """What the objective GP models (maximized): the objective, or ParEGO's scalarization."""
-        signed = np.array([self.objective.signed(o["metrics"]) for o in data])
-        if signed.shape[1] == 1:
-            return -signed[:, 0]
-        low, high = signed.min(axis=0), signed.max(axis=0)
-        unit = (signed - low) / np.where(high > low, high - low, 1.0)
-        weights = self._parego_weights
-        return -(np.max(unit * weights, axis=1) + 0.05 * unit @ weights)
-
-    def _scorer(self, data: list[dict]):
-        """A function of candidate features returning the log acquisition (higher is better)."""
+    def _targets(self) -> np.ndarray:
+        """What the objective GP models over the usable observations (maximized): the
+        objective, or ParEGO's scalarization with weights drawn now."""
+        weights = None
         if len(self.objective.metrics) > 1:
-            self._parego_weights = self.rng.dirichlet(np.ones(len(self.objective.metrics)))
-        x = gp.features(self.space, [o["config"] for o in data])
+            weights = self.rng.dirichlet(np.ones(len(self.objective.metrics)))
+        return parego_targets(self.history.sync(self.observations).signed, weights)
+
+    def _scorer(self, y_all: np.ndarray):
+        """A function of candidate features returning the log acquisition (higher is better),
+        from GPs on at most `max_fit` observations (`y_all`: the targets of all of them)."""
+        data = self.history.sync(self.observations)
+        rows = fit_subset(data, y_all, size=self.max_fit, rng=self.rng)
+        x, y, feasible = data.x[rows], y_all[rows], data.feasible
         pending = gp.features(self.space, list(self.pending.values()))
-        y = self._targets(data)
-        lie = {"worst": y.min(), "mean": y.mean(), "believer": None}[self.fantasy]
+        lie = {"worst": y_all.min(), "mean": y_all.mean(), "believer": None}[self.fantasy]
         model = self._fit("objective", x, y, pending, lie=lie)
         constraints = []
-        for name, bound in self.objective.constraints:
-            values = np.array([o["metrics"][name] for o in data])
-            constraints.append((self._fit(f"constraint:{name}", x, values, pending), bound))
-        feasible = np.array([o["status"] == "completed" for o in data])
-        best = float(y[feasible].max()) if feasible.any() else None
+        rejected_x, rejected_costs = data.rejected(self.max_fit // 2)
+        for j, (name, bound) in enumerate(self.objective.constraints):
+            values = np.concatenate([data.costs[rows, j], rejected_costs[:, j]])
+            c_model = self._fit(f"constraint:{name}", np.vstack([x, rejected_x]), values, pending)
+            constraints.append((c_model, bound))
+        best = float(y_all[feasible].max()) if feasible.any() else None
 
         def score(feats: np.ndarray) -> np.ndarray:
             log_feasible = np.zeros(len(feats))
@@ -221,7 +216,7 @@ class BayesSearcher(Searcher):
             if self.acquisition == "ucb":
                 # UCB is not a probability: weight it by feasibility on a log scale of its own
                 return gp.upper_confidence_bound(mean, std, self.kappa) + log_feasible
-            incumbent = best if best is not None else float(y.max())
+            incumbent = best if best is not None else float(y_all.max())
             if self.acquisition == "pi":
                 return gp.log_probability_of_improvement(mean, std, incumbent) + log_feasible
             return gp.log_expected_improvement(mean, std, incumbent) + log_feasible

@@ -74,26 +74,27 @@ class EvolutionSearcher(Searcher):
             float(step),
         )
         self.members: list[str] = []  # ids of the living population, oldest first
+        self._living: list[dict] = []  # their records
 
     def _observe(self, record: dict) -> None:
         if record["status"] in ("completed", "infeasible") and record["metrics"] is not None:
             self.members.append(record["id"])
+            self._living.append(record)
             if len(self.members) > self.size:
                 self.members.pop(0)  # the oldest dies, however good
+                self._living.pop(0)
 
     def _propose(self) -> dict:
         if len(self.members) + len(self.pending) < self.size or not self.members:
             return self.space.sample(self.rng)
-        by_id = {o["id"]: o for o in self.observations}
-        living = [by_id[i] for i in self.members]
+        living = self._living
         contestants = self.rng.choice(
             len(living), min(self.sample_size, len(living)), replace=False
         )
         parent = living[int(contestants[np.argmin(self._ranking(living)[contestants])])]
-        seen = {self.space.canonical(o["config"]) for o in self.observations}
         child = self.mutate(parent["config"])
         for _ in range(20):
-            if self.space.canonical(child) not in seen:
+            if self.space.canonical(child) not in self._seen:
                 break
             child = self.mutate(parent["config"])
         return child
@@ -143,3 +144,5 @@ class EvolutionSearcher(Searcher):
 
     def _load_extra_state(self, extra: Mapping) -> None:
         self.members = [str(i) for i in extra["members"]]
+        by_id = {o["id"]: o for o in self.observations}
+        self._living = [by_id[i] for i in self.members]

@@ -24,9 +24,46 @@ def dominating(points: np.ndarray, point: np.ndarray) -> np.ndarray:
 
 
 def non_dominated(points: np.ndarray) -> np.ndarray:
-    """Mask of the rows of `points` (shape `(n, d)`, minimized) that no other row dominates."""
+    """Mask of the rows of `points` (shape `(n, d)`, minimized) that no other row dominates.
+
+    Equal rows do not dominate each other; a row with a NaN is never dominated and dominates
+    nothing. Two objectives take O(n log n), more take O(n^2 d) in vectorized blocks."""
     points = np.asarray(points, dtype=float)
-    return np.array([not dominating(points, p).any() for p in points], dtype=bool)
+    keep = np.ones(len(points), dtype=bool)
+    if len(points) == 0:
+        return keep
+    points = points.reshape(len(points), -1)
+    finite = ~np.isnan(points).any(axis=1)
+    rows = points[finite]
+    keep[finite] = _sweep_2d(rows) if points.shape[1] == 2 else _blocks(rows)
+    return keep
+
+
+def _sweep_2d(points: np.ndarray) -> np.ndarray:
+    """Sort by the first objective, then the second: a row is dominated by the rows before
+    its group of equal first values (their best second value is at most its own) or, within
+    the group, by its first row (a strictly lower second value)."""
+    order = np.lexsort((points[:, 1], points[:, 0]))
+    first, second = points[order, 0], points[order, 1]
+    starts = np.flatnonzero(np.r_[True, first[1:] != first[:-1]])
+    group = np.cumsum(np.r_[True, first[1:] != first[:-1]]) - 1
+    running = np.minimum.accumulate(second)
+    before = running[np.maximum(starts - 1, 0)]  # best second value left of each group
+    left = (group > 0) & (before[group] <= second)
+    dominated = left | (second > second[starts][group])
+    keep = np.empty(len(points), dtype=bool)
+    keep[order] = ~dominated
+    return keep
+
+
+def _blocks(points: np.ndarray, cells: int = 1 << 22) -> np.ndarray:
+    keep = np.empty(len(points), dtype=bool)
+    step = max(1, cells // max(1, points.size))
+    for i in range(0, len(points), step):
+        block = points[i : i + step, None, :]
+        weakly, strictly = points[None] <= block, points[None] < block
+        keep[i : i + step] = ~(weakly.all(axis=2) & strictly.any(axis=2)).any(axis=1)
+    return keep
 
 
 def pareto_front(rows: Sequence[Mapping], metrics: Sequence[str], modes: Sequence[str]) -> list:

@@ -180,7 +180,7 @@ def test_feasibility_weight_is_the_power_on_the_probability_of_feasibility():
         for x, y in points:
             searcher.add({"x": x, "y": y}, {"f": x - y, "cost": x + y})
         grid = np.random.default_rng(1).random((50, 2))
-        scores[weight] = searcher._scorer(searcher.usable())(grid)
+        scores[weight] = searcher._scorer(searcher._targets())(grid)
     gap_full, gap_half = scores[1.0] - scores[0.25], scores[1.0] - scores[0.5]
     assert np.all(gap_full <= 1e-9) and gap_full.min() < -1.0  # log P(feasible) <= 0
     np.testing.assert_allclose(gap_full, 1.5 * gap_half, rtol=1e-6, atol=1e-9)
@@ -210,3 +210,26 @@ def test_a_state_saved_before_the_pair_term_still_loads_and_asks():
     restored.load_state_dict(state)
     assert space.validate(restored.ask().config) is None
     assert all(len(v) == 6 for v in restored._thetas.values())
+
+
+def test_past_max_fit_the_gps_see_a_bounded_subset_near_the_incumbents(monkeypatch):
+    sizes = []
+    fit = gp.GP.fit
+
+    def recording_fit(self, x, y, **kwargs):
+        sizes.append(len(x))
+        return fit(self, x, y, **kwargs)
+
+    monkeypatch.setattr(gp.GP, "fit", recording_fit)
+    space = Space({"x": Float(0.0, 1.0), "y": Float(0.0, 1.0)})
+    searcher = search.create(
+        "bo", space, metric="f", seed=0, max_fit=40, candidates=64, constraints={"c": 2.0}
+    )
+    for x, y in np.random.default_rng(0).random((150, 2)):
+        f = -((x - 0.3) ** 2) - (y - 0.7) ** 2
+        searcher.add({"x": float(x), "y": float(y)}, {"f": f, "c": x + y})
+    config = searcher.ask().config
+    assert sizes == [40, 40]  # the objective's GP and the constraint's
+    assert math.hypot(config["x"] - 0.3, config["y"] - 0.7) < 0.15
+    with pytest.raises(ValueError, match="max_fit must be an integer >= 4"):
+        search.create("bo", space, metric="f", max_fit=2)
