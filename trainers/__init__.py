@@ -14,6 +14,7 @@ from trainers.trial import (
     estimate_cost,
     run_trial,
 )
+from trainers.usermodel import measure, prune_groups
 
 __all__ = [
     "DATASETS",
@@ -31,5 +32,7 @@ __all__ = [
     "estimate_cost",
     "infer_model",
     "load_dataset",
+    "measure",
+    "prune_groups",
     "run_trial",
 ]

@@ -1,60 +1,204 @@
-"""Any paretune searcher as a `ray.tune.search.Searcher`."""
+"""Paretune's searchers as a Ray Tune search algorithm: `ParetuneSearch`, for any `tune.Tuner`.
+The study runner uses the same class over its `Recorder` (Parquet rows, the study's store)."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from pathlib import Path
 
-from cluster.raytune.recorder import Recorder
-from search.base import Exhausted
+from ray.tune.search import Searcher as TuneSearcher
+
+import search
+from cluster.study.resume import told_as
+from search import Exhausted
+from spaces import Space
 from spaces.util import write_json
 
+STATE_VERSION = 1
 
-def tune_searcher(recorder: Recorder):
-    from ray.tune.search import Searcher as TuneSearcherBase
 
-    class TuneSearcher(TuneSearcherBase):
-        """Asks on `suggest`; reports and completions go to the `Recorder`; `save`/`restore`
-        hold the searcher's JSON state."""
+class Ledger:
+    """What `ParetuneSearch` keeps in a user's own Tuner: Tune's trial ids mapped to the
+    searcher's, the last training iteration each trial reported, and the tell at its end."""
 
-        def __init__(self):
-            metric, mode = recorder.study.objectives[0]
-            super().__init__(metric=metric, mode=mode)
-            self.recorder = recorder  # not `.searcher`: Tune walks that attribute
-            self.max_concurrent = 0  # 0: no limit of its own
+    def __init__(self, searcher: search.Searcher, *, max_t: int | None = None):
+        self.searcher, self.max_t = searcher, max_t
+        self.ids: dict[str, str] = {}  # Tune's trial id -> the searcher's
+        self.seen: dict[str, int] = {}  # the searcher's trial id -> last iteration told
 
-        def set_search_properties(self, metric, mode, config, **spec):
-            return True
+    def ask(self, tune_id: str) -> search.Trial:
+        trial = self.searcher.ask()
+        self.ids[tune_id] = trial.id
+        return trial
 
-        def set_max_concurrency(self, max_concurrent: int) -> bool:
-            self.max_concurrent = max_concurrent
-            return True  # Tune then needs no ConcurrencyLimiter around it
+    def result(self, tune_id: str, result: Mapping) -> None:
+        if tune_id in self.ids:
+            self.seen[self.ids[tune_id]] = result.get("training_iteration", 0)
 
-        def suggest(self, trial_id):
-            if self.max_concurrent and len(self.recorder.ids) >= self.max_concurrent:
-                return None  # Tune asks again when a trial ends
-            try:
-                trial = self.recorder.ask(trial_id)
-            except Exhausted:
-                trial = None
-            return TuneSearcherBase.FINISHED if trial is None else dict(trial.config)
+    def complete(self, tune_id: str, result: Mapping | None, *, error: bool) -> None:
+        trial = self.ids.pop(tune_id, None)
+        if trial is None:
+            return
+        seen = self.seen.pop(trial, None)
+        if result is None and not error:  # removed before it ran
+            self.searcher.discard(trial)
+            return
+        status = self.status(result or {}, error=error, seen=seen)
+        metrics, told = told_as(dict(result or {}), status, self.searcher.objective.names)
+        self.searcher.tell(trial, metrics, **told)
 
-        def on_trial_result(self, trial_id, result):
-            self.recorder.result(trial_id, result)
+    def status(self, result: Mapping, *, error: bool, seen: int | None) -> str:
+        """`failed` for an error; `completed` when the function ended on its own (Tune ends
+        it on the last result it already showed the searcher), reported `final`, or reached
+        `max_t`; else `stopped`: a scheduler or stopper ended it on a result it never showed."""
+        if error:
+            return "failed"
+        iteration = result.get("training_iteration")
+        ended = iteration is not None and (iteration == seen or iteration >= (self.max_t or 1e18))
+        return "completed" if ended or result.get("final") else "stopped"
 
-        def on_trial_complete(self, trial_id, result=None, error=False):
-            self.recorder.complete(trial_id, result, error=error)
 
-        def get_state(self) -> dict:
-            return {"searcher": self.recorder.searcher.state_dict()}
+class ParetuneSearch(TuneSearcher):
+    """A paretune searcher (`search.create(name, space, ...)`) as a Ray Tune search algorithm:
 
-        def set_state(self, state: dict) -> None:
-            self.recorder.searcher.load_state_dict(state["searcher"])
+        tune.Tuner(train, tune_config=tune.TuneConfig(
+            search_alg=ParetuneSearch("bo", space, metric="val_acc", mode="max",
+                                      constraints={"latency_ms": 5.0}),
+            scheduler=ASHAScheduler(metric="val_acc", mode="max"), num_samples=40))
 
-        def save(self, checkpoint_path):
-            write_json(Path(checkpoint_path), self.recorder.searcher.state_dict())
+    `searcher` is a name of `search.SEARCHERS` (then `options` go to it) or a
+    `search.Searcher` built already; `space` a `spaces.Space` or a study's `space:` mapping.
+    `metric`/`mode` may be lists for several objectives, or None to take `TuneConfig`'s.
+    Objectives and `constraints` (upper bounds) are read from each trial's last reported
+    result when it ends: a trial that errors is `failed`, one a scheduler or stopper ended
+    before its function returned is `stopped` (unless it reached `max_t` iterations, the
+    scheduler's `max_t`), one that never reported an objective `failed`. Works under Tune's
+    `ConcurrencyLimiter`; its state (JSON: the searcher's `state_dict` and Tune's trial ids)
+    is saved with Tune's experiment checkpoints, so `Tuner.restore` continues it."""
 
-        def restore(self, checkpoint_path):
-            self.recorder.searcher.load_state_dict(json.loads(Path(checkpoint_path).read_text()))
+    def __init__(
+        self,
+        searcher: str | search.Searcher = "bo",
+        space: Space | Mapping | None = None,
+        *,
+        metric: str | list[str] | None = None,
+        mode: str | list[str] | None = None,
+        constraints: Mapping[str, float] | None = None,
+        seed: int | None = None,
+        max_t: int | None = None,
+        **options,
+    ):
+        if isinstance(searcher, search.Searcher):
+            metric, mode = list(searcher.objective.metrics), list(searcher.objective.modes)
+        elif not isinstance(space, Space):
+            space = _space(space)
+        first = metric if metric is None or isinstance(metric, str) else metric[0]
+        first_mode = mode if mode is None or isinstance(mode, str) else mode[0]
+        super().__init__(metric=first, mode=(first_mode or "max") if first else None)
+        self._spec = {"name": searcher, "space": space, "constraints": constraints, "seed": seed}
+        self._spec |= {"options": options, "mode": mode, "max_t": max_t}
+        self.ledger = None
+        self.max_concurrent = 0  # 0: no limit of its own
+        if isinstance(searcher, search.Searcher):
+            self.ledger = Ledger(searcher, max_t=max_t)
+        elif metric is not None:
+            self._build(metric, mode or "max")
 
-    return TuneSearcher()
+    @classmethod
+    def over(cls, ledger, *, metric: str, mode: str) -> ParetuneSearch:
+        """Over a ledger of another kind (the runner's `Recorder`: `ask`, `result`,
+        `complete`, `ids`, `searcher`)."""
+        self = cls(ledger.searcher)
+        TuneSearcher.__init__(self, metric=metric, mode=mode)
+        self.ledger = ledger  # not `.searcher`: Tune walks that attribute
+        return self
+
+    def _build(self, metric, mode) -> None:
+        spec = self._spec
+        created = search.create(
+            spec["name"],
+            spec["space"],
+            metric=metric,
+            mode=mode,
+            seed=spec["seed"],
+            constraints=spec["constraints"],
+            **spec["options"],
+        )
+        self.ledger = Ledger(created, max_t=spec["max_t"])
+
+    def _ready(self):
+        if self.ledger is None:
+            raise ValueError(
+                "ParetuneSearch has no metric: pass ParetuneSearch(..., metric=..., mode=...) "
+                "or tune.TuneConfig(metric=..., mode=...)"
+            )
+        return self.ledger
+
+    def set_search_properties(self, metric, mode, config, **spec) -> bool:
+        if self.ledger is None and metric:
+            self._metric, self._mode = metric, mode or "max"
+            self._build(metric, mode or "max")
+        return True  # `config` holds fixed values only; Tune merges them into each suggestion
+
+    def set_max_concurrency(self, max_concurrent: int) -> bool:
+        self.max_concurrent = max_concurrent
+        return True  # Tune's ConcurrencyLimiter then leaves the limit to us
+
+    def suggest(self, trial_id: str):
+        ledger = self._ready()
+        if self.max_concurrent and len(ledger.ids) >= self.max_concurrent:
+            return None  # Tune asks again when a trial ends
+        try:
+            trial = ledger.ask(trial_id)
+        except Exhausted:
+            trial = None
+        return TuneSearcher.FINISHED if trial is None else dict(trial.config)
+
+    def on_trial_result(self, trial_id: str, result: dict) -> None:
+        self._ready().result(trial_id, result)
+
+    def on_trial_complete(self, trial_id: str, result=None, error: bool = False) -> None:
+        self._ready().complete(trial_id, result, error=error)
+
+    @property
+    def paretune(self) -> search.Searcher:
+        """The paretune searcher inside: `best()`, `front()`, `observations`."""
+        return self._ready().searcher
+
+    def get_state(self) -> dict:
+        ledger = self._ready()
+        state = {"version": STATE_VERSION, "searcher": ledger.searcher.state_dict()}
+        return state | {"ids": dict(ledger.ids), "seen": dict(getattr(ledger, "seen", {}))}
+
+    def set_state(self, state: dict) -> None:
+        if state.get("version") != STATE_VERSION:
+            raise ValueError(f"ParetuneSearch state version {state.get('version')!r} unknown")
+        ledger = self._ready()
+        ledger.searcher.load_state_dict(state["searcher"])
+        ledger.ids = dict(state["ids"])
+        if hasattr(ledger, "seen"):
+            ledger.seen = dict(state["seen"])
+
+    def save(self, checkpoint_path: str) -> None:
+        write_json(Path(checkpoint_path), self.get_state())
+
+    def restore(self, checkpoint_path: str) -> None:
+        self.set_state(json.loads(Path(checkpoint_path).read_text()))
+
+
+def tune_searcher(recorder) -> ParetuneSearch:
+    """The runner's search algorithm: `ParetuneSearch` over its `Recorder` (Parquet rows, the
+    study's store) instead of a `Ledger`."""
+    metric, mode = recorder.study.objectives[0]
+    return ParetuneSearch.over(recorder, metric=metric, mode=mode)
+
+
+def _space(space) -> Space:
+    if not isinstance(space, Mapping):
+        raise ValueError(
+            f"space must be a spaces.Space or a mapping as a study's `space:`, got {space!r}"
+        )
+    from cluster.study.custom import parse_space
+
+    return parse_space(space)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from cluster.raytune.adapter import tune_searcher
+from cluster.raytune.own import OwnSettings, own_trainable
 from cluster.raytune.recorder import Progress, Recorder
 from cluster.raytune.schedulers import check_scheduler, make_scheduler, population
 from cluster.raytune.trainable import member_trainable, trainable
@@ -39,10 +39,11 @@ def run(
     function=None,
 ) -> pa.Table:
     """Run (or resume) the study on Ray Tune until its trial budget is spent; returns
-    `results.load(study.dir)`. With no `address`, Ray starts locally. `function(config,
-    settings)` replaces `trainable` (it reports through `ray.tune.report`, last with `final`)."""
+    `results.load(study.dir)`. With no `address`, Ray starts locally. A study with its own
+    `trainable` runs that (`cluster.raytune.own`); `function(config, settings)` replaces either
+    (it reports through `ray.tune.report`, last with `final`)."""
     check_scheduler(study)
-    if function is None:
+    if function is None and not study.trainable:
         study.check_data()
     folder = prepare_dir(study, resume=resume)
     with driver_lock(folder):
@@ -59,7 +60,7 @@ def run(
                 done=done,
                 left=left,
                 options={"address": address, "verbose": verbose, "cpus": num_cpus},
-                function=function or trainable,
+                function=function or (own_trainable if study.trainable else trainable),
             )
         return results.load(folder)
 
@@ -67,6 +68,8 @@ def run(
 def _fit(study, store, *, done, left, options, function):
     import ray
     from ray import tune
+
+    from cluster.raytune.adapter import tune_searcher
 
     os.environ.setdefault("TUNE_DISABLE_STRICT_METRIC_CHECKING", "1")
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # our progress line instead of Ray's tables
@@ -82,14 +85,20 @@ def _fit(study, store, *, done, left, options, function):
             logging_level="INFO" if verbose else "ERROR",
         )
     names = store.searcher.objective.names
-    writer = results.ResultWriter(study.dir, results.schema(study.space(), names))
-    settings = study.trial_settings()
+    schema = results.schema(study.space(), names)
+    writer = (
+        OpenWriter(study.dir, schema)
+        if study.trainable
+        else results.ResultWriter(study.dir, schema)
+    )
+    settings = OwnSettings.of(study) if study.trainable else study.trial_settings()
     if study.scheduler == "pbt":
         settings = dataclasses.replace(settings, snapshots=True)
     recorder = Recorder(store, study=study, writer=writer, done=done, progress=Progress(study))
     metric, mode = study.objectives[0]
     resources = {"cpu": study.cpus_per_trial, "gpu": study.gpus_per_trial}
-    tune_config = {"scheduler": make_scheduler(study), "metric": metric, "mode": mode}
+    tune_config = {"scheduler": make_scheduler(_final_counted(study)), "metric": metric}
+    tune_config["mode"] = mode
     tune_config |= {"reuse_actors": True, "max_concurrent_trials": study.parallel}
     if study.scheduler == "pbt":
         members, callback = population(recorder, left)
@@ -115,3 +124,26 @@ def _fit(study, store, *, done, left, options, function):
     finally:
         writer.flush()
         recorder.show(force=True)
+
+
+def _final_counted(study: Study) -> Study:
+    """A study's own trainable reports `max_t` steps at most, then its final row: one more."""
+    options = study.scheduler_options
+    if not study.trainable or "max_t" not in options:
+        return study
+    return dataclasses.replace(study, scheduler_options={**options, "max_t": options["max_t"] + 1})
+
+
+class OpenWriter(results.ResultWriter):
+    """A `ResultWriter` that gives each metric a trainable reports (a row's `metric_names`) a
+    float64 column when it first appears; parts written before it read it as null."""
+
+    def add(self, row: dict, *, flush: bool = False) -> None:
+        new = [n for n in row.get("metric_names") or () if n not in self.schema.names]
+        if new:
+            self.flush()
+            fields = list(self.schema)
+            at = self.schema.get_field_index("records")
+            fields[at:at] = [pa.field(name, pa.float64()) for name in dict.fromkeys(new)]
+            self.schema = pa.schema(fields)
+        super().add(row, flush=flush)

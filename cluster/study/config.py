@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import re
 import tomllib
@@ -14,8 +13,10 @@ import yaml
 
 import search
 import spaces
+from cluster.study.errors import ConfigError, check_keys
+from cluster.study.narrow import held, narrowed
 from cluster.study.results import METRICS
-from spaces import Choice, Float, Int, Space
+from spaces import Space
 from spaces.util import did_you_mean
 from trainers.data import DATASETS, EMBEDDED, load_dataset
 from trainers.deploy import RUNTIMES
@@ -24,21 +25,6 @@ from trainers.trial import COST_METRICS, FLAT_KEYS, TrialSettings
 
 SCHEDULERS = ("fifo", "asha", "hyperband", "median", "pbt")
 ARCHS = {"chain": spaces.chain, "nb201": spaces.nb201, "mlp": spaces.mlp}
-
-
-class ConfigError(ValueError):
-    """A study file that cannot run: the message names the key and what is allowed."""
-
-
-def _check_keys(where: str, given: Mapping, allowed) -> None:
-    if not isinstance(given, Mapping):
-        raise ConfigError(f"{where}: expected a mapping, got {type(given).__name__}")
-    for key in given:
-        if key not in allowed:
-            raise ConfigError(
-                f"{where}: unknown key {key!r}{did_you_mean(key, allowed)}; "
-                f"allowed: {sorted(allowed)}"
-            )
 
 
 def _typed(where: str, value, kind, *, positive: bool = False):
@@ -87,10 +73,8 @@ class Study:
     @classmethod
     def from_dict(cls, raw: Mapping) -> Study:
         allowed = {f.name for f in fields(cls)} - {"search_space"} | {"space"}
-        _check_keys("study", raw, allowed)
-        values = dict(raw)
-        if "space" in values:
-            values["search_space"] = values.pop("space")
+        check_keys("study", raw, allowed)
+        values = {("search_space" if k == "space" else k): v for k, v in raw.items()}
         for key in ("name", "dir", "arch", "searcher", "scheduler", "dataset", "latency", "deploy"):
             if key in values:
                 _typed(key, values[key], str)
@@ -120,7 +104,7 @@ class Study:
                 raise ConfigError(f"dataset {self.dataset!r} needs data_path")
             if not Path(self.data_path).expanduser().exists():
                 raise ConfigError(f"data_path {self.data_path!r} does not exist")
-        _check_keys("trial", self.trial, FLAT_KEYS - _OWNED)
+        check_keys("trial", self.trial, FLAT_KEYS - _OWNED)
         try:
             TrialSettings.from_flat(self.trial)
         except ValueError as error:
@@ -132,14 +116,14 @@ class Study:
                     f"objectives: unknown metric {metric!r}{hint}; allowed: {list(METRICS)}"
                 )
         if not self.trainable:  # a trainable's constraints may bound any metric it reports
-            _check_keys("constraints", self.constraints, COST_METRICS)
+            check_keys("constraints", self.constraints, COST_METRICS)
         for key, value in self.constraints.items():
             _typed(f"constraints.{key}", value, (int, float), positive=True)
         try:
             options = search.searcher_options(self.searcher)
         except ValueError as error:
             raise ConfigError(str(error)) from error
-        _check_keys(f"searcher_options ({self.searcher})", self.searcher_options, options)
+        check_keys(f"searcher_options ({self.searcher})", self.searcher_options, options)
         if self.latency != "local" and not re.fullmatch(r"remote://[^\s:/]+:\d+", self.latency):
             raise ConfigError(f"latency: 'local' or 'remote://host:port', got {self.latency!r}")
         if self.latency_token_file and not Path(self.latency_token_file).exists():
@@ -168,7 +152,7 @@ class Study:
         if self.trainable:
             from cluster.study.custom import parse_space
 
-            return _held(parse_space(self.search_space), self.fixed)
+            return held(parse_space(self.search_space), self.fixed)
         try:
             arch = ARCHS[self.arch](**self.arch_options)
         except TypeError as error:
@@ -179,10 +163,10 @@ class Study:
             if values is True:
                 parts[section] = full()
             elif isinstance(values, Mapping) and values:
-                parts[section] = _narrowed(section, full(), values)
+                parts[section] = narrowed(section, full(), values)
             elif values not in (False, None, {}):
                 raise ConfigError(f"{section}: true, false or a mapping of ranges, got {values!r}")
-        return _held(Space.combine(parts), self.fixed)
+        return held(Space.combine(parts), self.fixed)
 
     def trial_settings(self) -> TrialSettings:
         source = None
@@ -247,56 +231,6 @@ def _objectives(raw) -> tuple[tuple[str, str], ...]:
     return tuple(pairs)
 
 
-def _narrowed(section: str, full: Space, values: Mapping) -> Space:
-    """Only the named parameters of a ready-made space: a `[low, high]` range of a numeric one
-    (log and step as in the full space), a list of options of a categorical one, or a fixed
-    value (a one-option choice, never searched). A switch left out that a named parameter needs
-    is held on (`compress: {weight_bits: [4, 8]}` quantizes every trial); other conditions on
-    parameters left out are dropped."""
-    _check_keys(section, values, full.params)
-    implied = {
-        parent: options[0]
-        for key in values
-        for parent, options in full[key].when.items()
-        if parent not in values and len(options) == 1
-    }
-    values = {
-        key: ({**implied, **values})[key] for key in full.params if key in values or key in implied
-    }
-    params = {}
-    for key, value in values.items():
-        param = full[key]
-        when = {k: v for k, v in param.when.items() if k in values}
-        try:
-            if isinstance(value, list | tuple) and isinstance(param, Float | Int):
-                if len(value) != 2:
-                    raise ValueError(f"expected [low, high], got {value!r}")
-                params[key] = dataclasses.replace(param, low=value[0], high=value[1], when=when)
-            elif isinstance(value, list | tuple):
-                params[key] = Choice(tuple(value), when=when)
-            else:
-                params[key] = Choice((value,), when=when)
-        except (TypeError, ValueError) as error:
-            raise ConfigError(f"{section}.{key}: {error}") from error
-    try:
-        return Space(params)
-    except ValueError as error:
-        raise ConfigError(f"{section}: {error}") from error
-
-
-def _held(space: Space, fixed: Mapping) -> Space:
-    """`space` with each parameter of `fixed` (full names: `arch.s0_width`) held at its value."""
-    _check_keys("fixed", fixed, space.params)
-    params = dict(space.params)
-    for key, value in fixed.items():
-        try:
-            params[key].check(f"fixed.{key}", value)
-        except ValueError as error:
-            raise ConfigError(str(error)) from error
-        params[key] = Choice((value,), when=params[key].when)
-    return Space(params)
-
-
 def read(path: str | Path) -> Study:
     """A study from a `.yaml`/`.yml`/`.toml` file."""
     path = Path(path)
@@ -307,7 +241,6 @@ def read(path: str | Path) -> Study:
         raw = tomllib.loads(text) if path.suffix == ".toml" else yaml.safe_load(text)
     except (tomllib.TOMLDecodeError, yaml.YAMLError) as error:
         raise ConfigError(f"{path}: not valid {path.suffix[1:].upper()}: {error}") from error
-    raw = raw or {}
     if isinstance(raw, Mapping) and "trainable" in raw:  # importable from the file's folder
         raw = {"trainable_path": str(path.resolve().parent), **raw}
-    return Study.from_dict(raw)
+    return Study.from_dict(raw or {})
