@@ -41,7 +41,7 @@ from spaces import Choice, Float, Int, Space  # noqa: E402
 
 METHODS = ("joint", "sequential", "arch", "optuna", "optuna-time")
 ROTATED = 4  # the first four run in a seed-rotated order; `optuna-time` needs `joint`'s wall time
-TRIAL = {"epochs": 8, "finetune_epochs": 2, "qat_epochs": 2, "latency_repeats": 12}
+TRIAL = {"epochs": 8, "finetune_epochs": 2, "qat_epochs": 2, "latency_repeats": 20}
 TASKS = {"mnist1d": "mnist1d", "digits": "digits"}
 
 
