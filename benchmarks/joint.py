@@ -1,21 +1,25 @@
 """Joint search against the pipelines it replaces (issue 16): under a deployed-latency bound, the
-same searcher, scheduler and trial budget searching architecture + training + compression
-together (`joint`), architecture + training for half the budget and then compression of the best
-of them for the other half (`sequential`), architecture + training alone (`arch`), and what a
-Ray Tune user would run instead: Tune's `OptunaSearch` (TPE) with ASHA on architecture +
-training (`optuna`).
+same searcher (`bo`), scheduler (ASHA) and trial budget searching architecture + training +
+compression together (`joint`), architecture + training for half the budget and then
+compression of the best of them for the other half (`sequential`), architecture + training
+alone (`arch`), and what a Ray Tune user would run instead: Tune's `OptunaSearch` (TPE) with
+ASHA on architecture + training (`optuna`). Two controls: `optuna-time`, Ray Tune + Optuna given
+as much wall time as `joint` took on that seed and bound (as many trials as fit), and
+`arch-long`, architecture + training with every trial trained as long as the longest
+compressed trial (training, fine-tuning and quantization-aware epochs).
 
-    python -W ignore -m benchmarks.joint [--task mnist1d|digits] [--seeds 5] [--trials 60]
-        [--methods joint,sequential,arch,optuna] [--out PATH]
+    python -W ignore -m benchmarks.joint [--task mnist1d|digits] [--seeds 3] [--trials 40]
+        [--methods joint,sequential,arch,optuna,optuna-time,arch-long] [--out PATH]
 
-The bounds are the 25th and 10th percentiles of the deployed (ONNX Runtime, batch 64, one
-thread) fp32 latency of 100 architectures drawn from the space, measured first. A method's
-figure per seed is the test accuracy of its best trial by validation accuracy among those that
-completed within the bound (as a user would pick), and the hypervolume of (test accuracy,
-deployed latency) over those trials, from the reference (10% accuracy, the bound), divided by
-the box (90 points x the bound). Trials whose latency, measured before training, breaks the
-bound end untrained for every method, `optuna` included (its trainable reports 0 accuracy for
-them, the penalty a Tune user would write).
+The space is the default study's (`cluster.study.defaults`). The bounds are the 25th and 10th
+percentiles of the deployed (ONNX Runtime, batch 64, one thread) fp32 latency of 100
+architectures drawn from the space, measured first and kept in the output JSON, which also lets
+a run be continued. A method's figure per seed is the test accuracy of its best trial by
+validation accuracy among those that completed within the bound (as a user would pick), and the
+hypervolume of (test accuracy, deployed latency) over those trials, from the reference (10%
+accuracy, the bound), divided by the box (90 points x the bound). Trials whose latency, measured
+before training, breaks the bound end untrained for every method, `optuna` included (its
+trainable reports 0 accuracy for them, the penalty a Tune user would write).
 """
 
 from __future__ import annotations
@@ -39,9 +43,9 @@ from cluster.study.defaults import ARCH, COMPRESS, TRAIN  # noqa: E402  (the def
 from search.pareto import hypervolume  # noqa: E402
 from spaces import Choice, Float, Int, Space  # noqa: E402
 
-METHODS = ("joint", "sequential", "arch", "optuna", "optuna-time")
+METHODS = ("joint", "sequential", "arch", "optuna", "optuna-time", "arch-long")
 ROTATED = 4  # the first four run in a seed-rotated order; `optuna-time` needs `joint`'s wall time
-TRIAL = {"epochs": 8, "finetune_epochs": 2, "qat_epochs": 2, "latency_repeats": 20}
+TRIAL = {"epochs": 6, "finetune_epochs": 2, "qat_epochs": 2, "latency_repeats": 20}
 TASKS = {"mnist1d": "mnist1d", "digits": "digits"}
 
 
@@ -85,6 +89,16 @@ def run_joint(task, folder, *, seed, trials, bound) -> list[dict]:
 def run_arch(task, folder, *, seed, trials, bound) -> list[dict]:
     plain = study(task, folder, seed=seed, trials=trials, bound=bound, compress=False)
     return rows_of(runner.run(plain))
+
+
+def run_arch_long(task, folder, *, seed, trials, bound) -> list[dict]:
+    """`arch` with every trial trained as long as the longest compressed one (training,
+    fine-tuning after pruning, quantization-aware epochs): the control for extra epochs."""
+    epochs = TRIAL["epochs"] + TRIAL["finetune_epochs"] + TRIAL["qat_epochs"]
+    options = {"compress": False, "trial": {**TRIAL, "epochs": epochs}}
+    return rows_of(
+        runner.run(study(task, folder, seed=seed, trials=trials, bound=bound, **options))
+    )
 
 
 def run_sequential(task, folder, *, seed, trials, bound) -> list[dict]:
@@ -172,6 +186,7 @@ RUNS = {
     "arch": run_arch,
     "optuna": run_optuna,
     "optuna-time": run_optuna,
+    "arch-long": run_arch_long,
 }
 
 
@@ -293,9 +308,9 @@ def one_run(task, seed, bound_name, method, bounds, runs, args) -> dict:
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--task", choices=sorted(TASKS), default="mnist1d")
-    parser.add_argument("--seeds", type=int, default=5)
+    parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--first-seed", type=int, default=0)
-    parser.add_argument("--trials", type=int, default=60)
+    parser.add_argument("--trials", type=int, default=40)
     parser.add_argument("--methods", default=",".join(METHODS))
     parser.add_argument("--bounds", default="p25,p10")
     parser.add_argument("--out", help="JSON of every run (default benchmarks/out/joint-TASK.json)")
