@@ -67,6 +67,7 @@ def test_ctrl_c_a_second_driver_and_resume_keep_the_budget(tmp_path):
     finally:
         stop(resumed)
     assert resumed.returncode == 0 and "Pareto front" in output
+    assert f"the study is in {folder}" in output and f"paretune plot {folder}" in output
     finals = final_ids(folder)
     assert len(finals) == len(set(finals)) == 8  # the budget, exactly
 
