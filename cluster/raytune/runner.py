@@ -14,6 +14,10 @@ from pathlib import Path
 
 import pyarrow as pa
 
+# Ray is imported with this module, before the study is checked and Ray starts: with Ray imported
+# only in `_fit`, a Ctrl-C 1.5 s into `paretune run` killed the driver outright or was lost
+# (tests/cluster/test_first_hour.py); imported here, it is the CLI's KeyboardInterrupt, exit 130
+from cluster.raytune.adapter import tune_searcher
 from cluster.raytune.own import OwnSettings, own_trainable
 from cluster.raytune.recorder import Progress, Recorder
 from cluster.raytune.schedulers import check_scheduler, make_scheduler, population
@@ -68,8 +72,6 @@ def run(
 def _fit(study, store, *, done, left, options, function):
     import ray
     from ray import tune
-
-    from cluster.raytune.adapter import tune_searcher
 
     os.environ.setdefault("TUNE_DISABLE_STRICT_METRIC_CHECKING", "1")
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # our progress line instead of Ray's tables
