@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
 import textwrap
 import warnings
@@ -72,12 +73,26 @@ def _cmd_resume(args) -> int:
 
 
 def _run_study(config, args, *, resume: bool) -> int:
-    from cluster.raytune import runner
+    # Ctrl-C raises KeyboardInterrupt, and is remembered: should a library swallow the
+    # exception (Ray starting, Tune), the run still ends as interrupted, exit code 130
+    os.environ.setdefault("TUNE_DISABLE_SIGINT_HANDLER", "1")
+    pressed = []
 
+    def interrupt(signum, frame):
+        pressed.append(signum)
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGINT, interrupt)
     options = {"address": args.address, "verbose": args.verbose, "num_cpus": args.cpus}
     try:
+        from cluster.raytune import runner
+
         table = runner.run(config, resume=resume, **options)
     except KeyboardInterrupt:
+        pressed.append(signal.SIGINT)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if pressed:
         print(
             f"\ninterrupted: `paretune resume {config.dir}` continues the study "
             "(finished trials are kept)",
