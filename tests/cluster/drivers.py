@@ -39,7 +39,14 @@ def paretune(*args, **popen) -> subprocess.Popen:
     env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "PYTHONUNBUFFERED": "1"}
     command = [sys.executable, "-m", "cluster.cli", *map(str, args)]
     popen.setdefault("text", True)
+    # Ctrl-C as in a terminal, also when the tests themselves run as a background job (whose
+    # shell ignores SIGINT, which a child would inherit and Python would then leave ignored)
+    popen.setdefault("preexec_fn", _default_sigint)
     return subprocess.Popen(command, env=env, start_new_session=True, **popen)
+
+
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def stop(process: subprocess.Popen) -> None:
