@@ -75,7 +75,6 @@ def _cmd_resume(args) -> int:
 def _run_study(config, args, *, resume: bool) -> int:
     # Ctrl-C raises KeyboardInterrupt, and is remembered: should a library swallow the
     # exception (Ray starting, Tune), the run still ends as interrupted, exit code 130
-    os.environ.setdefault("TUNE_DISABLE_SIGINT_HANDLER", "1")
     pressed = []
 
     def interrupt(signum, frame):
