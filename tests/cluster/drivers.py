@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 
 import grpc
 import pyarrow.compute as pc
@@ -78,3 +79,30 @@ def status_of(call):
     if isinstance(error, service.StudyError):
         return error.code, error.details
     return error.code(), error.details()
+
+
+def searcher_state(folder) -> dict:
+    """The study's searcher state as a resume would read it (through the study's store)."""
+    from cluster.study.resume import load_study, make_searcher
+    from cluster.study.store import StudyStore
+
+    store = StudyStore(folder, make_searcher(load_study(folder)))
+    with store.locked() as searcher:
+        return searcher.state_dict()
+
+
+def killed_after(config, folder, finished: int) -> float:
+    """Run the study `config` (living in `folder`) and SIGKILL its driver once `finished`
+    trials have finished, then the Ray it started; returns the moment of the kill."""
+    driver = paretune("run", config, "--cpus", "2", stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 300
+        while (final_rows(folder) is None) or final_rows(folder).num_rows < finished:
+            assert driver.poll() is None and time.monotonic() < deadline, "the study never went"
+            time.sleep(0.1)
+        driver.send_signal(signal.SIGKILL)
+        driver.wait()
+        return time.time()
+    finally:
+        time.sleep(0.5)
+        stop(driver)  # the Ray processes the driver started

@@ -3,9 +3,7 @@ killed mid-trial, an unreadable `searcher.json` on resume, eight service clients
 runner for a whole study, and asking a searcher that has nothing left."""
 
 import contextlib
-import json
 import os
-import shutil
 import subprocess
 import sys
 import threading
@@ -18,7 +16,15 @@ from cluster.remote import service
 from cluster.study import results
 from cluster.study.config import Study
 from cluster.study.resume import load_study, prepare_dir
-from tests.cluster.drivers import STUDY, final_rows, paretune, status_of, stop, write_study
+from tests.cluster.drivers import (
+    STUDY,
+    final_rows,
+    paretune,
+    searcher_state,
+    status_of,
+    stop,
+    write_study,
+)
 
 
 def _finished(folder) -> dict[str, str]:
@@ -44,7 +50,7 @@ def _assert_budget_exact(folder, trials):
     finals = final_rows(folder).to_pylist()
     ids = [r["trial"] for r in finals]
     assert len(ids) == len(set(ids)) == trials, sorted(ids)
-    state = json.loads((folder / "searcher.json").read_text())
+    state = searcher_state(folder)
     assert not state["pending"]
     told = [o["id"] for o in state["observations"]]
     assert len(told) == len(set(told)) == trials and set(told) == set(ids)
@@ -231,29 +237,14 @@ def test_eight_clients_and_the_runner_share_a_whole_study(tmp_path):
 # -- an unreadable searcher.json on resume ------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def killed_study(tmp_path_factory):
-    """A 6-trial study whose driver was killed with SIGKILL after at least 3 finished trials."""
-    config, folder = write_study(tmp_path_factory.mktemp("killed"), trials=6)
-    driver = paretune("run", config, "--cpus", "2", stderr=subprocess.DEVNULL)
-    try:
-        _wait_for(
-            lambda: len(_finished(folder)) >= 3, "3 finished trials", process=driver, timeout=300
-        )
-    finally:
-        stop(driver)
-    return folder
-
-
 def _truncated(text: str, study: Study) -> bytes:
     return text.encode()[: len(text) // 2]
 
 
 # end to end with a truncated file only: tests/cluster/test_resume.py covers the other damage
 @pytest.mark.parametrize("corrupt", [_truncated])
-def test_resume_sets_an_unreadable_searcher_state_aside(killed_study, tmp_path, corrupt):
-    folder = tmp_path / "study"
-    shutil.copytree(killed_study, folder)
+def test_resume_sets_an_unreadable_searcher_state_aside(killed_copy, corrupt):
+    folder, _ = killed_copy
     before = {r["trial"]: r for r in final_rows(folder).to_pylist()}
     assert 3 <= len(before) < 6
     state_file = folder / "searcher.json"

@@ -291,44 +291,6 @@ def test_fuzzed_bytes_never_crash_a_decoder(handlers, data, method):
         handlers[method](data, _Context())
 
 
-def test_service_and_runner_share_a_study(tmp_path):
-    folder = _study_folder(tmp_path, trials=16)
-    server, port = service.serve(folder)
-    runner_process = subprocess.Popen(
-        [sys.executable, "-m", "cluster.cli", "resume", str(folder), "--cpus", "2"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    told = []
-    try:
-        deadline = time.monotonic() + 120
-        while not list((folder / "results").glob("part-*.parquet")):
-            assert time.monotonic() < deadline and runner_process.poll() is None
-            time.sleep(0.2)
-        client = service.StudyClient(f"127.0.0.1:{port}", "svc")
-        while True:
-            try:
-                trial, config = client.ask()
-            except service.StudyError as error:
-                assert error.code == grpc.StatusCode.FAILED_PRECONDITION
-                break
-            client.tell(trial, {"val_acc": 100 * config["train.lr"]})
-            told.append(trial)
-            time.sleep(0.3)
-        assert runner_process.wait(timeout=300) == 0
-    finally:
-        runner_process.kill()
-        server.stop(grace=None)
-    table = results.load(folder)
-    trials = table["trial"].to_pylist()
-    assert len(trials) == len(set(trials)) == 16  # the budget, none lost, none twice
-    assert told and set(told) < set(trials)
-    nodes = set(table["node"].to_pylist())
-    assert any(n.startswith("service:") for n in nodes) and any(
-        not n.startswith("service:") for n in nodes
-    )
-
-
 def test_tls(tmp_path):
     import shutil
 
