@@ -140,3 +140,16 @@ def test_relative_paths_resolve_from_where_the_command_runs(tmp_path, monkeypatc
     assert study.data_path == str(tmp_path.resolve() / "data.npz")
     monkeypatch.chdir("/")
     assert Study.from_dict(study.to_dict()).data_path == study.data_path  # resume elsewhere
+
+
+def test_a_named_switch_brings_the_knobs_it_gates():
+    study = Study(compress={"neuron_prune": [False, True]}, train=False)
+    params = study.space().params
+    assert params["compress.neuron_ratio"].when == {"compress.neuron_prune": (True,)}
+    assert (params["compress.neuron_ratio"].low, params["compress.neuron_ratio"].high) == (
+        0.1,
+        0.75,
+    )
+    assert params["compress.neuron_criterion"].options == ("activation", "l1")
+    off = Study(compress={"neuron_prune": False}, train=False).space().params
+    assert "compress.neuron_ratio" not in off  # a switch held off gates nothing
