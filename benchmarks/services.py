@@ -2,6 +2,7 @@
 
     python -m benchmarks.services latency    # device server vs in-process, default chain, batch 64
     python -m benchmarks.services asktell    # 8 clients: our study service vs Optuna's gRPC proxy
+    python -m benchmarks.services asktell --trials 10000   # the first and the last 1,000
     python -m benchmarks.services results    # 100,000 rows: over the network vs local Parquet
 
 Everything listens on 127.0.0.1. Prints Markdown-ready lines.
@@ -61,25 +62,46 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _hammer(clients: int, seconds: float, round_trip) -> float:
-    """Round trips per second of `clients` threads calling `round_trip(i)` for `seconds`."""
-    counts = [0] * clients
+def _hammer(clients: int, round_trip, *, seconds: float, trials: int | None) -> list[float]:
+    """The moments (monotonic) at which `clients` threads calling `round_trip(i)` finished
+    each round trip: for `seconds`, or until `trials` round trips in all when given."""
+    done: list[float] = []
     stop = time.monotonic() + seconds
+    claimed = iter(range(trials)) if trials else None
+    lock = threading.Lock()
+
+    def more() -> bool:
+        if claimed is None:
+            return time.monotonic() < stop
+        with lock:
+            return next(claimed, None) is not None
 
     def run(i):
-        while time.monotonic() < stop:
+        while more():
             round_trip(i)
-            counts[i] += 1
+            done.append(time.monotonic())
 
     threads = [threading.Thread(target=run, args=(i,)) for i in range(clients)]
+    start = time.monotonic()
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
-    return sum(counts) / seconds
+    return [start, *sorted(done)]
 
 
-def asktell(seconds: float, clients: int = 8) -> None:
+def _rates(moments: list[float], block: int) -> str:
+    """Round trips per second overall, and over the first and the last `block` of them."""
+    start, done = moments[0], moments[1:]
+    line = f"{len(done) / (done[-1] - start):.0f}/s"
+    if len(done) >= 2 * block:
+        first = block / (done[block - 1] - start)
+        last = (block - 1) / (done[-1] - done[-block])
+        line += f" (first {block:,}: {first:.0f}/s, last {block:,}: {last:.0f}/s)"
+    return line
+
+
+def asktell(seconds: float, trials: int | None = None, clients: int = 8) -> None:
     import optuna
 
     from cluster.remote import service
@@ -108,7 +130,7 @@ def asktell(seconds: float, clients: int = 8) -> None:
             ours[i].tell(trial, {"val_acc": config["train.lr"]})
 
         try:
-            paretune_rate = _hammer(clients, seconds, our_round_trip)
+            paretune_rate = _hammer(clients, our_round_trip, seconds=seconds, trials=trials)
         finally:
             server.stop(grace=None)
 
@@ -119,15 +141,17 @@ def asktell(seconds: float, clients: int = 8) -> None:
             ("in memory", optuna.storages.InMemoryStorage()),
             ("journal file", optuna.storages.JournalStorage(journal)),
         ):
-            rates[name] = _optuna_rate(storage, clients, seconds)
-    line = ", ".join(f"Optuna gRPC proxy ({k}) {v:.0f}/s" for k, v in rates.items())
+            rates[name] = _optuna_rate(storage, clients, seconds, trials)
+    block = min(1000, (trials or 0) // 10) or 1
+    line = "; ".join(f"Optuna gRPC proxy ({k}) {_rates(v, block)}" for k, v in rates.items())
+    budget = f"{trials:,} round trips in all" if trials else f"{seconds:.0f} s each"
     print(
-        f"{clients} clients, {seconds:.0f} s each: paretune study service {paretune_rate:.0f} "
-        f"ask/tell round trips/s; {line}"
+        f"{clients} clients, {budget}: paretune study service {_rates(paretune_rate, block)} "
+        f"ask/tell round trips; {line}"
     )
 
 
-def _optuna_rate(storage, clients: int, seconds: float) -> float:
+def _optuna_rate(storage, clients: int, seconds: float, trials: int | None) -> list[float]:
     import optuna
 
     optuna_port = _free_port()
@@ -155,7 +179,7 @@ def _optuna_rate(storage, clients: int, seconds: float) -> float:
         lr = trial.suggest_float("lr", 1e-4, 1e-1, log=True)
         studies[i].tell(trial, lr)
 
-    return _hammer(clients, seconds, optuna_round_trip)
+    return _hammer(clients, optuna_round_trip, seconds=seconds, trials=trials)
 
 
 def results_query(repeats: int, rows: int = 100_000) -> None:
@@ -220,11 +244,12 @@ def main(argv=None):
     parser.add_argument("mode", choices=["latency", "asktell", "results"])
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--trials", type=int, help="asktell: this many round trips, not seconds")
     args = parser.parse_args(argv)
     if args.mode == "latency":
         latency(args.repeats)
     elif args.mode == "asktell":
-        asktell(args.seconds)
+        asktell(args.seconds, args.trials)
     else:
         results_query(args.repeats)
 

@@ -8,6 +8,7 @@ import re
 from search.base import STATUSES, Exhausted, Objective, Searcher, Trial
 from search.basic import GridSearcher, RandomSearcher
 from search.bo import BayesSearcher
+from search.darts import DartsSearcher
 from search.evolution import EvolutionSearcher
 from search.forest import ForestSearcher
 from search.pareto import hypervolume, non_dominated, pareto_front
@@ -21,6 +22,7 @@ SEARCHERS = {
     "evolution": EvolutionSearcher,
     "forest": ForestSearcher,
     "rl": ControllerSearcher,
+    "darts": DartsSearcher,
 }
 
 
@@ -68,6 +70,7 @@ __all__ = [
     "STATUSES",
     "BayesSearcher",
     "ControllerSearcher",
+    "DartsSearcher",
     "EvolutionSearcher",
     "Exhausted",
     "ForestSearcher",

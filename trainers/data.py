@@ -18,7 +18,8 @@ MNIST1D_SEED = 42  # the standard MNIST-1D's (`mnist1d.data.get_dataset_args()`)
 @dataclass(frozen=True)
 class Dataset:
     """Splits as tensors: `x_*` is `(n, C, H, W)` (images), `(n, C, L)` (1-D signals) or
-    `(n, 1, 1, features)` float32, normalized by the training split; `y_*` is `(n,)` int64."""
+    `(n, 1, 1, features)` float32, normalized by the training split (`(x - mean) / std` of the
+    loader's values: pixels scaled to [0, 1] for images); `y_*` is `(n,)` int64."""
 
     name: str
     x_train: torch.Tensor
@@ -28,6 +29,8 @@ class Dataset:
     x_test: torch.Tensor
     y_test: torch.Tensor
     num_classes: int
+    mean: float = 0.0
+    std: float = 1.0
 
     @property
     def in_shape(self) -> tuple[int, ...]:
@@ -36,7 +39,8 @@ class Dataset:
     def to(self, device) -> Dataset:
         splits = [f"{v}_{s}" for s in ("train", "val", "test") for v in "xy"]
         moved = {k: getattr(self, k).to(device) for k in splits}
-        return Dataset(self.name, num_classes=self.num_classes, **moved)
+        kept = {"num_classes": self.num_classes, "mean": self.mean, "std": self.std}
+        return Dataset(self.name, **kept, **moved)
 
 
 def _split(name: str, x: np.ndarray, y: np.ndarray, *, val: float = 0.2, test: float = 0.2):
@@ -53,7 +57,8 @@ def _normalized(name: str, parts, *, classes: int) -> Dataset:
     ys = [torch.as_tensor(y, dtype=torch.int64) for _, y in parts]
     mean, std = xs[0].mean(), xs[0].std().clamp_min(1e-8)
     xs = [(v - mean) / std for v in xs]
-    return Dataset(name, xs[0], ys[0], xs[1], ys[1], xs[2], ys[2], classes)
+    splits = (xs[0], ys[0], xs[1], ys[1], xs[2], ys[2])
+    return Dataset(name, *splits, classes, mean=mean.item(), std=std.item())
 
 
 def digits() -> Dataset:
@@ -120,35 +125,116 @@ def numpy_file(path: str | Path) -> Dataset:
     return _split(path.stem, x.astype(np.float32), y.astype(np.int64))
 
 
-def _torchvision_images(name: str, dataset) -> tuple[np.ndarray, np.ndarray]:
-    xs = np.stack([np.asarray(img, dtype=np.float32).transpose(2, 0, 1) for img, _ in dataset])
-    ys = np.asarray([label for _, label in dataset])
-    return xs / 255.0, ys
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".webp")
+GRAY_MODES = ("1", "L", "I", "I;16")
+
+
+def _pillow():
+    try:
+        from PIL import Image, UnidentifiedImageError
+    except ImportError as error:
+        raise ValueError("image folders need Pillow: pip install 'paretune[vision]'") from error
+    return Image, UnidentifiedImageError
+
+
+def _class_files(path: Path) -> dict[str, list[Path]]:
+    """Each class sub-folder (sorted by name, as torchvision's `ImageFolder` numbers them) and
+    its image files (sorted)."""
+    folders = sorted(p for p in path.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if not folders:
+        raise ValueError(f"{path}: no class sub-folders (one folder of images per class)")
+    files = {}
+    for folder in folders:
+        images = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+        if not images:
+            raise ValueError(f"{folder}: no images ({', '.join(IMAGE_SUFFIXES)})")
+        files[folder.name] = images
+    return files
 
 
 def image_folder(path: str | Path) -> Dataset:
-    """A folder of class sub-folders of images (torchvision's `ImageFolder`), loaded in memory."""
-    datasets = _torchvision("image folders").datasets
+    """A folder of class sub-folders of images (torchvision's `ImageFolder` layout) of one size,
+    read with Pillow into memory: 1 channel when every image is grayscale, else RGB (alpha
+    dropped); pixels scaled to [0, 1]; split 60/20/20 as `numpy` is."""
+    image, unreadable = _pillow()
     path = _existing(path)
-    x, y = _torchvision_images(path.name, datasets.ImageFolder(str(path)))
-    return _split(path.name, x, y)
+    files = _class_files(path)
+    pictures, labels = [], []
+    for label, names in enumerate(files.values()):
+        for name in names:
+            try:
+                with image.open(name) as picture:
+                    picture.load()
+                    pictures.append((name, picture))
+            except (unreadable, OSError) as error:
+                raise ValueError(f"{name}: not a readable image ({error})") from error
+            labels.append(label)
+    gray = all(p.mode in GRAY_MODES for _, p in pictures)
+    size = pictures[0][1].size
+    arrays = []
+    for name, picture in pictures:
+        if picture.size != size:
+            raise ValueError(
+                f"{name}: {picture.size[0]}x{picture.size[1]} pixels where "
+                f"{pictures[0][0]} has {size[0]}x{size[1]}: every image must have one size"
+            )
+        pixels = np.asarray(picture.convert("L" if gray else "RGB"), dtype=np.float32)
+        arrays.append(pixels[None] if gray else pixels.transpose(2, 0, 1))
+    return _split(path.name, np.stack(arrays) / 255.0, np.asarray(labels, np.int64))
+
+
+CIFAR_RECORD = 1 + 3 * 32 * 32  # a label byte, then 1,024 red, 1,024 green, 1,024 blue bytes
+CIFAR_TRAIN = tuple(f"data_batch_{i}.bin" for i in range(1, 6))
+CIFAR_TEST = "test_batch.bin"
+
+
+def _cifar_folder(path: Path) -> Path:
+    """The folder of CIFAR-10's binary batches: `path`, or its `cifar-10-batches-bin`."""
+    for folder in (path, path / "cifar-10-batches-bin"):
+        if (folder / CIFAR_TEST).exists() or (folder / CIFAR_TRAIN[0]).exists():
+            return folder
+    if (path / "cifar-10-batches-py").exists() or (path / "data_batch_1").exists():
+        raise ValueError(
+            f"{path} holds CIFAR-10's Python version (pickled batches, which paretune does not "
+            "unpickle); use its binary version: cifar-10-batches-bin with data_batch_1.bin ... "
+            "data_batch_5.bin and test_batch.bin (cifar-10-binary.tar.gz)"
+        )
+    raise ValueError(
+        f"{path}: no CIFAR-10 binary batches (cifar-10-batches-bin/{CIFAR_TRAIN[0]} ... "
+        f"{CIFAR_TEST}, or those files in this folder)"
+    )
+
+
+def _cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """`(x (n, 3, 32, 32) uint8, y (n,) int64)` of one binary batch file."""
+    if not path.exists():
+        raise ValueError(f"CIFAR-10 batch {path} is missing")
+    raw = np.fromfile(path, dtype=np.uint8)
+    if raw.size == 0 or raw.size % CIFAR_RECORD:
+        raise ValueError(
+            f"{path}: {raw.size} bytes is not a whole number of {CIFAR_RECORD}-byte records "
+            "(1 label byte + 3,072 pixel bytes)"
+        )
+    records = raw.reshape(-1, CIFAR_RECORD)
+    labels = records[:, 0].astype(np.int64)
+    if labels.max() > 9:
+        raise ValueError(f"{path}: label {labels.max()} is not a CIFAR-10 class (0 to 9)")
+    return records[:, 1:].reshape(-1, 3, 32, 32), labels
 
 
 def cifar10(path: str | Path) -> Dataset:
-    """CIFAR-10 from a folder holding `cifar-10-batches-py` (never downloaded)."""
-    datasets = _torchvision("CIFAR-10").datasets
-    path = _existing(path)
-    parts = [datasets.CIFAR10(str(path), train=t, download=False) for t in (True, False)]
-    x, y = zip(*(_torchvision_images("cifar10", p) for p in parts))
-    return _split("cifar10", np.concatenate(x), np.concatenate(y), val=0.1, test=1 / 6)
-
-
-def _torchvision(what: str):
-    try:
-        import torchvision
-    except ImportError as error:
-        raise ValueError(f"{what} need torchvision: pip install 'paretune[vision]'") from error
-    return torchvision
+    """CIFAR-10 from its binary batches (never downloaded, never unpickled): a folder holding
+    `cifar-10-batches-bin` (or its files). The five training batches split 90/10 into train
+    and validation (`SPLIT_SEED`), the test batch is the test split; pixels scaled to [0, 1]."""
+    folder = _cifar_folder(_existing(path))
+    batches = [_cifar_batch(folder / name) for name in CIFAR_TRAIN]
+    x, y = (np.concatenate(parts) for parts in zip(*batches))
+    x_test, y_test = _cifar_batch(folder / CIFAR_TEST)
+    order = np.random.default_rng(SPLIT_SEED).permutation(len(x))
+    val, train = np.split(order, [round(0.1 * len(x))])
+    scaled = [(x[i].astype(np.float32) / 255, y[i]) for i in (train, val)]
+    parts = [*scaled, (x_test.astype(np.float32) / 255, y_test)]
+    return _normalized("cifar10", parts, classes=10)
 
 
 def _existing(path: str | Path) -> Path:

@@ -17,6 +17,7 @@ from trainers.cost import count_macs, count_params, deployed_latency, size_bytes
 from trainers.data import Dataset, load_dataset
 from trainers.deploy import check_runtime
 from trainers.distill import Distiller, cached_teacher
+from trainers.export import model_file
 from trainers.memory import peak_mem_bytes
 from trainers.models import FEATURE_LAYERS, build_model, infer_model
 from trainers.train import TrainSettings, evaluate, resolve_device, train
@@ -114,6 +115,7 @@ class TrialSettings:
     device: str = "auto"
     seed: int = 0
     save_path: str | None = None
+    save_dir: str | None = None  # a study's models: `trainers.export.model_file(save_dir, config)`
     snapshots: bool = False  # training reports carry model and optimizer state (for PBT)
 
     @classmethod
@@ -440,6 +442,13 @@ def run_trial(
     With `settings.snapshots`, each training epoch's report carries a `"snapshot"`;
     `resume` continues training from one (population-based training swaps weights this way)."""
     settings = settings or TrialSettings()
+    if "supernet" in config:  # a `search.darts` supernet: trains it, measures what it derives
+        from trainers.supernet_trial import run_supernet
+
+        result = run_supernet(config, report, settings=settings)
+        # the study records the trial under the architecture its final metrics measure
+        result["trained_with"] = {**config, **result.pop("derived")}
+        return result
     started = time.perf_counter()
     arch, train_config, compress = split_config(config)
     _check_compress(compress, settings.compression)
@@ -493,7 +502,11 @@ def run_trial(
     }
     if failure is not None:
         result["error"] = failure
-    if settings.save_path:
+    paths = [Path(p) for p in (settings.save_path,) if p]
+    if settings.save_dir:  # a study keeps every trial's model for `paretune export`
+        paths.append(model_file(settings.save_dir, config))
+        paths[-1].parent.mkdir(parents=True, exist_ok=True)
+    for path in paths:
         description = {
             "model": name,
             "arch": arch,
@@ -501,7 +514,7 @@ def run_trial(
             "records": records,
             **shape,
         }
-        store.save(settings.save_path, model, description=description)
+        store.save(path, model, description=description)
     return result
 
 

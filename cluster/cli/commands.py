@@ -1,4 +1,4 @@
-"""The `paretune` command line: run, resume, results, plot (and spaces, searchers)."""
+"""The `paretune` command line: run, resume, results, plot, dashboard (and spaces, searchers)."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import textwrap
 import warnings
 from pathlib import Path
 
+from cluster.cli import export
 from cluster.cli import table as table_io
 
 READY_SPACES = ("nb201", "chain", "mlp", "training", "compression", "joint")
@@ -56,11 +57,13 @@ def _print_front(study, table) -> None:
 
 def _cmd_run(args) -> int:
     from cluster.study import config as study
+    from cluster.study import warm
     from cluster.study.defaults import measured_default
 
     config = study.read(args.config) if args.config else measured_default()
     if args.dir:
         config = study.Study.from_dict({**config.to_dict(), "dir": args.dir})
+    config = warm.added(config, args.warm_start or [])  # earlier studies seeding the searcher
     return _run_study(config, args, resume=False)
 
 
@@ -109,11 +112,12 @@ def _run_study(config, args, *, resume: bool) -> int:
 def _cmd_results(args) -> int:
     from cluster.study import results
 
-    table = results.load(args.study, every_step=args.every_step)
-    if args.where:
-        table = table_io.query(table, f"SELECT * FROM results WHERE {args.where}")
-    if args.sql:
-        table = table_io.query(table, args.sql)
+    if args.where or args.sql:  # DuckDB reads the study's Parquet files lazily
+        table = table_io.query_study(
+            args.study, every_step=args.every_step, where=args.where, sql=args.sql
+        )
+    else:
+        table = results.load(args.study, every_step=args.every_step)
     if args.pareto:
         table = results.pareto(table, table_io.objective_pairs(args.pareto))
     if args.sort:
@@ -211,6 +215,7 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "run":
             sub.add_argument("config", nargs="?", help="a YAML or TOML study (default: built-in)")
             sub.add_argument("--dir", help="where the study lives (overrides the file's dir)")
+            sub.add_argument("--warm-start", action="append", metavar="DIR", help="seed study")
         else:
             sub.add_argument("study", help="the study folder")
         sub.add_argument("--address", help="join a Ray cluster: auto, host:port or ray://...")
@@ -232,10 +237,14 @@ def build_parser() -> argparse.ArgumentParser:
     plot.add_argument("study")
     plot.add_argument("--out", help="folder for the PNG files (default: STUDY/plots)")
     plot.set_defaults(func=_cmd_plot)
+    export.add_parser(commands)  # paretune export STUDY TRIAL --out model.onnx
     serve = commands.add_parser("serve", help="serve a study's ask/tell and results over gRPC")
     serve.add_argument("study", help="the study folder, or a study file (creates its folder)")
     _server_options(serve, max_mb=4)
     serve.set_defaults(func=_cmd_serve)
+    from cluster.dashboard import command as dashboard  # paretune dashboard STUDY [STUDY...]
+
+    dashboard.add_parser(commands)
     device = commands.add_parser("device", help="the on-device latency server")
     device_commands = device.add_subparsers(dest="device_command", required=True)
     device_serve = device_commands.add_parser("serve", help="measure models sent over gRPC")

@@ -51,19 +51,51 @@ def objective_pairs(text: str) -> list[tuple[str, str]]:
     return pairs
 
 
-def query(table, sql: str):
-    """`sql` run by DuckDB over `table` registered as `results`; a dotted column name
-    (`config.arch.s0_width`) written bare is quoted first, since SQL reads it as table.column."""
+# The study's files as DuckDB reads them: lazily, each query scanning only the columns and row
+# groups it needs. `_file` and `file_row_number` put the rows in the order they were written.
+EVERY_STEP = """SELECT * EXCLUDE (_file, file_row_number) FROM read_parquet([{files}],
+    union_by_name = true, filename = '_file', file_row_number = true)
+    ORDER BY _file, file_row_number"""
+LAST_ROWS = """SELECT * EXCLUDE (_file, file_row_number, _rank) FROM (
+    SELECT *, row_number() OVER (PARTITION BY trial
+        ORDER BY coalesce(final, false) DESC, _file DESC, file_row_number DESC) AS _rank
+    FROM read_parquet([{files}],
+        union_by_name = true, filename = '_file', file_row_number = true))
+    WHERE _rank = 1
+    ORDER BY NOT coalesce(regexp_full_match(trial, '[0-9]+'), false),
+        TRY_CAST(trial AS HUGEINT), trial"""
+
+
+def query_study(study_dir, *, every_step=False, where=None, sql=None):
+    """`--where` then `--sql` over the study's results (`results`: a row per trial, its final
+    row or else its last, like `results.load`; `every_step`: every report), read lazily by
+    DuckDB from the study's Parquet files; a query without `sql` gives the rows `where` keeps."""
+    from cluster.study import parts
+
+    duckdb = _duckdb()
+    with parts.reading(study_dir) as files:  # no file is deleted while the query runs
+        if not files:
+            raise ValueError(f"no results under {str(parts.folder_of(study_dir))!r}")
+        listing = ", ".join("'" + str(f).replace("'", "''") + "'" for f in files)
+        connection = duckdb.connect()
+        view = (EVERY_STEP if every_step else LAST_ROWS).format(files=listing)
+        try:
+            connection.sql(f"CREATE VIEW study_rows AS {view}")
+            columns = connection.sql("SELECT * FROM study_rows LIMIT 0").columns
+            condition = f" WHERE {quote_dotted(where, columns)}" if where else ""
+            connection.sql(f"CREATE VIEW results AS SELECT * FROM study_rows{condition}")
+            text = quote_dotted(sql, columns) if sql else "SELECT * FROM results"
+            return connection.sql(text).to_arrow_table()
+        except duckdb.Error as error:
+            raise ValueError(f"query failed: {error}") from error
+
+
+def _duckdb():
     try:
         import duckdb
     except ImportError as error:
         raise ValueError("--where and --sql need DuckDB: pip install 'paretune[sql]'") from error
-    connection = duckdb.connect()
-    connection.register("results", table)
-    try:
-        return connection.sql(quote_dotted(sql, table.column_names)).to_arrow_table()
-    except duckdb.Error as error:
-        raise ValueError(f"query failed: {error}") from error
+    return duckdb
 
 
 def quote_dotted(sql: str, columns) -> str:

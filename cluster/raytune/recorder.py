@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import search
+from cluster.study import warm
 from cluster.study.config import Study
 from cluster.study.resume import told_as
 from cluster.study.store import StudyStore
@@ -61,7 +62,7 @@ class Recorder:
     def ask(self, tune_id: str):
         """A new trial from the searcher, or None when the study's budget is taken."""
         with self.store.locked() as searcher:
-            if len(searcher.observations) + len(searcher.pending) >= self.study.trials:
+            if warm.counted(searcher, self.study.dir) >= self.study.trials:  # warm rows: free
                 return None
             trial = searcher.ask()
             self.store.claim(trial.id)
@@ -77,7 +78,8 @@ class Recorder:
     def _config(self, trial: str, result: dict, config) -> dict:
         """The config that trained what `result` measures (its `trained_with`, else `config`,
         else Tune's): population-based training may have swapped it."""
-        ran = result.get("trained_with") or config or result.get("config")
+        ran = result.get("trained_with") or _unflattened(result, "trained_with/")
+        ran = ran or config or result.get("config")
         asked = self.asked.get(trial, {})
         if not isinstance(ran, dict) or ran == asked:
             return asked
@@ -146,3 +148,8 @@ class Recorder:
     def show(self, *, force: bool = False) -> None:
         running = len(self.ids)
         self.progress.show(self.searcher, done=self.done, running=running, force=force)
+
+
+def _unflattened(result: dict, prefix: str) -> dict:
+    """The mapping Tune flattened into `prefix`-named keys (its searchers get results flat)."""
+    return {k.removeprefix(prefix): v for k, v in result.items() if k.startswith(prefix)}

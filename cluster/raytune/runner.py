@@ -66,6 +66,8 @@ def run(
                 options={"address": address, "verbose": verbose, "cpus": num_cpus},
                 function=function or (own_trainable if study.trainable else trainable),
             )
+        store.compact()  # searcher.json alone holds the state a run ended with
+        results.compact(folder)
         return results.load(folder)
 
 

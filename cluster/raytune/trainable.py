@@ -75,7 +75,9 @@ def run_and_report(
         result["traceback"] = traceback.format_exc()  # the recorder logs it, out of the row
     records = json.dumps(result.pop("records", []))
     violations = json.dumps(result.pop("violations", {}))
-    final = {"records": records, "violations": violations, "trained_with": config, "final": True}
+    trained_with = result.pop("trained_with", config)  # a supernet: what it derived
+    final = {"records": records, "violations": violations, "trained_with": trained_with}
+    final["final"] = True
     send({**result, **final}, None)
 
 

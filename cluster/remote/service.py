@@ -3,13 +3,15 @@
 `paretune serve STUDY` exposes one study. Telling through it while `paretune run` runs the same
 study loses and duplicates nothing: both go through `StudyStore`, which takes an exclusive lock
 on the study folder around every change to the searcher's state and reloads the state another
-process saved. Results travel as an Arrow IPC stream inside the gRPC message, filtered and
-projected on the server.
+process saved. Results stream back as gRPC messages of a few Arrow IPC record batches each
+(under `chunk_bytes`, however many rows there are), filtered and projected in the Parquet scan
+on the server.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 
 import grpc
@@ -17,7 +19,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from cluster.remote import wire
-from cluster.study import results
+from cluster.study import results, warm
 from cluster.study.resume import load_study, make_searcher
 from cluster.study.store import StudyStore
 from search.base import Exhausted
@@ -36,12 +38,12 @@ OPERATORS = {
 class StudyService:
     """Handlers over one study folder."""
 
-    def __init__(self, folder):
+    def __init__(self, folder, *, chunk_bytes: int = 1 << 20):
         self.study = load_study(folder)
         self.store = StudyStore(folder, make_searcher(self.study))
         names = self.store.searcher.objective.names
         self.writer = results.ResultWriter(folder, results.schema(self.study.space(), names))
-        self.folder = folder
+        self.folder, self.chunk_bytes = folder, chunk_bytes
 
     def _named(self, header: dict) -> None:
         name = wire.field(header, "study", str)
@@ -52,7 +54,7 @@ class StudyService:
         header, _ = wire.decode(message)
         self._named(header)
         with self.store.locked() as searcher:
-            taken = len(searcher.observations) + len(searcher.pending)
+            taken = warm.counted(searcher, self.folder)  # warm rows are free
             if taken >= self.study.trials:
                 context.abort(
                     grpc.StatusCode.FAILED_PRECONDITION,
@@ -119,42 +121,51 @@ class StudyService:
             }
         return wire.encode(summary)
 
-    def results(self, message: bytes, context) -> bytes:
+    def results(self, message: bytes, context) -> Iterator[bytes]:
         header, _ = wire.decode(message)
         self._named(header)
         every = wire.field(header, "every_step", bool, default=False)
-        try:
-            table = results.load(self.folder, every_step=every)
-        except ValueError:
-            table = pa.table({})
-        table = _filtered(table, header.get("filters") or [])
+        names = results.column_names(self.folder)
         columns = header.get("columns")
         if columns is not None:
             if not isinstance(columns, list) or not all(isinstance(c, str) for c in columns):
                 raise wire.BadMessage("field 'columns' must be a list of column names")
-            unknown = [c for c in columns if c not in table.column_names]
+            unknown = [c for c in columns if c not in names]
             if unknown:
                 raise wire.BadMessage(f"unknown columns {unknown}")
-            table = table.select(columns)
-        sink = pa.BufferOutputStream()
-        with pa.ipc.new_stream(sink, table.schema) as writer:
-            writer.write_table(table)
-        return wire.encode({"rows": table.num_rows}, sink.getvalue().to_pybytes())
+        filters = header.get("filters") or []
+        expression = _expression(filters, names)
+        if not names:  # no results yet
+            return iter([_message(pa.schema([]), [])])
+        try:
+            schema, batches = results.batches(
+                self.folder, every_step=every, columns=columns, filter=expression
+            )
+        except pa.ArrowException as error:  # e.g. a text column compared with a number
+            raise wire.BadMessage(f"filters {filters}: {error}") from error
+        return _messages(schema, batches, self.chunk_bytes)
 
     def handlers(self) -> dict:
-        return {"Ask": self.ask, "Tell": self.tell, "State": self.state, "Results": self.results}
+        return {
+            "Ask": self.ask,
+            "Tell": self.tell,
+            "State": self.state,
+            "Results": wire.Streaming(self.results),
+        }
 
 
-def _filtered(table: pa.Table, filters) -> pa.Table:
-    """Rows matching every `[column, operator, value]` (operators `==`, `!=`, `<`, `<=`, `>`,
-    `>=`); evaluated with Arrow compute, so a filter can never run code on the server."""
+def _expression(filters, names: list[str]):
+    """The expression keeping rows that match every `[column, operator, value]` (operators
+    `==`, `!=`, `<`, `<=`, `>`, `>=`), or None; built from Arrow compute functions, so a filter
+    can never run code on the server."""
     if not isinstance(filters, list):
         raise wire.BadMessage("field 'filters' must be a list of [column, operator, value]")
+    expression = None
     for item in filters:
         if not (isinstance(item, list) and len(item) == 3 and isinstance(item[0], str)):
             raise wire.BadMessage(f"a filter must be [column, operator, value], got {item!r}")
         column, operator, value = item
-        if column not in table.column_names:
+        if column not in names:
             raise wire.BadMessage(f"filter on unknown column {column!r}")
         if operator not in OPERATORS:
             raise wire.BadMessage(f"filter operator {operator!r}: allowed {list(OPERATORS)}")
@@ -162,17 +173,41 @@ def _filtered(table: pa.Table, filters) -> pa.Table:
             isinstance(value, float) and not math.isfinite(value)
         ):
             raise wire.BadMessage(f"filter value {value!r} must be a finite number, text or bool")
-        try:
-            mask = OPERATORS[operator](table[column], pa.scalar(value))
-        except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as error:
-            raise wire.BadMessage(f"filter {item!r}: {error}") from error
-        table = table.filter(pc.fill_null(mask, False))
-    return table
+        term = OPERATORS[operator](pc.field(column), pa.scalar(value))
+        expression = term if expression is None else expression & term
+    return expression
 
 
-def serve(folder, *, host="127.0.0.1", port=0, security=None, max_mb=4):
-    """Start the study service for `folder`; returns `(server, port)`."""
-    service = StudyService(folder)
+def _messages(schema: pa.Schema, batches: Iterable[pa.RecordBatch], limit: int):
+    """The batches re-cut into messages of about `limit` bytes at most (a single row larger than
+    that goes alone); at least one message, so the schema always arrives."""
+    pending, size, sent = [], 0, False
+    for batch in batches:
+        rows = max(1, int(batch.num_rows * limit / 2 / max(batch.nbytes, 1)))
+        for start in range(0, batch.num_rows, rows):
+            piece = batch.slice(start, rows)
+            if pending and size + piece.nbytes > limit // 2:
+                yield _message(schema, pending)
+                pending, size, sent = [], 0, True
+            pending.append(piece)
+            size += piece.nbytes
+    if pending or not sent:
+        yield _message(schema, pending)
+
+
+def _message(schema: pa.Schema, batches: list[pa.RecordBatch]) -> bytes:
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, schema) as writer:
+        for batch in batches:
+            writer.write_batch(batch)
+    rows = sum(b.num_rows for b in batches)
+    return wire.encode({"rows": rows}, sink.getvalue().to_pybytes())
+
+
+def serve(folder, *, host="127.0.0.1", port=0, security=None, max_mb=4, chunk_bytes=None):
+    """Start the study service for `folder`; returns `(server, port)`. `Results` answers in
+    messages of about `chunk_bytes` at most (default a quarter of `max_mb`)."""
+    service = StudyService(folder, chunk_bytes=chunk_bytes or (max_mb << 20) // 4)
     return wire.serve(
         SERVICE,
         service.handlers(),
@@ -195,12 +230,16 @@ class StudyError(RuntimeError):
 
 class StudyClient:
     """`StudyClient("host:port", "name").ask()` -> `(trial_id, config)`; `tell`, `state`,
-    `results` (a `pyarrow.Table`). A failed call raises `StudyError`; `ask` fails with
-    `FAILED_PRECONDITION` once there is no trial to hand out: the budget is taken, or the
-    searcher has no configuration left."""
+    `results` (a `pyarrow.Table`, put together from streamed messages of `max_mb` at most each).
+    A failed call raises `StudyError`; `ask` fails with `FAILED_PRECONDITION` once there is no
+    trial to hand out: the budget is taken, or the searcher has no configuration left."""
 
-    def __init__(self, address: str, study: str, *, token=None, root_cert=None, timeout=30.0):
-        self.connection = wire.channel(address, token=token, root_cert=root_cert)
+    def __init__(
+        self, address: str, study: str, *, token=None, root_cert=None, timeout=30.0, max_mb=256
+    ):
+        self.connection = wire.channel(
+            address, token=token, root_cert=root_cert, max_message=int(max_mb * (1 << 20))
+        )
         self.study, self.timeout = study, timeout
 
     def _call(self, method: str, header: dict | None = None) -> tuple[dict, bytes]:
@@ -226,8 +265,15 @@ class StudyClient:
         request = {"every_step": every_step, "filters": [list(f) for f in filters]}
         if columns is not None:
             request["columns"] = list(columns)
-        _, payload = self._call("Results", request)
-        return pa.ipc.open_stream(payload).read_all()
+        message = wire.encode({"study": self.study, **request})
+        try:
+            answers = wire.stream(
+                self.connection, SERVICE, "Results", message, timeout=self.timeout
+            )
+            tables = [pa.ipc.open_stream(wire.decode(a)[1]).read_all() for a in answers]
+        except grpc.RpcError as error:
+            raise StudyError("Results", error.code(), error.details()) from None
+        return pa.concat_tables(tables)
 
     def close(self):
         self.connection[0].close()

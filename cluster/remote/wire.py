@@ -3,16 +3,18 @@ set-up.
 
 A message is `u32 header length | JSON header | payload bytes` (a model, an Arrow stream):
 grpcio carries bytes, so no generated code is needed, and every decode path is one function
-that either returns a checked value or raises `BadMessage`.
+that either returns a checked value or raises `BadMessage`. A method answers with one message,
+or (a `Streaming` handler) with a stream of them.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hmac
 import ipaddress
 import json
 import struct
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from concurrent import futures
 from dataclasses import dataclass
 from pathlib import Path
@@ -98,17 +100,31 @@ class _TokenCheck(grpc.ServerInterceptor):
             context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or wrong bearer token")
 
         self.refusal = grpc.unary_unary_rpc_method_handler(refuse)
+        self.stream_refusal = grpc.unary_stream_rpc_method_handler(refuse)
 
     def intercept_service(self, continuation, details):
         given = dict(details.invocation_metadata).get("authorization", "").encode()
+        handler = continuation(details)
         if hmac.compare_digest(given, self.expected):
-            return continuation(details)
-        return self.refusal
+            return handler
+        streams = handler is not None and handler.response_streaming
+        return self.stream_refusal if streams else self.refusal
+
+
+@dataclass(frozen=True)
+class Streaming:
+    """A server-streaming method: `handler(request_bytes, context)` returns an iterator of
+    messages (checking the request before it returns, so a bad one fails before any answer)."""
+
+    handler: Callable[[bytes, grpc.ServicerContext], Iterator[bytes]]
+
+    def __call__(self, request: bytes, context) -> Iterator[bytes]:
+        return self.handler(request, context)
 
 
 def serve(
     service: str,
-    handlers: Mapping[str, Callable[[bytes, grpc.ServicerContext], bytes]],
+    handlers: Mapping[str, Callable[[bytes, grpc.ServicerContext], bytes] | Streaming],
     *,
     host: str = "127.0.0.1",
     port: int = 0,
@@ -131,10 +147,7 @@ def serve(
         options=options,
         interceptors=interceptors,
     )
-    methods = {
-        name: grpc.unary_unary_rpc_method_handler(_guard(handler))
-        for name, handler in handlers.items()
-    }
+    methods = {name: _method(handler) for name, handler in handlers.items()}
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service, methods),))
     address = f"{host}:{port}"
     if security.cert:
@@ -148,21 +161,43 @@ def serve(
     return server, bound
 
 
-def _guard(handler):
+def _method(handler):
+    if isinstance(handler, Streaming):
+
+        def stream(request: bytes, context: grpc.ServicerContext) -> Iterator[bytes]:
+            with _statuses(context):
+                yield from handler(request, context)
+
+        return grpc.unary_stream_rpc_method_handler(stream)
+
     def run(request: bytes, context: grpc.ServicerContext) -> bytes:
-        try:
+        with _statuses(context):
             return handler(request, context)
-        except BadMessage as error:
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(error))
-        except LookupError as error:  # a KeyError's str() quotes its text: send the text
-            context.abort(grpc.StatusCode.NOT_FOUND, str(error.args[0] if error.args else error))
 
-    return run
+    return grpc.unary_unary_rpc_method_handler(run)
 
 
-def channel(address: str, *, token: str | None = None, root_cert: bytes | None = None):
-    """A channel to `host:port` (TLS when `root_cert` is given) sending the bearer token."""
-    options = [("grpc.max_receive_message_length", 256 << 20)]
+@contextlib.contextmanager
+def _statuses(context: grpc.ServicerContext):
+    """A handler's `BadMessage` as INVALID_ARGUMENT, its `LookupError` as NOT_FOUND."""
+    try:
+        yield
+    except BadMessage as error:
+        context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(error))
+    except LookupError as error:  # a KeyError's str() quotes its text: send the text
+        context.abort(grpc.StatusCode.NOT_FOUND, str(error.args[0] if error.args else error))
+
+
+def channel(
+    address: str,
+    *,
+    token: str | None = None,
+    root_cert: bytes | None = None,
+    max_message: int = 256 << 20,
+):
+    """A channel to `host:port` (TLS when `root_cert` is given) sending the bearer token and
+    receiving messages of at most `max_message` bytes."""
+    options = [("grpc.max_receive_message_length", max_message)]
     if root_cert is None:
         return grpc.insecure_channel(address, options=options), _metadata(token)
     credentials = grpc.ssl_channel_credentials(root_certificates=root_cert)
@@ -176,4 +211,11 @@ def _metadata(token: str | None):
 def call(chan_and_meta, service: str, method: str, message: bytes, *, timeout: float):
     chan, metadata = chan_and_meta
     stub = chan.unary_unary(f"/{service}/{method}")
+    return stub(message, metadata=metadata, timeout=timeout)
+
+
+def stream(chan_and_meta, service: str, method: str, message: bytes, *, timeout: float):
+    """The messages a `Streaming` method answers, as they arrive."""
+    chan, metadata = chan_and_meta
+    stub = chan.unary_stream(f"/{service}/{method}")
     return stub(message, metadata=metadata, timeout=timeout)

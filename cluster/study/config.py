@@ -16,6 +16,7 @@ import spaces
 from cluster.study.errors import ConfigError, check_keys
 from cluster.study.narrow import held, narrowed
 from cluster.study.results import METRICS
+from cluster.study.warm import sources as warm_sources
 from spaces import Space
 from spaces.util import did_you_mean
 from trainers.data import DATASETS, EMBEDDED, load_dataset
@@ -69,6 +70,7 @@ class Study:
     trainable: str | None = None  # "package.module:function": the user's own (cluster.study.custom)
     trainable_path: str | None = None  # imported from here first (default: the study file's folder)
     search_space: Mapping = field(default_factory=dict)  # a file's `space:`, with a trainable
+    warm_start: tuple[str, ...] = ()  # earlier study folders seeding the searcher (study.warm)
 
     @classmethod
     def from_dict(cls, raw: Mapping) -> Study:
@@ -86,6 +88,8 @@ class Study:
                 _typed(key, values[key], (int, float))
         if "objectives" in values:
             values["objectives"] = _objectives(values["objectives"])
+        if "warm_start" in values:
+            values["warm_start"] = warm_sources(values["warm_start"])
         for key in ("data_path", "latency_token_file", "trainable_path"):  # from the cwd
             if isinstance(values.get(key), str):
                 values[key] = str(Path(values[key]).expanduser().resolve())
@@ -124,6 +128,10 @@ class Study:
         except ValueError as error:
             raise ConfigError(str(error)) from error
         check_keys(f"searcher_options ({self.searcher})", self.searcher_options, options)
+        if self.searcher == "darts" and (self.arch not in ("nb201", "chain") or self.trainable):
+            raise ConfigError(f"searcher darts: arch must be nb201 or chain, got {self.arch!r}")
+        if self.searcher == "darts" and self.scheduler != "fifo":  # it would stop the supernet
+            raise ConfigError(f"searcher darts: scheduler must be fifo, got {self.scheduler!r}")
         if self.latency != "local" and not re.fullmatch(r"remote://[^\s:/]+:\d+", self.latency):
             raise ConfigError(f"latency: 'local' or 'remote://host:port', got {self.latency!r}")
         if self.latency_token_file and not Path(self.latency_token_file).exists():
@@ -186,6 +194,7 @@ class Study:
                 "constraints": dict(self.constraints),
                 "seed": self.seed,
                 "cache_dir": str(Path(self.dir).resolve() / "cache"),
+                "save_dir": str(Path(self.dir).resolve() / "models"),  # for `paretune export`
             }
         )
 
@@ -204,6 +213,7 @@ _OWNED = {
     "cache_dir",
     "latency_source",
     "runtime",  # the study's `deploy` key
+    "save_dir",  # STUDY/models
 }
 
 

@@ -1,18 +1,22 @@
-"""Study results as Parquet part files (one row per report, never rewritten) read as Arrow."""
+"""Study results as Parquet part files (one row per report, never rewritten; compacted as they
+pile up, see `cluster.study.parts`) read as Arrow."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import time
-import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
+from cluster.study import parts
+from cluster.study.parts import compact as compact
 from search.pareto import pareto_front
 from spaces import Choice, Float, Int, Space
 from spaces.util import write_atomic
@@ -80,12 +84,20 @@ def _cell(value, kind: pa.DataType):
 
 class ResultWriter:
     """Appends rows to `STUDY/results/part-*.parquet`: `add(row)` buffers, `flush()` writes the
-    buffer as a new part file (atomically), and `add` flushes on its own every `interval` s."""
+    buffer as a new part file (atomically), and `add` flushes on its own every `interval` s.
+    With `compact` (the default), a flush that finds `parts.PILE` small parts compacts them."""
 
-    def __init__(self, study_dir: str | Path, schema: pa.Schema, *, interval: float = 2.0):
-        self.folder = Path(study_dir) / "results"
+    def __init__(
+        self,
+        study_dir: str | Path,
+        schema: pa.Schema,
+        *,
+        interval: float = 2.0,
+        compact: bool = True,
+    ):
+        self.folder = parts.folder_of(study_dir)
         self.folder.mkdir(parents=True, exist_ok=True)
-        self.schema, self.interval = schema, interval
+        self.schema, self.interval, self.compact = schema, interval, compact
         self.rows: list[dict] = []
         self.last_flush = time.monotonic()
 
@@ -101,24 +113,83 @@ class ResultWriter:
         if not self.rows:
             return
         table = pa.Table.from_pylist(self.rows, schema=self.schema)
-        name = f"part-{time.time_ns():020d}-{uuid.uuid4().hex[:8]}.parquet"
         sink = pa.BufferOutputStream()
         pq.write_table(table, sink, compression="snappy" if len(self.rows) > 256 else "none")
-        write_atomic(self.folder / name, sink.getvalue().to_pybytes())
+        write_atomic(self.folder / parts.part_name(), sink.getvalue().to_pybytes())
         self.rows = []
+        if self.compact:
+            parts.compact_if_piled(self.folder.parent)
 
 
-def load(study_dir: str | Path, *, every_step: bool = False) -> pa.Table:
+def load(
+    study_dir: str | Path,
+    *,
+    every_step: bool = False,
+    columns: Sequence[str] | None = None,
+    filter: pc.Expression | None = None,
+) -> pa.Table:
     """The study's rows: by default one per trial (its final row, or its last row when it never
-    finished); `every_step=True` gives every report."""
-    folder = Path(study_dir) / "results"
-    parts = sorted(folder.glob("part-*.parquet")) if folder.exists() else []
-    if not parts:
+    finished); `every_step=True` gives every report. `columns` (names) and `filter` (a
+    `pyarrow.compute` expression, e.g. `pc.field("status") == "completed"`) are pushed down to
+    the Parquet scan; without `every_step` the filter applies to each trial's one row, once
+    picked (a trial whose earlier report matched but whose final row does not is left out)."""
+    with parts.reading(study_dir) as files:
+        dataset = _dataset(study_dir, files, columns)
+        if every_step:
+            return dataset.to_table(columns=columns, filter=filter)
+        wanted = list(columns or dataset.schema.names)
+        projection = {name: pc.field(name) for name in [*wanted, "trial", "final"]}
+        if filter is not None:
+            projection["_match"] = filter
+        table = last_rows(dataset.to_table(columns=projection))
+    if filter is not None:
+        table = table.filter(table["_match"])
+    return table.select(wanted)
+
+
+def batches(
+    study_dir: str | Path,
+    *,
+    every_step: bool = False,
+    columns: Sequence[str] | None = None,
+    filter: pc.Expression | None = None,
+) -> tuple[pa.Schema, Iterator[pa.RecordBatch]]:
+    """What `load` gives, as its schema and record batches; with `every_step` read lazily, and
+    the study's files kept (compaction deletes none) until the batches are exhausted or closed.
+    Bad columns or filters raise here, not while iterating."""
+    if not every_step:
+        table = load(study_dir, columns=columns, filter=filter)
+        return table.schema, iter(table.to_batches())
+    held = contextlib.ExitStack()
+    try:
+        files = held.enter_context(parts.reading(study_dir))
+        scanner = _dataset(study_dir, files, columns).scanner(columns=columns, filter=filter)
+    except BaseException:
+        held.close()
+        raise
+
+    def stream():
+        with held:
+            yield from scanner.to_batches()
+
+    return scanner.projected_schema, stream()
+
+
+def column_names(study_dir: str | Path) -> list[str]:
+    """The columns of the study's rows (none before its first part is written)."""
+    with parts.reading(study_dir) as files:
+        return parts.open_dataset(files).schema.names if files else []
+
+
+def _dataset(study_dir, files: list[Path], columns) -> ds.Dataset:
+    if not files:
+        folder = parts.folder_of(study_dir)
         raise ValueError(f"no results under {str(folder)!r}: is this a study folder?")
-    table = pa.concat_tables([pq.read_table(p) for p in parts], promote_options="default")
-    if every_step:
-        return table
-    return last_rows(table)
+    dataset = parts.open_dataset(files)
+    unknown = [c for c in columns or () if c not in dataset.schema.names]
+    if unknown:
+        raise ValueError(f"unknown columns {unknown}; columns: {dataset.schema.names}")
+    return dataset
 
 
 def last_rows(table: pa.Table) -> pa.Table:

@@ -11,7 +11,7 @@ from pathlib import Path
 import pyarrow as pa
 
 import search
-from cluster.study import results
+from cluster.study import results, warm
 from cluster.study.config import ConfigError, Study
 from cluster.study.store import RUNNER_TRIALS, StateUnreadable, StudyStore
 from spaces.util import write_json
@@ -64,10 +64,11 @@ def first_free_id(table: pa.Table | None) -> int:
 def reconcile(
     searcher: search.Searcher, finals: dict[str, dict], *, runner_trials: set[str] | None = None
 ) -> int:
-    """Bring a loaded searcher in line with the final rows; returns the finished trials. A
-    pending trial with a final row is told it; one without is forgotten when a runner asked it
-    (its worker is gone; `runner_trials` None: any) and kept for its service client otherwise;
-    a final row the searcher never heard of is added under its own id and status."""
+    """Bring a loaded searcher in line with the final rows; returns the finished trials, warm
+    start rows not counted. A pending trial with a final row is told it; one without is
+    forgotten when a runner asked it (its worker is gone; `runner_trials` None: any) and kept
+    for its service client otherwise; a final row the searcher never heard of is added under
+    its own id and status."""
     names = searcher.objective.names
     for trial in list(searcher.pending):
         if trial in finals:
@@ -87,7 +88,7 @@ def reconcile(
         }
         metrics, status = told_as(row, row["status"], names)
         searcher.add(config, metrics, trial_id=trial, **status)
-    return len(finals)
+    return sum(not row.get(warm.WARM_FROM) for row in finals.values())  # warm ones: no budget
 
 
 def open_store(study: Study, folder: Path, table: pa.Table | None) -> tuple[StudyStore, int]:
@@ -95,11 +96,14 @@ def open_store(study: Study, folder: Path, table: pa.Table | None) -> tuple[Stud
     of finished trials. A corrupt or truncated `searcher.json` is set aside and the searcher
     rebuilt from the Parquet rows, with a warning naming what could not be recovered."""
     store = StudyStore(folder, make_searcher(study))
+    table = warm.seed(study, store.searcher, folder, table)  # earlier studies' rows, once
     finals = final_rows(table)
     owned = store.runner_trials()
     try:
         with store.locked() as searcher:  # loads the saved state, if any
-            return store, reconcile(searcher, finals, runner_trials=owned)
+            done = reconcile(searcher, finals, runner_trials=owned)
+            store.compact()  # a resume starts from one snapshot, its journal empty
+            return store, done
     except StateUnreadable as error:
         kept = store.set_aside()
         warnings.warn(
@@ -134,8 +138,11 @@ def prepare_dir(study: Study, *, resume: bool) -> Path:
             "or choose another dir"
         )
     if not saved.exists():
+        warm.check(study)
         (folder / RUNNER_TRIALS).touch()
         write_json(saved, study.to_dict())
+    if resume:
+        results.compact(folder)  # the small parts a stopped run left, merged before they are read
     return folder
 
 

@@ -1,6 +1,8 @@
-"""A study's searcher shared between processes (`paretune run`, `paretune serve`): every
-read-modify-write of its JSON state happens under an exclusive lock on `STUDY/.lock`, after
-reloading the state if another process changed it."""
+"""A study's searcher shared between processes (`paretune run`, `paretune serve`): every change
+to it happens under an exclusive lock on `STUDY/.lock`, after catching up with what another
+process changed. Changes are appended to a journal (`cluster.study.journal`); now and then the
+whole state is written as a snapshot (`searcher.json`, atomically) and a new journal begun, so
+the bytes written per trial stay flat however long the study runs."""
 
 from __future__ import annotations
 
@@ -10,57 +12,68 @@ import os
 import socket
 import threading
 import time
+import uuid
 from contextlib import contextmanager
 from pathlib import Path
 
 import search
-from spaces.util import write_json
+from cluster.study import journal, warm
+from cluster.study.journal import STATE_FILE, bytes_written
+from cluster.study.journal import stamp as _stamp
+from spaces.util import write_atomic
 
-STATE_FILE = "searcher.json"
+JOURNAL_FILE = journal.JOURNAL_FILE
 RUNNER_TRIALS = "runner-trials.txt"
+# a snapshot is written once the journal's changes reach this many bytes, or the snapshot's size
+JOURNAL_MIN_BYTES = 64 << 10
 
 
 class StateUnreadable(ValueError):
-    """`searcher.json` is truncated, corrupt or of another searcher."""
+    """`searcher.json` or its journal is truncated, corrupt or of another searcher."""
+
+
+def _budget(folder: Path) -> int | None:
+    """The study's trial budget, from its `study.json` (None where there is none)."""
+    try:
+        return int(json.loads((folder / "study.json").read_text())["trials"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 class StudyStore:
-    """`with store.locked() as searcher:` gives the study's searcher, current with the file,
-    and saves it when the outermost block ends. Reentrant within a thread."""
+    """`with store.locked() as searcher:` gives the study's searcher, current with the files,
+    and records what the block changed when the outermost block ends. Reentrant within a
+    thread. Changes made through the yielded searcher are journaled; any other change to the
+    searcher is caught and saved with a snapshot, as is the state once the study's budget is
+    told (`searcher.json` then holds it whole). `bytes_written`: what this store wrote."""
 
     def __init__(self, folder: str | Path, searcher: search.Searcher):
         self.folder = Path(folder)
         self.searcher = searcher
         self.state_path = self.folder / STATE_FILE
+        self.journal_path = self.folder / JOURNAL_FILE
+        self.bytes_written = 0
         self._init_locks()
 
     def _init_locks(self):
         self._thread_lock = threading.RLock()
         self._depth = 0
-        self._stamp = None
+        self._recording = journal.Recording(self.searcher)
+        self._token = None  # the snapshot's journal token: None, no snapshot to journal after
+        self._stamp = None  # the snapshot's, as last read or written
+        self._journal = None  # (inode, where its complete lines end, where its events begin)
+        self._written = 0  # the study's bytes of state before the journal
+        self._snapshot_bytes = 0
+        self._compact = False
+        self._budget = _budget(self.folder)
 
     def __getstate__(self):  # Ray Tune pickles its search algorithm, and this with it
-        state = self.__dict__.copy()
-        for key in ("_thread_lock", "_depth", "_stamp"):
-            state.pop(key)
-        return state
+        keep = ("folder", "searcher", "state_path", "journal_path", "bytes_written")
+        return {key: self.__dict__[key] for key in keep}
 
     def __setstate__(self, state):
         self.__dict__.update(state)
         self._init_locks()
-
-    def _file_stamp(self):
-        try:
-            info = os.stat(self.state_path)
-        except FileNotFoundError:
-            return None
-        return info.st_mtime_ns, info.st_size, info.st_ino
-
-    def _reload(self) -> None:
-        try:
-            self.searcher.load_state_dict(json.loads(self.state_path.read_text()))
-        except (ValueError, KeyError, TypeError, AttributeError) as error:
-            raise StateUnreadable(f"{self.state_path}: {type(error).__name__}: {error}") from error
 
     def claim(self, trial_id: str) -> None:
         """Note that a runner asked `trial_id` (one line appended to `runner-trials.txt`): a
@@ -76,10 +89,20 @@ class StudyStore:
         return set(path.read_text().split()) if path.exists() else None
 
     def set_aside(self) -> Path:
-        """Move an unreadable state file out of the way; returns where it went."""
-        kept = self.state_path.with_name(f"{STATE_FILE}.unreadable-{time.time_ns()}")
+        """Move an unreadable state file (and its journal) out of the way; returns where the
+        state file went."""
+        moment = time.time_ns()
+        kept = self.state_path.with_name(f"{STATE_FILE}.unreadable-{moment}")
+        if self.journal_path.exists():
+            os.replace(self.journal_path, f"{self.journal_path}.unreadable-{moment}")
         os.replace(self.state_path, kept)
         return kept
+
+    def compact(self) -> None:
+        """Write the snapshot now, so `searcher.json` alone holds the whole state (`open_store`
+        does after reconciling; so does, by itself, a round that tells the budget's last trial)."""
+        with self.locked():
+            self._compact = True
 
     @contextmanager
     def locked(self):
@@ -87,25 +110,130 @@ class StudyStore:
             if self._depth:
                 self._depth += 1
                 try:
-                    yield self.searcher
+                    yield self._recording
                 finally:
                     self._depth -= 1
                 return
             with open(self.folder / ".lock", "a+") as handle:
                 fcntl.flock(handle, fcntl.LOCK_EX)
                 try:
-                    stamp = self._file_stamp()
-                    if stamp is not None and stamp != self._stamp:
-                        self._reload()
+                    changed_outside = journal.summary(self.searcher) != self._recording.after
+                    if not self._catch_up() and changed_outside:
+                        self._token = None  # changed outside a block: save it all
+                    self._recording.restart()
                     self._depth = 1
                     try:
-                        yield self.searcher
+                        yield self._recording
                     finally:
                         self._depth = 0
-                        write_json(self.state_path, self.searcher.state_dict())
-                        self._stamp = self._file_stamp()
+                        self._save()
                 finally:
                     fcntl.flock(handle, fcntl.LOCK_UN)
+
+    # -- reading ----------------------------------------------------------------------------
+    def _catch_up(self) -> bool:
+        """Bring the searcher up to the files; True when it was loaded from them afresh."""
+        stamp = _stamp(self.state_path)
+        if stamp is None:  # a new study, or one whose state was set aside: the searcher stands
+            self._token, self._stamp, self._journal, self._written = None, None, None, 0
+            return False
+        if stamp == self._stamp and self._journal is None:
+            return False  # an older study's state file, with no journal after it
+        if stamp == self._stamp:
+            info = _stamp(self.journal_path)
+            inode, end, begin = self._journal
+            if info is not None and info[2] == inode and info[1] == end:
+                return False
+            head = journal.header(self.journal_path)
+            if info and info[2] == inode and info[1] > end and head and self._continues(head):
+                self._apply_from(end, inode, begin)
+                return False
+        self._load(stamp)
+        return True
+
+    def _continues(self, head: tuple[dict, int]) -> bool:
+        return self._token is not None and head[0]["journal"] == self._token
+
+    def _apply_from(self, end: int, inode: int, begin: int) -> None:
+        try:
+            events, end = journal.read(self.journal_path, end)
+            journal.replay(self.searcher, events)
+        except (ValueError, KeyError, TypeError, AttributeError) as error:
+            self._stamp = None  # the searcher may hold part of it: load it all next time
+            raise StateUnreadable(
+                f"{self.journal_path}: {type(error).__name__}: {error}"
+            ) from error
+        self._journal = (inode, end, begin)
+
+    def _load(self, stamp) -> None:
+        """The snapshot, then the journal that continues it. A snapshot with no journal of its
+        own (its writer died before beginning one) gets one."""
+        try:
+            text = self.state_path.read_text()
+            state = json.loads(text)
+            self.searcher.load_state_dict(state)
+        except (ValueError, KeyError, TypeError, AttributeError) as error:
+            raise StateUnreadable(f"{self.state_path}: {type(error).__name__}: {error}") from error
+        self._token, self._stamp, self._journal = state.get("journal"), stamp, None
+        self._snapshot_bytes = len(text)
+        head = journal.header(self.journal_path)
+        if head is not None and self._continues(head):
+            self._written = int(head[0].get("written", 0))
+            self._apply_from(head[1], os.stat(self.journal_path).st_ino, head[1])
+        elif self._token is not None:
+            self._written = len(text) + (bytes_written(self.folder) if head else 0)
+            self._begin_journal(self._token)
+
+    # -- writing ----------------------------------------------------------------------------
+    def _save(self) -> None:
+        recording = self._recording
+        if journal.summary(self.searcher) != recording.after:
+            self._token = None  # changed other than through the yielded searcher: save it all
+        if (self._compact or self._finished()) and (recording.lines or self._journaled()):
+            self._token = None
+        self._compact = False
+        if self._token is None:
+            self._snapshot()
+        elif recording.lines:
+            if self._journal is None:
+                self._begin_journal(self._token)
+            inode, end, begin = self._journal
+            size = journal.append(self.journal_path, recording.lines, end)
+            self.bytes_written += size - end
+            self._journal = (inode, size, begin)
+            if size - begin >= max(JOURNAL_MIN_BYTES, self._snapshot_bytes):
+                self._snapshot()
+        recording.restart()
+
+    def _journaled(self) -> bool:
+        return self._journal is not None and self._journal[1] > self._journal[2]
+
+    def _finished(self) -> bool:
+        """The study's budget is told (warm start rows not counted), nothing pending: its final
+        state is saved whole."""
+        searcher, budget = self.searcher, self._budget
+        if not budget or searcher.pending or len(searcher.observations) < budget:
+            return False
+        return len(searcher.observations) - warm.count(self.folder) >= budget
+
+    def _snapshot(self) -> None:
+        """The whole state, atomically, then a new journal that continues it. Killed between
+        the two, the old journal's token is not the snapshot's: it is never replayed."""
+        before = self._written + (self._journal[1] if self._journal else 0)
+        token = uuid.uuid4().hex
+        text = json.dumps({**self.searcher.state_dict(), "journal": token}, default=journal.plain)
+        for stale in self.folder.glob(f".{STATE_FILE}.*.tmp"):  # left by a killed writer
+            stale.unlink(missing_ok=True)
+        write_atomic(self.state_path, text)
+        self._stamp, self._snapshot_bytes = _stamp(self.state_path), len(text)
+        self._token, self._written = token, before + len(text)
+        self.bytes_written += len(text)
+        self._begin_journal(token)
+
+    def _begin_journal(self, token: str) -> None:
+        size = journal.start(self.journal_path, token, self._written)
+        self.bytes_written += size
+        self._journal = (os.stat(self.journal_path).st_ino, size, size)
 
 
 class StudyBusy(ValueError):

@@ -37,6 +37,9 @@ def test_the_rest_of_cluster_runs_without_loading_ray():
         "cluster.study.resume",
         "cluster.remote.service",
         "cluster.remote.device",
+        "cluster.dashboard.server",
+        "cluster.study.warm",
+        "cluster.cli.export",
     ]
     code = f"import sys, {', '.join(modules)}; print('ray' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

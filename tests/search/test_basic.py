@@ -72,7 +72,7 @@ def test_stopped_trials_are_kept_out_of_the_usable_results():
     assert searcher.usable() == [] and searcher.best() is None
 
 
-@pytest.mark.parametrize("name", sorted(search.SEARCHERS))
+@pytest.mark.parametrize("name", sorted(set(search.SEARCHERS) - {"darts"}))  # darts: a NAS space
 def test_rejected_configs_keep_their_costs_and_stay_out_of_the_model(name):
     space = Space({"x": Float(0.0, 1.0), "k": Choice(("a", "b", "c"))})
     searcher = search.create(name, space, metric="acc", seed=0, constraints={"params": 10.0})

@@ -80,12 +80,130 @@ def test_bad_input_is_named(tmp_path):
         load_dataset("numpy", tmp_path / "flat.npz")
 
 
-def test_folders_without_torchvision_say_what_to_install(tmp_path):
-    try:
-        import torchvision  # noqa: F401
+def _scale(x: torch.Tensor, raw: np.ndarray) -> tuple[float, float]:
+    """`(slope, intercept)` with `x = slope * raw + intercept` (a loader's scaling and the
+    training split's normalization) for the same pixels in any order, checked to hold."""
+    x, raw = np.sort(x.numpy().ravel()), np.sort(raw.ravel()).astype(np.float64)
+    slope, intercept = np.polyfit(raw, x, 1)
+    assert slope > 0 and np.allclose(slope * raw + intercept, x, atol=1e-4)
+    return slope, intercept
 
-        pytest.skip("torchvision is installed")
-    except ImportError:
-        pass
-    with pytest.raises(ValueError, match=r"paretune\[vision\]"):
+
+def _as_raw(x: torch.Tensor, slope: float, intercept: float) -> list[tuple]:
+    """Each sample of `x` back as the tuple of its written pixel values."""
+    pixels = np.rint((x.numpy() - intercept) / slope).astype(int).reshape(len(x), -1)
+    return [tuple(r) for r in pixels]
+
+
+def _cifar_fixture(folder, rng, per_batch=4, tests=3):
+    """CIFAR-10's binary layout, a few random records per batch: `(train x, train y, test x,
+    test y)` as written, x `(n, 3, 32, 32)` uint8."""
+    folder.mkdir(parents=True)
+    written = []
+    for name, count in [
+        *((f"data_batch_{i}.bin", per_batch) for i in range(1, 6)),
+        ("test_batch.bin", tests),
+    ]:
+        y = rng.integers(0, 10, count, dtype=np.uint8)
+        x = rng.integers(0, 256, (count, 3, 32, 32), dtype=np.uint8)
+        records = np.concatenate([y[:, None], x.reshape(count, -1)], axis=1)
+        (folder / name).write_bytes(records.tobytes())
+        written.append((x, y))
+    train_x = np.concatenate([x for x, _ in written[:5]])
+    train_y = np.concatenate([y for _, y in written[:5]])
+    return train_x, train_y, *written[5]
+
+
+def test_cifar10_reads_the_binary_batches_without_torchvision(tmp_path):
+    rng = np.random.default_rng(0)
+    train_x, train_y, test_x, test_y = _cifar_fixture(tmp_path / "cifar-10-batches-bin", rng)
+    data = load_dataset("cifar10", tmp_path)
+    assert data.in_shape == (3, 32, 32) and data.num_classes == 10
+    assert (len(data.x_train), len(data.x_val), len(data.x_test)) == (18, 2, 3)
+    assert torch.equal(data.y_test, torch.as_tensor(test_y, dtype=torch.int64))  # in file order
+    x = torch.cat([data.x_train, data.x_val, data.x_test])
+    scale = _scale(x, np.concatenate([train_x, test_x]))
+    assert scale == pytest.approx((1 / (255 * data.std), -data.mean / data.std), rel=1e-4)
+    assert _as_raw(data.x_test, *scale) == [tuple(r) for r in test_x.reshape(3, -1).astype(int)]
+    written = dict(zip(map(tuple, train_x.reshape(20, -1).astype(int)), train_y.tolist()))
+    seen = dict(
+        zip(
+            _as_raw(torch.cat([data.x_train, data.x_val]), *scale),
+            torch.cat([data.y_train, data.y_val]).tolist(),
+        )
+    )
+    assert seen == written  # every record once, its pixels in place, under its label
+    assert abs(data.x_train.mean().item()) < 1e-5  # normalized by the training split
+    again = load_dataset("cifar10", tmp_path / "cifar-10-batches-bin")  # the folder itself
+    assert torch.equal(again.x_val, data.x_val)
+
+
+def test_cifar10_bad_folders_are_named(tmp_path):
+    rng = np.random.default_rng(1)
+    folder = tmp_path / "cifar-10-batches-bin"
+    _cifar_fixture(folder, rng, per_batch=2, tests=2)
+    with (folder / "data_batch_3.bin").open("ab") as file:
+        file.write(b"\x01\x02")  # a truncated record
+    with pytest.raises(ValueError, match=r"data_batch_3.bin: 6148 bytes .* 3073-byte records"):
+        load_dataset("cifar10", tmp_path)
+    (folder / "data_batch_3.bin").unlink()
+    with pytest.raises(ValueError, match="data_batch_3.bin is missing"):
+        load_dataset("cifar10", tmp_path)
+    (tmp_path / "py" / "cifar-10-batches-py").mkdir(parents=True)
+    with pytest.raises(ValueError, match="Python version .* cifar-10-batches-bin"):
+        load_dataset("cifar10", tmp_path / "py")
+    with pytest.raises(ValueError, match="no CIFAR-10 binary batches"):
+        load_dataset("cifar10", tmp_path / "py" / "cifar-10-batches-py")
+
+
+def _write_images(folder, rng, classes, *, count=3, size=(6, 5), mode="RGB", suffix=".png"):
+    from PIL import Image
+
+    written = {}
+    for label, name in enumerate(classes):
+        (folder / name).mkdir(parents=True, exist_ok=True)
+        for i in range(count):
+            shape = (size[1], size[0], 3) if mode == "RGB" else (size[1], size[0])
+            pixels = rng.integers(0, 256, shape, dtype=np.uint8)
+            Image.fromarray(pixels, mode).save(folder / name / f"{i}{suffix}")
+            chw = pixels.transpose(2, 0, 1) if mode == "RGB" else pixels[None]
+            written[tuple(chw.ravel().astype(int))] = label
+    return written
+
+
+def test_image_folder_reads_pngs_and_jpegs_without_torchvision(tmp_path):
+    rng = np.random.default_rng(0)
+    written = _write_images(tmp_path / "pets", rng, ["cat", "dog"], count=5)
+    data = load_dataset("folder", tmp_path / "pets")
+    assert data.in_shape == (3, 5, 6) and data.num_classes == 2  # (C, H, W) of 6x5 images
+    assert (len(data.x_train), len(data.x_val), len(data.x_test)) == (6, 2, 2)
+    x = torch.cat([data.x_train, data.x_val, data.x_test])
+    y = torch.cat([data.y_train, data.y_val, data.y_test])
+    scale = _scale(x, np.array(list(written)))
+    assert dict(zip(_as_raw(x, *scale), y.tolist())) == written  # pixels in place, labelled
+    _write_images(tmp_path / "jpegs", rng, ["a", "b", "c"], count=2, suffix=".jpg")
+    jpegs = load_dataset("folder", tmp_path / "jpegs")
+    assert jpegs.in_shape == (3, 5, 6) and jpegs.num_classes == 3 and len(jpegs.y_train) == 4
+
+
+def test_image_folder_of_grayscale_images_has_one_channel(tmp_path):
+    _write_images(tmp_path / "g", np.random.default_rng(2), ["x", "y"], mode="L", size=(4, 4))
+    data = load_dataset("folder", tmp_path / "g")
+    assert data.in_shape == (1, 4, 4) and data.num_classes == 2
+
+
+def test_image_folder_bad_input_is_named(tmp_path):
+    rng = np.random.default_rng(3)
+    with pytest.raises(ValueError, match="no class sub-folders"):
         load_dataset("folder", tmp_path)
+    _write_images(tmp_path / "mixed", rng, ["a"], size=(6, 5))
+    _write_images(tmp_path / "mixed", rng, ["b"], size=(5, 5))
+    with pytest.raises(ValueError, match=r"b/0.png: 5x5 pixels where .* has 6x5"):
+        load_dataset("folder", tmp_path / "mixed")
+    (tmp_path / "empty" / "a").mkdir(parents=True)
+    with pytest.raises(ValueError, match=r"empty/a: no images \(.png"):
+        load_dataset("folder", tmp_path / "empty")
+    (tmp_path / "broken" / "a").mkdir(parents=True)
+    (tmp_path / "broken" / "a" / "x.png").write_bytes(b"not a png")
+    with pytest.raises(ValueError, match="x.png: not a readable image"):
+        load_dataset("folder", tmp_path / "broken")

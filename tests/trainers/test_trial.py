@@ -127,7 +127,7 @@ def test_unknown_flat_key_is_named_with_a_hint():
 
 def test_every_flat_key_round_trips():
     flat = TrialSettings().to_flat()
-    assert set(flat) == FLAT_KEYS and len(FLAT_KEYS) == 28
+    assert set(flat) == FLAT_KEYS and len(FLAT_KEYS) == 29
     changed = {key: _another(value, i) for i, (key, value) in enumerate(sorted(flat.items()))}
     changed["runtime"] = "torch"  # a choice: the other allowed value
     settings = TrialSettings.from_flat(changed)

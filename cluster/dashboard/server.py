@@ -1,0 +1,198 @@
+"""The dashboard's web server: the page and its static files, and JSON under `/api/` (the
+studies, then per study a page of trials, the front, best-so-far and one trial), on the
+standard library's threading HTTP server. Off loopback it needs a bearer token, sent as
+`Authorization: Bearer TOKEN`; the page reads it from its address (`#token=TOKEN`)."""
+
+from __future__ import annotations
+
+import hmac
+import json
+import ssl
+import threading
+from collections import OrderedDict
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from importlib import resources
+from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
+
+from cluster.dashboard import views
+from cluster.dashboard.feed import StudyFeed
+
+STATIC = {".html": "text/html", ".js": "text/javascript", ".css": "text/css", ".txt": "text/plain"}
+CACHED = 64  # JSON answers kept per server, keyed by address and the studies' versions
+
+
+class Dashboard:
+    """The studies a server shows and what it answers; `answer(path, query)` is the API."""
+
+    def __init__(self, feeds: list[StudyFeed], *, token: str | None = None, poll_s: float = 2.0):
+        self.feeds, self.token, self.poll_s = feeds, token, poll_s
+        self.hosts = {"127.0.0.1", "localhost", "[::1]"}  # without a token, the only `Host`s
+        self.cache: OrderedDict = OrderedDict()
+        self.cache_lock = threading.Lock()
+
+    def allowed(self, authorization: str | None, host: str | None) -> bool:
+        """With a token, whether the request carries it; without, whether it names a loopback
+        host (a page elsewhere that rebinds its own name to 127.0.0.1 reads nothing)."""
+        if self.token is None:
+            return _hostname(host or "") in self.hosts
+        given = (authorization or "").encode()
+        return hmac.compare_digest(given, f"Bearer {self.token}".encode())
+
+    def answer(self, path: str, query: dict[str, str]) -> dict:
+        """The JSON for `/api/...`; `views.NotFound` for what does not exist, ValueError for a bad
+        request."""
+        parts = path.strip("/").split("/")[1:]
+        if parts == ["studies"]:
+            self.refresh()
+            summaries = [self._cached(f, ("summary",), views.summary) for f in self.feeds]
+            return {"studies": summaries, "poll_s": self.poll_s}
+        if len(parts) < 3 or parts[0] != "study":
+            raise views.NotFound(f"no such address {path!r}")
+        feed = self._feed(parts[1])
+        feed.refresh()
+        key = (path, tuple(sorted(query.items())))
+        return self._cached(feed, key, lambda f: self._view(f, parts[2:], query))
+
+    def _cached(self, feed: StudyFeed, key: tuple, make) -> dict:
+        key = (id(feed), feed.version, *key)
+        with self.cache_lock:
+            if key in self.cache:
+                self.cache.move_to_end(key)
+                return self.cache[key]
+        body = make(feed)
+        with self.cache_lock:
+            self.cache[key] = body
+            while len(self.cache) > CACHED:
+                self.cache.popitem(last=False)
+        return body
+
+    def refresh(self) -> None:
+        for feed in self.feeds:
+            feed.refresh()
+
+    def _feed(self, index: str) -> StudyFeed:
+        if not index.isdigit() or int(index) >= len(self.feeds):
+            raise views.NotFound(f"no study {index!r}: there are {len(self.feeds)}, from 0")
+        return self.feeds[int(index)]
+
+    def _view(self, feed: StudyFeed, rest: list[str], query: dict[str, str]) -> dict:
+        if rest == ["trials"]:
+            return views.trials_page(
+                feed,
+                sort=query.get("sort") or "trial",
+                desc=query.get("desc") == "1",
+                status=query.get("status") or None,
+                where=query.get("where") or None,
+                offset=_integer(query, "offset", 0),
+                limit=_integer(query, "limit", 50),
+            )
+        if rest == ["front"]:
+            return views.front(feed, query.get("cost") or None)
+        if rest == ["best"]:
+            return views.best_so_far(feed)
+        if len(rest) == 2 and rest[0] == "trial":
+            return views.trial_detail(feed, rest[1])
+        raise views.NotFound(f"no such address /api/study/.../{'/'.join(rest)}")
+
+
+def _hostname(host: str) -> str:
+    """`Host` without its port: `[::1]:8750` -> `[::1]`, `localhost:8750` -> `localhost`."""
+    return host[: host.find("]") + 1] if host.startswith("[") else host.split(":")[0]
+
+
+def _integer(query: dict[str, str], name: str, default: int) -> int:
+    text = query.get(name)
+    if text is None or text == "":
+        return default
+    try:
+        return int(text)
+    except ValueError:
+        raise ValueError(f"{name} must be a whole number, got {text!r}") from None
+
+
+class Handler(BaseHTTPRequestHandler):
+    server_version = "paretune-dashboard"
+    dashboard: Dashboard  # set on the subclass `serve` makes
+
+    def do_GET(self) -> None:  # noqa: N802 (the standard library's name)
+        address = urlsplit(self.path)
+        if not address.path.startswith("/api/"):
+            self._static(address.path)
+            return
+        if not self.dashboard.allowed(self.headers.get("Authorization"), self.headers.get("Host")):
+            message = "missing or wrong bearer token" if self.dashboard.token else "wrong Host"
+            self._json(HTTPStatus.UNAUTHORIZED, {"error": message})
+            return
+        query = {k: v[-1] for k, v in parse_qs(address.query).items()}
+        try:
+            self._json(HTTPStatus.OK, self.dashboard.answer(address.path, query))
+        except views.NotFound as error:
+            self._json(HTTPStatus.NOT_FOUND, {"error": str(error)})
+        except ValueError as error:
+            self._json(HTTPStatus.BAD_REQUEST, {"error": str(error)})
+        except Exception as error:  # the page shows it; the server keeps serving
+            message = f"{type(error).__name__}: {error}"
+            self._json(HTTPStatus.INTERNAL_SERVER_ERROR, {"error": message})
+
+    def _static(self, path: str) -> None:
+        name = "index.html" if path in ("/", "/index.html") else path.removeprefix("/static/")
+        files = resources.files("cluster.dashboard") / "static"
+        kind = STATIC.get(Path(name).suffix)
+        if "/" in name or kind is None or not (files / name).is_file():
+            self._send(HTTPStatus.NOT_FOUND, b"not found", "text/plain")
+            return
+        self._send(HTTPStatus.OK, (files / name).read_bytes(), kind)
+
+    def _json(self, status: HTTPStatus, body: dict) -> None:
+        self._send(status, json.dumps(body, separators=(",", ":")).encode(), "application/json")
+
+    def _send(self, status: HTTPStatus, body: bytes, kind: str) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", f"{kind}; charset=utf-8")
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Cache-Control", "no-store")
+        self.send_header("X-Content-Type-Options", "nosniff")
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format, *args) -> None:  # noqa: A002 (the standard library's name)
+        pass  # a poll every two seconds is no news
+
+
+def serve(
+    folders: list[str | Path],
+    *,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    token: str | None = None,
+    tls: tuple[str, str] | None = None,
+    poll_s: float = 2.0,
+) -> tuple[ThreadingHTTPServer, int]:
+    """A started server (answering on its own thread; `shutdown()` stops it) for the study
+    folders, and its port. Binding a host other than loopback needs `token`; `tls` is a
+    `(cert_file, key_file)` pair of PEM files."""
+    from cluster.remote.wire import is_loopback
+
+    if not is_loopback(host) and not token:
+        raise ValueError(
+            f"the dashboard on {host} shows every trial to anyone who can reach it: give a "
+            "token (--token-file), or keep the default host 127.0.0.1"
+        )
+    if not folders:
+        raise ValueError("give at least one study folder")
+    if poll_s <= 0:
+        raise ValueError(f"poll interval must be above 0 seconds, got {poll_s}")
+    feeds = [StudyFeed(folder, min_interval=min(poll_s / 2, 0.5)) for folder in folders]
+    dashboard = Dashboard(feeds, token=token, poll_s=poll_s)
+    dashboard.refresh()
+    handler = type("DashboardHandler", (Handler,), {"dashboard": dashboard})
+    server = ThreadingHTTPServer((host, port), handler)
+    server.daemon_threads = True
+    if tls:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(*tls)
+        server.socket = context.wrap_socket(server.socket, server_side=True)
+    threading.Thread(target=server.serve_forever, name="dashboard", daemon=True).start()
+    return server, server.server_address[1]

@@ -1,0 +1,185 @@
+"""Warm start: the finished trials of earlier studies seed a new study's searcher.
+
+A study's `warm_start: [studies/old, ...]` (or `paretune run --warm-start DIR`) names earlier
+study folders. Before the new study's first trial, each one's trained trials (final rows with
+every objective and bounded cost measured) whose configs fit the new space become rows of the
+new study: status judged anew under its bounds (`completed` or `infeasible`), phase `warm`,
+`warm_from` the folder they came from and `warm_trial` their id there, written once, under
+trial ids `0 .. k-1`. The searcher is told them as it is told any row it never asked
+(`resume.reconcile`), so it models them and never proposes their configs again; they are not
+counted in the trial budget (`counted`), and `warm.json` records how many there are. A space
+whose parameters are not the new one's is refused, naming the missing, extra and changed ones;
+with the same names but other ranges, the configs outside the new space are left out.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import warnings
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pyarrow as pa
+
+from cluster.study import results
+from cluster.study.errors import ConfigError
+from spaces import Space
+from spaces.util import write_json
+
+WARM_FROM, WARM_TRIAL = "warm_from", "warm_trial"
+PHASE = "warm"
+WARM_FILE = "warm.json"
+TRAINED = ("completed", "infeasible")  # final statuses whose metrics are those of a trained model
+
+
+def sources(raw) -> tuple[str, ...]:
+    """A study file's `warm_start`: a folder or a list of them, made absolute from the cwd."""
+    given = [raw] if isinstance(raw, str) else raw
+    if not isinstance(given, list | tuple) or not all(isinstance(s, str) and s for s in given):
+        raise ConfigError(f"warm_start: a study folder or a list of them, got {raw!r}")
+    return tuple(dict.fromkeys(str(Path(s).expanduser().resolve()) for s in given))
+
+
+def added(study, folders):
+    """`study` with `folders` added to its `warm_start` (the CLI's `--warm-start`)."""
+    if not folders:
+        return study
+    return type(study).from_dict({**study.to_dict(), "warm_start": [*study.warm_start, *folders]})
+
+
+def space_differences(space: Space, other: Space) -> list[str]:
+    """How `other`'s parameters differ from `space`'s, one phrase each (empty: the same)."""
+    missing = [k for k in space.params if k not in other.params]
+    extra = [k for k in other.params if k not in space.params]
+    changed = [k for k in space.params if k in other.params and space[k] != other[k]]
+    phrases = [f"missing {missing}"] * bool(missing) + [f"extra {extra}"] * bool(extra)
+    for key in changed:
+        here, there = (json.dumps(s[key].to_dict()) for s in (space, other))
+        phrases.append(f"{key} is {there} there, {here} here")
+    return phrases
+
+
+def _source(folder: str):
+    """The earlier study in `folder`, without its own warm start (its rows carry it)."""
+    from cluster.study.resume import STUDY_FILE, Study
+
+    path = Path(folder) / STUDY_FILE
+    if not path.exists():
+        raise ConfigError(f"warm_start: {folder!r} holds no study (no {STUDY_FILE})")
+    saved = {k: v for k, v in json.loads(path.read_text()).items() if k != "warm_start"}
+    saved.setdefault("deploy", "torch")
+    try:
+        return Study.from_dict(saved)
+    except ConfigError as error:
+        raise ConfigError(
+            f"warm_start: the study in {folder!r} no longer loads: {error}"
+        ) from error
+
+
+def check(study) -> None:
+    """Raise `ConfigError` unless every `warm_start` folder holds a study with results whose
+    parameters have the names of `study`'s (ranges may differ)."""
+    space = study.space()
+    for folder in study.warm_start:
+        if Path(folder) == Path(study.dir).expanduser().resolve():
+            raise ConfigError(f"warm_start: {folder!r} is this study's own folder")
+        other = _source(folder).space()
+        if set(space.params) != set(other.params):
+            phrases = "; ".join(space_differences(space, other))
+            raise ConfigError(f"warm_start: the space of {folder!r} is not this study's: {phrases}")
+        try:
+            results.load(folder, every_step=True)
+        except ValueError as error:
+            raise ConfigError(f"warm_start: {folder!r} has no results yet") from error
+
+
+def _measured(row: dict, names) -> bool:
+    """A trained trial's final row with every metric in `names` a finite number."""
+    if row.get("status") not in TRAINED or not row.get("final"):
+        return False
+    values = [row.get(n) for n in names]
+    return all(isinstance(v, int | float) and math.isfinite(v) for v in values)
+
+
+def _rows(study, searcher, folder: str) -> list[dict]:
+    """The warm rows from one earlier study, judged under `searcher`'s bounds."""
+    names, objective = searcher.objective.names, searcher.objective
+    taken, skipped = [], 0
+    for row in results.load(folder).to_pylist():
+        if not _measured(row, names):
+            continue
+        config = {k.removeprefix("config."): v for k, v in row.items() if k.startswith("config.")}
+        config = {k: v for k, v in config.items() if v is not None}
+        try:
+            searcher.space.validate(config)
+        except ValueError:
+            skipped += 1
+            continue
+        metrics = {k: v for k, v in row.items() if isinstance(v, float) and k in results.METRICS}
+        metrics |= {n: row[n] for n in names}
+        over = objective.violations(metrics)
+        origin = (row.get(WARM_FROM), row.get(WARM_TRIAL)) if row.get(WARM_FROM) else None
+        taken.append(
+            {
+                **row,
+                **metrics,
+                "study": study.name,
+                "status": "infeasible" if over else "completed",
+                "phase": PHASE,
+                "config": config,
+                "violations": json.dumps(over),
+                WARM_FROM: origin[0] if origin else folder,
+                WARM_TRIAL: origin[1] if origin else row["trial"],
+            }
+        )
+    if skipped:
+        warnings.warn(
+            f"warm_start: {skipped} trained trials of {folder} left out: their configs lie "
+            "outside this study's space",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+    return taken
+
+
+def seed(study, searcher, folder: Path, table: pa.Table | None) -> pa.Table | None:
+    """Write the warm rows of `study.warm_start` into a study that has not started (`table`
+    None, no searcher state), once; returns the study's rows (`table` when nothing was
+    written). `searcher` gives the space and the objective; it is told nothing here."""
+    if not study.warm_start or table is not None or any(folder.glob("searcher.*")):
+        return table
+    rows, seen = [], set()
+    for source in study.warm_start:
+        for row in _rows(study, searcher, source):
+            if (row[WARM_FROM], row[WARM_TRIAL]) not in seen:
+                seen.add((row[WARM_FROM], row[WARM_TRIAL]))
+                rows.append(row)
+    write_json(folder / WARM_FILE, {"trials": len(rows), "sources": list(study.warm_start)})
+    if not rows:
+        warnings.warn(
+            f"warm_start: no trained trial of {list(study.warm_start)} measured "
+            f"{list(searcher.objective.names)} in this study's space: the study starts cold",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+        return table
+    extra = [pa.field(WARM_FROM, pa.string()), pa.field(WARM_TRIAL, pa.string())]
+    schema = results.schema(searcher.space, searcher.objective.names)
+    writer = results.ResultWriter(folder, pa.schema([*schema, *extra]))
+    now = datetime.now(UTC)
+    for number, row in enumerate(rows):
+        writer.add({**row, "trial": str(number), "final": True, "time": row.get("time") or now})
+    writer.flush()
+    return results.load(folder, every_step=True)
+
+
+def count(folder: str | Path) -> int:
+    """How many warm trials the study in `folder` was seeded with (0 without a warm start)."""
+    path = Path(folder).expanduser() / WARM_FILE
+    return int(json.loads(path.read_text())["trials"]) if path.exists() else 0
+
+
+def counted(searcher, folder: str | Path) -> int:
+    """The trials that count against the study's budget: told and pending, warm ones left out."""
+    return len(searcher.observations) + len(searcher.pending) - count(folder)

@@ -1,0 +1,148 @@
+"""The supernets: a one-hot mix is the discrete network; the cost table prices it; the trial
+resumes from its checkpoint."""
+
+import numpy as np
+import pytest
+import torch
+
+import spaces
+from trainers.models import build_model
+from trainers.supernet import build_supernet, discrete_state
+from trainers.supernet_cost import expected_cost, measure_table, measurer, table_cost
+from trainers.supernet_loop import SupernetSpec, cost_term
+from trainers.trial import CostSettings, TrialSettings, run_trial
+
+NB201 = ("nb201", spaces.nb201(), (1, 8, 8))
+SMALL = {"nb201": {"channels": 4}, "chain": {}}
+CHAIN = ("chain", spaces.chain(stages=2, widths=(4, 8), kernels=(3, 5), expansions=(1, 3)), (1, 40))
+TINY_CHAIN = (
+    "chain",
+    spaces.chain(stages=1, depth=(1, 3), widths=(64,), kernels=(3, 7), expansions=(6,)),
+    (1, 40),
+)
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny convolutions on a loaded 2-core machine: one thread is 100x faster than two."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def _random_labels(net, seed):
+    rng = np.random.default_rng(seed)
+    return {name: labels[rng.integers(len(labels))] for name, labels in net.choices.items()}
+
+
+@pytest.mark.parametrize("mode", ["darts", "gdas"])
+@pytest.mark.parametrize("case", [NB201, CHAIN], ids=["nb201-2d", "chain-1d"])
+def test_a_one_hot_mix_is_exactly_the_discrete_network(case, mode):
+    kind, arch, shape = case
+    torch.manual_seed(0)
+    net = build_supernet(kind, arch, in_shape=shape, num_classes=10, mode=mode, options=SMALL[kind])
+    x = torch.randn(4, *shape)
+    for seed in range(2):
+        labels = _random_labels(net, seed)
+        net.set_architecture(labels)
+        config = net.config_of(labels)
+        discrete = build_model(kind, config, in_shape=shape, num_classes=10, options=SMALL[kind])
+        discrete.load_state_dict(discrete_state(net, labels))
+        net.eval(), discrete.eval()
+        assert torch.equal(net(x), discrete(x))
+        net.train(), discrete.train()  # batch statistics too
+        assert torch.equal(net(x), discrete(x))
+
+
+@pytest.mark.parametrize("mode", ["darts", "gdas"])
+def test_the_architecture_weights_get_gradients(mode):
+    kind, arch, shape = CHAIN
+    net = build_supernet(kind, arch, in_shape=shape, num_classes=10, mode=mode)
+    net(torch.randn(8, *shape)).logsumexp(1).sum().backward()
+    assert all(a.grad is not None and a.grad.abs().sum() > 0 for a in net.alphas.values())
+
+
+@pytest.mark.parametrize(
+    "case,metric", [(NB201, "params"), (CHAIN, "macs")], ids=["nb201", "chain"]
+)
+def test_the_expected_cost_of_a_one_hot_mix_is_the_networks_additive_cost(case, metric):
+    kind, arch, shape = case
+    net = build_supernet(
+        kind, arch, in_shape=shape, num_classes=10, mode="darts", options=SMALL[kind]
+    )
+    measure = measurer(metric, kind, in_shape=shape, num_classes=10, options=SMALL[kind])
+    table = measure_table(net, measure, metric)
+    for seed in range(3):
+        labels = _random_labels(net, seed)
+        net.set_architecture(labels)
+        real = measure([net.config_of(labels)])[0]
+        assert table_cost(table, labels) == real
+        assert expected_cost(net, table).item() == pytest.approx(real, rel=1e-6)
+
+
+def test_the_expected_latency_of_a_one_hot_mix_is_the_measured_one_within_noise():
+    kind, arch, shape = TINY_CHAIN
+    net = build_supernet(kind, arch, in_shape=shape, num_classes=10, mode="darts")
+    eager = CostSettings(
+        runtime="torch", latency_repeats=10, latency_batch=32
+    )  # no export: seconds, not tens
+    measure = measurer("latency_ms", kind, in_shape=shape, num_classes=10, cost=eager)
+    table = measure_table(net, measure, "latency_ms")
+    labels = {name: labels[-1] for name, labels in net.choices.items()}  # far from reference
+    net.set_architecture(labels)
+    real = measure([net.config_of(labels)])[0]
+    assert expected_cost(net, table).item() == pytest.approx(real, rel=0.5)
+    assert table["groups"][0]["deltas"]["7x6|3"] > 0  # two more, wider blocks cost time
+
+
+def test_the_cost_term_is_steered_to_the_bound():
+    spec = SupernetSpec(kind="nb201", arch={}, cost_weight=2.0, bound=10.0)
+    state = {"lam": 0.0, "start_cost": 1.0}
+    assert cost_term(torch.tensor(9.0), spec, state).item() == 0.0
+    assert cost_term(torch.tensor(15.0), spec, state).item() == pytest.approx(1.0)
+    lagrange = SupernetSpec(
+        kind="nb201", arch={}, cost_weight=2.0, bound=10.0, cost_mode="lagrange"
+    )
+    cost_term(torch.tensor(15.0), lagrange, state)  # above the bound: the multiplier rises
+    assert state["lam"] == pytest.approx(1.0)
+    assert cost_term(torch.tensor(5.0), lagrange, state).item() == pytest.approx(-0.5)
+    assert state["lam"] == 0.0  # below: it falls, never under 0
+
+
+def _supernet_config(epochs):
+    import search
+
+    searcher = search.create(
+        "darts",
+        spaces.chain(stages=2, depth=(1, 2), widths=(4, 8), kernels=(3, 5), expansions=(1, 3)),
+        metric="val_acc",
+        seed=0,
+        epochs=epochs,
+        samples=64,
+        cost_weight=1.0,
+        cost_metric="params",
+        constraints={"params": 500.0},
+    )
+    return searcher.ask().config
+
+
+def test_the_supernet_trial_resumes_from_its_checkpoint_as_if_never_stopped(tmp_path):
+    settings = TrialSettings.from_flat(
+        {"dataset": "digits", "latency_repeats": 2, "cache_dir": str(tmp_path / "a")}
+    )
+    whole = run_trial(_supernet_config(2), settings=settings)
+
+    def killed(row):
+        raise KeyboardInterrupt  # the process dies after the first epoch's checkpoint
+
+    stopped = TrialSettings.from_flat({**settings.to_flat(), "cache_dir": str(tmp_path / "b")})
+    with pytest.raises(KeyboardInterrupt):
+        run_trial(_supernet_config(2), killed, settings=stopped)
+    rows = []
+    config = _supernet_config(2)
+    resumed = run_trial(config, rows.append, settings=stopped)
+    assert [r["epoch"] for r in rows] == [2]
+    record, again = whole["records"][0], resumed["records"][0]
+    assert record["alphas"] == again["alphas"] and record["labels"] == again["labels"]
+    assert config["s0_kernel"] in (3, 5) and "s1_width" in config  # told as its derived arch

@@ -1,0 +1,121 @@
+"""The cost table of a supernet, measured on the deployment runtime by differences of networks,
+and the expected cost of the mixed network it gives (FBNet, ProxylessNAS).
+
+Each choice's cost is measured in context: the reference network takes every choice's first
+label; a choice's label (a chain stage's block pair with each depth, jointly) costs what the
+reference network with that label swapped in costs more than the reference itself. The expected
+cost is `base + sum over groups of sum over labels of P(labels) * delta(labels)`, with `P` the
+product of the groups' softmax probabilities: for a one-hot mix, the table's estimate of the
+discrete network's cost (exact for additive costs such as `params` and `macs`; for latency as
+good as the runtime is additive over operations).
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Callable, Mapping
+
+import torch
+
+from trainers import deploy
+from trainers.cost import count_macs, count_params, deployed_latency, size_bytes
+from trainers.models import build_model
+from trainers.supernet import ChainSuper, SuperNet
+from trainers.trial import CostSettings
+
+TABLE_METRICS = ("latency_ms", "size_bytes", "macs", "params")
+
+
+def groups(supernet: SuperNet) -> list[tuple[str, ...]]:
+    """The choices whose labels are costed jointly: each NB201 edge alone; a chain stage's block
+    pair with its depth (a stage's cost is its pair times its depth)."""
+    if isinstance(supernet, ChainSuper):
+        return [(f"s{i}_block", f"s{i}_depth") for i in range(len(supernet.stages))]
+    return [(name,) for name in supernet.choices]
+
+
+def measurer(
+    metric: str, kind: str, *, in_shape, num_classes: int, options=None, cost=None, rounds=3
+) -> Callable[[list[Mapping]], list[float]]:
+    """`f(arch_configs) -> costs` of the discrete networks, `metric` one of `TABLE_METRICS`.
+    Latency as `trainers.trial` times a trial (`cost`: its `CostSettings`): on ONNX Runtime
+    here, each graph exported once and timed in `rounds` interleaved rounds, keeping each one's
+    fastest median (a shared machine's load comes and goes); on another runtime or a device
+    server, once each."""
+    if metric not in TABLE_METRICS:
+        raise ValueError(f"supernet cost metric {metric!r}: allowed {list(TABLE_METRICS)}")
+    cost = cost or CostSettings()
+    timing = {"batch_size": cost.latency_batch, "threads": cost.latency_threads}
+    timing["repeats"] = cost.latency_repeats
+
+    def build(config: Mapping):
+        torch.manual_seed(0)
+        return build_model(
+            kind, config, in_shape=in_shape, num_classes=num_classes, options=options
+        )
+
+    def measure_all(configs: list[Mapping]) -> list[float]:
+        models = [build(c) for c in configs]
+        if metric != "latency_ms":
+            count = {"params": count_params, "size_bytes": size_bytes}.get(metric)
+            return [float(count(m) if count else count_macs(m, in_shape)) for m in models]
+        if cost.runtime != "onnxruntime" or cost.latency_source is not None:
+            source = {"runtime": cost.runtime, "source": cost.latency_source}
+            return [float(deployed_latency(m, in_shape, **timing, **source)) for m in models]
+        graphs = [deploy.runtime_graph(m, in_shape, calibration=None) for m in models]
+        best = [math.inf] * len(graphs)
+        for _ in range(rounds):
+            for i, graph in enumerate(graphs):
+                best[i] = min(best[i], deploy.onnx_latency(graph, in_shape, **timing))
+        return best
+
+    return measure_all
+
+
+def measure_table(
+    supernet: SuperNet, measure: Callable[[list[Mapping]], list[float]], metric: str
+) -> dict:
+    """The JSON cost table: `{"metric", "base", "reference", "groups": [{"names", "deltas":
+    {"label|label": cost}}]}`."""
+    reference = {name: labels[0] for name, labels in supernet.choices.items()}
+    probes = [(None, None, reference)]
+    for g, names in enumerate(groups(supernet)):
+        for combo in itertools.product(*(supernet.choices[n] for n in names)):
+            if any(reference[n] != v for n, v in zip(names, combo)):
+                probes.append((g, _key(combo), {**reference, **dict(zip(names, combo))}))
+    costs = measure([supernet.config_of(labels) for _, _, labels in probes])
+    base = costs[0]
+    table = {"metric": metric, "base": base, "reference": reference, "groups": []}
+    for names in groups(supernet):
+        combos = itertools.product(*(supernet.choices[n] for n in names))
+        table["groups"].append({"names": list(names), "deltas": {_key(c): 0.0 for c in combos}})
+    for (g, key, _), value in zip(probes[1:], costs[1:]):
+        table["groups"][g]["deltas"][key] = value - base
+    return table
+
+
+def _key(combo) -> str:
+    return "|".join(str(v) for v in combo)
+
+
+def expected_cost(supernet: SuperNet, table: Mapping) -> torch.Tensor:
+    """The mixed network's expected cost (differentiable in the architecture parameters)."""
+    probs = supernet.probabilities()
+    total = torch.tensor(float(table["base"]))
+    for group in table["groups"]:
+        names = group["names"]
+        for combo in itertools.product(*(range(len(supernet.choices[n])) for n in names)):
+            labels = [supernet.choices[n][i] for n, i in zip(names, combo)]
+            p = torch.ones(())
+            for name, i in zip(names, combo):
+                p = p * probs[name][i]
+            total = total + p * float(group["deltas"][_key(labels)])
+    return total
+
+
+def table_cost(table: Mapping, labels: Mapping) -> float:
+    """The table's estimate for one discrete architecture (`labels` per choice)."""
+    return float(table["base"]) + sum(
+        float(g["deltas"][_key([labels[n] for n in g["names"]])]) for g in table["groups"]
+    )

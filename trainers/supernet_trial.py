@@ -1,0 +1,163 @@
+"""The supernet trial: a `search.darts` supernet config in, the derived architecture out.
+
+The weights train on one half of the training split, the architecture parameters on the other
+(first-order DARTS: one step of each per batch); the architecture loss adds the hardware term
+of `cost_term`. After every epoch a report (`phase` `supernet`, `train_loss`, `val_acc` of the
+supernet, `expected_cost`) and a checkpoint in the trial's cache folder, keyed by the config:
+the same supernet asked again (the study resumed after a kill) continues from its last epoch.
+The final result measures the derived network as an ordinary trial measures its model, with the
+weights it inherits from the supernet (batch norms re-estimated), untrained further; its
+`records` hold the architecture weights, their probabilities, the derived config and the cost
+table.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+import torch
+
+from spaces import Space
+from trainers.cost import count_macs, count_params, deployed_latency, size_bytes
+from trainers.data import load_dataset
+from trainers.memory import peak_mem_bytes
+from trainers.models import build_model
+from trainers.supernet import build_supernet, chain_widths, discrete_state
+from trainers.supernet_cost import expected_cost, measure_table, measurer
+from trainers.supernet_loop import SUPERNET, Loop, SupernetSpec
+from trainers.train import evaluate
+
+
+def _checkpoint_path(config: Mapping, settings, data) -> Path:
+    """The same supernet (its settings less `rest`, which it does not train with), model
+    options and data: the same file."""
+    trained = {k: v for k, v in config[SUPERNET].items() if k != "rest"}
+    key = json.dumps(
+        {
+            "config": trained,
+            "options": settings.model_options,
+            "data": data.name,
+            "n": len(data.y_train),
+        },
+        sort_keys=True,
+        default=str,
+    )
+    folder = Path(settings.teacher.cache_dir or Path.home() / ".cache" / "paretune")
+    return folder / f"supernet-{hashlib.sha256(key.encode()).hexdigest()[:16]}.pt"
+
+
+def _save(path: Path, state: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_suffix(f".tmp{os.getpid()}")
+    torch.save(state, temporary)
+    os.replace(temporary, path)
+
+
+@torch.no_grad()
+def _recalibrate(model, x: torch.Tensor, *, batch_size: int = 256) -> None:
+    """Re-estimate the batch norms' running statistics of inherited weights on `x`."""
+    for module in model.modules():
+        if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+            module.reset_running_stats()
+            module.momentum = None  # a cumulative average over the batches
+    model.train()
+    for i in range(0, len(x), batch_size):
+        model(x[i : i + batch_size])
+    model.eval()
+
+
+def run_supernet(
+    config: Mapping, report: Callable[[dict], None] | None = None, *, settings
+) -> dict:
+    """Train the supernet of `config[SUPERNET]` (see `SupernetSpec`); returns the final metrics
+    of the derived network (as `run_trial`), with `derived`: the full config it reports under
+    (the architecture's keys with `prefix`, and `rest`)."""
+    started = time.perf_counter()
+    spec = SupernetSpec.of(config[SUPERNET])
+    arch = Space.from_dict(spec.arch)
+    data = load_dataset(settings.data.dataset, settings.data.path)
+    in_shape, classes = data.in_shape, data.num_classes
+    torch.manual_seed(spec.seed)
+    widths = chain_widths(arch, pick=spec.chain_width) if spec.kind == "chain" else None
+    net = build_supernet(
+        spec.kind,
+        arch,
+        in_shape=in_shape,
+        num_classes=classes,
+        mode=spec.variant,
+        options=settings.model_options,
+        widths=widths,
+    )
+    path = _checkpoint_path(config, settings, data)
+    saved = torch.load(path, weights_only=False) if path.exists() else None
+    table = saved["table"] if saved else None
+    if table is None and spec.cost_weight > 0:
+        measure = measurer(
+            spec.cost_metric,
+            spec.kind,
+            in_shape=in_shape,
+            num_classes=classes,
+            options=settings.model_options,
+            cost=settings.cost,
+        )
+        table = measure_table(net, measure, spec.cost_metric)
+    loop = Loop(net, spec, data, table, saved)
+    for epoch in range(loop.start, spec.epochs):
+        row = loop.epoch(epoch)
+        _save(path, loop.state(epoch + 1))
+        if report is not None:
+            report(row)
+    labels = net.derive()
+    derived_arch = net.config_of(labels)
+    model = build_model(
+        spec.kind,
+        derived_arch,
+        in_shape=in_shape,
+        num_classes=classes,
+        options=settings.model_options,
+    )
+    model.load_state_dict(discrete_state(net, labels))
+    _recalibrate(model, data.x_train[:512])
+    latency = deployed_latency(
+        model,
+        in_shape,
+        runtime=settings.cost.runtime,
+        calibration=data.x_train[: settings.compression.calibration_samples],
+        batch_size=settings.cost.latency_batch,
+        repeats=settings.cost.latency_repeats,
+        threads=settings.cost.latency_threads,
+        source=settings.cost.latency_source,
+    )
+    record = {
+        "step": "supernet",
+        "variant": spec.variant,
+        "epochs": spec.epochs,
+        "alphas": {k: v.detach().tolist() for k, v in net.alphas.items()},
+        "probabilities": {k: v.detach().tolist() for k, v in net.probabilities().items()},
+        "choices": {k: list(v) for k, v in net.choices.items()},
+        "labels": labels,
+        "derived": derived_arch,
+        "cost_table": table,
+        "expected_cost": None if table is None else expected_cost(net, table).item(),
+        "cost_weight": spec.cost_weight,
+        "bound": spec.bound,
+    }
+    derived = {spec.prefix + k: v for k, v in derived_arch.items()} | dict(spec.rest)
+    return {
+        "status": "completed",
+        "val_acc": evaluate(model, data.x_val, data.y_val),
+        "test_acc": evaluate(model, data.x_test, data.y_test),
+        "latency_ms": latency,
+        "size_bytes": size_bytes(model),
+        "macs": count_macs(model, in_shape),
+        "params": count_params(model),
+        "peak_mem_bytes": peak_mem_bytes(model, in_shape),
+        "records": [record],
+        "train_seconds": time.perf_counter() - started,
+        "derived": derived,
+    }
