@@ -26,9 +26,11 @@ def _study(tmp_path, **changes):
     return Study.from_dict({**TINY, "dir": str(tmp_path / "study"), **changes})
 
 
-def test_study_runs_its_budget_into_parquet(local_ray, tmp_path):
+def test_study_runs_its_budget_into_parquet(local_ray, tmp_path, monkeypatch):
+    monkeypatch.setattr(runner, "CHUNK", 4)  # a long study's fits in turn: here 4 trials, then 2
     study = _study(tmp_path, searcher="bo", searcher_options={"n_initial": 3})
     table = runner.run(study)
+    assert len(list((tmp_path / "study" / "ray").iterdir())) == 2  # two Tune fits
     assert table.num_rows == 6 and set(table["status"].to_pylist()) == {"completed"}
     assert len(set(table["trial"].to_pylist())) == 6
     assert all(v > 20 for v in table["val_acc"].to_pylist())  # 2 epochs, any lr
