@@ -111,7 +111,7 @@ class StudyService:
             summary = {
                 "study": self.study.name,
                 "trials": self.study.trials,
-                "finished": len(searcher.observations),
+                "finished": len(searcher.observations) - warm.count(self.folder),  # budget's
                 "pending": sorted(searcher.pending),
                 "objectives": [list(o) for o in self.study.objectives],
                 "front": [

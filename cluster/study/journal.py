@@ -212,8 +212,12 @@ def append(path: Path, lines: list[bytes], end: int) -> int:
             file.truncate(end)
         file.seek(end)
         data = b"".join(lines)
-        file.write(data)
-        file.flush()
+        try:
+            file.write(data)
+            file.flush()
+        except OSError:  # a full disk: none of these lines count, not some of them
+            file.truncate(end)
+            raise
     return end + len(data)
 
 

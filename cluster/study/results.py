@@ -7,6 +7,7 @@ import contextlib
 import json
 import math
 import time
+import warnings
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 
@@ -118,7 +119,10 @@ class ResultWriter:
         write_atomic(self.folder / parts.part_name(), sink.getvalue().to_pybytes())
         self.rows = []
         if self.compact:
-            parts.compact_if_piled(self.folder.parent)
+            try:  # only an optimization: a part another process's compaction just removed,
+                parts.compact_if_piled(self.folder.parent)  # or a full disk, waits for the next
+            except OSError as error:
+                warnings.warn(f"results not compacted this time: {error}", stacklevel=2)
 
 
 def load(

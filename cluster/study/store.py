@@ -45,7 +45,8 @@ class StudyStore:
     and records what the block changed when the outermost block ends. Reentrant within a
     thread. Changes made through the yielded searcher are journaled; any other change to the
     searcher is caught and saved with a snapshot, as is the state once the study's budget is
-    told (`searcher.json` then holds it whole). `bytes_written`: what this store wrote."""
+    told (`searcher.json` then holds it whole); a block that raises saves nothing of its own.
+    `bytes_written`: what this store wrote."""
 
     def __init__(self, folder: str | Path, searcher: search.Searcher):
         self.folder = Path(folder)
@@ -124,9 +125,17 @@ class StudyStore:
                     self._depth = 1
                     try:
                         yield self._recording
-                    finally:
+                    except BaseException:
                         self._depth = 0
+                        self._forget()
+                        raise
+                    self._depth = 0
+                    try:
                         self._save()
+                    except BaseException:  # not saved (a full disk): load the files next time
+                        self._stamp = None
+                        self._recording.restart()
+                        raise
                 finally:
                     fcntl.flock(handle, fcntl.LOCK_UN)
 
@@ -183,6 +192,13 @@ class StudyStore:
         elif self._token is not None:
             self._written = len(text) + (bytes_written(self.folder) if head else 0)
             self._begin_journal(self._token)
+
+    def _forget(self) -> None:
+        """A block raised: what it changed is not saved, and the next block loads the files
+        again (a tell whose Parquet row could not be written is not kept, so it can be retried)."""
+        if self._recording.lines or journal.summary(self.searcher) != self._recording.after:
+            self._stamp = None
+        self._recording.restart()
 
     # -- writing ----------------------------------------------------------------------------
     def _save(self) -> None:

@@ -21,6 +21,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from cluster.study import results
 from cluster.study.errors import ConfigError
@@ -147,6 +148,8 @@ def seed(study, searcher, folder: Path, table: pa.Table | None) -> pa.Table | No
     """Write the warm rows of `study.warm_start` into a study that has not started (`table`
     None, no searcher state), once; returns the study's rows (`table` when nothing was
     written). `searcher` gives the space and the objective; it is told nothing here."""
+    if study.warm_start and table is not None and not (folder / WARM_FILE).exists():
+        _note(study, folder, table)  # killed between writing the rows and noting them
     if not study.warm_start or table is not None or any(folder.glob("searcher.*")):
         return table
     rows, seen = [], set()
@@ -155,8 +158,8 @@ def seed(study, searcher, folder: Path, table: pa.Table | None) -> pa.Table | No
             if (row[WARM_FROM], row[WARM_TRIAL]) not in seen:
                 seen.add((row[WARM_FROM], row[WARM_TRIAL]))
                 rows.append(row)
-    write_json(folder / WARM_FILE, {"trials": len(rows), "sources": list(study.warm_start)})
     if not rows:
+        _note(study, folder, None)
         warnings.warn(
             f"warm_start: no trained trial of {list(study.warm_start)} measured "
             f"{list(searcher.objective.names)} in this study's space: the study starts cold",
@@ -166,12 +169,25 @@ def seed(study, searcher, folder: Path, table: pa.Table | None) -> pa.Table | No
         return table
     extra = [pa.field(WARM_FROM, pa.string()), pa.field(WARM_TRIAL, pa.string())]
     schema = results.schema(searcher.space, searcher.objective.names)
-    writer = results.ResultWriter(folder, pa.schema([*schema, *extra]))
+    # one part file, written atomically, then `warm.json`: a kill between the two is mended
+    fields = pa.schema([*schema, *extra])
+    writer = results.ResultWriter(folder, fields, interval=math.inf, compact=False)
     now = datetime.now(UTC)
     for number, row in enumerate(rows):
         writer.add({**row, "trial": str(number), "final": True, "time": row.get("time") or now})
     writer.flush()
-    return results.load(folder, every_step=True)
+    table = results.load(folder, every_step=True)
+    _note(study, folder, table)
+    return table
+
+
+def _note(study, folder: Path, table: pa.Table | None) -> None:
+    """`warm.json`: how many warm trials the study's rows hold (its budget leaves them out)."""
+    warm = 0
+    if table is not None and WARM_FROM in table.column_names:
+        finals = table.filter(pc.fill_null(table["final"], False))
+        warm = finals.num_rows - finals[WARM_FROM].null_count
+    write_json(folder / WARM_FILE, {"trials": warm, "sources": list(study.warm_start)})
 
 
 def count(folder: str | Path) -> int:

@@ -247,3 +247,20 @@ def test_a_driver_killed_while_writing_snapshots_loses_no_told_trial(tmp_path):
     assert told and set(told) <= set(ids) and len(ids) == len(set(ids))
     assert len(ids) >= 3000 + len(told)
     assert int(midway.stdout) >= 1  # at least one kill left a snapshot half written
+
+
+def test_a_block_that_raises_keeps_nothing_of_its_own(tmp_path):
+    store = StudyStore(tmp_path, _searcher())
+    _round(store)
+    with store.locked() as searcher:
+        trial = searcher.ask()
+    saved = _state(store)
+    with pytest.raises(OSError), store.locked() as searcher:  # the row could not be written
+        searcher.tell(trial.id, toy_metrics(trial.config))
+        raise OSError("No space left on device")
+    with store.locked() as searcher:  # loaded again: the trial is pending, and can be told
+        assert _state(store) == saved and trial.id in searcher.pending
+        searcher.tell(trial.id, toy_metrics(trial.config))
+    reader = StudyStore(tmp_path, _searcher())
+    with reader.locked():
+        assert _state(reader) == _state(store)
