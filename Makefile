@@ -19,7 +19,7 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 
 test: lint
-	$(BIN)/python -m pytest -n 2  # two workers (pytest-xdist)
+	$(BIN)/python -m pytest -n 2 --dist loadgroup  # two workers (pytest-xdist)
 
 demo: $(STAMP)
 	$(BIN)/paretune run
