@@ -18,6 +18,7 @@ for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
 RAY_MODULES = {"test_faults", "test_first_hour", "test_resume_and_nodes", "test_darts"}
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups
 def pytest_collection_modifyitems(config, items):
     for item in items:
         name = item.module.__name__.rsplit(".", 1)[-1]
