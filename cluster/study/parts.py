@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import json
 import os
 import time
@@ -29,7 +30,7 @@ COVERS = b"paretune.covers"
 COMPACT = "-compact.parquet"
 TEMP = ".compacting-"
 PILE = 64  # small parts that make a writer compact them
-LEVELS = 8  # compacted files that make a writer merge everything
+LEVELS = 8  # compacted files that make a writer merge the newest of them
 GROUP_BYTES = 32 << 20  # rows held in memory for one row group of a compacted file
 
 
@@ -71,8 +72,18 @@ def reading(study_dir: str | Path) -> Iterator[list[Path]]:
 
 def covers(path: Path) -> list[str]:
     """The names of the files compacted file `path` covers (its Parquet key-value metadata)."""
-    metadata = pq.read_metadata(path).metadata or {}
-    return json.loads(metadata.get(COVERS, b"[]"))
+    return list(_footer(str(path))[0])
+
+
+def rows_in(path: Path) -> int:
+    return _footer(str(path))[1]
+
+
+@functools.lru_cache(maxsize=1024)  # a compacted file never changes, and its name is unique
+def _footer(path: str) -> tuple[tuple[str, ...], int]:
+    """What a compacted file covers, and its rows."""
+    footer = pq.read_metadata(path)
+    return tuple(json.loads((footer.metadata or {}).get(COVERS, b"[]"))), footer.num_rows
 
 
 def _listing(folder: Path) -> tuple[list[Path], dict[Path, list[str]]]:
@@ -97,10 +108,12 @@ def open_dataset(files: list[Path]) -> ds.Dataset:
     return factory.finish(schema)
 
 
-def compact(study_dir: str | Path, *, wait: bool = True, small_only: bool = False) -> int:
-    """Merge the study's live result files into one compacted file (`small_only`: only the
-    parts not compacted yet) and delete what it covers; returns how many files it merged
-    (0 when there were fewer than 2, or `wait` is False and another process is compacting)."""
+def compact(study_dir: str | Path, *, wait: bool = True, small_only: bool = False, tier=False):
+    """Merge the study's live result files into one compacted file and delete what it covers;
+    returns how many files it merged (0 when there were fewer than 2, or `wait` is False and
+    another process is compacting). `small_only`: only the parts not compacted yet; `tier`:
+    only the newest compacted files of about the same size (`newest_tier`), so that a row is
+    rewritten a logarithmic number of times over a study, not once per merge."""
     folder = folder_of(study_dir)
     if not folder.exists():
         return 0
@@ -116,6 +129,8 @@ def compact(study_dir: str | Path, *, wait: bool = True, small_only: bool = Fals
         inputs = [f for f in files if f.name not in hidden]
         if small_only:
             inputs = [f for f in inputs if not f.name.endswith(COMPACT)]
+        elif tier:
+            inputs = newest_tier([f for f in inputs if f.name.endswith(COMPACT)])
         if len(inputs) < 2:
             return 0
         present = {f.name for f in files}
@@ -125,6 +140,19 @@ def compact(study_dir: str | Path, *, wait: bool = True, small_only: bool = Fals
         return len(inputs)
     finally:
         handle.close()
+
+
+def newest_tier(compacted: list[Path]) -> list[Path]:
+    """The newest compacted files (in row order) to merge: from the newest back, while the
+    next older one holds at most twice the rows of the largest taken; at least the newest two."""
+    taken, largest = compacted[-1:], max(map(rows_in, compacted[-1:]), default=0)
+    for older in reversed(compacted[:-1]):
+        rows = rows_in(older)
+        if len(taken) >= 2 and rows > 2 * largest:
+            break
+        taken.insert(0, older)
+        largest = max(largest, rows)
+    return taken
 
 
 def _write_compacted(folder: Path, inputs: list[Path], names: list[str]) -> None:
@@ -174,12 +202,12 @@ def _sync_folder(folder: Path) -> None:
 
 def compact_if_piled(study_dir: str | Path) -> int:
     """What a writer calls after adding a part: when `PILE` parts are not compacted yet, they
-    are merged (all files, once more than `LEVELS` compacted files pile up); never waits for
-    another process's compaction."""
+    are merged (the newest tier of compacted files, once more than `LEVELS` of them pile up);
+    never waits for another process's compaction."""
     live = live_files(folder_of(study_dir))  # a reader may have kept covered files around
     compacted = sum(f.name.endswith(COMPACT) for f in live)
     if compacted > LEVELS:
-        return compact(study_dir, wait=False)
+        return compact(study_dir, wait=False, tier=True)
     if len(live) - compacted >= PILE:
         return compact(study_dir, wait=False, small_only=True)
     return 0
