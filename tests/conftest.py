@@ -11,16 +11,16 @@ for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
     os.environ.setdefault(name, "1")
 
 
-# Tests that start Ray (a local one, or drivers and clusters of their own) run one after another
-# on one pytest worker (`make test` runs `-n 2 --dist loadgroup`): two Rays starting at once on
-# two cores slowed each other more than the split gained, and a session fixture (one killed
-# study, one local Ray) is made once, not once per worker.
-RAY_MODULES = {"test_faults", "test_first_hour", "test_resume_and_nodes", "test_darts"}
+# Tests that start Ray run in two groups, each on one pytest worker (`make test` runs
+# `-n 2 --dist loadgroup`), the rest fill in around them: the tests that share one local Ray
+# in this process (made once, not once per worker), and those that run `paretune` drivers and
+# clusters of their own (one killed study, made once). Two Rays starting at once on two cores
+# slow each other; two groups keep it to two.
+DRIVER_MODULES = {"test_faults", "test_first_hour", "test_resume_and_nodes"}
 
 
-@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups
-def pytest_collection_modifyitems(config, items):
-    for item in items:
-        name = item.module.__name__.rsplit(".", 1)[-1]
-        if name in RAY_MODULES or {"local_ray", "killed_copy"} & set(item.fixturenames):
-            item.add_marker(pytest.mark.xdist_group("ray"))
+def pytest_itemcollected(item):  # as each test is collected: before xdist reads the groups
+    if "local_ray" in item.fixturenames:
+        item.add_marker(pytest.mark.xdist_group("local-ray"))
+    elif item.module.__name__.rsplit(".", 1)[-1] in DRIVER_MODULES:
+        item.add_marker(pytest.mark.xdist_group("drivers"))

@@ -123,9 +123,14 @@ def test_estimate_cost_times_the_same_graphs_and_int8_runs_faster():
     estimate_cost(arch | INT8, settings, in_shape=(1, 8, 8), num_classes=10)
     assert "QLinearConv" in _ops(timed.graphs[0]) and "Conv" not in _ops(timed.graphs[0])
     settings = TrialSettings.from_flat({"latency_repeats": 80})  # 20 timed runs, in process
-    fp32 = estimate_cost(arch, settings, in_shape=(1, 8, 8), num_classes=10)["latency_ms"]
-    int8 = estimate_cost(arch | INT8, settings, in_shape=(1, 8, 8), num_classes=10)["latency_ms"]
-    assert fp32 / int8 > 1.2  # about 2x here; the slack keeps a loaded machine from failing it
+    ratios = []
+    for _ in range(3):  # about 2x here; the best of three tries keeps a loaded machine from
+        fp32 = estimate_cost(arch, settings, in_shape=(1, 8, 8), num_classes=10)["latency_ms"]
+        int8 = estimate_cost(arch | INT8, settings, in_shape=(1, 8, 8), num_classes=10)
+        ratios.append(fp32 / int8["latency_ms"])  # failing it on one unlucky timing
+        if ratios[-1] > 1.2:
+            break
+    assert max(ratios) > 1.2, ratios
 
 
 def test_the_torch_runtime_times_eager_float_kernels():
