@@ -13,7 +13,10 @@ from search.base import Searcher
 from search.pareto import dominating
 from spaces import Choice, Int
 
-REWARDS = ("soft", "hard")
+REWARDS = ("excess", "soft", "hard")
+ADVANTAGES = ("rank", "scaled")
+COST_EXPONENTS = {"excess": -1.0, "soft": -0.07}  # MnasNet's, for its hard and soft bounds
+DRAWS = 200  # policy draws per proposal while they repeat an evaluated config
 
 
 class ControllerSearcher(Searcher):
@@ -21,9 +24,16 @@ class ControllerSearcher(Searcher):
 
     Options: `lr` (the controller's Adam step), `entropy` (the entropy bonus's weight),
     `baseline_decay` (the moving-average reward baseline's decay), `bins` (levels of a
-    Float or wide Int), `reward` ("soft": MnasNet's `metric * prod (cost / bound) ** w`;
-    "hard": an infeasible result scores below every reward seen), `cost_exponent` (w, the
-    exponent of each `cost / bound` in the soft reward).
+    Float or wide Int), `reward` ("excess", the default: `metric * prod max(cost / bound, 1)
+    ** w`, only a cost over its bound is penalized, MnasNet's hard-bound reward; "soft":
+    MnasNet's `metric * prod (cost / bound) ** w`, which also favours costs under the bound;
+    "hard": an infeasible result scores below every reward seen), `cost_exponent` (w;
+    by default MnasNet's, -1 for "excess", -0.07 for "soft"), `advantage` ("rank", the
+    default: a reward's quantile among all rewards so far, less the baseline of quantiles,
+    which no long tail of poor results flattens; "scaled": the reward less its baseline,
+    over the rewards' standard deviation).
+    Proposals do not repeat a config already told or pending while the policy or, failing
+    it, the prior yields a new one.
     With several objectives the metric is 1 minus the share of usable results that dominate
     the result (1 on the Pareto front), which no scale or offset of an objective changes."""
 
@@ -33,12 +43,13 @@ class ControllerSearcher(Searcher):
         self,
         space,
         *,
-        lr: float = 0.05,
+        lr: float = 0.1,
         entropy: float = 0.01,
         baseline_decay: float = 0.9,
         bins: int = 8,
-        reward: str = "soft",
-        cost_exponent: float = -0.07,
+        reward: str = "excess",
+        cost_exponent: float | None = None,
+        advantage: str = "rank",
         **common,
     ):
         super().__init__(space, **common)
@@ -46,12 +57,17 @@ class ControllerSearcher(Searcher):
 
         if reward not in REWARDS:
             raise ValueError(f"rl: reward must be one of {list(REWARDS)}, got {reward!r}")
+        if advantage not in ADVANTAGES:
+            raise ValueError(f"rl: advantage must be one of {list(ADVANTAGES)}, got {advantage!r}")
         if not isinstance(bins, int) or bins < 2:
             raise ValueError(f"rl: bins must be an integer >= 2, got {bins!r}")
         if not 0.0 <= baseline_decay < 1.0:
             raise ValueError(f"rl: baseline_decay must be in [0, 1), got {baseline_decay!r}")
         self.entropy, self.decay, self.bins = float(entropy), float(baseline_decay), bins
+        if cost_exponent is None:
+            cost_exponent = COST_EXPONENTS.get(reward, 0.0)
         self.reward_kind, self.cost_exponent = reward, float(cost_exponent)
+        self.advantage_kind = advantage
         self._torch = torch
         self.logits = {
             name: torch.zeros(self._levels(name), dtype=torch.float64, requires_grad=True)
@@ -90,13 +106,24 @@ class ControllerSearcher(Searcher):
         """The policy's current distribution over `name`'s levels."""
         return self._torch.softmax(self.logits[name].detach(), 0).numpy()
 
-    def _propose(self) -> dict:
+    def _draw(self) -> dict:
         config: dict = {}
         for name in self.space.names:
             if self.space.is_active(name, config):
                 probs = self.probabilities(name)
                 level = int(self.rng.choice(len(probs), p=probs / probs.sum()))
                 config[name] = self._value(name, level)
+        return config
+
+    def _propose(self) -> dict:
+        """A draw from the policy, redrawn (up to `DRAWS` times, then from the prior as often)
+        while it repeats a config already told or pending: a repeat costs an evaluation and
+        teaches nothing new."""
+        for attempt in range(2 * DRAWS):
+            config = self._draw() if attempt < DRAWS else self.space.sample(self.rng)
+            key = self.space.canonical(config)
+            if key not in self._seen and self._pending_keys[key] == 0:
+                break
         return config
 
     # -- learning -------------------------------------------------------------------------------
@@ -116,8 +143,9 @@ class ControllerSearcher(Searcher):
             floor = min(self.rewards) if self.rewards else value
             spread = float(np.std(self.rewards)) if len(self.rewards) > 1 else abs(floor) or 1.0
             return floor - spread
+        floor = 1.0 if self.reward_kind == "excess" else 0.0
         ratio = math.prod(
-            max(metrics[name], 1e-12) / bound
+            max(metrics[name] / bound, floor, 1e-12)
             for name, bound in self.objective.constraints
             if bound > 0
         )
@@ -129,13 +157,23 @@ class ControllerSearcher(Searcher):
             return  # a failed or stopped trial says nothing reliable about its choices
         reward = self.reward(record["metrics"])
         self.rewards.append(reward)
+        if self.advantage_kind == "rank":
+            seen = np.array(self.rewards)
+            reward = float(((seen < reward).sum() + 0.5 * (seen == reward).sum()) / len(seen))
         self.baseline = (
             reward
             if self.baseline is None
             else (self.decay * self.baseline + (1 - self.decay) * reward)
         )
+        self._step(record, self._advantage(reward))
+
+    def _advantage(self, reward: float) -> float:
+        if self.advantage_kind == "rank":
+            return (reward - self.baseline) * math.sqrt(12.0)  # 1 / the std of a uniform rank
         scale = float(np.std(self.rewards)) if len(self.rewards) > 1 else 1.0
-        advantage = (reward - self.baseline) / (scale if scale > 0 else 1.0)
+        return (reward - self.baseline) / (scale if scale > 0 else 1.0)
+
+    def _step(self, record: dict, advantage: float) -> None:
         torch = self._torch
         log_prob, entropy = (
             torch.zeros((), dtype=torch.float64),
