@@ -25,7 +25,7 @@ from typing import NamedTuple
 import numpy as np
 
 from benchmarks import nb201_data
-from benchmarks.searchers import run
+from benchmarks.searchers import _table, run
 
 BUDGETS = (25, 50, 100)
 EPS = 0.01  # accuracy points added to both regrets of a ratio
@@ -99,12 +99,6 @@ def ratio(a: np.ndarray, b: np.ndarray) -> float:
 
 def geomean(values) -> float:
     return float(np.exp(np.mean(np.log(values))))
-
-
-def _table(title: str, header: list[str], rows: list[list]) -> str:
-    lines = [f"### {title}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
-    return "\n".join(lines)
 
 
 def regret_tables(found: dict, cells, kinds, seeds: int) -> list[str]:
