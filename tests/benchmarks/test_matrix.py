@@ -1,0 +1,16 @@
+from benchmarks.matrix import CELLS, DATASETS, DEVICES, PARALLEL_CELLS, QUANTILES, geomean, ratio
+
+
+def test_the_cells_cover_every_dataset_device_and_percentile():
+    assert len(CELLS) == len(set(CELLS)) == 12
+    assert {c.device for c in CELLS} == set(DEVICES) and len(DEVICES) == 6
+    assert {(c.dataset, c.quantile) for c in CELLS[:9]} == {
+        (d, q) for d in DATASETS for q in QUANTILES
+    }
+    assert len({c.dataset for c in PARALLEL_CELLS}) == 3 and set(PARALLEL_CELLS) <= set(CELLS)
+
+
+def test_a_ratio_of_two_solved_cells_is_one_and_the_mean_is_geometric():
+    assert ratio(0.0, 0.0) == 1.0
+    assert ratio(0.99, 0.0) == 100.0
+    assert abs(geomean([4.0, 0.25, 1.0]) - 1.0) < 1e-12
