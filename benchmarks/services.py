@@ -4,6 +4,7 @@
     python -m benchmarks.services asktell    # 8 clients: our study service vs Optuna's gRPC proxy
     python -m benchmarks.services asktell --trials 10000   # the first and the last 1,000
     python -m benchmarks.services results    # 100,000 rows: over the network vs local Parquet
+    python -m benchmarks.services handlers --trials 10000   # the study's handlers, no gRPC
 
 Everything listens on 127.0.0.1. Prints Markdown-ready lines.
 """
@@ -239,9 +240,46 @@ def results_query(repeats: int, rows: int = 100_000) -> None:
         print(f"  all {everything.num_rows:,} rows in {everything_ms:.0f} ms")
 
 
+class _Context:  # what the handlers use of gRPC's servicer context
+    def peer(self) -> str:
+        return "ipv4:127.0.0.1:0"
+
+    def abort(self, code, details):
+        raise RuntimeError(details)
+
+
+def handlers(trials: int, block: int = 1000) -> None:
+    """The study service's ask and tell handlers called in this thread, no network: seconds
+    per `block` round trips, so that what grows with the study shows apart from gRPC."""
+    from cluster.remote import service, wire
+    from cluster.study.config import Study
+    from cluster.study.resume import prepare_dir
+
+    with tempfile.TemporaryDirectory() as folder:
+        study = Study.from_dict(
+            {"name": "bench", "dir": f"{folder}/bench", "arch": "mlp", "compress": False}
+            | {"train": {"lr": [1e-4, 1e-1]}, "searcher": "random", "trials": 10**9}
+        )
+        prepare_dir(study, resume=False)
+        handler, context = service.StudyService(study.dir), _Context()
+        ask, seconds = wire.encode({"study": "bench"}), []
+        for _ in range(trials // block):
+            start = time.perf_counter()
+            for _ in range(block):
+                asked, _ = wire.decode(handler.ask(ask, context))
+                metrics = {"val_acc": asked["config"]["train.lr"]}
+                told = {"study": "bench", "trial_id": asked["trial_id"], "metrics": metrics}
+                handler.tell(wire.encode(told), context)
+            seconds.append(time.perf_counter() - start)
+    print(
+        f"ask+tell handlers, seconds per {block:,} round trips: "
+        + ", ".join(f"{s:.2f}" for s in seconds)
+    )
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("mode", choices=["latency", "asktell", "results"])
+    parser.add_argument("mode", choices=["latency", "asktell", "results", "handlers"])
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--trials", type=int, help="asktell: this many round trips, not seconds")
@@ -250,6 +288,8 @@ def main(argv=None):
         latency(args.repeats)
     elif args.mode == "asktell":
         asktell(args.seconds, args.trials)
+    elif args.mode == "handlers":
+        handlers(args.trials or 10_000)
     else:
         results_query(args.repeats)
 
