@@ -102,7 +102,9 @@ def _rates(moments: list[float], block: int) -> str:
     return line
 
 
-def asktell(seconds: float, trials: int | None = None, clients: int = 8) -> None:
+def asktell(
+    seconds: float, trials: int | None = None, clients: int = 8, optuna_too: bool = True
+) -> None:
     import optuna
 
     from cluster.remote import service
@@ -139,8 +141,12 @@ def asktell(seconds: float, trials: int | None = None, clients: int = 8) -> None
     with tempfile.TemporaryDirectory() as folder:
         journal = optuna.storages.journal.JournalFileBackend(f"{folder}/journal.log")
         for name, storage in (
-            ("in memory", optuna.storages.InMemoryStorage()),
-            ("journal file", optuna.storages.JournalStorage(journal)),
+            ()
+            if not optuna_too
+            else (
+                ("in memory", optuna.storages.InMemoryStorage()),
+                ("journal file", optuna.storages.JournalStorage(journal)),
+            )
         ):
             rates[name] = _optuna_rate(storage, clients, seconds, trials)
     block = min(1000, (trials or 0) // 10) or 1
@@ -148,7 +154,7 @@ def asktell(seconds: float, trials: int | None = None, clients: int = 8) -> None
     budget = f"{trials:,} round trips in all" if trials else f"{seconds:.0f} s each"
     print(
         f"{clients} clients, {budget}: paretune study service {_rates(paretune_rate, block)} "
-        f"ask/tell round trips; {line}"
+        f"ask/tell round trips" + (f"; {line}" if line else "")
     )
 
 
@@ -283,11 +289,13 @@ def main(argv=None):
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--trials", type=int, help="asktell: this many round trips, not seconds")
+    parser.add_argument("--no-optuna", action="store_true", help="asktell: our service only")
     args = parser.parse_args(argv)
     if args.mode == "latency":
         latency(args.repeats)
     elif args.mode == "asktell":
-        asktell(args.seconds, args.trials)
+        for _ in range(args.repeats if args.no_optuna else 1):  # ours alone, repeated
+            asktell(args.seconds, args.trials, optuna_too=not args.no_optuna)
     elif args.mode == "handlers":
         handlers(args.trials or 10_000)
     else:
