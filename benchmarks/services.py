@@ -95,7 +95,7 @@ def _rates(moments: list[float], block: int) -> str:
     """Round trips per second overall, and over the first and the last `block` of them."""
     start, done = moments[0], moments[1:]
     line = f"{len(done) / (done[-1] - start):.0f}/s"
-    if len(done) >= 2 * block:
+    if block > 1 and len(done) >= 2 * block:  # a timed run (no --trials) has no blocks
         first = block / (done[block - 1] - start)
         last = (block - 1) / (done[-1] - done[-block])
         line += f" (first {block:,}: {first:.0f}/s, last {block:,}: {last:.0f}/s)"
