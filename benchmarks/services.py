@@ -140,14 +140,11 @@ def asktell(
     rates = {}
     with tempfile.TemporaryDirectory() as folder:
         journal = optuna.storages.journal.JournalFileBackend(f"{folder}/journal.log")
-        for name, storage in (
-            ()
-            if not optuna_too
-            else (
-                ("in memory", optuna.storages.InMemoryStorage()),
-                ("journal file", optuna.storages.JournalStorage(journal)),
-            )
-        ):
+        storages = {
+            "in memory": optuna.storages.InMemoryStorage(),
+            "journal file": optuna.storages.JournalStorage(journal),
+        }
+        for name, storage in storages.items() if optuna_too else ():
             rates[name] = _optuna_rate(storage, clients, seconds, trials)
     block = min(1000, (trials or 0) // 10) or 1
     line = "; ".join(f"Optuna gRPC proxy ({k}) {_rates(v, block)}" for k, v in rates.items())

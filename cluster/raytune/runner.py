@@ -68,9 +68,10 @@ def run(
             told = _told(store)
             chunk = left if study.scheduler == "pbt" else min(left, CHUNK)
             _fit(study, store, done=done, left=chunk, options=options, function=function)
-            if _told(store) == told:  # nothing more to ask (exhausted, or clients hold it)
+            fitted = _told(store) - told
+            if fitted == 0:  # nothing more to ask (exhausted, or clients hold it)
                 break
-            done += _told(store) - told
+            done += fitted
         store.compact()  # searcher.json alone holds the state a run ended with
         results.compact(folder)
         return results.load(folder)

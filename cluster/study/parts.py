@@ -145,7 +145,9 @@ def compact(study_dir: str | Path, *, wait: bool = True, small_only: bool = Fals
 def newest_tier(compacted: list[Path]) -> list[Path]:
     """The newest compacted files (in row order) to merge: from the newest back, while the
     next older one holds at most twice the rows of the largest taken; at least the newest two."""
-    taken, largest = compacted[-1:], max(map(rows_in, compacted[-1:]), default=0)
+    if len(compacted) < 2:
+        return compacted
+    taken, largest = [compacted[-1]], rows_in(compacted[-1])
     for older in reversed(compacted[:-1]):
         rows = rows_in(older)
         if len(taken) >= 2 and rows > 2 * largest:

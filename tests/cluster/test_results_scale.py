@@ -239,6 +239,6 @@ def test_a_long_study_rewrites_each_row_a_few_times_not_once_per_merge(tmp_path,
     for i in range(64):
         writer.add({"trial": str(i), "val_acc": float(i), "final": True}, flush=True)
     assert _ids(tmp_path) == list(map(float, range(64)))
-    # merging every compacted file each time would rewrite each row ~4.7 times here, and
-    # linearly more as the study grows; merging tiers, ~3 times, and logarithmically more
+    # merging every compacted file each time rewrites each row linearly more often as the
+    # study grows; merging tiers, logarithmically more
     assert sum(rewritten) / 64 < 4, rewritten
