@@ -229,7 +229,11 @@ def synthetic(args, pool) -> str:
     rows = [
         [p]
         + cells(p, np.median)
-        + ([f"{mannwhitneyu(regrets[p, 'bo'], regrets[p, 'optuna-gp']).pvalue:.2f}"] * tested)
+        + (
+            [f"{mannwhitneyu(regrets[p, 'bo'], regrets[p, 'optuna-gp']).pvalue:.2f}"]
+            if tested
+            else []
+        )
         for p in SYNTHETIC
     ]
     header = ["problem"] + kinds + ["p, bo vs optuna-gp (Mann-Whitney)"] * tested
