@@ -1,6 +1,7 @@
 """Gradient-based NAS (`searcher: darts`) against random architectures and `bo`, same training.
 
-    python -m benchmarks.darts [--seeds 5] [--quick] [--out benchmarks/out/darts.json]
+    python -m benchmarks.darts [--seeds 5] [--first-seed 0] [--quick] [--out F.json]
+    python -m benchmarks.darts --report F.json [G.json ...]   # one table from several runs
 
 Two tasks: the NAS-Bench-201 cell on digits (2-D) and the chain on MNIST-1D (1-D). Per seed:
 20 random architectures of the space are trained as ordinary trials (`trainers.run_trial`,
@@ -203,17 +204,25 @@ def main(argv=None) -> None:
     parser.add_argument("--samples", type=int, default=0)
     parser.add_argument("--cost-weight", type=float, default=5.0)
     parser.add_argument("--tasks", default=",".join(TASKS))
+    parser.add_argument("--first-seed", type=int, default=0, help="seeds start here (0)")
     parser.add_argument("--out", default="benchmarks/out/darts.json")
+    parser.add_argument(
+        "--report", nargs="+", metavar="JSON", help="print the table of earlier runs' --out files"
+    )
     args = parser.parse_args(argv)
+    if args.report:
+        print(_table([row for f in args.report for row in json.loads(Path(f).read_text())["rows"]]))
+        return
     if args.quick:
         args.seeds, args.epochs, args.supernet_epochs = 1, 1, 1
         args.randoms, args.samples = 3, 256
     torch.set_num_threads(1)
-    rows = [
-        run_task(task, seed, args) for seed in range(args.seeds) for task in args.tasks.split(",")
-    ]
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps({"args": vars(args), "rows": rows}, indent=1))
+    rows = []
+    for seed in range(args.first_seed, args.first_seed + args.seeds):
+        for task in args.tasks.split(","):
+            rows.append(run_task(task, seed, args))  # saved as each finishes: runs take hours
+            Path(args.out).write_text(json.dumps({"args": vars(args), "rows": rows}, indent=1))
     print(_table(rows))
 
 
