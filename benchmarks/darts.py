@@ -68,9 +68,11 @@ def _supernet(space, settings, args, *, seed, variant, cost_weight, bound) -> di
     )
     config = dict(searcher.ask().config)
     started = time.perf_counter()
-    result = run_trial(config, settings=settings)  # gives `config` the derived keys
+    result = run_trial(config, settings=settings)
     seconds = time.perf_counter() - started
-    derived = {k: v for k, v in config.items() if k in space.params}
+    derived = {k: v for k, v in result["trained_with"].items() if k in space.params}
+    if not derived:
+        raise RuntimeError(f"the {variant} supernet trial derived no architecture: {result}")
     trained = _trial(derived, settings)
     ops = list(derived.values())
     return {
