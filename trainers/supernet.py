@@ -94,12 +94,41 @@ class NB201Super(SuperNet):
     def config_of(self, labels: Mapping) -> dict:
         return {name: labels[name] for name in nb201_edge_names()}
 
+    def derive(self) -> dict[str, str | int]:
+        """Each edge's op of largest `alpha`, except that the cell never comes out cut off from
+        its input (a constant network): while every path holds a `none`, the `none` edge whose
+        best other op is most probable takes that op (the original DARTS derived no `none`)."""
+        labels = super().derive()
+        probs = {name: p.tolist() for name, p in self.probabilities().items()}
+        while not _connected(labels):
+            candidates = [
+                (probs[name][k], name, op)
+                for name, ops in self.choices.items()
+                if labels[name] == "none"
+                for k, op in enumerate(ops)
+                if op != "none"
+            ]
+            if not candidates:  # the space allows only `none` where it matters
+                break
+            _, name, op = max(candidates)
+            labels[name] = op
+        return labels
+
     def discrete_key(self, key: str, labels: Mapping) -> str | None:
         parts = key.split(".")
         if len(parts) > 4 and parts[0] == "layers" and parts[2] == "edges":
             chosen = self.choices[parts[3]].index(labels[parts[3]])
             return ".".join(parts[:4] + parts[5:]) if int(parts[4]) == chosen else None
         return None if key.startswith("alphas.") else key
+
+
+def _connected(labels: Mapping) -> bool:
+    """Whether some path of the NB201 cell from node 0 to node 3 has no `none` edge."""
+    reached = {0}
+    for (to, src), name in zip(NB201_EDGES, nb201_edge_names()):  # sources come first
+        if src in reached and labels[name] != "none":
+            reached.add(to)
+    return 3 in reached
 
 
 def build_supernet(

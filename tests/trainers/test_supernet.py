@@ -55,6 +55,22 @@ def test_a_one_hot_mix_is_exactly_the_discrete_network(case, mode):
         assert torch.equal(net(x), discrete(x))
 
 
+def test_a_derived_cell_is_never_cut_off_from_its_input():
+    kind, arch, shape = NB201
+    net = build_supernet(kind, arch, in_shape=shape, num_classes=10, mode="darts")
+    with torch.no_grad():
+        for name, alpha in net.alphas.items():  # `none` strongest everywhere
+            alpha.copy_(torch.tensor([5.0, 0.0, 0.0, 0.0, 0.0]))
+            alpha[net.choices[name].index("none")] = 9.0
+        net.alphas["edge_3_0"][net.choices["edge_3_0"].index("nor_conv_1x1")] = 8.0
+    derived = net.derive()  # the one op to add: edge 3 <- 0's runner-up, the most probable
+    assert derived["edge_3_0"] == "nor_conv_1x1"
+    assert [op for name, op in derived.items() if name != "edge_3_0"] == ["none"] * 5
+    connected = {name: "skip_connect" for name in net.choices} | {"edge_3_0": "none"}
+    net.set_architecture(connected)
+    assert net.derive() == connected  # a connected argmax stays as it is
+
+
 @pytest.mark.parametrize("mode", ["darts", "gdas"])
 def test_the_architecture_weights_get_gradients(mode):
     kind, arch, shape = CHAIN
