@@ -100,7 +100,7 @@ class NB201Super(SuperNet):
         best other op is most probable takes that op (the original DARTS derived no `none`)."""
         labels = super().derive()
         probs = {name: p.tolist() for name, p in self.probabilities().items()}
-        while not _connected(labels):
+        while not self.valid(labels):
             candidates = [
                 (probs[name][k], name, op)
                 for name, ops in self.choices.items()
@@ -113,6 +113,9 @@ class NB201Super(SuperNet):
             _, name, op = max(candidates)
             labels[name] = op
         return labels
+
+    def valid(self, labels: Mapping) -> bool:
+        return _connected(labels)
 
     def discrete_key(self, key: str, labels: Mapping) -> str | None:
         parts = key.split(".")

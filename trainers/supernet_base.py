@@ -52,6 +52,10 @@ class SuperNet(nn.Module):
         """Each choice's label of largest `alpha`."""
         return {name: self.choices[name][int(a.argmax())] for name, a in self.alphas.items()}
 
+    def valid(self, labels: Mapping) -> bool:
+        """Whether the discrete network of `labels` is a usable one (not cut off from its input)."""
+        return True
+
     @torch.no_grad()
     def set_architecture(self, labels: Mapping) -> None:
         """Make every choice one-hot on `labels[name]` (softmax exactly 1 there, 0 elsewhere)."""

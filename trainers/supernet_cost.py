@@ -7,7 +7,7 @@ reference network with that label swapped in costs more than the reference itsel
 cost is `base + sum over groups of sum over labels of P(labels) * delta(labels)`, with `P` the
 product of the groups' softmax probabilities: for a one-hot mix, the table's estimate of the
 discrete network's cost (exact for additive costs such as `params` and `macs`; for latency as
-good as the runtime is additive over operations).
+good as the runtime is additive over operations). `within_bound` derives under a bound by it.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from trainers.supernet import ChainSuper, SuperNet
 from trainers.trial import CostSettings
 
 TABLE_METRICS = ("latency_ms", "size_bytes", "macs", "params")
+ENUMERATED = 1 << 16  # `within_bound` scores every architecture of a space this small
 
 
 def groups(supernet: SuperNet) -> list[tuple[str, ...]]:
@@ -119,3 +120,43 @@ def table_cost(table: Mapping, labels: Mapping) -> float:
     return float(table["base"]) + sum(
         float(g["deltas"][_key([labels[n] for n in g["names"]])]) for g in table["groups"]
     )
+
+
+def within_bound(supernet: SuperNet, table: Mapping, bound: float, *, width: int = 4096):
+    """The most probable architecture (sum of log-probabilities over the choices) whose table
+    cost is at most `bound` and which `supernet.valid` accepts, as labels per choice; None when
+    the table prices every valid architecture above the bound. Every architecture is scored
+    when there are at most `ENUMERATED`; beyond, only a Pareto front of partial architectures
+    is kept over the groups (dominated ones dropped, thinned evenly to `width`)."""
+    probs = {name: p.detach().log().tolist() for name, p in supernet.probabilities().items()}
+    every = math.prod(len(labels) for labels in supernet.choices.values()) <= ENUMERATED
+    front = [(0.0, float(table["base"]), {})]  # (log-probability, cost, labels)
+    for group in table["groups"]:
+        names = group["names"]
+        grown = [
+            (
+                logp + sum(probs[n][supernet.choices[n].index(v)] for n, v in zip(names, combo)),
+                cost + float(group["deltas"][_key(combo)]),
+                {**labels, **dict(zip(names, combo))},
+            )
+            for logp, cost, labels in front
+            for combo in itertools.product(*(supernet.choices[n] for n in names))
+        ]
+        front = grown if every else _pareto(grown, width)
+    fits = [(logp, labels) for logp, cost, labels in front if cost <= bound]
+    fits = [(logp, labels) for logp, labels in fits if supernet.valid(labels)]
+    return max(fits, key=lambda pair: pair[0])[1] if fits else None
+
+
+def _pareto(points: list, width: int) -> list:
+    """The points no other beats on both log-probability (higher) and cost (lower), by cost;
+    at most `width` of them, evenly spaced, the cheapest and the most probable kept."""
+    kept, best = [], -math.inf
+    for point in sorted(points, key=lambda p: (p[1], -p[0])):
+        if point[0] > best:
+            kept.append(point)
+            best = point[0]
+    if len(kept) > width:
+        step = (len(kept) - 1) / (width - 1)
+        kept = [kept[round(i * step)] for i in range(width)]
+    return kept

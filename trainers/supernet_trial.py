@@ -28,7 +28,13 @@ from trainers.data import load_dataset
 from trainers.memory import peak_mem_bytes
 from trainers.models import build_model
 from trainers.supernet import build_supernet, chain_widths, discrete_state
-from trainers.supernet_cost import expected_cost, measure_table, measurer
+from trainers.supernet_cost import (
+    expected_cost,
+    measure_table,
+    measurer,
+    table_cost,
+    within_bound,
+)
 from trainers.supernet_loop import SUPERNET, Loop, SupernetSpec
 from trainers.train import evaluate
 
@@ -113,6 +119,8 @@ def run_supernet(
         if report is not None:
             report(row)
     labels = net.derive()
+    if table is not None and spec.bound is not None and table_cost(table, labels) > spec.bound:
+        labels = within_bound(net, table, spec.bound) or labels  # the argmax's cost is over it
     derived_arch = net.config_of(labels)
     model = build_model(
         spec.kind,

@@ -1,14 +1,23 @@
 """The supernets: a one-hot mix is the discrete network; the cost table prices it; the trial
 resumes from its checkpoint."""
 
+import itertools
+
 import numpy as np
 import pytest
 import torch
 
 import spaces
+from trainers import supernet_cost
 from trainers.models import build_model
 from trainers.supernet import build_supernet, discrete_state
-from trainers.supernet_cost import expected_cost, measure_table, measurer, table_cost
+from trainers.supernet_cost import (
+    expected_cost,
+    measure_table,
+    measurer,
+    table_cost,
+    within_bound,
+)
 from trainers.supernet_loop import SupernetSpec, cost_term
 from trainers.trial import CostSettings, TrialSettings, run_trial
 
@@ -69,6 +78,39 @@ def test_a_derived_cell_is_never_cut_off_from_its_input():
     connected = {name: "skip_connect" for name in net.choices} | {"edge_3_0": "none"}
     net.set_architecture(connected)
     assert net.derive() == connected  # a connected argmax stays as it is
+
+
+@pytest.mark.parametrize(
+    "case,enumerated", [(NB201, 1 << 16), (CHAIN, 0)], ids=["nb201-every", "chain-pareto"]
+)
+def test_within_bound_is_the_most_probable_valid_net_the_table_fits_under_the_bound(
+    case, enumerated, monkeypatch
+):
+    monkeypatch.setattr(supernet_cost, "ENUMERATED", enumerated)
+    kind, arch, shape = case
+    net = build_supernet(
+        kind, arch, in_shape=shape, num_classes=10, mode="darts", options=SMALL[kind]
+    )
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for alpha in net.alphas.values():
+            alpha.copy_(torch.randn(len(alpha)))
+    measure = measurer("params", kind, in_shape=shape, num_classes=10, options=SMALL[kind])
+    table = measure_table(net, measure, "params")
+    names = list(net.choices)
+    every = [dict(zip(names, ops)) for ops in itertools.product(*net.choices.values())]
+    probs = {n: p.log().tolist() for n, p in net.probabilities().items()}
+
+    def logp(labels):
+        return sum(probs[n][net.choices[n].index(v)] for n, v in labels.items())
+
+    costs = sorted(table_cost(table, labels) for labels in every)
+    for bound in (costs[len(costs) // 10], costs[len(costs) // 2], costs[-1]):
+        fits = [lab for lab in every if table_cost(table, lab) <= bound and net.valid(lab)]
+        chosen = within_bound(net, table, bound)
+        assert table_cost(table, chosen) <= bound and net.valid(chosen)
+        assert logp(chosen) == pytest.approx(max(logp(lab) for lab in fits))
+    assert within_bound(net, table, costs[0] - 1) is None
 
 
 @pytest.mark.parametrize("mode", ["darts", "gdas"])
