@@ -84,6 +84,8 @@ def _supernet(space, settings, args, *, seed, variant, cost_weight, bound) -> di
         "skip": ops.count("skip_connect"),
         "none": ops.count("none"),
         "expected_cost": result["records"][0]["expected_cost"],
+        "probabilities": result["records"][0]["probabilities"],  # to derive again offline
+        "cost_table": result["records"][0]["cost_table"],
     }
 
 
