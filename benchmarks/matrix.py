@@ -25,7 +25,7 @@ from typing import NamedTuple
 import numpy as np
 
 from benchmarks import nb201_data
-from benchmarks.searchers import _table, run
+from benchmarks.searchers import GP_PRIOR_HELP, _table, run, set_gp_prior
 
 BUDGETS = (25, 50, 100)
 EPS = 0.01  # accuracy points added to both regrets of a ratio
@@ -192,6 +192,7 @@ def main() -> None:
     parser.add_argument("--cells", help="cell numbers, comma-separated (0-11)")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--data", help="the NB201 folder (default: PARETUNE_NB201 or ../shared)")
+    parser.add_argument("--gp-prior", help=GP_PRIOR_HELP)
     parser.add_argument("--out", type=Path, help="every regret as JSON (benchmarks/out/...)")
     parser.add_argument(
         "--reuse",
@@ -220,7 +221,7 @@ def main() -> None:
         for s in seeds
     ]
     start = time.time()
-    with Pool(args.workers) as pool:
+    with Pool(args.workers, initializer=set_gp_prior, initargs=(args.gp_prior,)) as pool:
         found = reused | collect(jobs, data, pool)
     tables = (
         [parallel_table(found, cells, kinds, args.seeds)]

@@ -123,6 +123,21 @@ def _literal(text: str):
         return text
 
 
+def set_gp_prior(text: str | None) -> None:
+    """`--gp-prior noise=-4,noise_std=2`: move the centre (`KEY`) or spread (`KEY_std`) of the
+    log-normal priors of `search.gp`, in this process (a pool's initializer)."""
+    for item in (text or "").split(","):
+        if item:
+            key, _, value = item.partition("=")
+            table, key = (gp.PRIOR_STD, key[:-4]) if key.endswith("_std") else (gp.PRIOR_MEAN, key)
+            if key not in table:
+                raise ValueError(f"--gp-prior: {key!r} is not a prior; allowed {sorted(table)}")
+            table[key] = float(value)
+
+
+GP_PRIOR_HELP = "move search.gp's priors: noise=-4,noise_std=2 (experiments)"
+
+
 # -- runners: each returns the list of results in evaluation order -------------------------------
 def run_ours(
     name, space, evaluate, budget, seed, *, metric, mode, constraints=None, pending=1, **options
@@ -476,12 +491,13 @@ def main() -> None:
         help="synthetic, nb201, parallel: run only these searchers (bo:fantasy=mean)",
     )
     parser.add_argument("--data", help="the NB201 folder (default: PARETUNE_NB201 or ../shared)")
+    parser.add_argument("--gp-prior", help=GP_PRIOR_HELP)
     args = parser.parse_args()
     args.seeds = args.seeds or DEFAULT_SEEDS[args.mode]
     args.seed_range = range(args.first_seed, args.first_seed + args.seeds)
     args.seed_label = f"seeds {args.first_seed}-{args.seed_range[-1]}"
     start = time.time()
-    with Pool(args.workers) as pool:
+    with Pool(args.workers, initializer=set_gp_prior, initargs=(args.gp_prior,)) as pool:
         print(MODES[args.mode](args, pool))
     print(f"\n({args.mode}: {time.time() - start:.0f} s wall on this machine)")
 
