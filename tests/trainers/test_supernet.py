@@ -208,3 +208,26 @@ def test_the_supernet_trial_resumes_from_its_checkpoint_as_if_never_stopped(tmp_
     assert record["alphas"] == again["alphas"] and record["labels"] == again["labels"]
     derived = resumed["trained_with"]  # the trial is told as the architecture it derived
     assert derived["s0_kernel"] in (3, 5) and "s1_width" in derived
+
+
+def test_a_trial_whose_argmax_is_over_the_bound_derives_the_likeliest_net_within_it(tmp_path):
+    settings = TrialSettings.from_flat(
+        {"dataset": "digits", "latency_repeats": 2, "cache_dir": str(tmp_path)}
+    )
+    first = run_trial(_supernet_config(1), settings=settings)["records"][0]
+    table, bound = first["cost_table"], first["bound"]
+    (path,) = tmp_path.glob("supernet-*.pt")
+    saved = torch.load(path, weights_only=False)
+    priciest = {}  # each choice's weights pushed to its most expensive label, alone
+    for name, labels in first["choices"].items():
+        costs = [table_cost(table, {**first["labels"], name: v}) for v in labels]
+        top = int(np.argmax(costs))
+        saved["model"][f"alphas.{name}"] = torch.tensor(
+            [4.0 if i == top else 0.0 for i in range(len(labels))]
+        )
+        priciest[name] = labels[top]
+    torch.save(saved, path)  # the finished supernet, its weights now favouring the priciest
+    record = run_trial(_supernet_config(1), settings=settings)["records"][0]
+    assert table_cost(table, priciest) > bound  # the argmax would break the bound
+    assert table_cost(table, record["labels"]) <= bound
+    assert record["labels"] != priciest
