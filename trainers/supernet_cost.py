@@ -7,7 +7,8 @@ reference network with that label swapped in costs more than the reference itsel
 cost is `base + sum over groups of sum over labels of P(labels) * delta(labels)`, with `P` the
 product of the groups' softmax probabilities: for a one-hot mix, the table's estimate of the
 discrete network's cost (exact for additive costs such as `params` and `macs`; for latency as
-good as the runtime is additive over operations). `within_bound` derives under a bound by it.
+good as the runtime is additive over operations). `within_bound` derives under a bound by it,
+`derive_checked` checks that derivation by measurement.
 """
 
 from __future__ import annotations
@@ -146,6 +147,33 @@ def within_bound(supernet: SuperNet, table: Mapping, bound: float, *, width: int
     fits = [(logp, labels) for logp, cost, labels in front if cost <= bound]
     fits = [(logp, labels) for logp, labels in fits if supernet.valid(labels)]
     return max(fits, key=lambda pair: pair[0])[1] if fits else None
+
+
+def derive_checked(
+    supernet: SuperNet,
+    table: Mapping,
+    bound: float,
+    measure: Callable[[list[Mapping]], list[float]],
+    *,
+    tries: int = 3,
+) -> tuple[dict, list[dict]]:
+    """The labels to derive under `bound`: the argmax, or `within_bound`'s when the table prices
+    the argmax above it; then measured (`measure`, as the table was) since the table only
+    estimates a latency: while the measurement is over `bound`, derived again under a target
+    scaled down by bound / measured, at most `tries` measurements. Returns the last labels and
+    each try's `{"labels", "table", "measured"}`."""
+    labels, target, tries_made = supernet.derive(), bound, []
+    for _ in range(tries):
+        if table_cost(table, labels) > target:
+            labels = within_bound(supernet, table, target) or labels
+        measured = measure([supernet.config_of(labels)])[0]
+        tries_made.append(
+            {"labels": labels, "table": table_cost(table, labels), "measured": measured}
+        )
+        if measured <= bound:
+            break
+        target *= bound / measured
+    return labels, tries_made
 
 
 def _pareto(points: list, width: int) -> list:

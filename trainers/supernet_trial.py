@@ -7,8 +7,8 @@ supernet, `expected_cost`) and a checkpoint in the trial's cache folder, keyed b
 the same supernet asked again (the study resumed after a kill) continues from its last epoch.
 The final result measures the derived network as an ordinary trial measures its model, with the
 weights it inherits from the supernet (batch norms re-estimated), untrained further; its
-`records` hold the architecture weights, their probabilities, the derived config and the cost
-table.
+`records` hold the architecture weights, their probabilities, the derived config, the cost
+table and the derivation's measured checks (`derive_checked`).
 """
 
 from __future__ import annotations
@@ -28,13 +28,7 @@ from trainers.data import load_dataset
 from trainers.memory import peak_mem_bytes
 from trainers.models import build_model
 from trainers.supernet import build_supernet, chain_widths, discrete_state
-from trainers.supernet_cost import (
-    expected_cost,
-    measure_table,
-    measurer,
-    table_cost,
-    within_bound,
-)
+from trainers.supernet_cost import derive_checked, expected_cost, measure_table, measurer
 from trainers.supernet_loop import SUPERNET, Loop, SupernetSpec
 from trainers.train import evaluate
 
@@ -102,15 +96,15 @@ def run_supernet(
     path = _checkpoint_path(config, settings, data)
     saved = torch.load(path, weights_only=False) if path.exists() else None
     table = saved["table"] if saved else None
+    measure = measurer(
+        spec.cost_metric,
+        spec.kind,
+        in_shape=in_shape,
+        num_classes=classes,
+        options=settings.model_options,
+        cost=settings.cost,
+    )
     if table is None and spec.cost_weight > 0:
-        measure = measurer(
-            spec.cost_metric,
-            spec.kind,
-            in_shape=in_shape,
-            num_classes=classes,
-            options=settings.model_options,
-            cost=settings.cost,
-        )
         table = measure_table(net, measure, spec.cost_metric)
     loop = Loop(net, spec, data, table, saved)
     for epoch in range(loop.start, spec.epochs):
@@ -118,9 +112,9 @@ def run_supernet(
         _save(path, loop.state(epoch + 1))
         if report is not None:
             report(row)
-    labels = net.derive()
-    if table is not None and spec.bound is not None and table_cost(table, labels) > spec.bound:
-        labels = within_bound(net, table, spec.bound) or labels  # the argmax's cost is over it
+    labels, checks = net.derive(), []
+    if table is not None and spec.bound is not None:
+        labels, checks = derive_checked(net, table, spec.bound, measure)
     derived_arch = net.config_of(labels)
     model = build_model(
         spec.kind,
@@ -154,6 +148,7 @@ def run_supernet(
         "expected_cost": None if table is None else expected_cost(net, table).item(),
         "cost_weight": spec.cost_weight,
         "bound": spec.bound,
+        "derive_checks": checks,
     }
     derived = {spec.prefix + k: v for k, v in derived_arch.items()} | dict(spec.rest)
     return {

@@ -12,6 +12,7 @@ from trainers import supernet_cost
 from trainers.models import build_model
 from trainers.supernet import build_supernet, discrete_state
 from trainers.supernet_cost import (
+    derive_checked,
     expected_cost,
     measure_table,
     measurer,
@@ -111,6 +112,30 @@ def test_within_bound_is_the_most_probable_valid_net_the_table_fits_under_the_bo
         assert table_cost(table, chosen) <= bound and net.valid(chosen)
         assert logp(chosen) == pytest.approx(max(logp(lab) for lab in fits))
     assert within_bound(net, table, costs[0] - 1) is None
+
+
+def test_a_derivation_the_runtime_prices_over_the_bound_is_derived_again_under_a_lower_one():
+    kind, arch, shape = CHAIN
+    net = build_supernet(
+        kind, arch, in_shape=shape, num_classes=10, mode="darts", options=SMALL[kind]
+    )
+    with torch.no_grad():
+        for alpha in net.alphas.values():
+            alpha.copy_(torch.arange(len(alpha), dtype=torch.float))  # argmax: each last label
+    exact = measurer("params", kind, in_shape=shape, num_classes=10, options=SMALL[kind])
+    table = measure_table(net, exact, "params")
+    below = within_bound(net, table, table_cost(table, net.derive()) - 1)
+    bound = table_cost(table, below)  # the likeliest net under it costs the bound exactly
+    labels, checks = derive_checked(net, table, bound, exact)
+    assert [c["measured"] for c in checks] == [table_cost(table, labels)]  # exact: one check
+
+    def slower(configs):  # a runtime the table underestimates by a tenth
+        return [1.1 * cost for cost in exact(configs)]
+
+    labels, checks = derive_checked(net, table, bound, slower)
+    assert checks[0]["measured"] > bound >= checks[0]["table"]
+    assert checks[-1]["measured"] <= bound and checks[-1]["labels"] == labels
+    assert len(checks) <= 3
 
 
 @pytest.mark.parametrize("mode", ["darts", "gdas"])
