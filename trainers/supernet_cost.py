@@ -159,21 +159,25 @@ def derive_checked(
 ) -> tuple[dict, list[dict]]:
     """The labels to derive under `bound`: the argmax, or `within_bound`'s when the table prices
     the argmax above it; then measured (`measure`, as the table was) since the table only
-    estimates a latency: while the measurement is over `bound`, derived again under a target
-    scaled down by bound / measured, at most `tries` measurements. Returns the last labels and
-    each try's `{"labels", "table", "measured"}`."""
-    labels, target, tries_made = supernet.derive(), bound, []
-    for _ in range(tries):
+    estimates a latency: while the measurement is over `bound`, derived again under the lower
+    of the target and that net's table cost, scaled by bound / measured, at most `tries`
+    measurements. Returns the labels last measured (over the bound when no try met it; the
+    argmax, unmeasured, when the table fits nothing under it) and each try's `{"labels",
+    "table", "measured"}`."""
+    labels, target, checks = supernet.derive(), bound, []
+    while len(checks) < tries:
         if table_cost(table, labels) > target:
-            labels = within_bound(supernet, table, target) or labels
+            fitting = within_bound(supernet, table, target)
+            if fitting is None:
+                break
+            labels = fitting
+        cost = table_cost(table, labels)
         measured = measure([supernet.config_of(labels)])[0]
-        tries_made.append(
-            {"labels": labels, "table": table_cost(table, labels), "measured": measured}
-        )
+        checks.append({"labels": labels, "table": cost, "measured": measured})
         if measured <= bound:
             break
-        target *= bound / measured
-    return labels, tries_made
+        target = min(target, cost) * bound / measured  # below this net's cost: a new net
+    return labels, checks
 
 
 def _pareto(points: list, width: int) -> list:

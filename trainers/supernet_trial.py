@@ -112,9 +112,13 @@ def run_supernet(
         _save(path, loop.state(epoch + 1))
         if report is not None:
             report(row)
-    labels, checks = net.derive(), []
-    if table is not None and spec.bound is not None:
-        labels, checks = derive_checked(net, table, spec.bound, measure)
+    derived = saved.get("derived") if saved else None
+    if derived is None:  # derived once: a resumed study does not measure again
+        derived = (net.derive(), [])
+        if table is not None and spec.bound is not None:
+            derived = derive_checked(net, table, spec.bound, measure)
+        _save(path, {**loop.state(spec.epochs), "derived": derived})
+    labels, checks = derived
     derived_arch = net.config_of(labels)
     model = build_model(
         spec.kind,
