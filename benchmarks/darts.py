@@ -86,6 +86,7 @@ def _supernet(space, settings, args, *, seed, variant, cost_weight, bound) -> di
         "expected_cost": result["records"][0]["expected_cost"],
         "probabilities": result["records"][0]["probabilities"],  # to derive again offline
         "cost_table": result["records"][0]["cost_table"],
+        "derive_checks": result["records"][0]["derive_checks"],  # table vs measured
     }
 
 
