@@ -27,6 +27,7 @@ from trainers.trial import CostSettings
 
 TABLE_METRICS = ("latency_ms", "size_bytes", "macs", "params")
 ENUMERATED = 1 << 16  # `within_bound` scores every architecture of a space this small
+FRONT_WIDTH = 4096  # beyond, it keeps at most this many partial architectures a group
 
 
 def groups(supernet: SuperNet) -> list[tuple[str, ...]]:
@@ -123,12 +124,12 @@ def table_cost(table: Mapping, labels: Mapping) -> float:
     )
 
 
-def within_bound(supernet: SuperNet, table: Mapping, bound: float, *, width: int = 4096):
+def within_bound(supernet: SuperNet, table: Mapping, bound: float):
     """The most probable architecture (sum of log-probabilities over the choices) whose table
     cost is at most `bound` and which `supernet.valid` accepts, as labels per choice; None when
     the table prices every valid architecture above the bound. Every architecture is scored
     when there are at most `ENUMERATED`; beyond, only a Pareto front of partial architectures
-    is kept over the groups (dominated ones dropped, thinned evenly to `width`)."""
+    is kept over the groups (dominated ones dropped, thinned evenly to `FRONT_WIDTH`)."""
     probs = {name: p.detach().log().tolist() for name, p in supernet.probabilities().items()}
     every = math.prod(len(labels) for labels in supernet.choices.values()) <= ENUMERATED
     front = [(0.0, float(table["base"]), {})]  # (log-probability, cost, labels)
@@ -143,7 +144,7 @@ def within_bound(supernet: SuperNet, table: Mapping, bound: float, *, width: int
             for logp, cost, labels in front
             for combo in itertools.product(*(supernet.choices[n] for n in names))
         ]
-        front = grown if every else _pareto(grown, width)
+        front = grown if every else _pareto(grown, FRONT_WIDTH)
     fits = [(logp, labels) for logp, cost, labels in front if cost <= bound]
     fits = [(logp, labels) for logp, labels in fits if supernet.valid(labels)]
     return max(fits, key=lambda pair: pair[0])[1] if fits else None

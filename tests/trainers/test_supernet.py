@@ -266,3 +266,9 @@ def test_a_trial_whose_argmax_is_over_the_bound_derives_the_likeliest_net_within
     assert table_cost(table, priciest) > bound  # the argmax would break the bound
     assert table_cost(table, record["labels"]) <= bound
     assert record["labels"] != priciest
+    saved = torch.load(path, weights_only=False)
+    for name in first["choices"]:  # weights that would derive another net now
+        saved["model"][f"alphas.{name}"] = -saved["model"][f"alphas.{name}"]
+    torch.save(saved, path)
+    again = run_trial(_supernet_config(1), settings=settings)["records"][0]
+    assert again["labels"] == record["labels"]  # resumed: the saved derivation, not measured again
