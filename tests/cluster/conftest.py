@@ -19,7 +19,8 @@ def local_ray():
 def killed_study(tmp_path_factory):
     """A 6-trial study whose driver was killed with SIGKILL after 3 finished trials, and the
     moment of the kill. Tests resume copies of it (`copy_of`), never the study itself."""
-    config, folder = write_study(tmp_path_factory.mktemp("killed"), trials=6)
+    trial = {"epochs": 30, "latency_repeats": 4}  # about 1 s a trial: the kill lands mid-study
+    config, folder = write_study(tmp_path_factory.mktemp("killed"), trials=6, trial=trial)
     return folder, killed_after(config, folder, 3)
 
 
