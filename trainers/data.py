@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import random
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,11 +45,24 @@ class Dataset:
 
 
 def _split(name: str, x: np.ndarray, y: np.ndarray, *, val: float = 0.2, test: float = 0.2):
-    order = np.random.default_rng(SPLIT_SEED).permutation(len(x))
+    """`x` and `y` (labels 0..k-1) split train/val/test at random (`SPLIT_SEED`); refused
+    (`ValueError`) with fewer than 2 classes, or fewer than 2 samples in a split (as many as
+    classes in the training split)."""
+    classes = int(y.max()) + 1 if len(y) else 0
     n_test, n_val = round(len(x) * test), round(len(x) * val)
+    sizes = {"train": len(x) - n_test - n_val, "validation": n_val, "test": n_test}
+    if classes < 2:
+        raise ValueError(f"{name}: {classes} class(es); a classifier needs at least 2")
+    if min(sizes.values()) < 2 or sizes["train"] < classes:
+        split = ", ".join(f"{n} {part}" for part, n in sizes.items())
+        raise ValueError(
+            f"{name}: {len(x)} samples split {split}: each split needs at least 2 samples, "
+            f"the training split one per class ({classes})"
+        )
+    order = np.random.default_rng(SPLIT_SEED).permutation(len(x))
     test_part, val_part, train_part = np.split(order, [n_test, n_test + n_val])
     parts = [(x[p], y[p]) for p in (train_part, val_part, test_part)]
-    return _normalized(name, parts, classes=int(y.max()) + 1)
+    return _normalized(name, parts, classes=classes)
 
 
 def _normalized(name: str, parts, *, classes: int) -> Dataset:
@@ -108,8 +122,17 @@ def mnist1d(*, seed: int = MNIST1D_SEED) -> Dataset:
 
 def numpy_file(path: str | Path) -> Dataset:
     """An `.npz` with `x` `(n, C, H, W)`, `(n, C, L)` (1-D) or `(n, features)` (loaded as
-    `(n, 1, 1, features)`) and `y` `(n,)` integer labels."""
+    `(n, 1, 1, features)`), finite numbers, and `y` `(n,)` integer labels 0..k-1 (whole floats
+    too); anything else is refused with a `ValueError` naming it."""
     path = _existing(path)
+    if not zipfile.is_zipfile(path):
+        with open(path, "rb") as file:
+            start = file.read(16)
+        kind = "a single .npy array" if start.startswith(b"\x93NUMPY") else "not a zip archive"
+        raise ValueError(
+            f"{path}: {kind} (starts {start!r}); the numpy dataset is an .npz archive of arrays "
+            "'x' and 'y' (np.savez(path, x=x, y=y))"
+        )
     with np.load(path, allow_pickle=False) as arrays:
         missing = {"x", "y"} - set(arrays.files)
         if missing:
@@ -122,7 +145,44 @@ def numpy_file(path: str | Path) -> Dataset:
             f"{path}: x must be (n, C, H, W), (n, C, L) or (n, features) with n = len(y); "
             f"got x {x.shape} and y {y.shape}"
         )
-    return _split(path.stem, x.astype(np.float32), y.astype(np.int64))
+    return _split(path.stem, _finite(path, x), _labels(path, y))
+
+
+def _finite(path: Path, x: np.ndarray) -> np.ndarray:
+    """`x` as float32, refused unless it holds finite numbers."""
+    if not (np.issubdtype(x.dtype, np.number) or x.dtype == bool):
+        raise ValueError(f"{path}: x must hold numbers, got dtype {x.dtype}")
+    x = x.astype(np.float32)
+    bad = ~np.isfinite(x)
+    if bad.any():
+        samples = np.flatnonzero(bad.reshape(len(x), -1).any(axis=1))
+        raise ValueError(
+            f"{path}: x holds {int(np.isnan(x).sum())} NaN and {int(np.isinf(x).sum())} "
+            f"infinite values (in {len(samples)} samples, first at sample {samples[0]}; also "
+            "as float32, which x is trained in); drop or fill them"
+        )
+    return x
+
+
+def _labels(path: Path, y: np.ndarray) -> np.ndarray:
+    """`y` as int64, refused unless its labels are whole numbers 0..k-1."""
+    whole = np.issubdtype(y.dtype, np.integer) or (
+        np.issubdtype(y.dtype, np.floating) and np.isfinite(y).all() and (y == np.round(y)).all()
+    )
+    if not whole:
+        shown = ", ".join(map(repr, np.unique(y)[:5].tolist()))
+        raise ValueError(
+            f"{path}: y must hold whole-number labels 0..k-1, got dtype {y.dtype} ({shown}, ...); "
+            "map them first: names, y = np.unique(y, return_inverse=True)"
+        )
+    labels = np.unique(y).astype(np.int64)
+    if len(labels) and (labels[0] < 0 or labels[-1] != len(labels) - 1):
+        shown = labels.tolist() if len(labels) <= 10 else [*labels[:10].tolist(), "..."]
+        raise ValueError(
+            f"{path}: y must hold labels 0..k-1 (each a class), got {len(labels)} distinct labels "
+            f"{shown}; map them first: names, y = np.unique(y, return_inverse=True)"
+        )
+    return y.astype(np.int64)
 
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".webp")

@@ -13,6 +13,7 @@ import yaml
 
 import search
 import spaces
+from cluster.study import checks
 from cluster.study.errors import ConfigError, check_keys
 from cluster.study.narrow import held, narrowed
 from cluster.study.results import METRICS
@@ -46,8 +47,8 @@ class Study:
     dir: str = "studies/study"
     arch: str = "chain"
     arch_options: Mapping = field(default_factory=dict)
-    train: Mapping | bool = True  # True: spaces.training(); a mapping: only these ranges
-    compress: Mapping | bool = True  # True: spaces.compression(); a mapping: only these knobs
+    train: Mapping | bool = False  # True: spaces.training(); a mapping: only these ranges
+    compress: Mapping | bool = False  # True: spaces.compression(); a mapping: only these knobs
     searcher: str = "bo"
     searcher_options: Mapping = field(default_factory=dict)
     seed: int = 0
@@ -77,6 +78,8 @@ class Study:
         allowed = {f.name for f in fields(cls)} - {"search_space"} | {"space"}
         check_keys("study", raw, allowed)
         values = {("search_space" if k == "space" else k): v for k, v in raw.items()}
+        if values.get("searcher") == "darts":  # a scheduler would stop the supernet
+            values.setdefault("scheduler", "fifo")
         for key in ("name", "dir", "arch", "searcher", "scheduler", "dataset", "latency", "deploy"):
             if key in values:
                 _typed(key, values[key], str)
@@ -90,7 +93,7 @@ class Study:
             values["objectives"] = _objectives(values["objectives"])
         if "warm_start" in values:
             values["warm_start"] = warm_sources(values["warm_start"])
-        for key in ("data_path", "latency_token_file", "trainable_path"):  # from the cwd
+        for key in checks.FILE_KEYS:  # from the cwd (`read` takes a file's from its folder)
             if isinstance(values.get(key), str):
                 values[key] = str(Path(values[key]).expanduser().resolve())
         study = cls(**values)
@@ -161,9 +164,10 @@ class Study:
             from cluster.study.custom import parse_space
 
             return held(parse_space(self.search_space), self.fixed)
+        checks.check_options(self.arch, ARCHS[self.arch], self.arch_options)
         try:
             arch = ARCHS[self.arch](**self.arch_options)
-        except TypeError as error:
+        except (TypeError, ValueError) as error:
             raise ConfigError(f"arch_options for {self.arch!r}: {error}") from error
         parts = {"arch": arch}
         for section, full in (("train", spaces.training), ("compress", spaces.compression)):
@@ -248,9 +252,16 @@ def read(path: str | Path) -> Study:
         raise ConfigError(f"study file {str(path)!r} does not exist")
     text = path.read_text()
     try:
-        raw = tomllib.loads(text) if path.suffix == ".toml" else yaml.safe_load(text)
+        raw = tomllib.loads(text) if path.suffix == ".toml" else checks.parse_yaml(text)
     except (tomllib.TOMLDecodeError, yaml.YAMLError) as error:
         raise ConfigError(f"{path}: not valid {path.suffix[1:].upper()}: {error}") from error
+    if not raw:
+        raise ConfigError(
+            f"study file {str(path)!r} is empty: name what to search (e.g. `arch: chain`, "
+            "`train: true`), or run `paretune run` with no file for the default study"
+        )
     if isinstance(raw, Mapping) and "trainable" in raw:  # importable from the file's folder
-        raw = {"trainable_path": str(path.resolve().parent), **raw}
-    return Study.from_dict(raw or {})
+        raw = {"trainable_path": ".", **raw}
+    if isinstance(raw, Mapping):  # relative paths from the file's folder
+        raw = checks.from_folder(raw, path.resolve().parent)
+    return Study.from_dict(raw)

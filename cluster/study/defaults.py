@@ -15,6 +15,10 @@ ARCH |= {"expansions": (1, 3)}
 TRAIN = {"lr": [1e-3, 3e-2], "weight_decay": [1e-5, 1e-2], "batch_size": 128}
 COMPRESS = {"prune": [False, True], "prune_ratio": [0.1, 0.5], "quantize": [False, True]}
 COMPRESS |= {"weight_bits": 8, "act_bits": 8, "quant_mode": ["ptq", "qat"]}
+# named, so searched (a study searches only what it names): the pruning criterion and 8-bit
+# weights' scheme and granularity
+COMPRESS |= {"prune_criterion": ["l1", "l2", "gradient"], "quant_scheme": ["linear", "log"]}
+COMPRESS |= {"quant_granularity": ["per_tensor", "per_channel"]}
 MIDDLE = {"depth": 1, "width": 32, "kernel": 5, "expand": 3}  # per stage: the budget's model
 
 

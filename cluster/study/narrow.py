@@ -6,37 +6,42 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping
 
+from cluster.study.checks import check_range, check_value
 from cluster.study.errors import ConfigError, check_keys
 from spaces import Choice, Float, Int, Space
 
 
+# The knob a switch cannot do without (`trainers.trial` has no default for it): a switch that
+# can be on brings it, at its full range, where the section leaves it out.
+NEEDS = {"prune": "prune_ratio", "neuron_prune": "neuron_ratio", "weight_prune": "weight_sparsity"}
+
+
 def narrowed(section: str, full: Space, values: Mapping) -> Space:
     """Only the named parameters of a ready-made space: a `[low, high]` range of a numeric one
-    (log and step as in the full space), a list of options of a categorical one, or a fixed
-    value (a one-option choice, never searched). A switch left out that a named parameter needs
-    is held on (`compress: {weight_bits: [4, 8]}` quantizes every trial); the knobs a named
-    switch gates come along with their full ranges where they are left out
-    (`compress: {neuron_prune: [false, true]}` searches the neuron ratio too); other conditions
-    on parameters left out are dropped."""
+    (log and step as in the full space; it may reach past the full range), a list of options of
+    a categorical one, or a fixed value (a one-option choice, never searched), each checked
+    against the full space. A switch left out that a named parameter needs is held on
+    (`compress: {weight_bits: [4, 8]}` quantizes every trial), and a switch that can be on
+    brings the one knob it `NEEDS` (`compress: {neuron_prune: [false, true]}` searches the
+    neuron ratio too); nothing else left out is searched (it takes `trainers.run_trial`'s
+    defaults), and conditions on parameters left out are dropped."""
     check_keys(section, values, full.params)
-    values = {**values, **_gated(full, values)}
-    implied = {
-        parent: options[0]
-        for key in values
-        for parent, options in full[key].when.items()
-        if parent not in values and len(options) == 1
+    for key, value in values.items():
+        check = check_range if isinstance(value, list | tuple) else check_value
+        check(f"{section}.{key}", full[key], value)
+    values = {**_implied(full, values), **values}
+    needed = {
+        knob: _full_range(full[knob])
+        for switch, knob in NEEDS.items()
+        if knob in full.params and knob not in values and _can_be(values.get(switch), (True,))
     }
-    values = {
-        key: ({**implied, **values})[key] for key in full.params if key in values or key in implied
-    }
+    values = {key: ({**values, **needed})[key] for key in full.params if key in values | needed}
     params = {}
     for key, value in values.items():
         param = full[key]
         when = {k: _within(v, params.get(k)) for k, v in param.when.items() if k in values}
         try:
             if isinstance(value, list | tuple) and isinstance(param, Float | Int):
-                if len(value) != 2:
-                    raise ValueError(f"expected [low, high], got {value!r}")
                 params[key] = dataclasses.replace(param, low=value[0], high=value[1], when=when)
             elif isinstance(value, list | tuple):
                 params[key] = Choice(tuple(value), when=when)
@@ -50,22 +55,18 @@ def narrowed(section: str, full: Space, values: Mapping) -> Space:
         raise ConfigError(f"{section}: {error}") from error
 
 
-def _gated(full: Space, values: Mapping) -> dict:
-    """The parameters left out whose every condition a named value can meet, at their full
-    ranges (as `[low, high]` or a list of options), until none is added."""
-    named, added = dict(values), {}
-    while True:
-        new = {
-            key: [param.low, param.high] if isinstance(param, Float | Int) else list(param.options)
-            for key, param in full.params.items()
-            if key not in named
-            and param.when
-            and all(_can_be(named.get(parent), options) for parent, options in param.when.items())
-        }
-        if not new:
-            return added
-        named |= new
-        added |= new
+def _implied(full: Space, values: Mapping) -> dict:
+    """The switches left out that a named parameter needs on: held at their one value."""
+    return {
+        parent: options[0]
+        for key in values
+        for parent, options in full[key].when.items()
+        if parent not in values and len(options) == 1
+    }
+
+
+def _full_range(param):
+    return [param.low, param.high] if isinstance(param, Float | Int) else list(param.options)
 
 
 def _within(options: tuple, parent) -> tuple:
@@ -84,9 +85,6 @@ def held(space: Space, fixed: Mapping) -> Space:
     check_keys("fixed", fixed, space.params)
     params = dict(space.params)
     for key, value in fixed.items():
-        try:
-            params[key].check(f"fixed.{key}", value)
-        except ValueError as error:
-            raise ConfigError(str(error)) from error
+        check_value(f"fixed.{key}", params[key], value)
         params[key] = Choice((value,), when=params[key].when)
     return Space(params)
