@@ -152,7 +152,8 @@ def _finite(path: Path, x: np.ndarray) -> np.ndarray:
     """`x` as float32, refused unless it holds finite numbers."""
     if not (np.issubdtype(x.dtype, np.number) or x.dtype == bool):
         raise ValueError(f"{path}: x must hold numbers, got dtype {x.dtype}")
-    x = x.astype(np.float32)
+    with np.errstate(over="ignore"):  # values past float32's range: infinite, refused below
+        x = x.astype(np.float32)
     bad = ~np.isfinite(x)
     if bad.any():
         samples = np.flatnonzero(bad.reshape(len(x), -1).any(axis=1))

@@ -10,7 +10,6 @@ from cluster.study.checks import check_range, check_value
 from cluster.study.errors import ConfigError, check_keys
 from spaces import Choice, Float, Int, Space
 
-
 # The knob a switch cannot do without (`trainers.trial` has no default for it): a switch that
 # can be on brings it, at its full range, where the section leaves it out.
 NEEDS = {"prune": "prune_ratio", "neuron_prune": "neuron_ratio", "weight_prune": "weight_sparsity"}

@@ -142,7 +142,7 @@ def test_relative_paths_resolve_from_where_the_command_runs(tmp_path, monkeypatc
     assert Study.from_dict(study.to_dict()).data_path == study.data_path  # resume elsewhere
 
 
-def test_a_named_switch_brings_the_knobs_it_gates():
+def test_a_named_switch_brings_only_the_knob_it_needs():
     study = Study(compress={"neuron_prune": [False, True]}, train=False)
     params = study.space().params
     assert params["compress.neuron_ratio"].when == {"compress.neuron_prune": (True,)}
@@ -150,6 +150,90 @@ def test_a_named_switch_brings_the_knobs_it_gates():
         0.1,
         0.75,
     )
-    assert params["compress.neuron_criterion"].options == ("activation", "l1")
+    assert "compress.neuron_criterion" not in params  # run_trial's default: never dragged in
     off = Study(compress={"neuron_prune": False}, train=False).space().params
     assert "compress.neuron_ratio" not in off  # a switch held off gates nothing
+    criterion = Study(compress={"prune_criterion": "l2"}).space().params  # implies prune on
+    named = [k for k in criterion if k.startswith("compress.")]
+    assert named == [f"compress.{k}" for k in ("prune", "prune_ratio", "prune_criterion")]
+
+
+def test_yaml_reads_exponents_as_numbers_and_text_gets_a_hint(tmp_path):
+    (tmp_path / "s.yaml").write_text("train: {lr: [3e-4, 3e-2], weight_decay: 1E-5}\n")
+    space = read(tmp_path / "s.yaml").space()
+    assert (space["train.lr"].low, space["train.weight_decay"].options) == (3e-4, (1e-5,))
+    (tmp_path / "q.yaml").write_text("train: {lr: ['3e-4', 3e-2]}\n")
+    with pytest.raises(ConfigError, match=r"train.lr: bounds must be numbers, got '3e-4' \(the"):
+        read(tmp_path / "q.yaml")
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        ({"train": {"lr": "fast"}}, r"train.lr: expected a finite number, got 'fast'; allowed:"),
+        ({"train": {"lr": "1e-3"}}, r"got '1e-3'; allowed: a number from 0.0001 to 0.3 \(the"),
+        ({"train": {"lr": 5.0}}, r"train.lr: 5.0 is outside \[0.0001, 0.3\]"),
+        ({"train": {"optimizer": "adam"}}, r"'adam' is not allowed; options are \['adamw'"),
+        ({"train": {"batch_size": [32, "64"]}}, r"train.batch_size: '64' is not allowed"),
+        ({"compress": {"weight_bits": "8"}}, r"compress.weight_bits: '8' is not allowed; opt"),
+        ({"compress": {"quant_mode": "qta"}}, r"compress.quant_mode: 'qta' is not allowed"),
+        ({"compress": {"prune_ratio": 0.9}}, r"compress.prune_ratio: 0.9 is outside"),
+        ({"compress": {"prune": "yes"}}, r"compress.prune: 'yes' is not allowed"),
+        ({"arch_options": {"stages": "3"}}, r"arch_options.stages: expected a positive whole"),
+        ({"arch_options": {"widths": [8, "16"]}}, r"arch_options.widths: expected a list of"),
+        ({"arch_options": {"widths": 16}}, r"arch_options.widths: expected a list"),
+        ({"arch_options": {"depth": [1, 2.5]}}, r"arch_options.depth: expected \[low, high\]"),
+        ({"arch": "mlp", "arch_options": {"layers": [3, 1]}}, "arch_options for 'mlp': Int"),
+        ({"arch_options": {"stage": 2}}, r"unknown key 'stage' \(did you mean 'stages'"),
+    ],
+)
+def test_fixed_values_are_checked_against_the_space(raw, message):
+    with pytest.raises(ConfigError, match=message):
+        Study.from_dict(raw)
+
+
+def test_a_study_searches_exactly_what_it_names(tmp_path):
+    assert not any(
+        k.startswith(("train.", "compress.")) for k in Study.from_dict({}).space().params
+    )
+    named = {"quantize": True, "weight_bits": 8, "act_bits": 8, "quant_mode": "ptq"}
+    params = Study.from_dict({"compress": named}).space().params
+    assert [k for k in params if not k.startswith("arch.")] == [f"compress.{k}" for k in named]
+    optimizer = Study.from_dict({"train": {"optimizer": ["sgd", "adamw"]}}).space().params
+    assert "train.momentum" not in optimizer  # gated by a named switch, still not named
+    with pytest.raises(ConfigError, match="pbt perturbs training hyperparameters"):
+        Study.from_dict({"scheduler": "pbt"})  # no train: section, nothing to perturb
+    (tmp_path / "empty.yaml").write_text("# nothing yet\n")
+    with pytest.raises(ConfigError, match="empty.yaml' is empty: name what to search"):
+        read(tmp_path / "empty.yaml")
+
+
+def test_the_default_study_searches_what_it_names():
+    from cluster.study.defaults import COMPRESS, TRAIN
+
+    params = default_study().space().params
+    assert {k for k in params if k.startswith("train.")} == {f"train.{k}" for k in TRAIN}
+    assert {k for k in params if k.startswith("compress.")} == {f"compress.{k}" for k in COMPRESS}
+    assert len(params["compress.quant_scheme"].options) == 2  # still a joint search
+
+
+def test_relative_paths_in_a_study_file_resolve_from_its_folder(tmp_path, monkeypatch):
+    import numpy as np
+
+    (tmp_path / "sub").mkdir()
+    np.savez(tmp_path / "sub" / "data.npz", x=np.zeros((10, 4)), y=np.arange(10) % 2)
+    np.savez(tmp_path / "data.npz", x=np.ones((10, 4)), y=np.arange(10) % 2)  # not this one
+    (tmp_path / "sub" / "token").write_text("t\n")
+    (tmp_path / "sub" / "s.yaml").write_text(
+        "dataset: numpy\ndata_path: data.npz\nlatency: remote://h:1\nlatency_token_file: token\n"
+    )
+    monkeypatch.chdir(tmp_path)
+    study = read("sub/s.yaml")
+    assert study.data_path == str(tmp_path.resolve() / "sub" / "data.npz")
+    assert study.latency_token_file == str(tmp_path.resolve() / "sub" / "token")
+
+
+def test_darts_without_a_scheduler_runs_fifo():
+    assert Study.from_dict({"searcher": "darts", "arch": "nb201"}).scheduler == "fifo"
+    with pytest.raises(ConfigError, match="scheduler must be fifo, got 'asha'"):
+        Study.from_dict({"searcher": "darts", "arch": "nb201", "scheduler": "asha"})

@@ -181,13 +181,14 @@ def test_image_folder_reads_pngs_and_jpegs_without_torchvision(tmp_path):
     y = torch.cat([data.y_train, data.y_val, data.y_test])
     scale = _scale(x, np.array(list(written)))
     assert dict(zip(_as_raw(x, *scale), y.tolist())) == written  # pixels in place, labelled
-    _write_images(tmp_path / "jpegs", rng, ["a", "b", "c"], count=2, suffix=".jpg")
+    _write_images(tmp_path / "jpegs", rng, ["a", "b", "c"], count=4, suffix=".jpg")
     jpegs = load_dataset("folder", tmp_path / "jpegs")
-    assert jpegs.in_shape == (3, 5, 6) and jpegs.num_classes == 3 and len(jpegs.y_train) == 4
+    assert jpegs.in_shape == (3, 5, 6) and jpegs.num_classes == 3 and len(jpegs.y_train) == 8
 
 
 def test_image_folder_of_grayscale_images_has_one_channel(tmp_path):
-    _write_images(tmp_path / "g", np.random.default_rng(2), ["x", "y"], mode="L", size=(4, 4))
+    rng = np.random.default_rng(2)
+    _write_images(tmp_path / "g", rng, ["x", "y"], count=4, mode="L", size=(4, 4))
     data = load_dataset("folder", tmp_path / "g")
     assert data.in_shape == (1, 4, 4) and data.num_classes == 2
 
@@ -207,3 +208,60 @@ def test_image_folder_bad_input_is_named(tmp_path):
     (tmp_path / "broken" / "a" / "x.png").write_bytes(b"not a png")
     with pytest.raises(ValueError, match="x.png: not a readable image"):
         load_dataset("folder", tmp_path / "broken")
+
+
+def _bad(kind: str) -> dict:
+    """Arrays `x` (40 samples of 6 features) and `y` (labels 0..3) with one thing wrong."""
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(40, 6)), np.arange(40) % 4
+    if kind == "nan":
+        x[[3, 7], 1], x[9, 2] = np.nan, np.inf
+    elif kind == "huge":
+        x[5, 0] = 1e300  # infinite as float32
+    elif kind == "text x":
+        x = x.astype(str)
+    elif kind == "text labels":
+        y = np.array(["cat", "dog"] * 20)
+    elif kind == "gaps":
+        y = np.array([0, 5, 9, 5] * 10)
+    elif kind == "negative":
+        y = y - 1
+    elif kind == "fractions":
+        y = y + 0.5
+    elif kind == "one class":
+        y = np.zeros(40, int)
+    elif kind == "few":
+        x, y = x[:4], np.array([0, 1, 0, 1])
+    return {"x": x, "y": y}
+
+
+@pytest.mark.parametrize(
+    ("kind", "message"),
+    [
+        ("nan", r"x holds 2 NaN and 1 infinite values \(in 3 samples, first at sample 3"),
+        ("huge", r"0 NaN and 1 infinite values .* first at sample 5"),
+        ("text x", "x must hold numbers, got dtype <U"),
+        ("text labels", r"whole-number labels 0..k-1, got dtype <U3 \('cat', 'dog'.*np.unique"),
+        ("gaps", r"labels 0..k-1 \(each a class\), got 3 distinct labels \[0, 5, 9\]"),
+        ("negative", r"got 4 distinct labels \[-1, 0, 1, 2\]"),
+        ("fractions", r"whole-number labels 0..k-1, got dtype float64 \(0.5, 1.5"),
+        ("one class", "1 class\\(es\\); a classifier needs at least 2"),
+        ("few", "4 samples split 2 train, 1 validation, 1 test: each split needs at least 2"),
+    ],
+)
+def test_a_bad_numpy_dataset_is_refused_naming_what(tmp_path, kind, message):
+    np.savez(tmp_path / "d.npz", **_bad(kind))
+    with pytest.raises(ValueError, match=message):
+        load_dataset("numpy", tmp_path / "d.npz")
+
+
+def test_whole_float_labels_are_taken_and_a_wrong_file_type_is_named(tmp_path):
+    np.savez(tmp_path / "d.npz", x=np.zeros((20, 3)), y=(np.arange(20) % 2).astype(float))
+    assert load_dataset("numpy", tmp_path / "d.npz").y_train.dtype == torch.int64
+    (tmp_path / "text.npz").write_text("x,y\n1,2\n")
+    with pytest.raises(ValueError, match=r"text.npz: not a zip archive \(starts b'x,y.*np.savez"):
+        load_dataset("numpy", tmp_path / "text.npz")
+    np.save(tmp_path / "one.npy", np.zeros(3))
+    (tmp_path / "one.npy").rename(tmp_path / "one.npz")
+    with pytest.raises(ValueError, match="one.npz: a single .npy array"):
+        load_dataset("numpy", tmp_path / "one.npz")
