@@ -33,7 +33,7 @@ def _typed(where: str, value, kind, *, positive: bool = False):
     ok = isinstance(value, kind) and not (kind is not bool and isinstance(value, bool))
     if not ok:
         names = kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
-        raise ConfigError(f"{where}: expected {names}, got {value!r}")
+        raise ConfigError(f"{where}: expected {names}, got {value!r}{checks.number_hint(value)}")
     if positive and value <= 0:
         raise ConfigError(f"{where}: must be positive, got {value!r}")
     return value

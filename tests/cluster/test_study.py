@@ -50,6 +50,7 @@ def test_default_study_is_valid_and_joint():
         ({"compress": "int8"}, "compress: true, false or a mapping"),
         ({"fixed": {"arch.s0_width": 7}}, "fixed.arch.s0_width: 7 is not allowed"),
         ({"fixed": {"arch.s9_width": 8}}, "fixed: unknown key 'arch.s9_width'"),
+        ({"constraints": {"latency_ms": "5e-1"}}, r"got '5e-1' \(the text '5e-1': write it"),
     ],
 )
 def test_bad_study_names_the_key(raw, message):
@@ -237,3 +238,15 @@ def test_darts_without_a_scheduler_runs_fifo():
     assert Study.from_dict({"searcher": "darts", "arch": "nb201"}).scheduler == "fifo"
     with pytest.raises(ConfigError, match="scheduler must be fifo, got 'asha'"):
         Study.from_dict({"searcher": "darts", "arch": "nb201", "scheduler": "asha"})
+
+
+def test_a_bad_dataset_is_refused_before_ray(tmp_path, capsys):
+    import numpy as np
+
+    x = np.random.default_rng(0).normal(size=(40, 4))
+    x[6, 1] = np.nan
+    np.savez(tmp_path / "nan.npz", x=x, y=np.arange(40) % 2)
+    (tmp_path / "s.yaml").write_text(f"dataset: numpy\ndata_path: nan.npz\ndir: {tmp_path}/s\n")
+    assert cli.main(["run", str(tmp_path / "s.yaml")]) == 2
+    assert "dataset 'numpy': " in capsys.readouterr().err
+    assert not (tmp_path / "s").exists()
