@@ -159,8 +159,8 @@ def _finite(path: Path, x: np.ndarray) -> np.ndarray:
         samples = np.flatnonzero(bad.reshape(len(x), -1).any(axis=1))
         raise ValueError(
             f"{path}: x holds {int(np.isnan(x).sum())} NaN and {int(np.isinf(x).sum())} "
-            f"infinite values (in {len(samples)} of {len(x)} samples, first at sample {samples[0]}; also "
-            "as float32, which x is trained in); drop or fill them"
+            f"infinite values (in {len(samples)} of {len(x)} samples, first at sample "
+            f"{samples[0]}; also as float32, which x is trained in); drop or fill them"
         )
     return x
 
