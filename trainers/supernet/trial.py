@@ -127,7 +127,16 @@ def run_supernet(
     )
     model.load_state_dict(discrete_state(net, labels))
     _recalibrate(model, data.x_train[:512])
-    record = {
+    record = _record(net, spec, table, labels, checks)
+    derived = {spec.prefix + k: v for k, v in derived_arch.items()} | dict(spec.rest)
+    result = final_result(model, data, settings, records=[record], started=started)
+    return {**result, "derived": derived}
+
+
+def _record(net, spec: SupernetSpec, table, labels: Mapping, checks: list) -> dict:
+    """The supernet's record: its architecture weights and probabilities, the derived config,
+    the cost table and the derivation's measured checks."""
+    return {
         "step": "supernet",
         "variant": spec.variant,
         "epochs": spec.epochs,
@@ -135,13 +144,10 @@ def run_supernet(
         "probabilities": {k: v.detach().tolist() for k, v in net.probabilities().items()},
         "choices": {k: list(v) for k, v in net.choices.items()},
         "labels": labels,
-        "derived": derived_arch,
+        "derived": net.config_of(labels),
         "cost_table": table,
         "expected_cost": None if table is None else expected_cost(net, table).item(),
         "cost_weight": spec.cost_weight,
         "bound": spec.bound,
         "derive_checks": checks,
     }
-    derived = {spec.prefix + k: v for k, v in derived_arch.items()} | dict(spec.rest)
-    result = final_result(model, data, settings, records=[record], started=started)
-    return {**result, "derived": derived}
