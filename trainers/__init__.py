@@ -1,38 +1,42 @@
-"""Trainers: datasets, model builders, training, compression and hardware cost (torch)."""
+"""Trainers: datasets, model builders, training, compression and hardware cost (torch).
 
-from trainers.data import DATASETS, Dataset, load_dataset
-from trainers.models import MODELS, build_model, infer_model
-from trainers.trial import (
-    DEFAULT_CHAIN,
-    FLAT_KEYS,
-    CompressionSettings,
-    CostSettings,
-    DataSettings,
-    Schedule,
-    TeacherSettings,
-    TrialSettings,
-    estimate_cost,
-    run_trial,
-)
-from trainers.usermodel import measure, prune_groups
+Its names load on first use (PEP 562), so `trainers.settings` (the settings, dataset, runtime
+and metric names) is read without torch."""
 
-__all__ = [
-    "DATASETS",
-    "DEFAULT_CHAIN",
-    "FLAT_KEYS",
-    "MODELS",
-    "CompressionSettings",
-    "CostSettings",
-    "DataSettings",
-    "Dataset",
-    "Schedule",
-    "TeacherSettings",
-    "TrialSettings",
-    "build_model",
-    "estimate_cost",
-    "infer_model",
-    "load_dataset",
-    "measure",
-    "prune_groups",
-    "run_trial",
-]
+from __future__ import annotations
+
+import importlib
+
+_PLACES = {
+    "DATASETS": "trainers.settings",
+    "DEFAULT_CHAIN": "trainers.settings",
+    "FLAT_KEYS": "trainers.settings",
+    "CompressionSettings": "trainers.settings",
+    "CostSettings": "trainers.settings",
+    "DataSettings": "trainers.settings",
+    "Schedule": "trainers.settings",
+    "TeacherSettings": "trainers.settings",
+    "TrialSettings": "trainers.settings",
+    "Dataset": "trainers.data",
+    "load_dataset": "trainers.data",
+    "MODELS": "trainers.models",
+    "build_model": "trainers.models",
+    "infer_model": "trainers.models",
+    "measure": "trainers.cost",
+    "estimate_cost": "trainers.estimate",
+    "prune_groups": "trainers.usermodel",
+    "run_trial": "trainers.trial",
+}
+__all__ = sorted(_PLACES)
+
+
+def __getattr__(name: str):
+    if name not in _PLACES:
+        raise AttributeError(f"module 'trainers' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_PLACES[name]), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_PLACES))

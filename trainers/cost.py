@@ -1,17 +1,19 @@
-"""What a model costs: parameters, multiply-accumulates, stored bytes, latency measured as the
-model's runtime runs it (`trainers.deploy`)."""
+"""What a model costs: parameters, multiply-accumulates, stored bytes, peak activation memory,
+latency measured as the model's runtime runs it (`trainers.deploy`); `measure` gives them all."""
 
 from __future__ import annotations
 
 import math
 import statistics
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 
 import torch
 from torch import nn
 
 from trainers import deploy
+from trainers.memory import peak_mem_bytes
+from trainers.settings import LATENCY_REPEATS
 from trainers.store import stored_bytes
 
 
@@ -74,7 +76,7 @@ def measure_latency(
     in_shape,
     *,
     batch_size: int = 64,
-    repeats: int = 30,
+    repeats: int = LATENCY_REPEATS,
     warmup: int = 5,
     threads: int | None = 1,
 ) -> float:
@@ -106,7 +108,7 @@ def deployed_latency(
     runtime: str = "onnxruntime",
     calibration: torch.Tensor | None = None,
     batch_size: int = 64,
-    repeats: int = 30,
+    repeats: int = LATENCY_REPEATS,
     threads: int = 1,
     source=None,
 ) -> float:
@@ -128,3 +130,45 @@ def deployed_latency(
     if graph is None:
         return measure_latency(runnable, in_shape, **timing)
     return deploy.onnx_latency(graph, in_shape, **timing)
+
+
+def measure(
+    model: nn.Module,
+    example: torch.Tensor,
+    *,
+    runtime: str = "onnxruntime",
+    batch_size: int = 64,
+    repeats: int = LATENCY_REPEATS,
+    threads: int = 1,
+    source=None,
+    strict: bool = True,
+) -> dict:
+    """The costs of `model` as deployed, for a batch `example` of shape `(n, *in_shape)`:
+    `params`, `macs` (one sample), `size_bytes` (as `trainers.store` stores it: quantized
+    weights packed), `peak_mem_bytes` (activation RAM of one sample; left out when `torch.fx`
+    cannot trace the model) and `latency_ms` (`deployed_latency`: median of `repeats` batches
+    of `batch_size` on `runtime`, `trainers.deploy.RUNTIMES`; int8 kernels for a quantized
+    model, activations calibrated on `example`). `source` measures latency elsewhere, e.g.
+    `cluster.remote.device.RemoteLatency("host:port")`, a device server
+    (`CostSettings.timing()` gives these keywords from a trial's settings). The model is left in
+    the mode it was in. A `trainers.deploy.DeployError` says why the runtime cannot run it;
+    with `strict` False any latency failure gives `latency_ms` None and the reason as `error`."""
+    in_shape = tuple(example.shape[1:])
+    costs = {
+        "params": count_params(model),
+        "macs": count_macs(model, in_shape),
+        "size_bytes": size_bytes(model),
+    }
+    with suppress(ValueError):  # not traceable: the other costs stand
+        costs["peak_mem_bytes"] = peak_mem_bytes(model, in_shape)
+    timing = {"batch_size": batch_size, "repeats": repeats, "threads": threads}
+    try:
+        costs["latency_ms"] = deployed_latency(
+            model, in_shape, runtime=runtime, calibration=example, source=source, **timing
+        )
+    except Exception as error:  # a device server lost, a model the runtime cannot export
+        if strict:
+            raise
+        costs["latency_ms"] = None
+        costs["error"] = f"latency not measured: {type(error).__name__}: {error}"
+    return costs

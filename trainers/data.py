@@ -12,6 +12,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from trainers.settings import DATASETS, EMBEDDED
+
 SPLIT_SEED = 0  # the train/val/test split is fixed, whatever the trial's seed
 MNIST1D_SEED = 42  # the standard MNIST-1D's (`mnist1d.data.get_dataset_args()`)
 
@@ -305,22 +307,22 @@ def _existing(path: str | Path) -> Path:
     return path
 
 
-DATASETS = {
+LOADERS = {
     "digits": digits,
     "mnist1d": mnist1d,
     "numpy": numpy_file,
     "folder": image_folder,
     "cifar10": cifar10,
 }
-EMBEDDED = ("digits", "mnist1d")  # the datasets that need no path
+assert tuple(LOADERS) == DATASETS, "trainers.settings.DATASETS names every loader"
 
 
 def load_dataset(name: str = "digits", path: str | Path | None = None) -> Dataset:
-    """`DATASETS[name]`, with `path` for every one but the `EMBEDDED` ones."""
+    """`LOADERS[name]`, with `path` for every one but the `EMBEDDED` ones."""
     if name not in DATASETS:
         raise ValueError(f"unknown dataset {name!r}; allowed: {sorted(DATASETS)}")
     if name in EMBEDDED:
-        return DATASETS[name]()
+        return LOADERS[name]()
     if path is None:
         raise ValueError(f"dataset {name!r} needs a path")
-    return DATASETS[name](path)
+    return LOADERS[name](path)

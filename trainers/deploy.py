@@ -26,8 +26,9 @@ import torch
 from torch import nn
 
 from trainers import quantize
-
-RUNTIMES = ("onnxruntime", "torch")
+from trainers.settings import LATENCY_REPEATS
+from trainers.settings import RUNTIMES as RUNTIMES
+from trainers.settings import check_runtime as check_runtime
 
 
 class DeployError(ValueError):
@@ -41,12 +42,6 @@ def _onnxruntime():
         message = "runtime onnxruntime needs `pip install onnxruntime`, or set `deploy: torch`"
         raise ValueError(message) from error
     return onnxruntime
-
-
-def check_runtime(runtime: str, *, key: str = "runtime") -> None:
-    """Raise `ValueError` naming `key` and the allowed runtimes unless `runtime` is one."""
-    if runtime not in RUNTIMES:
-        raise ValueError(f"{key}: {runtime!r} is not allowed; allowed: {list(RUNTIMES)}")
 
 
 def _fake_quantizers(module: nn.Module) -> dict:
@@ -209,7 +204,7 @@ def onnx_latency(
     in_shape,
     *,
     batch_size: int = 64,
-    repeats: int = 30,
+    repeats: int = LATENCY_REPEATS,
     warmup: int = 5,
     threads: int = 1,
 ) -> float:

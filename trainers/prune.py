@@ -10,7 +10,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from trainers.models import PruneGroup
+from trainers.blocks import PruneGroup
 
 CRITERIA = ("l1", "l2", "gradient")
 NEURON_CRITERIA = ("activation", "l1")

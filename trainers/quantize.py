@@ -1,7 +1,7 @@
 """Tensor quantization: linear (asymmetric and symmetric) and logarithmic codes, 2 to 16 bits,
 and binary weights (1 bit); per tensor or per output channel; weights and activations;
 post-training (calibrated) or quantization-aware (fake quantization with a straight-through
-estimator); bit-packed storage.
+estimator). The bit-packed codes a quantized model stores: `trainers.quant_codes`.
 
 Every code decodes as `offset + code * step` (linear, binary) or `sign * scale * 2**-(level - 1)`
 (log), with one `(offset, step)` or `(scale, 0)` pair per tensor or channel. A layer whose weight
@@ -11,155 +11,21 @@ masked weights stay exactly zero.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
-from dataclasses import dataclass
 
-import numpy as np
 import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
-SCHEMES = ("linear", "symmetric", "log", "binary")
+from trainers.quant_math import SCHEMES as SCHEMES
+from trainers.quant_math import QuantSpec as QuantSpec
+from trainers.quant_math import decode as decode
+from trainers.quant_math import encode as encode
+from trainers.quant_math import fake_quantize as fake_quantize
+from trainers.quant_math import quant_params as quant_params
+
 _CONVS = nn.Conv1d | nn.Conv2d  # 1-D and 2-D models
 RANGES = ("minmax", "percentile")
-
-
-@dataclass(frozen=True)
-class QuantSpec:
-    """`bits` in 2..16, or 1 with the `binary` scheme; `scheme` one of `SCHEMES`; `per_channel`
-    along dim 0. Binary codes decode as `-scale + code * 2 * scale`, i.e. `±scale` with `scale`
-    the mean absolute weight (XNOR-Net's per-channel scale when `per_channel`)."""
-
-    bits: int
-    scheme: str = "linear"
-    per_channel: bool = False
-
-    def __post_init__(self):
-        if self.scheme not in SCHEMES:
-            raise ValueError(f"quant_scheme {self.scheme!r}: allowed {list(SCHEMES)}")
-        binary = self.scheme == "binary"
-        if isinstance(self.bits, bool) or not isinstance(self.bits, int):
-            raise ValueError(f"weight_bits {self.bits!r}: allowed 1 (binary) or 2 to 16")
-        if binary and self.bits != 1:
-            raise ValueError(f"weight_bits {self.bits!r} with the binary scheme: allowed [1]")
-        if not binary and not 2 <= self.bits <= 16:
-            raise ValueError(
-                f"weight_bits {self.bits!r} with the {self.scheme} scheme: allowed 2 to 16 "
-                "(1 is the binary scheme)"
-            )
-
-
-def _reduce(x: torch.Tensor, per_channel: bool, op) -> torch.Tensor:
-    if per_channel and x.dim() > 1:
-        return op(x.detach().flatten(1), 1).view(-1, *([1] * (x.dim() - 1)))
-    return op(x.detach().flatten(), 0)
-
-
-def _range(x: torch.Tensor, per_channel: bool, mask):
-    """`(lo, hi)` over the kept entries (all when `mask` is None); 0 where nothing is kept."""
-    if mask is None:
-        return _reduce(x, per_channel, torch.amin), _reduce(x, per_channel, torch.amax)
-    lo = _reduce(torch.where(mask, x, torch.inf), per_channel, torch.amin)
-    hi = _reduce(torch.where(mask, x, -torch.inf), per_channel, torch.amax)
-    empty = lo > hi
-    return lo.masked_fill(empty, 0.0), hi.masked_fill(empty, 0.0)
-
-
-def _binary_params(x: torch.Tensor, per_channel: bool, mask):
-    magnitude = x.detach().abs() if mask is None else x.detach().abs() * mask
-    kept = torch.ones_like(magnitude) if mask is None else mask.to(magnitude.dtype)
-    scale = _reduce(magnitude, per_channel, torch.sum) / _reduce(kept, per_channel, torch.sum)
-    scale = torch.nan_to_num(scale, nan=0.0)  # a channel with nothing kept
-    return -scale, 2 * scale
-
-
-def quant_params(x: torch.Tensor, spec: QuantSpec, *, lo=None, hi=None, mask=None):
-    """`(offset, step)` for linear schemes, `(scale, 0)` for log, `(-scale, 2 * scale)` for
-    binary; `lo`/`hi` override the range; `mask` (bool, `x`'s shape) limits it to kept entries."""
-    if spec.scheme == "binary":
-        return _binary_params(x, spec.per_channel, mask)
-    if lo is None or hi is None:
-        low, high = _range(x, spec.per_channel, mask)
-        lo, hi = low if lo is None else lo, high if hi is None else hi
-    lo, hi = torch.as_tensor(lo), torch.as_tensor(hi)
-    lo, hi = torch.minimum(lo, hi), torch.maximum(lo, hi)
-    if spec.scheme == "linear":
-        step = (hi - lo) / (2**spec.bits - 1)
-        return lo, torch.where(step > 0, step, torch.ones_like(step))
-    bound = torch.maximum(lo.abs(), hi.abs())
-    if spec.scheme == "log":
-        return bound, torch.zeros_like(bound)
-    half = 2 ** (spec.bits - 1) - 1
-    step = torch.where(bound > 0, bound / half, torch.ones_like(bound))
-    return -half * step, step
-
-
-def encode(x: torch.Tensor, spec: QuantSpec, offset, step) -> torch.Tensor:
-    """Codes in `[0, 2**bits)`: linear `clamp(round((x - offset) / step), 0, 2**b - 1)`; log a
-    sign bit over a level, level 0 being zero and level k the magnitude `scale * 2**-(k-1)`;
-    binary `x >= 0`."""
-    if spec.scheme == "binary":
-        return (x >= 0).to(torch.int64)
-    if spec.scheme != "log":
-        top = 2**spec.bits - 1 if spec.scheme == "linear" else 2**spec.bits - 2
-        return torch.clamp(torch.round((x - offset) / step), 0, top).to(torch.int64)
-    levels = 2 ** (spec.bits - 1) - 1
-    scale = offset
-    magnitude = x.abs()
-    exponent = torch.round(torch.log2(scale / magnitude.clamp_min(1e-30)))
-    level = torch.clamp(exponent, 0, levels - 1) + 1
-    smallest = scale * 2.0 ** -(levels - 1)
-    level = torch.where(magnitude < smallest / 2, torch.zeros_like(level), level)
-    sign = (x < 0).to(torch.int64) << (spec.bits - 1)
-    return level.to(torch.int64) | sign
-
-
-def decode(codes: torch.Tensor, spec: QuantSpec, offset, step) -> torch.Tensor:
-    if spec.scheme != "log":
-        return offset + codes.to(step.dtype) * step
-    half = 1 << (spec.bits - 1)
-    level = (codes % half).to(offset.dtype)
-    sign = 1.0 - 2.0 * (codes >= half).to(offset.dtype)
-    magnitude = torch.where(level > 0, offset * torch.exp2(1.0 - level), torch.zeros_like(level))
-    return sign * magnitude
-
-
-class _RoundThrough(torch.autograd.Function):
-    """Forward: the quantized value; backward: the gradient passes straight through."""
-
-    @staticmethod
-    def forward(ctx, x, spec, offset, step):
-        return decode(encode(x, spec, offset, step), spec, offset, step)
-
-    @staticmethod
-    def backward(ctx, grad):
-        return grad, None, None, None
-
-
-def fake_quantize(x: torch.Tensor, spec: QuantSpec, *, lo=None, hi=None, mask=None):
-    """Quantize and decode, differentiable by the straight-through estimator; entries outside
-    `mask` come out zero."""
-    offset, step = quant_params(x, spec, lo=lo, hi=hi, mask=mask)
-    out = _RoundThrough.apply(x, spec, offset.to(x.dtype), step.to(x.dtype))
-    return out if mask is None else out * mask
-
-
-def pack(codes: np.ndarray | torch.Tensor, bits: int) -> np.ndarray:
-    """Codes `< 2**bits` as a little-endian bit stream: `ceil(n * bits / 8)` bytes (two 4-bit
-    codes per byte, the first in the low nibble)."""
-    codes = np.asarray(codes, dtype=np.uint32).reshape(-1)
-    planes = (codes[:, None] >> np.arange(bits, dtype=np.uint32)) & 1
-    return np.packbits(planes.astype(np.uint8).reshape(-1), bitorder="little")
-
-
-def unpack(buffer: np.ndarray, bits: int, count: int) -> np.ndarray:
-    planes = np.unpackbits(buffer, count=count * bits, bitorder="little").reshape(count, bits)
-    return (planes.astype(np.uint32) << np.arange(bits, dtype=np.uint32)).sum(1)
-
-
-def packed_bytes(count: int, bits: int) -> int:
-    return math.ceil(count * bits / 8)
 
 
 def fuse_batchnorm(model: nn.Module) -> list[str]:
@@ -341,57 +207,3 @@ def finalize(model: nn.Module, hooks: dict[str, ActQuantizer]) -> dict:
         "act_ranges": {n: [h.lo, h.hi] for n, h in hooks.items()},
         "layers": layers,
     }
-
-
-def layer_codes(layer: nn.Module) -> np.ndarray:
-    """The packed codes of a quantized layer's kept weights (after `finalize`), in
-    `weight[mask]` order: `ceil(kept * bits / 8)` bytes."""
-    spec, mask = spec_of(layer), mask_of(layer)
-    offset, step = layer_pairs(layer)
-    codes = encode(layer.weight.detach(), spec, offset, step)
-    codes = codes.flatten() if mask is None else codes[mask]
-    return pack(codes.cpu(), spec.bits)
-
-
-def weight_codes(model: nn.Module) -> dict[str, np.ndarray]:
-    """The packed codes of every quantized weight (after `finalize`)."""
-    return {name: layer_codes(layer) for name, layer in quantized_layers(model).items()}
-
-
-def restore(model: nn.Module, record: dict, packed: dict[str, np.ndarray]) -> None:
-    """Rebuild a quantized model from its record and packed codes (the model freshly built,
-    pruned to the same shapes and masked as recorded): fuse, decode the weights, re-hook the
-    activation quantizers."""
-    specs = record_specs(record, quantized_layers(model))
-    fuse_batchnorm(model)
-    for name, layer in quantized_layers(model).items():
-        layer.quant_spec = specs[name]
-        _decode_into(layer, record["layers"][name], packed[name])
-        if name in record["act_ranges"]:
-            hook = ActQuantizer(record["act_bits"])
-            hook.lo, hook.hi = record["act_ranges"][name]
-            hook.observing = False
-            layer.register_forward_pre_hook(hook)
-    model.quant_spec = QuantSpec(record["bits"], record["scheme"], record["per_channel"])
-
-
-def record_specs(record: Mapping, names) -> dict[str, QuantSpec]:
-    """The spec of each layer in `names` by a `quantize` record: its own, else the record's."""
-    spec = QuantSpec(record["bits"], record["scheme"], record["per_channel"])
-    own = record.get("layer_specs", {})
-    return {name: QuantSpec(**own[name]) if name in own else spec for name in names}
-
-
-@torch.no_grad()
-def _decode_into(layer: nn.Module, pairs: Mapping, packed: np.ndarray) -> None:
-    spec, mask, weight = spec_of(layer), mask_of(layer), layer.weight
-    shape = (-1,) + (1,) * (weight.dim() - 1) if spec.per_channel else ()
-    offset = torch.tensor(pairs["offset"]).view(shape)
-    step = torch.tensor(pairs["step"]).view(shape)
-    layer.quant_pairs = (offset, step)
-    kept = weight.numel() if mask is None else int(mask.sum())
-    codes = torch.from_numpy(unpack(packed, spec.bits, kept).astype(np.int64))
-    if mask is not None:
-        codes = torch.zeros(weight.shape, dtype=torch.int64).masked_scatter(mask.cpu(), codes)
-    values = decode(codes.view(weight.shape), spec, offset, step)
-    weight.copy_(values if mask is None else values * mask.cpu())

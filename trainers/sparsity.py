@@ -21,7 +21,8 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
-from trainers.quantize import mask_of, pack, quantized_layers, unpack
+from trainers.quant_codes import pack, unpack
+from trainers.quantize import mask_of, quantized_layers
 
 SCOPES = ("lamp", "layer", "global")
 

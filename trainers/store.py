@@ -23,9 +23,10 @@ import torch
 from torch import nn
 
 from trainers import prune as pruning
-from trainers import quantize, sparsity
+from trainers import quant_codes, quantize, sparsity
 from trainers.models import build_model
-from trainers.quantize import mask_of, packed_bytes, quantized_layers, spec_of
+from trainers.quant_codes import packed_bytes
+from trainers.quantize import mask_of, quantized_layers, spec_of
 
 LAYOUT = 2
 SHAPE_STEPS = ("prune", "neuron_prune")  # records replayed by `trainers.prune.apply_record`
@@ -77,8 +78,8 @@ def _special(model: nn.Module) -> tuple[dict, dict]:
 def _payload(model: nn.Module) -> tuple[np.ndarray, np.ndarray]:
     """The `bytes` and `floats` arrays, in the order `load` reads them."""
     masked, quantized = _special(model)
-    raw = [quantize.pack(mask_of(m).flatten().cpu().numpy(), 1) for m in masked.values()]
-    raw += [quantize.layer_codes(m) for m in quantized.values()]
+    raw = [quant_codes.pack(mask_of(m).flatten().cpu().numpy(), 1) for m in masked.values()]
+    raw += [quant_codes.layer_codes(m) for m in quantized.values()]
     pairs = [quantize.layer_pairs(m) for m in quantized.values()]
     floats = [offset.flatten() for offset, _ in pairs] + [step.flatten() for _, step in pairs]
     hooks = [quantize.act_hook(m) for m in quantized.values()]
@@ -150,7 +151,7 @@ def _masks(model: nn.Module, record: Mapping, raw: _Reader) -> dict:
         if name in record["layers"]:
             count = layer.weight.numel()
             packed = raw.take(packed_bytes(count, 1))
-            zeros = count - int(quantize.unpack(packed, 1, count).sum())
+            zeros = count - int(quant_codes.unpack(packed, 1, count).sum())
             entries[name] = {"zeros": zeros, "mask": sparsity.mask_text(packed)}
     return {**record, "layers": entries}
 
@@ -158,7 +159,7 @@ def _masks(model: nn.Module, record: Mapping, raw: _Reader) -> dict:
 def _quantized(model: nn.Module, record: Mapping, raw: _Reader, floats: _Reader) -> dict:
     """The record with its pairs back, and each layer's packed codes."""
     layers = quantized_layers(model)
-    specs = quantize.record_specs(record, layers)
+    specs = quant_codes.record_specs(record, layers)
     codes = {}
     for name, layer in layers.items():
         mask = mask_of(layer)
@@ -200,7 +201,7 @@ def load(path: str | Path) -> tuple[nn.Module, dict]:
         elif record["step"] == "weight_prune":
             sparsity.apply_record(model, _masks(model, record, raw))
         elif record["step"] == "quantize":
-            quantize.restore(model, *_quantized(model, record, raw, floats))
+            quant_codes.restore(model, *_quantized(model, record, raw, floats))
     _fill(model, floats)
     raw.done()
     floats.done()
@@ -219,7 +220,7 @@ def _load_first_layout(model: nn.Module, description: Mapping, arrays: Mapping) 
             pruning.apply_record(model, record)
         elif record["step"] == "quantize":
             layers = {n: {"offset": p[0].tolist(), "step": p[1].tolist()} for n, p in pairs.items()}
-            quantize.restore(model, {**record, "layers": layers}, codes)
+            quant_codes.restore(model, {**record, "layers": layers}, codes)
     state = model.state_dict()
     with torch.no_grad():
         for name, value in floats.items():

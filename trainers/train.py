@@ -12,6 +12,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from trainers.data import Dataset
+from trainers.settings import EPOCHS
 
 OPTIMIZERS = ("adamw", "sgd")
 
@@ -20,7 +21,7 @@ OPTIMIZERS = ("adamw", "sgd")
 class TrainSettings:
     """What `train` needs; `from_config` reads the keys of `spaces.training()`."""
 
-    epochs: int = 10
+    epochs: int = EPOCHS
     optimizer: str = "adamw"
     lr: float = 3e-3
     momentum: float = 0.9

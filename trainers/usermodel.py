@@ -1,57 +1,14 @@
-"""Costs and filter pruning for a model paretune did not build: any `nn.Module` of standard
-layers, measured as deployed, and its channel coupling found from its `torch.fx` graph."""
+"""Filter pruning for a model paretune did not build: any `nn.Module` of standard layers, its
+channel coupling found from its `torch.fx` graph. Its costs: `measure` (`trainers.cost`)."""
 
 from __future__ import annotations
-
-import contextlib
 
 import torch
 from torch import fx, nn
 from torch.nn import functional
 
-from trainers.cost import count_macs, count_params, deployed_latency, size_bytes
-from trainers.memory import peak_mem_bytes
-from trainers.models import PruneGroup
-
-
-def measure(
-    model: nn.Module,
-    example: torch.Tensor,
-    *,
-    runtime: str = "onnxruntime",
-    batch_size: int = 64,
-    repeats: int = 20,
-    threads: int = 1,
-    source=None,
-) -> dict:
-    """The costs of `model` as deployed, for a batch `example` of shape `(n, *in_shape)`:
-    `params`, `macs` (one sample), `size_bytes` (as `trainers.store` stores it: quantized
-    weights packed), `latency_ms` (median of `repeats` batches of `batch_size` on `runtime`,
-    `trainers.deploy.RUNTIMES`; int8 kernels for a quantized model, activations calibrated on
-    `example`) and `peak_mem_bytes` (activation RAM of one sample; left out when `torch.fx`
-    cannot trace the model). `source` measures latency elsewhere, e.g.
-    `cluster.remote.device.RemoteLatency("host:port")`, a device server. The model is left in
-    the mode it was in; a `trainers.deploy.DeployError` says why the runtime cannot run it."""
-    in_shape = tuple(example.shape[1:])
-    costs = {
-        "params": count_params(model),
-        "macs": count_macs(model, in_shape),
-        "size_bytes": size_bytes(model),
-        "latency_ms": deployed_latency(
-            model,
-            in_shape,
-            runtime=runtime,
-            calibration=example,
-            batch_size=batch_size,
-            repeats=repeats,
-            threads=threads,
-            source=source,
-        ),
-    }
-    with contextlib.suppress(ValueError):  # not traceable: the other costs stand
-        costs["peak_mem_bytes"] = peak_mem_bytes(model, in_shape)
-    return costs
-
+from trainers.blocks import PruneGroup
+from trainers.cost import measure as measure
 
 _CONVS = (nn.Conv1d, nn.Conv2d)
 _NORMS = (nn.BatchNorm1d, nn.BatchNorm2d)

@@ -12,9 +12,9 @@ import pyarrow.compute as pc
 
 from cluster.cli import plot
 from cluster.study import results
+from trainers.settings import METRICS
 
 STATUSES = ("running", "completed", "failed", "stopped", "infeasible")
-METRICS = ("val_acc", "test_acc", "latency_ms", "size_bytes", "macs", "params", "train_seconds")
 CURVES = ("val_acc", "train_loss", "test_acc")
 POINTS = 2000  # trials drawn behind a front at most (the front itself is always whole)
 MAX_PAGE = 500

@@ -37,7 +37,7 @@ class OwnSettings:
     folder: str | None = None
     objectives: tuple[str, ...] = ()
     constraints: Mapping[str, float] = field(default_factory=dict)
-    cost: Mapping = field(default_factory=dict)  # trainers.measure's options: runtime, ...
+    cost: Mapping = field(default_factory=dict)  # trainers.measure's: CostSettings.timing()
 
     @classmethod
     def of(cls, study) -> OwnSettings:
@@ -46,20 +46,8 @@ class OwnSettings:
             folder=study.trainable_path,
             objectives=tuple(m for m, _ in study.objectives),
             constraints=dict(study.constraints),
-            cost=_measure_options(study.trial_settings().cost),
+            cost=study.trial_settings().cost.timing(),
         )
-
-
-def _measure_options(cost) -> dict:
-    """`trainers.measure`'s options from a study's `CostSettings` (plain values: a trial need
-    not import torch unless it measures)."""
-    return {
-        "runtime": cost.runtime,
-        "batch_size": cost.latency_batch,
-        "repeats": cost.latency_repeats,
-        "threads": cost.latency_threads,
-        "source": cost.latency_source,
-    }
 
 
 class Report:
@@ -96,7 +84,7 @@ class Report:
         `latency_*` trial settings, a device server under `latency:`); the costs join the final
         row. Before the first step, a cost over a study's constraint ends the trial
         `infeasible` (it raises `Infeasible`, which the study catches)."""
-        from trainers.usermodel import measure
+        from trainers.cost import measure
 
         costs = measure(model, example, **self.settings.cost)
         self.costs.update(costs)

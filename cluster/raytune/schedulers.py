@@ -9,6 +9,7 @@ from cluster.raytune.recorder import Recorder
 from cluster.study.config import SCHEDULERS, ConfigError, Study
 from search.base import Exhausted
 from spaces.util import did_you_mean
+from trainers.settings import max_steps as trial_steps
 
 # Every scheduler counts training iterations: one per epoch report (and one for the final row),
 # so `grace_period`, `perturbation_interval` and `max_t` are in epochs, never Ray's seconds.
@@ -148,9 +149,7 @@ def _mutations(space) -> dict:
 def max_steps(study: Study) -> int:
     """The most training iterations one trial makes: its epoch reports (fine-tuning and
     quantization-aware training only where the study compresses) and its final row."""
-    schedule = study.trial_settings().schedule
-    compress = schedule.finetune_epochs + schedule.qat_epochs if study.compress else 0
-    return schedule.epochs + compress + 1
+    return trial_steps(study.trial_settings(), compress=bool(study.compress))
 
 
 def population(recorder: Recorder, size: int) -> tuple[list[dict], object]:

@@ -16,14 +16,18 @@ import spaces
 from cluster.study import checks
 from cluster.study.errors import ConfigError, check_keys
 from cluster.study.narrow import held, narrowed
-from cluster.study.results import METRICS
 from cluster.study.warm import sources as warm_sources
 from spaces import Space
 from spaces.util import did_you_mean
-from trainers.data import DATASETS, EMBEDDED, load_dataset
-from trainers.deploy import RUNTIMES
-from trainers.models import check_input
-from trainers.trial import COST_METRICS, FLAT_KEYS, TrialSettings
+from trainers.settings import (
+    COST_METRICS,
+    DATASETS,
+    EMBEDDED,
+    FLAT_KEYS,
+    METRICS,
+    RUNTIMES,
+    TrialSettings,
+)
 
 SCHEDULERS = ("fifo", "asha", "hyperband", "median", "pbt")
 ARCHS = {"chain": spaces.chain, "nb201": spaces.nb201, "mlp": spaces.mlp}
@@ -152,6 +156,9 @@ class Study:
     def check_data(self) -> None:
         """Load the dataset once, here, so a bad file, or data of a rank the model does not
         take, fails before any trial starts."""
+        from trainers.data import load_dataset
+        from trainers.models import check_input
+
         model = self.trial.get("model", "auto")
         try:
             data = load_dataset(self.dataset, self.data_path)

@@ -21,18 +21,8 @@ from cluster.study.parts import compact as compact
 from search.pareto import pareto_front
 from spaces import Choice, Float, Int, Space
 from spaces.util import write_atomic
+from trainers.settings import METRICS
 
-METRICS = (
-    "val_acc",
-    "test_acc",
-    "latency_ms",
-    "size_bytes",
-    "macs",
-    "params",
-    "peak_mem_bytes",
-    "train_loss",
-    "train_seconds",
-)
 CORE = [
     ("study", pa.string()),
     ("trial", pa.string()),

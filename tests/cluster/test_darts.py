@@ -11,7 +11,7 @@ from cluster.study import results
 from cluster.study.config import read
 from search import Exhausted
 from search.darts import SUPERNET
-from trainers.supernet_loop import SUPERNET as TRAINERS_SUPERNET
+from trainers.supernet.loop import SUPERNET as TRAINERS_SUPERNET
 
 
 def _joint():

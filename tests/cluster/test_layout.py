@@ -52,3 +52,11 @@ def test_no_module_is_over_about_250_lines():
         for path in (ROOT / "cluster").rglob("*.py")
     }
     assert max(sizes.values()) <= 280, sorted(sizes.items(), key=lambda item: -item[1])[:3]
+
+
+def test_no_trainers_module_is_over_300_lines():
+    sizes = {
+        str(path.relative_to(ROOT)): len(path.read_text().splitlines())
+        for path in (ROOT / "trainers").rglob("*.py")
+    }
+    assert max(sizes.values()) <= 300, sorted(sizes.items(), key=lambda item: -item[1])[:3]

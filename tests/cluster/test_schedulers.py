@@ -36,7 +36,8 @@ def _told(study) -> dict[str, dict]:
 def test_grace_periods_intervals_and_max_t_count_epochs(tmp_path):
     plain = _study(tmp_path, trial={"epochs": 3})
     assert max_steps(plain) == 4  # three epochs and the final row
-    assert max_steps(_study(tmp_path, compress=True, trial={"epochs": 3})) == 4 + 8 + 4
+    # fine-tuning and QAT take 8/15 and 4/15 of the epochs (issue 37): 2 and 1 of 3
+    assert max_steps(_study(tmp_path, compress=True, trial={"epochs": 3})) == 4 + 2 + 1
     expected = {"asha": ("_max_t", 4), "median": ("_grace_period", 2)}
     expected |= {"hyperband": ("_max_t", 4), "pbt": ("_perturbation_interval", 2)}
     for name, (attribute, default) in expected.items():

@@ -5,7 +5,8 @@ from torch import nn
 from tests.trainers.conftest import OPTIONS, SMALL
 from trainers import quantize
 from trainers.memory import activation_bytes, memory_profile, peak_mem_bytes
-from trainers.models import IN_RANKS, MODELS, Add, Zero, build_model
+from trainers.models import IN_RANKS, MODELS, Add, build_model
+from trainers.nb201 import Zero
 from trainers.prune import prune
 
 SHAPES = {1: (12,), 2: (2, 40), 3: (3, 8, 8)}  # a sample of each rank a builder may take

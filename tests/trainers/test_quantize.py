@@ -12,6 +12,7 @@ from trainers import store
 from trainers.cost import count_params, size_bytes
 from trainers.models import build_model
 from trainers.prune import prune
+from trainers.quant_codes import pack, packed_bytes, unpack
 from trainers.quantize import (
     QuantSpec,
     calibrate,
@@ -20,11 +21,8 @@ from trainers.quantize import (
     fake_quantize,
     finalize,
     fuse_batchnorm,
-    pack,
-    packed_bytes,
     prepare,
     quant_params,
-    unpack,
 )
 
 

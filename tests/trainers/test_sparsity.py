@@ -220,7 +220,7 @@ def test_first_layout_files_still_load(tmp_path, data):
     lean = {k: v for k, v in quantized.items() if k not in ("layers", "layer_specs")}
     text = json.dumps({**DESCRIPTION, "records": [pruned, lean]})
     arrays["description"] = np.frombuffer(text.encode(), dtype=np.uint8)
-    from trainers.quantize import weight_codes
+    from trainers.quant_codes import weight_codes
 
     for name, codes in weight_codes(model).items():
         arrays[f"codes/{name}"] = codes

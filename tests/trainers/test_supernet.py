@@ -8,10 +8,11 @@ import pytest
 import torch
 
 import spaces
-from trainers import supernet_cost
 from trainers.models import build_model
+from trainers.settings import CostSettings, TrialSettings
 from trainers.supernet import build_supernet, discrete_state
-from trainers.supernet_cost import (
+from trainers.supernet import cost as supernet_cost
+from trainers.supernet.cost import (
     derive_checked,
     expected_cost,
     measure_table,
@@ -19,8 +20,8 @@ from trainers.supernet_cost import (
     table_cost,
     within_bound,
 )
-from trainers.supernet_loop import SupernetSpec, cost_term
-from trainers.trial import CostSettings, TrialSettings, run_trial
+from trainers.supernet.loop import SupernetSpec, cost_term
+from trainers.trial import run_trial
 
 NB201 = ("nb201", spaces.nb201(), (1, 8, 8))
 SMALL = {"nb201": {"channels": 4}, "chain": {}}

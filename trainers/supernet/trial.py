@@ -23,14 +23,12 @@ from pathlib import Path
 import torch
 
 from spaces import Space
-from trainers.cost import count_macs, count_params, deployed_latency, size_bytes
 from trainers.data import load_dataset
-from trainers.memory import peak_mem_bytes
 from trainers.models import build_model
+from trainers.outcome import final_result
 from trainers.supernet import build_supernet, chain_widths, discrete_state
-from trainers.supernet_cost import derive_checked, expected_cost, measure_table, measurer
-from trainers.supernet_loop import SUPERNET, Loop, SupernetSpec
-from trainers.train import evaluate
+from trainers.supernet.cost import derive_checked, expected_cost, measure_table, measurer
+from trainers.supernet.loop import SUPERNET, Loop, SupernetSpec
 
 
 def _checkpoint_path(config: Mapping, settings, data) -> Path:
@@ -129,17 +127,16 @@ def run_supernet(
     )
     model.load_state_dict(discrete_state(net, labels))
     _recalibrate(model, data.x_train[:512])
-    latency = deployed_latency(
-        model,
-        in_shape,
-        runtime=settings.cost.runtime,
-        calibration=data.x_train[: settings.compression.calibration_samples],
-        batch_size=settings.cost.latency_batch,
-        repeats=settings.cost.latency_repeats,
-        threads=settings.cost.latency_threads,
-        source=settings.cost.latency_source,
-    )
-    record = {
+    record = _record(net, spec, table, labels, checks)
+    derived = {spec.prefix + k: v for k, v in derived_arch.items()} | dict(spec.rest)
+    result = final_result(model, data, settings, records=[record], started=started)
+    return {**result, "derived": derived}
+
+
+def _record(net, spec: SupernetSpec, table, labels: Mapping, checks: list) -> dict:
+    """The supernet's record: its architecture weights and probabilities, the derived config,
+    the cost table and the derivation's measured checks."""
+    return {
         "step": "supernet",
         "variant": spec.variant,
         "epochs": spec.epochs,
@@ -147,24 +144,10 @@ def run_supernet(
         "probabilities": {k: v.detach().tolist() for k, v in net.probabilities().items()},
         "choices": {k: list(v) for k, v in net.choices.items()},
         "labels": labels,
-        "derived": derived_arch,
+        "derived": net.config_of(labels),
         "cost_table": table,
         "expected_cost": None if table is None else expected_cost(net, table).item(),
         "cost_weight": spec.cost_weight,
         "bound": spec.bound,
         "derive_checks": checks,
-    }
-    derived = {spec.prefix + k: v for k, v in derived_arch.items()} | dict(spec.rest)
-    return {
-        "status": "completed",
-        "val_acc": evaluate(model, data.x_val, data.y_val),
-        "test_acc": evaluate(model, data.x_test, data.y_test),
-        "latency_ms": latency,
-        "size_bytes": size_bytes(model),
-        "macs": count_macs(model, in_shape),
-        "params": count_params(model),
-        "peak_mem_bytes": peak_mem_bytes(model, in_shape),
-        "records": [record],
-        "train_seconds": time.perf_counter() - started,
-        "derived": derived,
     }

@@ -1,4 +1,4 @@
-"""The supernet's bilevel training loop and its hardware term (`trainers.supernet_trial`)."""
+"""The supernet's bilevel training loop and its hardware term (`trainers.supernet.trial`)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from dataclasses import dataclass, field, fields
 import torch
 from torch.nn import functional as F
 
-from trainers.supernet_cost import expected_cost
+from trainers.supernet.cost import expected_cost
 from trainers.train import evaluate
 
 SUPERNET = "supernet"  # the reserved config key of a supernet trial (as `search.darts`)

@@ -7,8 +7,9 @@ from collections.abc import Mapping
 from torch import nn
 
 from spaces import Space
-from trainers.models import _LAYERS, InvertedResidual, _conv_bn, check_input
-from trainers.supernet_base import SuperNet, mixed
+from trainers.blocks import LAYERS, check_input, conv_bn
+from trainers.models import InvertedResidual
+from trainers.supernet.base import SuperNet, mixed
 
 
 def _stage_count(arch: Space) -> int:
@@ -60,7 +61,7 @@ class ChainSuper(SuperNet):
         dims = check_input("chain", in_shape)
         self.widths = [int(w) for w in widths]
         scaled = [max(1, round(w * width_mult)) for w in self.widths]
-        self.stem = nn.Sequential(*_conv_bn(in_shape[0], scaled[0], 3, dims=dims), nn.ReLU6())
+        self.stem = nn.Sequential(*conv_bn(in_shape[0], scaled[0], 3, dims=dims), nn.ReLU6())
         self.stages, cin = nn.ModuleList(), scaled[0]
         for i in range(stages):
             blocks = nn.ModuleList()
@@ -76,7 +77,7 @@ class ChainSuper(SuperNet):
                 )
                 cin = scaled[i]
             self.stages.append(blocks)
-        self.pool = nn.Sequential(_LAYERS[dims]["pool"](1), nn.Flatten())
+        self.pool = nn.Sequential(LAYERS[dims]["pool"](1), nn.Flatten())
         self.classifier = nn.Linear(cin, num_classes)
 
     def forward(self, x):

@@ -1,33 +1,15 @@
-"""Weight-sharing supernets of the NAS-Bench-201 cell and of the chain, built from the operation
-builders of `trainers.models`, so an architecture weight that is one-hot runs exactly the
-discrete network `build_model` makes of that config (`discrete_state` carries the weights over).
-
-A supernet has `choices`: each a name, its labels (the values it picks from) and an architecture
-parameter `alphas[name]` of one logit per label. The NB201 supernet has one choice per edge
-(`edge_<to>_<from>`, labels the allowed ops), shared by every cell. The chain supernet has per
-stage `s<i>_block` (labels `"<kernel>x<expand>"`: every block of the stage runs the weighted mix
-of one inverted residual per pair) and `s<i>_depth` (the stage's output is the weighted mix of
-its output after each allowed depth); widths are held (`widths`), not searched.
-
-`mode` says how the weights are drawn: `darts` mixes every op by `softmax(alpha)`; `gdas`
-samples one op per choice with the Gumbel-softmax at temperature `tau` and runs only that one,
-its straight-through one-hot weight carrying the gradient to `alpha` (in eval mode, the argmax).
-"""
+"""The NB201 cell's supernet (`trainers.supernet`): every edge a mix of its allowed ops."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 
-import torch
 from torch import nn
 
 from spaces import NB201_EDGES, Space, nb201_edge_names
-from trainers.models import Add, Reduction, _conv_bn, _nb201_op, check_input
-from trainers.supernet_base import MODES, SuperNet, mixed
-from trainers.supernet_chain import ChainSuper, chain_widths
-
-__all__ = ["MODES", "ChainSuper", "NB201Super", "SuperNet", "build_supernet", "chain_widths"]
-__all__ += ["discrete_state", "mixed"]
+from trainers.blocks import Add, check_input, conv_bn
+from trainers.nb201 import Reduction, nb201_op
+from trainers.supernet.base import SuperNet, mixed
 
 
 class MixedCell(nn.Module):
@@ -35,7 +17,7 @@ class MixedCell(nn.Module):
         super().__init__()
         self.edges = nn.ModuleDict(
             {
-                name: nn.ModuleList(_nb201_op(op, channels) for op in ops)
+                name: nn.ModuleList(nb201_op(op, channels) for op in ops)
                 for name, ops in edge_ops.items()
             }
         )
@@ -71,7 +53,7 @@ class NB201Super(SuperNet):
         super().__init__(edge_ops, mode=mode)
         check_input("nb201", in_shape)
         c = max(1, round(channels * width_mult))
-        self.stem = nn.Sequential(*_conv_bn(in_shape[0], c, 3))
+        self.stem = nn.Sequential(*conv_bn(in_shape[0], c, 3))
         layers = []
         for stage in range(3):
             if stage > 0:
@@ -132,27 +114,3 @@ def _connected(labels: Mapping) -> bool:
         if src in reached and labels[name] != "none":
             reached.add(to)
     return 3 in reached
-
-
-def build_supernet(
-    kind: str, arch: Space, *, in_shape, num_classes: int, mode: str, options=None, widths=None
-) -> SuperNet:
-    """The supernet of `kind` (`nb201` or `chain`) over the architecture space `arch`;
-    `options` are the discrete builder's keywords (`channels`, `cells`, `width_mult`)."""
-    shape = {"in_shape": tuple(in_shape), "num_classes": num_classes, "mode": mode}
-    if kind == "nb201":
-        return NB201Super(arch, **shape, **(options or {}))
-    if kind == "chain":
-        return ChainSuper(arch, **shape, widths=widths or chain_widths(arch), **(options or {}))
-    raise ValueError(f"supernet of {kind!r}: allowed 'nb201' and 'chain'")
-
-
-def discrete_state(supernet: SuperNet, labels: Mapping) -> dict[str, torch.Tensor]:
-    """The state dict of the discrete network `build_model(supernet.config_of(labels))`: the
-    weights of the chosen op of every choice."""
-    state = {}
-    for key, value in supernet.state_dict().items():
-        mapped = supernet.discrete_key(key, labels)
-        if mapped is not None:
-            state[mapped] = value.detach().clone()
-    return state

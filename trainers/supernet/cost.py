@@ -22,10 +22,11 @@ import torch
 from trainers import deploy
 from trainers.cost import count_macs, count_params, deployed_latency, size_bytes
 from trainers.models import build_model
-from trainers.supernet import ChainSuper, SuperNet
-from trainers.trial import CostSettings
+from trainers.settings import COST_METRICS, CostSettings
+from trainers.supernet.base import SuperNet
+from trainers.supernet.chain import ChainSuper
 
-TABLE_METRICS = ("latency_ms", "size_bytes", "macs", "params")
+TABLE_METRICS = tuple(m for m in COST_METRICS if m != "peak_mem_bytes")  # additive over ops
 ENUMERATED = 1 << 16  # `within_bound` scores every architecture of a space this small
 FRONT_WIDTH = 4096  # beyond, it keeps at most this many partial architectures a group
 
@@ -42,15 +43,15 @@ def measurer(
     metric: str, kind: str, *, in_shape, num_classes: int, options=None, cost=None, rounds=3
 ) -> Callable[[list[Mapping]], list[float]]:
     """`f(arch_configs) -> costs` of the discrete networks, `metric` one of `TABLE_METRICS`.
-    Latency as `trainers.trial` times a trial (`cost`: its `CostSettings`): on ONNX Runtime
+    Latency as a trial times its model (`cost`: its `CostSettings`): on ONNX Runtime
     here, each graph exported once and timed in `rounds` interleaved rounds, keeping each one's
     fastest median (a shared machine's load comes and goes); on another runtime or a device
     server, once each."""
     if metric not in TABLE_METRICS:
         raise ValueError(f"supernet cost metric {metric!r}: allowed {list(TABLE_METRICS)}")
     cost = cost or CostSettings()
-    timing = {"batch_size": cost.latency_batch, "threads": cost.latency_threads}
-    timing["repeats"] = cost.latency_repeats
+    timing = cost.timing()
+    runtime, source = timing.pop("runtime"), timing.pop("source")
 
     def build(config: Mapping):
         torch.manual_seed(0)
@@ -63,9 +64,9 @@ def measurer(
         if metric != "latency_ms":
             count = {"params": count_params, "size_bytes": size_bytes}.get(metric)
             return [float(count(m) if count else count_macs(m, in_shape)) for m in models]
-        if cost.runtime != "onnxruntime" or cost.latency_source is not None:
-            source = {"runtime": cost.runtime, "source": cost.latency_source}
-            return [float(deployed_latency(m, in_shape, **timing, **source)) for m in models]
+        if runtime != "onnxruntime" or source is not None:
+            where = {"runtime": runtime, "source": source}
+            return [float(deployed_latency(m, in_shape, **timing, **where)) for m in models]
         graphs = [deploy.runtime_graph(m, in_shape, calibration=None) for m in models]
         best = [math.inf] * len(graphs)
         for _ in range(rounds):
