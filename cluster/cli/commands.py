@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import signal
 import sys
@@ -56,56 +57,85 @@ def _print_front(study, table) -> None:
 
 
 def _cmd_run(args) -> int:
-    from cluster.study import config as study
+    from cluster.study import config as study_file
     from cluster.study import warm
     from cluster.study.defaults import measured_default
 
-    config = study.read(args.config) if args.config else measured_default()
+    study = study_file.read(args.config) if args.config else measured_default()
     if args.dir:
-        config = study.Study.from_dict({**config.to_dict(), "dir": args.dir})
-    config = warm.added(config, args.warm_start or [])  # earlier studies seeding the searcher
-    return _run_study(config, args, resume=False)
+        study = study_file.Study.from_dict({**study.to_dict(), "dir": args.dir})
+    study = warm.added(study, args.warm_start or [])  # earlier studies seeding the searcher
+    return _run_study(study, args, resume=False)
 
 
 def _cmd_resume(args) -> int:
     from cluster.study.resume import load_study
 
-    config = load_study(args.study)
-    config = type(config).from_dict({**config.to_dict(), "dir": str(args.study)})
-    return _run_study(config, args, resume=True)
+    study = load_study(args.study)
+    study = type(study).from_dict({**study.to_dict(), "dir": str(args.study)})
+    return _run_study(study, args, resume=True)
 
 
-def _run_study(config, args, *, resume: bool) -> int:
-    # Ctrl-C raises KeyboardInterrupt, and is remembered: should a library swallow the
-    # exception (Ray starting, Tune), the run still ends as interrupted, exit code 130
-    pressed = []
+# the signals that end a run as Ctrl-C does: its finished trials kept, a resume continues it
+STOPS = (signal.SIGINT, signal.SIGTERM)
+# Tune logs an error the study's callbacks raise, with its traceback, and goes on
+TUNE_LOG = "ray.tune.execution.tune_controller"
 
-    def interrupt(signum, frame):
-        pressed.append(signum)
+
+class _OSErrors(logging.Filter):
+    """Keeps OS errors (a full disk) out of Tune's log; the first is said once the run ends."""
+
+    def __init__(self):
+        super().__init__()
+        self.first: OSError | None = None
+
+    def filter(self, record) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        if not isinstance(error, OSError):
+            return True
+        self.first = self.first or error
+        return False
+
+
+def _run_study(study, args, *, resume: bool) -> int:
+    # Ctrl-C or SIGTERM raises KeyboardInterrupt, and is remembered: should a library swallow
+    # the exception (Ray starting, Tune), the run still ends as stopped, exit code 128 + the
+    # signal (130, 143). The runner keeps this handler for SIGTERM over Ray's.
+    stopped = []
+
+    def stop(signum, frame):
+        stopped.append(signum)
         raise KeyboardInterrupt
 
-    previous = signal.signal(signal.SIGINT, interrupt)
+    previous = {number: signal.signal(number, stop) for number in STOPS}
+    errors, tune_log = _OSErrors(), logging.getLogger(TUNE_LOG)
+    tune_log.addFilter(errors)
     options = {"address": args.address, "verbose": args.verbose, "num_cpus": args.cpus}
     try:
         from cluster.raytune import runner
 
-        table = runner.run(config, resume=resume, **options)
+        table = runner.run(study, resume=resume, **options)
     except KeyboardInterrupt:
-        pressed.append(signal.SIGINT)
+        stopped.append(signal.SIGINT)
     finally:
-        signal.signal(signal.SIGINT, previous)
-    if pressed:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+        tune_log.removeFilter(errors)
+    if stopped:
+        name = signal.Signals(stopped[0]).name
         print(
-            f"\ninterrupted: `paretune resume {config.dir}` continues the study "
+            f"\nstopped ({name}): `paretune resume {study.dir}` continues the study "
             "(finished trials are kept)",
             file=sys.stderr,
         )
-        return 130
-    _print_front(config, table)
-    front = ",".join(f"{metric}:{mode}" for metric, mode in config.objectives)
-    print(f"\nthe study is in {config.dir}; next:")
-    print(f"  paretune results {config.dir}    (every trial; --pareto {front} for the front)")
-    print(f"  paretune plot {config.dir}       (the fronts against each cost, bounds drawn)")
+        return 128 + stopped[0]
+    if errors.first is not None:
+        raise errors.first
+    _print_front(study, table)
+    front = ",".join(f"{metric}:{mode}" for metric, mode in study.objectives)
+    print(f"\nthe study is in {study.dir}; next:")
+    print(f"  paretune results {study.dir}    (every trial; --pareto {front} for the front)")
+    print(f"  paretune plot {study.dir}       (the fronts against each cost, bounds drawn)")
     return 0
 
 
@@ -122,14 +152,14 @@ def _cmd_results(args) -> int:
         table = results.pareto(table, table_io.objective_pairs(args.pareto))
     if args.sort:
         column, _, order = args.sort.partition(":")
-        if column not in table.column_names:
-            raise ValueError(f"--sort: no column {column!r}; columns: {table.column_names}")
+        table_io.check_columns([column], table, option="--sort")
         table = results.sort_rows(table, column, descending=order == "desc")
     if args.out:
         table_io.write(table, Path(args.out))
         print(f"wrote {table.num_rows} rows to {args.out}")
         return 0
-    columns = args.columns.split(",") if args.columns else None
+    columns = [c.strip() for c in args.columns.split(",")] if args.columns else None
+    table_io.check_columns(columns or [], table, option="--columns")
     print(table_io.format_table(table, columns or (None if args.sql else SHOWN), limit=args.limit))
     return 0
 
@@ -230,7 +260,7 @@ def build_parser() -> argparse.ArgumentParser:
     res.add_argument("--pareto", help="keep the front, e.g. val_acc:max,latency_ms:min")
     res.add_argument("--sort", help="COLUMN or COLUMN:desc")
     res.add_argument("--columns", help="comma-separated columns to print")
-    res.add_argument("--limit", type=int, default=50)
+    res.add_argument("--limit", type=table_io.row_limit, default=50, help="rows to print")
     res.add_argument("--out", help="write .csv, .json or .parquet instead of printing")
     res.set_defaults(func=_cmd_results)
     plot = commands.add_parser("plot", help="Pareto front and best-so-far curve as PNG")

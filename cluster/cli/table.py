@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import re
 from pathlib import Path
 
+from spaces.util import did_you_mean
+
 
 def format_table(table, columns=None, *, limit: int = 50) -> str:
-    """An aligned text table of the first `limit` rows."""
+    """An aligned text table of the first `limit` rows (`limit` >= 0); the last column is not
+    padded, so a long config text leaves no run of spaces behind the others."""
     columns = [c for c in (columns or table.column_names) if c in table.column_names]
     rows = table.select(columns).slice(0, limit).to_pylist()
 
@@ -19,11 +23,30 @@ def format_table(table, columns=None, *, limit: int = 50) -> str:
 
     cells = [[cell(r[c]) for c in columns] for r in rows]
     widths = [max([len(c)] + [len(r[i]) for r in cells]) for i, c in enumerate(columns)]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(columns, widths))]
-    lines += ["  ".join(v.ljust(w) for v, w in zip(r, widths)) for r in cells]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(columns, widths)).rstrip()]
+    lines += ["  ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip() for r in cells]
     if table.num_rows > limit:
         lines.append(f"... {table.num_rows - limit} more rows")
     return "\n".join(lines)
+
+
+def check_columns(names, table, *, option: str) -> None:
+    """Refuse a name in `names` that is no column of `table`, naming the closest one."""
+    for name in names:
+        if name not in table.column_names:
+            hint = did_you_mean(name, table.column_names)
+            raise ValueError(f"{option}: no column {name!r}{hint}; columns: {table.column_names}")
+
+
+def row_limit(text: str) -> int:
+    """`--limit`'s value: a whole number of rows, 0 or more."""
+    try:
+        limit = int(text)
+    except ValueError:
+        limit = -1
+    if limit < 0:
+        raise argparse.ArgumentTypeError(f"must be a whole number of rows, 0 or more; got {text!r}")
+    return limit
 
 
 def with_config_text(table):
