@@ -16,7 +16,6 @@ from cluster.cli import export
 from cluster.cli import table as table_io
 
 READY_SPACES = ("nb201", "chain", "mlp", "training", "compression", "joint")
-SHOWN = ("trial", "status", "val_acc", "test_acc", "latency_ms", "size_bytes", "macs")
 
 
 def _space(name: str):
@@ -76,40 +75,28 @@ def _cmd_resume(args) -> int:
     return _run_study(study, args, resume=True)
 
 
-# the signals that end a run as Ctrl-C does: its finished trials kept, a resume continues it
-STOPS = (signal.SIGINT, signal.SIGTERM)
-# Tune logs an error the study's callbacks raise, with its traceback, and goes on
-TUNE_LOG = "ray.tune.execution.tune_controller"
-
-
-class _OSErrors(logging.Filter):
-    """Keeps OS errors (a full disk) out of Tune's log; the first is said once the run ends."""
-
-    def __init__(self):
-        super().__init__()
-        self.first: OSError | None = None
-
-    def filter(self, record) -> bool:
-        error = record.exc_info[1] if record.exc_info else None
-        if not isinstance(error, OSError):
-            return True
-        self.first = self.first or error
-        return False
+# the signals that end a run as Ctrl-C does (exit 128 + the signal), and the log where Tune
+# says, with a traceback, an error the study's recorder raised (an OS error: said in one line)
+STOPS, TUNE_LOG = (signal.SIGINT, signal.SIGTERM), "ray.tune.execution.tune_controller"
 
 
 def _run_study(study, args, *, resume: bool) -> int:
-    # Ctrl-C or SIGTERM raises KeyboardInterrupt, and is remembered: should a library swallow
-    # the exception (Ray starting, Tune), the run still ends as stopped, exit code 128 + the
-    # signal (130, 143). The runner keeps this handler for SIGTERM over Ray's.
-    stopped = []
+    # a stop raises KeyboardInterrupt, and is remembered: should a library swallow the exception
+    # (Ray starting, Tune), the run still ends as stopped; the runner keeps it over Ray's SIGTERM
+    stopped, errors = [], []
 
     def stop(signum, frame):
         stopped.append(signum)
         raise KeyboardInterrupt
 
+    def quiet(record) -> bool:  # an OS error (a full disk) is kept out of Tune's log
+        error = record.exc_info[1] if record.exc_info else None
+        if isinstance(error, OSError):
+            errors.append(error)
+        return not isinstance(error, OSError)
+
     previous = {number: signal.signal(number, stop) for number in STOPS}
-    errors, tune_log = _OSErrors(), logging.getLogger(TUNE_LOG)
-    tune_log.addFilter(errors)
+    logging.getLogger(TUNE_LOG).addFilter(quiet)
     options = {"address": args.address, "verbose": args.verbose, "num_cpus": args.cpus}
     try:
         from cluster.raytune import runner
@@ -120,7 +107,7 @@ def _run_study(study, args, *, resume: bool) -> int:
     finally:
         for number, handler in previous.items():
             signal.signal(number, handler)
-        tune_log.removeFilter(errors)
+        logging.getLogger(TUNE_LOG).removeFilter(quiet)
     if stopped:
         name = signal.Signals(stopped[0]).name
         print(
@@ -129,38 +116,13 @@ def _run_study(study, args, *, resume: bool) -> int:
             file=sys.stderr,
         )
         return 128 + stopped[0]
-    if errors.first is not None:
-        raise errors.first
+    if errors:
+        raise errors[0]
     _print_front(study, table)
     front = ",".join(f"{metric}:{mode}" for metric, mode in study.objectives)
     print(f"\nthe study is in {study.dir}; next:")
     print(f"  paretune results {study.dir}    (every trial; --pareto {front} for the front)")
     print(f"  paretune plot {study.dir}       (the fronts against each cost, bounds drawn)")
-    return 0
-
-
-def _cmd_results(args) -> int:
-    from cluster.study import results
-
-    if args.where or args.sql:  # DuckDB reads the study's Parquet files lazily
-        table = table_io.query_study(
-            args.study, every_step=args.every_step, where=args.where, sql=args.sql
-        )
-    else:
-        table = results.load(args.study, every_step=args.every_step)
-    if args.pareto:
-        table = results.pareto(table, table_io.objective_pairs(args.pareto))
-    if args.sort:
-        column, _, order = args.sort.partition(":")
-        table_io.check_columns([column], table, option="--sort")
-        table = results.sort_rows(table, column, descending=order == "desc")
-    if args.out:
-        table_io.write(table, Path(args.out))
-        print(f"wrote {table.num_rows} rows to {args.out}")
-        return 0
-    columns = [c.strip() for c in args.columns.split(",")] if args.columns else None
-    table_io.check_columns(columns or [], table, option="--columns")
-    print(table_io.format_table(table, columns or (None if args.sql else SHOWN), limit=args.limit))
     return 0
 
 
@@ -252,17 +214,7 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("--cpus", type=int, help="CPUs for a local Ray (default: all)")
         sub.add_argument("--verbose", action="store_true", help="Ray's own output too")
         sub.set_defaults(func=func)
-    res = commands.add_parser("results", help="query a study's results")
-    res.add_argument("study")
-    res.add_argument("--every-step", action="store_true", help="every report, not final rows")
-    res.add_argument("--where", help='an SQL condition, e.g. "latency_ms < 5" (DuckDB)')
-    res.add_argument("--sql", help="a whole SQL query over the table `results` (DuckDB)")
-    res.add_argument("--pareto", help="keep the front, e.g. val_acc:max,latency_ms:min")
-    res.add_argument("--sort", help="COLUMN or COLUMN:desc")
-    res.add_argument("--columns", help="comma-separated columns to print")
-    res.add_argument("--limit", type=table_io.row_limit, default=50, help="rows to print")
-    res.add_argument("--out", help="write .csv, .json or .parquet instead of printing")
-    res.set_defaults(func=_cmd_results)
+    table_io.add_parser(commands)  # paretune results STUDY [--where ...]
     plot = commands.add_parser("plot", help="Pareto front and best-so-far curve as PNG")
     plot.add_argument("study")
     plot.add_argument("--out", help="folder for the PNG files (default: STUDY/plots)")
