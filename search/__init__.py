@@ -12,6 +12,7 @@ from search.darts import DartsSearcher
 from search.evolution import EvolutionSearcher
 from search.forest import ForestSearcher
 from search.pareto import hypervolume, non_dominated, pareto_front
+from search.replay import CHANGES, plain
 from search.rl import ControllerSearcher
 from spaces.util import did_you_mean
 
@@ -66,6 +67,7 @@ def option_meaning(name: str, option: str) -> str:
 
 
 __all__ = [
+    "CHANGES",
     "SEARCHERS",
     "STATUSES",
     "BayesSearcher",
@@ -85,5 +87,6 @@ __all__ = [
     "hypervolume",
     "non_dominated",
     "pareto_front",
+    "plain",
     "searcher_options",
 ]

@@ -1,4 +1,4 @@
-"""The ask/tell protocol shared by every searcher, and its bookkeeping."""
+"""The ask/tell protocol shared by every searcher, its bookkeeping, and its replay."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from search import replay
 from search.objective import Objective
 from search.pareto import pareto_front
 from spaces import Space
@@ -32,7 +33,9 @@ class Searcher:
 
     Subclasses implement `_propose()` (a config dict, drawing randomness only from
     `self.rng`) and may override `_observe(record)`, called after each tell, and
-    `_extra_state()`/`_load_extra_state()` for what they keep beyond the observations.
+    `_extra_state()`/`_load_extra_state()` for what they keep beyond the observations (all of
+    it: `record`'s events and `state_dict` hold no more). Every change is replayable:
+    `record(change, ...)` makes it and returns a JSON event, `apply(event)` makes it again.
     """
 
     name = "base"
@@ -241,6 +244,27 @@ class Searcher:
         self._told_ids = {o["id"] for o in self.observations}
         self._seen = {self.space.canonical(o["config"]) for o in self.observations}
         self._load_extra_state(state.get("extra") or {})
+
+    # -- replay -----------------------------------------------------------------------------
+    @property
+    def next_id(self) -> int:
+        """The number the next `ask` takes as its id (at least)."""
+        return self._next_id
+
+    def record(self, change: str, /, *args, **kwargs) -> tuple[object, dict]:
+        """Make `change` (`ask`, `tell`, `add`, `revise`, `discard` or `reserve_ids`, called
+        with `args`/`kwargs`) and return its result with its event: a JSON dict (`op`, the
+        change's arguments, `told` for a tell's or add's status) holding whatever the change
+        drew, so `apply` makes it again without proposing: an ask's config, the random state
+        after a change that drew (`rng`), the extras an ask changed (`extra`)."""
+        return replay.record(self, change, args, kwargs)
+
+    def apply(self, event: Mapping) -> None:
+        """Make again the change `event` records (`record`'s, or a journal line an earlier
+        release wrote), on a searcher in the state the change was made in: after the same
+        events, or loaded from a `state_dict` taken there. A tell replayed to another status
+        than the one recorded raises ValueError."""
+        replay.apply(self, event)
 
     # -- hooks ------------------------------------------------------------------------------
     def _propose(self) -> dict:

@@ -239,7 +239,7 @@ class BayesSearcher(Searcher):
         return {
             "design_seed": self._design_seed,
             "design_used": self._design_used,
-            "thetas": self._thetas,
+            "thetas": {k: list(v) for k, v in self._thetas.items()},  # not the live lists
         }
 
     def _load_extra_state(self, extra: Mapping) -> None:

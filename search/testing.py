@@ -41,6 +41,54 @@ def toy_metrics(config: dict) -> dict:
     return {"score": score, "cost": float(config["n"])}
 
 
+def record_changes(searcher: search.Searcher, steps: int, metrics=toy_metrics) -> list[dict]:
+    """Every kind of change (asks; tells completed, failed and stopped; revise, discard, add,
+    reserve_ids) made through `searcher.record`, `steps` rounds; returns the events as read back
+    from JSON. A revised config is drawn from the space (for darts: the supernet's derivation)."""
+    events, draws = [], np.random.default_rng(0)
+
+    def change(name, *args, **kwargs):
+        result, event = searcher.record(name, *args, **kwargs)
+        events.append(json.loads(json.dumps(event, default=search.plain)))
+        return result
+
+    for step in range(steps):
+        first, second = change("ask"), change("ask")
+        if step % 3 == 0:
+            change("revise", first.id, searcher.space.sample(draws))
+        told = None if step % 4 == 2 else metrics(searcher.pending[first.id])
+        change("tell", first.id, told)
+        if step % 3 == 1:
+            change("discard", second.id)
+        else:
+            status = "stopped" if step % 2 else None
+            change("tell", second.id, metrics(searcher.pending[second.id]), status=status)
+    config = searcher.space.sample(draws)
+    change("add", config, metrics(config), status="completed")
+    change("reserve_ids", searcher.next_id + 5)
+    return events
+
+
+def check_replay(make, *, steps: int, metrics=toy_metrics) -> None:
+    """The replay contract: the events of `record_changes`, applied to a fresh searcher (as the
+    recorded one started) or to one of another seed loaded from the state taken halfway, leave
+    the state the changes left, and it goes on identically. `make(seed=...)` creates one."""
+    original = make(seed=5)
+    first = record_changes(original, steps // 2, metrics)
+    halfway = json.loads(json.dumps(original.state_dict(), default=search.plain))
+    rest = record_changes(original, steps - steps // 2, metrics)
+    replayed, resumed = make(seed=5), make(seed=98)
+    resumed.load_state_dict(halfway)
+    for searcher, events in ((replayed, first + rest), (resumed, rest)):
+        for event in events:
+            searcher.apply(event)
+    state = json.loads(json.dumps(original.state_dict(), default=search.plain))
+    nexts = [original.ask().config for _ in range(3)]
+    for searcher in (replayed, resumed):
+        assert json.loads(json.dumps(searcher.state_dict(), default=search.plain)) == state
+        assert [searcher.ask().config for _ in range(3)] == nexts
+
+
 class SearcherContract:
     searcher_name: str = ""
     options: dict = {}
@@ -85,6 +133,17 @@ class SearcherContract:
         for searcher in (original, resumed):
             searcher.tell(pending.id, toy_metrics(pending.config))
         assert self.run(resumed, self.budget // 2) == self.run(original, self.budget // 2)
+
+    def test_a_state_dict_is_a_copy_later_changes_leave_alone(self):
+        searcher = self.make()
+        self.run(searcher, self.budget // 2)
+        state = searcher.state_dict()
+        before = json.dumps(state, default=search.plain)
+        self.run(searcher, self.budget // 2)
+        assert json.dumps(state, default=search.plain) == before
+
+    def test_recorded_changes_replay_exactly(self):
+        check_replay(self.make, steps=self.budget // 2)
 
     def test_failed_and_nonfinite_results_are_failures(self):
         searcher = self.make()

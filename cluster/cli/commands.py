@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import signal
 import sys
@@ -15,7 +16,6 @@ from cluster.cli import export
 from cluster.cli import table as table_io
 
 READY_SPACES = ("nb201", "chain", "mlp", "training", "compression", "joint")
-SHOWN = ("trial", "status", "val_acc", "test_acc", "latency_ms", "size_bytes", "macs")
 
 
 def _space(name: str):
@@ -56,81 +56,73 @@ def _print_front(study, table) -> None:
 
 
 def _cmd_run(args) -> int:
-    from cluster.study import config as study
+    from cluster.study import config as study_file
     from cluster.study import warm
     from cluster.study.defaults import measured_default
 
-    config = study.read(args.config) if args.config else measured_default()
+    study = study_file.read(args.config) if args.config else measured_default()
     if args.dir:
-        config = study.Study.from_dict({**config.to_dict(), "dir": args.dir})
-    config = warm.added(config, args.warm_start or [])  # earlier studies seeding the searcher
-    return _run_study(config, args, resume=False)
+        study = study_file.Study.from_dict({**study.to_dict(), "dir": args.dir})
+    study = warm.added(study, args.warm_start or [])  # earlier studies seeding the searcher
+    return _run_study(study, args, resume=False)
 
 
 def _cmd_resume(args) -> int:
     from cluster.study.resume import load_study
 
-    config = load_study(args.study)
-    config = type(config).from_dict({**config.to_dict(), "dir": str(args.study)})
-    return _run_study(config, args, resume=True)
+    study = load_study(args.study)
+    study = type(study).from_dict({**study.to_dict(), "dir": str(args.study)})
+    return _run_study(study, args, resume=True)
 
 
-def _run_study(config, args, *, resume: bool) -> int:
-    # Ctrl-C raises KeyboardInterrupt, and is remembered: should a library swallow the
-    # exception (Ray starting, Tune), the run still ends as interrupted, exit code 130
-    pressed = []
+# the signals that end a run as Ctrl-C does (exit 128 + the signal), and the log where Tune
+# says, with a traceback, an error the study's recorder raised (an OS error: said in one line)
+STOPS, TUNE_LOG = (signal.SIGINT, signal.SIGTERM), "ray.tune.execution.tune_controller"
 
-    def interrupt(signum, frame):
-        pressed.append(signum)
+
+def _run_study(study, args, *, resume: bool) -> int:
+    # a stop raises KeyboardInterrupt, and is remembered: should a library swallow the exception
+    # (Ray starting, Tune), the run still ends as stopped; the runner keeps it over Ray's SIGTERM
+    stopped, errors = [], []
+
+    def stop(signum, frame):
+        stopped.append(signum)
         raise KeyboardInterrupt
 
-    previous = signal.signal(signal.SIGINT, interrupt)
+    def quiet(record) -> bool:  # an OS error (a full disk) is kept out of Tune's log
+        error = record.exc_info[1] if record.exc_info else None
+        if isinstance(error, OSError):
+            errors.append(error)
+        return not isinstance(error, OSError)
+
+    previous = {number: signal.signal(number, stop) for number in STOPS}
+    logging.getLogger(TUNE_LOG).addFilter(quiet)
     options = {"address": args.address, "verbose": args.verbose, "num_cpus": args.cpus}
     try:
         from cluster.raytune import runner
 
-        table = runner.run(config, resume=resume, **options)
+        table = runner.run(study, resume=resume, **options)
     except KeyboardInterrupt:
-        pressed.append(signal.SIGINT)
+        stopped.append(signal.SIGINT)
     finally:
-        signal.signal(signal.SIGINT, previous)
-    if pressed:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+        logging.getLogger(TUNE_LOG).removeFilter(quiet)
+    if stopped:
+        name = signal.Signals(stopped[0]).name
         print(
-            f"\ninterrupted: `paretune resume {config.dir}` continues the study "
+            f"\nstopped ({name}): `paretune resume {study.dir}` continues the study "
             "(finished trials are kept)",
             file=sys.stderr,
         )
-        return 130
-    _print_front(config, table)
-    front = ",".join(f"{metric}:{mode}" for metric, mode in config.objectives)
-    print(f"\nthe study is in {config.dir}; next:")
-    print(f"  paretune results {config.dir}    (every trial; --pareto {front} for the front)")
-    print(f"  paretune plot {config.dir}       (the fronts against each cost, bounds drawn)")
-    return 0
-
-
-def _cmd_results(args) -> int:
-    from cluster.study import results
-
-    if args.where or args.sql:  # DuckDB reads the study's Parquet files lazily
-        table = table_io.query_study(
-            args.study, every_step=args.every_step, where=args.where, sql=args.sql
-        )
-    else:
-        table = results.load(args.study, every_step=args.every_step)
-    if args.pareto:
-        table = results.pareto(table, table_io.objective_pairs(args.pareto))
-    if args.sort:
-        column, _, order = args.sort.partition(":")
-        if column not in table.column_names:
-            raise ValueError(f"--sort: no column {column!r}; columns: {table.column_names}")
-        table = results.sort_rows(table, column, descending=order == "desc")
-    if args.out:
-        table_io.write(table, Path(args.out))
-        print(f"wrote {table.num_rows} rows to {args.out}")
-        return 0
-    columns = args.columns.split(",") if args.columns else None
-    print(table_io.format_table(table, columns or (None if args.sql else SHOWN), limit=args.limit))
+        return 128 + stopped[0]
+    if errors:
+        raise errors[0]
+    _print_front(study, table)
+    front = ",".join(f"{metric}:{mode}" for metric, mode in study.objectives)
+    print(f"\nthe study is in {study.dir}; next:")
+    print(f"  paretune results {study.dir}    (every trial; --pareto {front} for the front)")
+    print(f"  paretune plot {study.dir}       (the fronts against each cost, bounds drawn)")
     return 0
 
 
@@ -222,17 +214,7 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("--cpus", type=int, help="CPUs for a local Ray (default: all)")
         sub.add_argument("--verbose", action="store_true", help="Ray's own output too")
         sub.set_defaults(func=func)
-    res = commands.add_parser("results", help="query a study's results")
-    res.add_argument("study")
-    res.add_argument("--every-step", action="store_true", help="every report, not final rows")
-    res.add_argument("--where", help='an SQL condition, e.g. "latency_ms < 5" (DuckDB)')
-    res.add_argument("--sql", help="a whole SQL query over the table `results` (DuckDB)")
-    res.add_argument("--pareto", help="keep the front, e.g. val_acc:max,latency_ms:min")
-    res.add_argument("--sort", help="COLUMN or COLUMN:desc")
-    res.add_argument("--columns", help="comma-separated columns to print")
-    res.add_argument("--limit", type=int, default=50)
-    res.add_argument("--out", help="write .csv, .json or .parquet instead of printing")
-    res.set_defaults(func=_cmd_results)
+    table_io.add_parser(commands)  # paretune results STUDY [--where ...]
     plot = commands.add_parser("plot", help="Pareto front and best-so-far curve as PNG")
     plot.add_argument("study")
     plot.add_argument("--out", help="folder for the PNG files (default: STUDY/plots)")

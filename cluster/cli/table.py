@@ -1,14 +1,59 @@
-"""Results as the command line shows and writes them: aligned text, SQL, files."""
+"""`paretune results`, and results as the command line shows and writes them: aligned text,
+SQL, files."""
 
 from __future__ import annotations
 
+import argparse
 import json
 import re
 from pathlib import Path
 
+from spaces.util import did_you_mean
+
+SHOWN = ("trial", "status", "val_acc", "test_acc", "latency_ms", "size_bytes", "macs")
+
+
+def add_parser(commands) -> None:
+    """The `results` subcommand on `commands` (argparse subparsers)."""
+    res = commands.add_parser("results", help="query a study's results")
+    res.add_argument("study")
+    res.add_argument("--every-step", action="store_true", help="every report, not final rows")
+    res.add_argument("--where", help='an SQL condition, e.g. "latency_ms < 5" (DuckDB)')
+    res.add_argument("--sql", help="a whole SQL query over the table `results` (DuckDB)")
+    res.add_argument("--pareto", help="keep the front, e.g. val_acc:max,latency_ms:min")
+    res.add_argument("--sort", help="COLUMN or COLUMN:desc")
+    res.add_argument("--columns", help="comma-separated columns to print")
+    res.add_argument("--limit", type=row_limit, default=50, help="rows to print")
+    res.add_argument("--out", help="write .csv, .json or .parquet instead of printing")
+    res.set_defaults(func=_cmd_results)
+
+
+def _cmd_results(args) -> int:
+    from cluster.study import results
+
+    if args.where or args.sql:  # DuckDB reads the study's Parquet files lazily
+        table = query_study(args.study, every_step=args.every_step, where=args.where, sql=args.sql)
+    else:
+        table = results.load(args.study, every_step=args.every_step)
+    if args.pareto:
+        table = results.pareto(table, objective_pairs(args.pareto))
+    if args.sort:
+        column, _, order = args.sort.partition(":")
+        check_columns([column], table, option="--sort")
+        table = results.sort_rows(table, column, descending=order == "desc")
+    if args.out:
+        write(table, Path(args.out))
+        print(f"wrote {table.num_rows} rows to {args.out}")
+        return 0
+    columns = [c.strip() for c in args.columns.split(",")] if args.columns else None
+    check_columns(columns or [], table, option="--columns")
+    print(format_table(table, columns or (None if args.sql else SHOWN), limit=args.limit))
+    return 0
+
 
 def format_table(table, columns=None, *, limit: int = 50) -> str:
-    """An aligned text table of the first `limit` rows."""
+    """An aligned text table of the first `limit` rows (`limit` >= 0); the last column is not
+    padded, so a long config text leaves no run of spaces behind the others."""
     columns = [c for c in (columns or table.column_names) if c in table.column_names]
     rows = table.select(columns).slice(0, limit).to_pylist()
 
@@ -19,11 +64,30 @@ def format_table(table, columns=None, *, limit: int = 50) -> str:
 
     cells = [[cell(r[c]) for c in columns] for r in rows]
     widths = [max([len(c)] + [len(r[i]) for r in cells]) for i, c in enumerate(columns)]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(columns, widths))]
-    lines += ["  ".join(v.ljust(w) for v, w in zip(r, widths)) for r in cells]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(columns, widths)).rstrip()]
+    lines += ["  ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip() for r in cells]
     if table.num_rows > limit:
         lines.append(f"... {table.num_rows - limit} more rows")
     return "\n".join(lines)
+
+
+def check_columns(names, table, *, option: str) -> None:
+    """Refuse a name in `names` that is no column of `table`, naming the closest one."""
+    for name in names:
+        if name not in table.column_names:
+            hint = did_you_mean(name, table.column_names)
+            raise ValueError(f"{option}: no column {name!r}{hint}; columns: {table.column_names}")
+
+
+def row_limit(text: str) -> int:
+    """`--limit`'s value: a whole number of rows, 0 or more."""
+    try:
+        limit = int(text)
+    except ValueError:
+        limit = -1
+    if limit < 0:
+        raise argparse.ArgumentTypeError(f"must be a whole number of rows, 0 or more; got {text!r}")
+    return limit
 
 
 def with_config_text(table):

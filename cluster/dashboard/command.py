@@ -3,6 +3,7 @@ when it runs)."""
 
 from __future__ import annotations
 
+import socket
 import time
 
 
@@ -19,6 +20,24 @@ def add_parser(commands) -> None:
     board.set_defaults(func=_cmd_dashboard)
 
 
+# hosts that mean "every interface": a browser cannot open them, but this machine's loopback
+ANY_HOST = {"0.0.0.0": "127.0.0.1", "::": "[::1]", "": "127.0.0.1"}
+
+
+def address(host: str, port: int, *, tls: bool, token: bool) -> str:
+    """What to open in a browser for a dashboard listening on `host:port`."""
+    scheme = "https" if tls else "http"
+    fragment = "#token=TOKEN" if token else ""
+    if host not in ANY_HOST:
+        shown = f"[{host}]" if ":" in host else host
+        return f"{scheme}://{shown}:{port}/{fragment}"
+    other = f"{scheme}://{socket.gethostname()}:{port}/{fragment}"
+    return (
+        f"{scheme}://{ANY_HOST[host]}:{port}/{fragment}, listening on all interfaces "
+        f"(from another machine: {other} or this host's address)"
+    )
+
+
 def _cmd_dashboard(args) -> int:
     from cluster.dashboard.server import serve
     from cluster.remote.wire import Security
@@ -28,8 +47,7 @@ def _cmd_dashboard(args) -> int:
     server, port = serve(
         args.study, host=args.host, port=args.port, token=security.token, tls=tls, poll_s=args.poll
     )
-    scheme = "https" if tls else "http"
-    where = f"{scheme}://{args.host}:{port}/" + ("#token=TOKEN" if security.token else "")
+    where = address(args.host, port, tls=bool(tls), token=bool(security.token))
     print(f"dashboard of {', '.join(args.study)} on {where} (Ctrl-C stops it)", flush=True)
     try:
         while True:

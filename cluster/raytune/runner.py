@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import signal
 import time
 from pathlib import Path
 
@@ -87,6 +88,7 @@ def _fit(study, store, *, done, left, options, function):
     os.environ.setdefault("TUNE_DISABLE_SIGINT_HANDLER", "1")
     address, verbose = options["address"], options["verbose"]
     if not ray.is_initialized():
+        caller = signal.getsignal(signal.SIGTERM)  # Ray's own would replace it, and dump stacks
         ray.init(
             address=address or "local",
             num_cpus=options["cpus"] if address is None else None,
@@ -94,6 +96,8 @@ def _fit(study, store, *, done, left, options, function):
             log_to_driver=verbose,
             logging_level="INFO" if verbose else "ERROR",
         )
+        if callable(caller):  # the CLI's: SIGTERM ends the run as Ctrl-C does
+            signal.signal(signal.SIGTERM, caller)
     names = store.searcher.objective.names
     schema = results.schema(study.space(), names)
     writer = (

@@ -8,20 +8,16 @@ is one the snapshot already covers (the writer died between the two files) and i
 replayed. A line counts once it ends in a newline: the torn last line a killed writer leaves is
 ignored, and cut before the next append.
 
-Replay is exact without proposing again: an ask is recorded with its config, the random state
-after it and, where the ask changed them, the searcher's own extras (`_extra_state`); the other
-changes (`tell`, `revise`, `discard`, `add`, `reserve_ids`) are replayed through the searcher's
-methods, each with the random state after it where it drew, and a tell's or add's recorded
-status is checked against the replayed one.
+Each line is a searcher's event (`Searcher.record` writes it, `Searcher.apply` makes it again:
+the contract in `search.base`), so replay is exact without proposing again.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 from pathlib import Path
-
-import numpy as np
 
 import search
 from spaces.util import write_atomic
@@ -30,10 +26,7 @@ STATE_FILE = "searcher.json"
 JOURNAL_FILE = "searcher.journal"
 
 
-def plain(value):
-    if isinstance(value, np.generic):
-        return value.item()
-    raise TypeError(f"a journal event holds {value!r} ({type(value).__name__}), not JSON")
+plain = search.plain  # the journal's and the snapshot's JSON default
 
 
 def line(event: dict) -> bytes:
@@ -43,7 +36,7 @@ def line(event: dict) -> bytes:
 def summary(searcher: search.Searcher) -> tuple:
     """What any change to the searcher moves: told trials, next id, random state, pending."""
     state = searcher.rng.bit_generator.state
-    return len(searcher.observations), searcher._next_id, state, dict(searcher.pending)
+    return len(searcher.observations), searcher.next_id, state, dict(searcher.pending)
 
 
 class Recording:
@@ -58,6 +51,8 @@ class Recording:
     def __getattr__(self, name):
         if name == "_searcher":  # not yet set (a copy being made)
             raise AttributeError(name)
+        if name in search.CHANGES:
+            return functools.partial(self._record, name)
         return getattr(self._searcher, name)
 
     def __setattr__(self, name, value):
@@ -68,101 +63,17 @@ class Recording:
         object.__setattr__(self, "lines", [])
         object.__setattr__(self, "after", summary(self._searcher))
 
-    def _keep(self, event: dict, rng_before: dict) -> None:
-        rng = self._searcher.rng.bit_generator.state
-        if rng != rng_before:
-            event["rng"] = rng
+    def _record(self, change: str, /, *args, **kwargs):
+        result, event = self._searcher.record(change, *args, **kwargs)
         self.lines.append(line(event))
         object.__setattr__(self, "after", summary(self._searcher))
-
-    def ask(self) -> search.Trial:
-        searcher = self._searcher
-        extra, rng = (
-            json.dumps(searcher._extra_state(), default=plain),
-            searcher.rng.bit_generator.state,
-        )
-        trial = searcher.ask()
-        event = {"op": "ask", "id": trial.id, "config": trial.config}
-        now = searcher._extra_state()
-        if json.dumps(now, default=plain) != extra:
-            event["extra"] = now
-        self._keep(event, rng)
-        return trial
-
-    def tell(self, trial_id, metrics, *, status=None) -> dict:
-        rng = self._searcher.rng.bit_generator.state
-        record = self._searcher.tell(trial_id, metrics, status=status)
-        metrics = None if metrics is None else dict(metrics)
-        event = {"op": "tell", "id": trial_id, "metrics": metrics, "status": status}
-        self._keep(event | {"told": record["status"]}, rng)
-        return record
-
-    def add(self, config, metrics, *, status=None, trial_id=None) -> dict:
-        rng = self._searcher.rng.bit_generator.state
-        record = self._searcher.add(config, metrics, status=status, trial_id=trial_id)
-        metrics = None if metrics is None else dict(metrics)
-        event = {"op": "add", "id": record["id"], "config": dict(config), "metrics": metrics}
-        self._keep(event | {"status": status, "told": record["status"]}, rng)
-        return record
-
-    def revise(self, trial_id, config) -> None:
-        rng = self._searcher.rng.bit_generator.state
-        self._searcher.revise(trial_id, config)
-        self._keep({"op": "revise", "id": trial_id, "config": dict(config)}, rng)
-
-    def discard(self, trial_id) -> None:
-        rng = self._searcher.rng.bit_generator.state
-        self._searcher.discard(trial_id)
-        self._keep({"op": "discard", "id": trial_id}, rng)
-
-    def reserve_ids(self, first_free) -> None:
-        rng = self._searcher.rng.bit_generator.state
-        self._searcher.reserve_ids(first_free)
-        self._keep({"op": "reserve", "first_free": int(first_free)}, rng)
-
-
-def _check(event: dict, record: dict) -> None:
-    if record["status"] != event["told"]:
-        raise ValueError(
-            f"journal: trial {event['id']!r} was told {event['told']!r}, "
-            f"replayed as {record['status']!r}"
-        )
+        return result
 
 
 def replay(searcher: search.Searcher, events: list[dict]) -> None:
-    """Apply journal `events` in order. The extras an ask recorded are loaded once, after the
-    last ask (or before a tell, for a searcher that learns in `_observe`)."""
-    learns = type(searcher)._observe is not search.Searcher._observe
-    extra = None
+    """Apply journal `events` in order."""
     for event in events:
-        op = event.get("op")
-        if op in ("tell", "add") and learns and extra is not None:
-            searcher._load_extra_state(extra)
-            extra = None
-        if op == "ask":
-            searcher._hold(str(event["id"]), dict(event["config"]))
-            extra = event.get("extra", extra)
-        elif op == "tell":
-            _check(event, searcher.tell(event["id"], event["metrics"], status=event["status"]))
-        elif op == "add":
-            record = searcher.add(
-                event["config"], event["metrics"], status=event["status"], trial_id=event["id"]
-            )
-            _check(event, record)
-        elif op == "revise":
-            searcher.revise(event["id"], event["config"])
-        elif op == "discard":
-            searcher.discard(event["id"])
-        elif op == "reserve":
-            searcher.reserve_ids(event["first_free"])
-        else:
-            raise ValueError(
-                f"journal: unknown event {op!r}; known: ask, tell, add, revise, discard, reserve"
-            )
-        if "rng" in event:
-            searcher.rng.bit_generator.state = event["rng"]
-    if extra is not None:
-        searcher._load_extra_state(extra)
+        searcher.apply(event)
 
 
 def read(path: Path, start: int) -> tuple[list[dict], int]:

@@ -264,3 +264,23 @@ def test_a_block_that_raises_keeps_nothing_of_its_own(tmp_path):
     reader = StudyStore(tmp_path, _searcher())
     with reader.locked():
         assert _state(reader) == _state(store)
+
+
+OLD_JOURNALS = Path(__file__).parent / "data" / "journal_v1"
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in OLD_JOURNALS.iterdir() if p.is_dir()))
+def test_a_journal_written_before_replay_moved_into_search_still_replays(tmp_path, name):
+    """Written by the code of f7b251f (`data/make_old_journals.py`): every kind of line, and
+    the extras an ask changed (grid, bo, darts) or a tell learns from (evolution, rl, darts)."""
+    from tests.cluster.data.make_old_journals import _make
+
+    for file in ("searcher.json", "searcher.journal"):
+        (tmp_path / file).write_bytes((OLD_JOURNALS / name / file).read_bytes())
+    expected = json.loads((OLD_JOURNALS / name / "expected.json").read_text())
+    with StudyStore(tmp_path, _make(name, seed=99)).locked() as searcher:
+        assert (
+            json.loads(json.dumps(searcher.state_dict(), default=journal.plain))
+            == (expected["state"])
+        )
+        assert [searcher.ask().config for _ in range(2)] == expected["next"]

@@ -1,0 +1,97 @@
+"""How a searcher's changes are recorded as JSON events and made again (`Searcher.record`,
+`Searcher.apply`, which document the contract)."""
+
+from __future__ import annotations
+
+import inspect
+import json
+from collections.abc import Mapping
+
+import numpy as np
+
+# the changes `Searcher.record` makes, and the `op` of each one's event
+CHANGES = {
+    "ask": "ask",
+    "tell": "tell",
+    "add": "add",
+    "revise": "revise",
+    "discard": "discard",
+    "reserve_ids": "reserve",
+}
+
+
+def plain(value):
+    """`json.dumps`'s `default` for what searchers keep: numpy scalars as Python numbers."""
+    if isinstance(value, np.generic):
+        return value.item()
+    raise TypeError(f"a searcher's state holds {value!r} ({type(value).__name__}), not JSON")
+
+
+def record(searcher, change: str, args: tuple, kwargs: dict) -> tuple[object, dict]:
+    if change not in CHANGES:
+        raise ValueError(f"record: change must be one of {list(CHANGES)}, got {change!r}")
+    extra, rng = (
+        json.dumps(searcher._extra_state(), default=plain),
+        searcher.rng.bit_generator.state,
+    )
+    result = getattr(searcher, change)(*args, **kwargs)
+    event = {"op": CHANGES[change], **_arguments(searcher, change, result, args, kwargs)}
+    if change == "ask":
+        now = json.dumps(searcher._extra_state(), default=plain)
+        if now != extra:
+            event["extra"] = json.loads(now)
+    if searcher.rng.bit_generator.state != rng:
+        event["rng"] = searcher.rng.bit_generator.state
+    return result, event
+
+
+def apply(searcher, event: Mapping) -> None:
+    op, trial_id = event.get("op"), event.get("id")
+    if op == "ask":
+        searcher._hold(str(trial_id), dict(event["config"]))
+        if "extra" in event:
+            searcher._load_extra_state(event["extra"])
+    elif op == "tell":
+        _check_told(event, searcher.tell(trial_id, event["metrics"], status=event["status"]))
+    elif op == "add":
+        record = searcher.add(
+            event["config"], event["metrics"], status=event["status"], trial_id=trial_id
+        )
+        _check_told(event, record)
+    elif op == "revise":
+        searcher.revise(trial_id, event["config"])
+    elif op == "discard":
+        searcher.discard(trial_id)
+    elif op == "reserve":
+        searcher.reserve_ids(event["first_free"])
+    else:
+        raise ValueError(f"apply: unknown event {op!r}; known: {list(CHANGES.values())}")
+    if "rng" in event:
+        searcher.rng.bit_generator.state = event["rng"]
+
+
+def _arguments(searcher, change: str, result, args: tuple, kwargs: dict) -> dict:
+    """What the event of `change` holds besides its `op` (the keys journals have always had)."""
+    given = inspect.signature(getattr(searcher, change)).bind(*args, **kwargs)
+    given.apply_defaults()
+    given = given.arguments
+    if change == "ask":
+        return {"id": result.id, "config": dict(result.config)}
+    if change == "reserve_ids":
+        return {"first_free": int(given["first_free"])}
+    event = {"id": result["id"] if change == "add" else given["trial_id"]}
+    if "config" in given:
+        event["config"] = dict(given["config"])
+    if change in ("tell", "add"):
+        metrics = given["metrics"]
+        event["metrics"] = None if metrics is None else dict(metrics)
+        event |= {"status": given["status"], "told": result["status"]}
+    return event
+
+
+def _check_told(event: Mapping, record: dict) -> None:
+    if record["status"] != event["told"]:
+        raise ValueError(
+            f"apply: trial {event['id']!r} was told {event['told']!r}, "
+            f"replayed as {record['status']!r}"
+        )
