@@ -10,8 +10,8 @@ import re
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from cluster.cli import plot
 from cluster.study import results
+from cluster.study.front import COSTS, front_layout
 
 STATUSES = ("running", "completed", "failed", "stopped", "infeasible")
 METRICS = ("val_acc", "test_acc", "latency_ms", "size_bytes", "macs", "params", "train_seconds")
@@ -145,7 +145,7 @@ def _typed(text: str, kind: pa.DataType, column: str):
 
 def front(feed, cost: str | None = None) -> dict:
     """The first objective against `cost` (default: the first bounded cost, else the first
-    with values) as `cluster.cli.plot.front_layout` lays it out, with at most `POINTS`
+    with values) as `cluster.study.front.front_layout` lays it out, with at most `POINTS`
     trials drawn behind the front."""
     table, study = feed.tables.latest, feed.study
     costs = [] if table is None else _costs(table, study.objectives[0][0])
@@ -156,7 +156,7 @@ def front(feed, cost: str | None = None) -> dict:
         cost = (bounded or costs or [None])[0]
     if cost is None:
         return {"cost": None, "costs": []}
-    layout = dict(plot.front_layout(table, study, cost))
+    layout = dict(front_layout(table, study, cost))
     total = len(layout["compressed"]) + len(layout["uncompressed"])
     for key in ("compressed", "uncompressed"):
         layout[key] = _sample(layout[key], POINTS * len(layout[key]) // max(total, 1))
@@ -166,7 +166,7 @@ def front(feed, cost: str | None = None) -> dict:
 def _costs(table: pa.Table, metric: str) -> list[str]:
     """The costs `front_layout` draws: a completed trial has a value."""
     done = table.filter(pc.equal(table["status"], "completed"))
-    present = [c for c in plot.COSTS if c in table.column_names and c != metric]
+    present = [c for c in COSTS if c in table.column_names and c != metric]
     return [c for c in present if done.num_rows and done[c].null_count < done.num_rows]
 
 

@@ -7,6 +7,7 @@ import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
+from functools import cached_property
 from pathlib import Path
 
 import yaml
@@ -19,9 +20,8 @@ from cluster.study.results import METRICS
 from cluster.study.warm import sources as warm_sources
 from spaces import Space
 from spaces.util import did_you_mean
-from trainers.data import DATASETS, EMBEDDED, load_dataset
+from trainers.data import DATASETS, EMBEDDED
 from trainers.deploy import RUNTIMES
-from trainers.models import check_input
 from trainers.trial import COST_METRICS, FLAT_KEYS, TrialSettings
 
 SCHEDULERS = ("fifo", "asha", "hyperband", "median", "pbt")
@@ -110,7 +110,7 @@ class Study:
                 raise ConfigError(f"data_path {self.data_path!r} does not exist")
         check_keys("trial", self.trial, FLAT_KEYS - _OWNED)
         try:
-            TrialSettings.from_flat(self.trial)
+            self.trial_settings()
         except ValueError as error:
             raise ConfigError(f"trial: {error}") from error
         for metric, _ in self.objectives:
@@ -149,6 +149,9 @@ class Study:
     def check_data(self) -> None:
         """Load the dataset once, here, so a bad file, or data of a rank the model does not
         take, fails before any trial starts."""
+        from trainers.data import load_dataset
+        from trainers.models import check_input
+
         model = self.trial.get("model", "auto")
         try:
             data = load_dataset(self.dataset, self.data_path)
@@ -177,17 +180,16 @@ class Study:
         return held(Space.combine(parts), self.fixed)
 
     def trial_settings(self) -> TrialSettings:
-        source = None
-        if self.latency != "local":
-            from cluster.remote.device import RemoteLatency
+        """The study's `trial` section with the keys the study owns, parsed once (`validate`
+        does); its latency source is bound where the trial runs
+        (`cluster.raytune.trainable.bound`)."""
+        return self._settings
 
-            token = self.latency_token_file and Path(self.latency_token_file).read_text().strip()
-            address = self.latency.removeprefix("remote://")
-            source = RemoteLatency(address, token or None, retry_s=self.latency_retry_s)
+    @cached_property
+    def _settings(self) -> TrialSettings:
         return TrialSettings.from_flat(
             {
                 **self.trial,
-                "latency_source": source,
                 "runtime": self.deploy,
                 "dataset": self.dataset,
                 "data_path": self.data_path,

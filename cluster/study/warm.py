@@ -61,40 +61,6 @@ def space_differences(space: Space, other: Space) -> list[str]:
     return phrases
 
 
-def _source(folder: str):
-    """The earlier study in `folder`, without its own warm start (its rows carry it)."""
-    from cluster.study.resume import STUDY_FILE, Study
-
-    path = Path(folder) / STUDY_FILE
-    if not path.exists():
-        raise ConfigError(f"warm_start: {folder!r} holds no study (no {STUDY_FILE})")
-    saved = {k: v for k, v in json.loads(path.read_text()).items() if k != "warm_start"}
-    saved.setdefault("deploy", "torch")
-    try:
-        return Study.from_dict(saved)
-    except ConfigError as error:
-        raise ConfigError(
-            f"warm_start: the study in {folder!r} no longer loads: {error}"
-        ) from error
-
-
-def check(study) -> None:
-    """Raise `ConfigError` unless every `warm_start` folder holds a study with results whose
-    parameters have the names of `study`'s (ranges may differ)."""
-    space = study.space()
-    for folder in study.warm_start:
-        if Path(folder) == Path(study.dir).expanduser().resolve():
-            raise ConfigError(f"warm_start: {folder!r} is this study's own folder")
-        other = _source(folder).space()
-        if set(space.params) != set(other.params):
-            phrases = "; ".join(space_differences(space, other))
-            raise ConfigError(f"warm_start: the space of {folder!r} is not this study's: {phrases}")
-        try:
-            results.load(folder, every_step=True)
-        except ValueError as error:
-            raise ConfigError(f"warm_start: {folder!r} has no results yet") from error
-
-
 def _measured(row: dict, names) -> bool:
     """A trained trial's final row with every metric in `names` a finite number."""
     if row.get("status") not in TRAINED or not row.get("final"):
