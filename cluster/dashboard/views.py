@@ -12,6 +12,7 @@ import pyarrow.compute as pc
 
 from cluster.study import results
 from cluster.study.front import COSTS, front_layout
+from cluster.study.rows import config_columns, config_of
 
 STATUSES = ("running", "completed", "failed", "stopped", "infeasible")
 METRICS = ("val_acc", "test_acc", "latency_ms", "size_bytes", "macs", "params", "train_seconds")
@@ -105,7 +106,7 @@ def shown_columns(table: pa.Table, study) -> list[str]:
     """Trial, status, the objectives, the metrics any trial has, step, time and the config."""
     first = ["trial", "status", *(m for m, _ in study.objectives)]
     metrics = [m for m in (*METRICS, "step", "elapsed_s") if m not in first]
-    config = [c for c in table.column_names if c.startswith("config.")]
+    config = config_columns(table.column_names)
     present = [c for c in metrics + config if c in table.column_names]
     return first + [c for c in present if table[c].null_count < table.num_rows]
 
@@ -217,9 +218,7 @@ def trial_detail(feed, trial: str) -> dict:
     return {
         "trial": trial,
         "status": latest["status"],
-        "config": {
-            k[7:]: v for k, v in latest.items() if k.startswith("config.") and v is not None
-        },
+        "config": config_of(latest),
         "metrics": {m: latest[m] for m in METRICS if latest.get(m) is not None},
         "curve": {"step": reports["step"].to_pylist(), "phase": reports["phase"].to_pylist()}
         | {"metrics": curves},

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import sys
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 
 import search
 from cluster.study import warm
 from cluster.study.config import Study
 from cluster.study.resume import told_as
+from cluster.study.rows import make_row, unprefixed
 from cluster.study.store import StudyStore
 
 
@@ -78,7 +78,7 @@ class Recorder:
     def _config(self, trial: str, result: dict, config) -> dict:
         """The config that trained what `result` measures (its `trained_with`, else `config`,
         else Tune's): population-based training may have swapped it."""
-        ran = result.get("trained_with") or _unflattened(result, "trained_with/")
+        ran = result.get("trained_with") or unprefixed(result, "trained_with/")  # Tune flattened it
         ran = ran or config or result.get("config")
         asked = self.asked.get(trial, {})
         if not isinstance(ran, dict) or ran == asked:
@@ -88,15 +88,15 @@ class Recorder:
         return {k: v for k, v in active.items() if space.is_active(k, active)}
 
     def _row(self, trial: str, result: dict, status: str, config: dict) -> dict:
-        return {
-            **result,
-            "study": self.study.name,
-            "trial": trial,
-            "status": status,
-            "config": config,
-            "time": datetime.now(UTC),
-            "elapsed_s": time.time() - self.started.get(trial, time.time()),
-        }
+        elapsed = time.time() - self.started.get(trial, time.time())
+        return make_row(
+            result,
+            study=self.study.name,
+            trial=trial,
+            status=status,
+            config=config,
+            elapsed_s=elapsed,
+        )
 
     def result(self, tune_id: str, result: dict, config=None) -> None:
         if tune_id in self.ids and not result.get("final"):
@@ -148,8 +148,3 @@ class Recorder:
     def show(self, *, force: bool = False) -> None:
         running = len(self.ids)
         self.progress.show(self.searcher, done=self.done, running=running, force=force)
-
-
-def _unflattened(result: dict, prefix: str) -> dict:
-    """The mapping Tune flattened into `prefix`-named keys (its searchers get results flat)."""
-    return {k.removeprefix(prefix): v for k, v in result.items() if k.startswith(prefix)}

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Iterator
-from datetime import UTC, datetime
 
 import grpc
 import pyarrow as pa
@@ -21,6 +20,7 @@ import pyarrow.compute as pc
 from cluster.remote import wire
 from cluster.study import results, warm
 from cluster.study.resume import load_study, make_searcher
+from cluster.study.rows import make_row
 from cluster.study.store import StudyStore
 from search.base import Exhausted
 
@@ -91,16 +91,15 @@ class StudyService:
                 record = searcher.tell(trial, metrics, **({"status": status} if status else {}))
             except ValueError as error:  # e.g. the metrics lack an objective
                 raise wire.BadMessage(str(error)) from error
-            row = {
-                **(metrics or {}),
-                "study": self.study.name,
-                "trial": trial,
-                "status": record["status"],
-                "final": True,
-                "config": config,
-                "time": datetime.now(UTC),
-                "node": f"service:{context.peer()}",
-            }
+            row = make_row(
+                metrics or {},
+                study=self.study.name,
+                trial=trial,
+                status=record["status"],
+                config=config,
+                final=True,
+                node=f"service:{context.peer()}",
+            )
             self.writer.add(row, flush=True)
         return wire.encode({"status": record["status"]})
 

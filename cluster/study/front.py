@@ -8,6 +8,7 @@ import numpy as np
 import pyarrow.compute as pc
 
 from cluster.study import results
+from cluster.study.rows import column
 
 COSTS = ("latency_ms", "size_bytes", "macs")
 # A trial compresses its model when any of these is on in its config.
@@ -17,9 +18,8 @@ FENCE = 3.0  # points beyond this many interquartile ranges of the quartiles sit
 
 def compressed(table) -> list[bool]:
     """Per row, whether its config switches on a compression technique."""
-    columns = [
-        f"config.compress.{s}" for s in SWITCHES if f"config.compress.{s}" in table.schema.names
-    ]
+    names = [column(f"compress.{s}") for s in SWITCHES]
+    columns = [name for name in names if name in table.schema.names]
     rows = table.select(columns).to_pylist()
     return [any(bool(v) for v in row.values()) for row in rows]
 

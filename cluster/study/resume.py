@@ -13,6 +13,7 @@ import pyarrow as pa
 import search
 from cluster.study import results, warm
 from cluster.study.config import ConfigError, Study
+from cluster.study.rows import config_of
 from cluster.study.store import RUNNER_TRIALS, StateUnreadable, StudyStore
 from spaces.util import write_json
 
@@ -81,13 +82,8 @@ def reconcile(
     for trial, row in sorted(finals.items(), key=lambda item: results.trial_key(item[0])):
         if trial in told:
             continue
-        config = {
-            k.removeprefix("config."): v
-            for k, v in row.items()
-            if k.startswith("config.") and v is not None
-        }
         metrics, status = told_as(row, row["status"], names)
-        searcher.add(config, metrics, trial_id=trial, **status)
+        searcher.add(config_of(row), metrics, trial_id=trial, **status)
     return sum(not row.get(warm.WARM_FROM) for row in finals.values())  # warm ones: no budget
 
 

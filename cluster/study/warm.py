@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import math
 import warnings
-from datetime import UTC, datetime
 from pathlib import Path
 
 import pyarrow as pa
@@ -25,6 +24,7 @@ import pyarrow.compute as pc
 
 from cluster.study import results
 from cluster.study.errors import ConfigError
+from cluster.study.rows import config_of, make_row
 from spaces import Space
 from spaces.util import write_json
 
@@ -76,8 +76,7 @@ def _rows(study, searcher, folder: str) -> list[dict]:
     for row in results.load(folder).to_pylist():
         if not _measured(row, names):
             continue
-        config = {k.removeprefix("config."): v for k, v in row.items() if k.startswith("config.")}
-        config = {k: v for k, v in config.items() if v is not None}
+        config = config_of(row)
         try:
             searcher.space.validate(config)
         except ValueError:
@@ -88,17 +87,18 @@ def _rows(study, searcher, folder: str) -> list[dict]:
         over = objective.violations(metrics)
         origin = (row.get(WARM_FROM), row.get(WARM_TRIAL)) if row.get(WARM_FROM) else None
         taken.append(
-            {
-                **row,
-                **metrics,
-                "study": study.name,
-                "status": "infeasible" if over else "completed",
-                "phase": PHASE,
-                "config": config,
-                "violations": json.dumps(over),
-                WARM_FROM: origin[0] if origin else folder,
-                WARM_TRIAL: origin[1] if origin else row["trial"],
-            }
+            make_row(
+                {**row, **metrics},
+                study=study.name,
+                trial=row["trial"],  # numbered anew by `seed`
+                status="infeasible" if over else "completed",
+                config=config,
+                time=row.get("time"),
+                phase=PHASE,
+                violations=json.dumps(over),
+                **{WARM_FROM: origin[0] if origin else folder},
+                **{WARM_TRIAL: origin[1] if origin else row["trial"]},
+            )
         )
     if skipped:
         warnings.warn(
@@ -138,9 +138,8 @@ def seed(study, searcher, folder: Path, table: pa.Table | None) -> pa.Table | No
     # one part file, written atomically, then `warm.json`: a kill between the two is mended
     fields = pa.schema([*schema, *extra])
     writer = results.ResultWriter(folder, fields, interval=math.inf, compact=False)
-    now = datetime.now(UTC)
     for number, row in enumerate(rows):
-        writer.add({**row, "trial": str(number), "final": True, "time": row.get("time") or now})
+        writer.add({**row, "trial": str(number), "final": True})
     writer.flush()
     table = results.load(folder, every_step=True)
     _note(study, folder, table)
