@@ -153,3 +153,17 @@ def test_a_named_switch_brings_the_knobs_it_gates():
     assert params["compress.neuron_criterion"].options == ("activation", "l1")
     off = Study(compress={"neuron_prune": False}, train=False).space().params
     assert "compress.neuron_ratio" not in off  # a switch held off gates nothing
+
+
+def test_a_study_parses_its_trial_settings_once_and_the_runner_binds_its_latency_source():
+    from cluster.raytune.trainable import bound
+    from cluster.remote.device_client import RemoteLatency
+
+    study = Study.from_dict({"latency": "remote://device:50051", "trial": {"epochs": 3}})
+    assert study.trial_settings() is study.trial_settings()  # built once, by `validate`
+    assert study.trial_settings().schedule.epochs == 3
+    assert study.trial_settings().cost.latency_source is None  # reading a study dials nothing
+    settings = bound(study)
+    assert settings.cost.latency_source == RemoteLatency("device:50051", None, retry_s=60.0)
+    assert settings.schedule == study.trial_settings().schedule
+    assert bound(Study()).cost.latency_source is None
