@@ -41,11 +41,12 @@ class Progress:
 
 
 class Recorder:
-    """Writes every report of a trial to Parquet and tells the searcher when it ends (a trial a
-    scheduler ended is `stopped`, kept out of the searcher's model); the searcher's JSON state
-    is saved after every ask and tell. Tune trial ids map to the study's own trial ids. Writing
-    a row never changes the searcher: a config that population-based training swapped in is
-    carried by the rows and given to the searcher only with the tell."""
+    """A `cluster.raytune.ledger.Ledger` for the study runner: writes every report of a trial to
+    Parquet and tells the searcher when it ends (a trial a scheduler ended is `stopped`, kept
+    out of the searcher's model); the searcher's JSON state is saved after every ask and tell.
+    Tune trial ids map to the study's own trial ids. Writing a row never changes the searcher: a
+    config that population-based training swapped in is carried by the rows and given to the
+    searcher only with the tell."""
 
     def __init__(self, store: StudyStore, *, study: Study, writer, done: int, progress):
         self.store, self.study, self.writer = store, study, writer
@@ -68,6 +69,12 @@ class Recorder:
             self.store.claim(trial.id)
         self.adopt(tune_id, trial.id, trial.config)
         return trial
+
+    def state(self) -> dict:
+        return {"ids": dict(self.ids)}
+
+    def restore(self, state) -> None:
+        self.ids = dict(state["ids"])
 
     def adopt(self, tune_id: str, trial: str, config: dict) -> None:
         """A trial asked beforehand (a population member) starts under `tune_id`."""
