@@ -5,6 +5,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = ("spaces", "search", "trainers", "cluster")
 
@@ -133,3 +135,26 @@ def test_cluster_imports_run_down_the_layers_only():
         if _layer(target) > _layer(module)
     )
     assert upward == [], f"layers, lowest first: {LAYERS}"
+
+
+def _loaded_after(modules: list[str], watched: list[str]) -> dict[str, bool]:
+    code = f"import sys, {', '.join(modules)}; print(*(w in sys.modules for w in {watched!r}))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return dict(zip(watched, (word == "True" for word in out.stdout.split())))
+
+
+@pytest.mark.xfail(
+    not (ROOT / "trainers" / "settings.py").exists(),
+    reason="cluster/study/config.py reads the settings from trainers.trial (torch) until "
+    "trainers/settings.py lands",
+    strict=True,
+)
+def test_reading_a_study_leaves_torch_unloaded():
+    modules = ["cluster.dashboard", "cluster.remote.service", "cluster.study.results"]
+    modules += ["cluster.cli", "cluster.dashboard.server", "cluster.cli.plot"]
+    assert _loaded_after(modules, ["torch"]) == {"torch": False}
+
+
+def test_the_study_service_client_needs_no_study_code():
+    loaded = _loaded_after(["cluster.remote.service_client"], ["cluster.study", "torch"])
+    assert loaded == {"cluster.study": False, "torch": False}
