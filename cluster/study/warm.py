@@ -8,8 +8,9 @@ new study: status judged anew under its bounds (`completed` or `infeasible`), ph
 trial ids `0 .. k-1`. The searcher is told them as it is told any row it never asked
 (`resume.reconcile`), so it models them and never proposes their configs again; they are not
 counted in the trial budget (`counted`), and `warm.json` records how many there are. A space
-whose parameters are not the new one's is refused, naming the missing, extra and changed ones;
-with the same names but other ranges, the configs outside the new space are left out.
+whose parameters are not the new one's is refused, naming the missing, extra and changed ones
+(`resume.check_warm_start`); with the same names but other ranges, the configs outside the new
+space are left out.
 """
 
 from __future__ import annotations
