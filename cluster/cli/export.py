@@ -30,6 +30,7 @@ def stored_model(study_dir: str | Path, trial: str):
     trial's from the study it came from), the study that trained it, and the trial's row in
     `study_dir`. Raises `ValueError` saying why there is none."""
     from cluster.study.resume import load_study
+    from cluster.study.rows import config_of
     from cluster.study.warm import WARM_FROM, WARM_TRIAL
     from trainers import store
     from trainers.export import model_file
@@ -47,8 +48,7 @@ def stored_model(study_dir: str | Path, trial: str):
     status = row["status"]
     if status in UNFINISHED and not (status == "infeasible" and row.get("val_acc") is not None):
         raise ValueError(f"trial {trial} of {str(study_dir)!r} {UNFINISHED[status]}")
-    config = {k.removeprefix("config."): v for k, v in row.items() if k.startswith("config.")}
-    path = model_file(Path(study_dir) / "models", config)
+    path = model_file(Path(study_dir) / "models", config_of(row))
     if not path.exists():
         why = f" (it failed: {row['error']})" if status == "failed" and row.get("error") else ""
         raise ValueError(

@@ -10,8 +10,9 @@ import re
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from cluster.cli import plot
 from cluster.study import results
+from cluster.study.front import COSTS, front_layout
+from cluster.study.rows import config_columns, config_of
 from trainers.settings import METRICS
 
 STATUSES = ("running", "completed", "failed", "stopped", "infeasible")
@@ -105,7 +106,7 @@ def shown_columns(table: pa.Table, study) -> list[str]:
     """Trial, status, the objectives, the metrics any trial has, step, time and the config."""
     first = ["trial", "status", *(m for m, _ in study.objectives)]
     metrics = [m for m in (*METRICS, "step", "elapsed_s") if m not in first]
-    config = [c for c in table.column_names if c.startswith("config.")]
+    config = config_columns(table.column_names)
     present = [c for c in metrics + config if c in table.column_names]
     return first + [c for c in present if table[c].null_count < table.num_rows]
 
@@ -145,7 +146,7 @@ def _typed(text: str, kind: pa.DataType, column: str):
 
 def front(feed, cost: str | None = None) -> dict:
     """The first objective against `cost` (default: the first bounded cost, else the first
-    with values) as `cluster.cli.plot.front_layout` lays it out, with at most `POINTS`
+    with values) as `cluster.study.front.front_layout` lays it out, with at most `POINTS`
     trials drawn behind the front."""
     table, study = feed.tables.latest, feed.study
     costs = [] if table is None else _costs(table, study.objectives[0][0])
@@ -156,7 +157,7 @@ def front(feed, cost: str | None = None) -> dict:
         cost = (bounded or costs or [None])[0]
     if cost is None:
         return {"cost": None, "costs": []}
-    layout = dict(plot.front_layout(table, study, cost))
+    layout = dict(front_layout(table, study, cost))
     total = len(layout["compressed"]) + len(layout["uncompressed"])
     for key in ("compressed", "uncompressed"):
         layout[key] = _sample(layout[key], POINTS * len(layout[key]) // max(total, 1))
@@ -166,7 +167,7 @@ def front(feed, cost: str | None = None) -> dict:
 def _costs(table: pa.Table, metric: str) -> list[str]:
     """The costs `front_layout` draws: a completed trial has a value."""
     done = table.filter(pc.equal(table["status"], "completed"))
-    present = [c for c in plot.COSTS if c in table.column_names and c != metric]
+    present = [c for c in COSTS if c in table.column_names and c != metric]
     return [c for c in present if done.num_rows and done[c].null_count < done.num_rows]
 
 
@@ -217,9 +218,7 @@ def trial_detail(feed, trial: str) -> dict:
     return {
         "trial": trial,
         "status": latest["status"],
-        "config": {
-            k[7:]: v for k, v in latest.items() if k.startswith("config.") and v is not None
-        },
+        "config": config_of(latest),
         "metrics": {m: latest[m] for m in METRICS if latest.get(m) is not None},
         "curve": {"step": reports["step"].to_pylist(), "phase": reports["phase"].to_pylist()}
         | {"metrics": curves},

@@ -10,53 +10,12 @@ from pathlib import Path
 from ray.tune.search import Searcher as TuneSearcher
 
 import search
-from cluster.study.resume import told_as
+from cluster.raytune.ledger import Ledger, TunerLedger
 from search import Exhausted
 from spaces import Space
 from spaces.util import write_json
 
 STATE_VERSION = 1
-
-
-class Ledger:
-    """What `ParetuneSearch` keeps in a user's own Tuner: Tune's trial ids mapped to the
-    searcher's, the last training iteration each trial reported, and the tell at its end."""
-
-    def __init__(self, searcher: search.Searcher, *, max_t: int | None = None):
-        self.searcher, self.max_t = searcher, max_t
-        self.ids: dict[str, str] = {}  # Tune's trial id -> the searcher's
-        self.seen: dict[str, int] = {}  # the searcher's trial id -> last iteration told
-
-    def ask(self, tune_id: str) -> search.Trial:
-        trial = self.searcher.ask()
-        self.ids[tune_id] = trial.id
-        return trial
-
-    def result(self, tune_id: str, result: Mapping) -> None:
-        if tune_id in self.ids:
-            self.seen[self.ids[tune_id]] = result.get("training_iteration", 0)
-
-    def complete(self, tune_id: str, result: Mapping | None, *, error: bool) -> None:
-        trial = self.ids.pop(tune_id, None)
-        if trial is None:
-            return
-        seen = self.seen.pop(trial, None)
-        if result is None and not error:  # removed before it ran
-            self.searcher.discard(trial)
-            return
-        status = self.status(result or {}, error=error, seen=seen)
-        metrics, told = told_as(dict(result or {}), status, self.searcher.objective.names)
-        self.searcher.tell(trial, metrics, **told)
-
-    def status(self, result: Mapping, *, error: bool, seen: int | None) -> str:
-        """`failed` for an error; `completed` when the function ended on its own (Tune ends
-        it on the last result it already showed the searcher), reported `final`, or reached
-        `max_t`; else `stopped`: a scheduler or stopper ended it on a result it never showed."""
-        if error:
-            return "failed"
-        iteration = result.get("training_iteration")
-        ended = iteration is not None and (iteration == seen or iteration >= (self.max_t or 1e18))
-        return "completed" if ended or result.get("final") else "stopped"
 
 
 class ParetuneSearch(TuneSearcher):
@@ -67,8 +26,9 @@ class ParetuneSearch(TuneSearcher):
                                       constraints={"latency_ms": 5.0}),
             scheduler=ASHAScheduler(metric="val_acc", mode="max"), num_samples=40))
 
-    `searcher` is a name of `search.SEARCHERS` (then `options` go to it) or a
-    `search.Searcher` built already; `space` a `spaces.Space` or a study's `space:` mapping.
+    `searcher` is a name of `search.SEARCHERS` (then `options` go to it), a `search.Searcher`
+    built already, or a `Ledger` over one (the study runner's `Recorder`); `space` a
+    `spaces.Space` or a study's `space:` mapping.
     `metric`/`mode` may be lists for several objectives, or None to take `TuneConfig`'s.
     Objectives and `constraints` (upper bounds) are read from each trial's last reported
     result when it ends: a trial that errors is `failed`, one a scheduler or stopper ended
@@ -79,7 +39,7 @@ class ParetuneSearch(TuneSearcher):
 
     def __init__(
         self,
-        searcher: str | search.Searcher = "bo",
+        searcher: str | search.Searcher | Ledger = "bo",
         space: Space | Mapping | None = None,
         *,
         metric: str | list[str] | None = None,
@@ -89,6 +49,8 @@ class ParetuneSearch(TuneSearcher):
         max_t: int | None = None,
         **options,
     ):
+        ledger = searcher if isinstance(searcher, Ledger) else None
+        searcher = searcher.searcher if ledger else searcher
         if isinstance(searcher, search.Searcher):
             metric, mode = list(searcher.objective.metrics), list(searcher.objective.modes)
         elif not isinstance(space, Space):
@@ -98,21 +60,12 @@ class ParetuneSearch(TuneSearcher):
         super().__init__(metric=first, mode=(first_mode or "max") if first else None)
         self._spec = {"name": searcher, "space": space, "constraints": constraints, "seed": seed}
         self._spec |= {"options": options, "mode": mode, "max_t": max_t}
-        self.ledger = None
+        self.ledger = None  # not `.searcher`: Tune walks that attribute
         self.max_concurrent = 0  # 0: no limit of its own
         if isinstance(searcher, search.Searcher):
-            self.ledger = Ledger(searcher, max_t=max_t)
+            self.ledger = ledger or TunerLedger(searcher, max_t=max_t)
         elif metric is not None:
             self._build(metric, mode or "max")
-
-    @classmethod
-    def over(cls, ledger, *, metric: str, mode: str) -> ParetuneSearch:
-        """Over a ledger of another kind (the runner's `Recorder`: `ask`, `result`,
-        `complete`, `ids`, `searcher`)."""
-        self = cls(ledger.searcher)
-        TuneSearcher.__init__(self, metric=metric, mode=mode)
-        self.ledger = ledger  # not `.searcher`: Tune walks that attribute
-        return self
 
     def _build(self, metric, mode) -> None:
         spec = self._spec
@@ -125,7 +78,7 @@ class ParetuneSearch(TuneSearcher):
             constraints=spec["constraints"],
             **spec["options"],
         )
-        self.ledger = Ledger(created, max_t=spec["max_t"])
+        self.ledger = TunerLedger(created, max_t=spec["max_t"])
 
     def _ready(self):
         if self.ledger is None:
@@ -168,17 +121,18 @@ class ParetuneSearch(TuneSearcher):
 
     def get_state(self) -> dict:
         ledger = self._ready()
-        state = {"version": STATE_VERSION, "searcher": ledger.searcher.state_dict()}
-        return state | {"ids": dict(ledger.ids), "seen": dict(getattr(ledger, "seen", {}))}
+        return {
+            "version": STATE_VERSION,
+            "searcher": ledger.searcher.state_dict(),
+            **ledger.state(),
+        }
 
     def set_state(self, state: dict) -> None:
         if state.get("version") != STATE_VERSION:
             raise ValueError(f"ParetuneSearch state version {state.get('version')!r} unknown")
         ledger = self._ready()
         ledger.searcher.load_state_dict(state["searcher"])
-        ledger.ids = dict(state["ids"])
-        if hasattr(ledger, "seen"):
-            ledger.seen = dict(state["seen"])
+        ledger.restore(state)
 
     def save(self, checkpoint_path: str) -> None:
         write_json(Path(checkpoint_path), self.get_state())
@@ -189,9 +143,8 @@ class ParetuneSearch(TuneSearcher):
 
 def tune_searcher(recorder) -> ParetuneSearch:
     """The runner's search algorithm: `ParetuneSearch` over its `Recorder` (Parquet rows, the
-    study's store) instead of a `Ledger`."""
-    metric, mode = recorder.study.objectives[0]
-    return ParetuneSearch.over(recorder, metric=metric, mode=mode)
+    study's store) instead of a `TunerLedger`."""
+    return ParetuneSearch(recorder)
 
 
 def _space(space) -> Space:

@@ -10,7 +10,7 @@ import traceback
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
-from cluster.raytune.trainable import short_error
+from cluster.raytune.trainable import bound, short_error
 
 # Columns a study's rows hold of their own: a trainable may not report these names.
 RESERVED = {"study", "trial", "status", "final", "step", "time", "elapsed_s", "node", "config"}
@@ -46,7 +46,7 @@ class OwnSettings:
             folder=study.trainable_path,
             objectives=tuple(m for m, _ in study.objectives),
             constraints=dict(study.constraints),
-            cost=study.trial_settings().cost.timing(),
+            cost=bound(study).cost.timing(),
         )
 
 

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import sys
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 
 import search
 from cluster.study import warm
 from cluster.study.config import Study
 from cluster.study.resume import told_as
+from cluster.study.rows import make_row, unprefixed
 from cluster.study.store import StudyStore
 
 
@@ -41,11 +41,12 @@ class Progress:
 
 
 class Recorder:
-    """Writes every report of a trial to Parquet and tells the searcher when it ends (a trial a
-    scheduler ended is `stopped`, kept out of the searcher's model); the searcher's JSON state
-    is saved after every ask and tell. Tune trial ids map to the study's own trial ids. Writing
-    a row never changes the searcher: a config that population-based training swapped in is
-    carried by the rows and given to the searcher only with the tell."""
+    """A `cluster.raytune.ledger.Ledger` for the study runner: writes every report of a trial to
+    Parquet and tells the searcher when it ends (a trial a scheduler ended is `stopped`, kept
+    out of the searcher's model); the searcher's JSON state is saved after every ask and tell.
+    Tune trial ids map to the study's own trial ids. Writing a row never changes the searcher: a
+    config that population-based training swapped in is carried by the rows and given to the
+    searcher only with the tell."""
 
     def __init__(self, store: StudyStore, *, study: Study, writer, done: int, progress):
         self.store, self.study, self.writer = store, study, writer
@@ -69,6 +70,12 @@ class Recorder:
         self.adopt(tune_id, trial.id, trial.config)
         return trial
 
+    def state(self) -> dict:
+        return {"ids": dict(self.ids)}
+
+    def restore(self, state) -> None:
+        self.ids = dict(state["ids"])
+
     def adopt(self, tune_id: str, trial: str, config: dict) -> None:
         """A trial asked beforehand (a population member) starts under `tune_id`."""
         self.ids[tune_id] = trial
@@ -78,7 +85,7 @@ class Recorder:
     def _config(self, trial: str, result: dict, config) -> dict:
         """The config that trained what `result` measures (its `trained_with`, else `config`,
         else Tune's): population-based training may have swapped it."""
-        ran = result.get("trained_with") or _unflattened(result, "trained_with/")
+        ran = result.get("trained_with") or unprefixed(result, "trained_with/")  # Tune flattened it
         ran = ran or config or result.get("config")
         asked = self.asked.get(trial, {})
         if not isinstance(ran, dict) or ran == asked:
@@ -88,15 +95,15 @@ class Recorder:
         return {k: v for k, v in active.items() if space.is_active(k, active)}
 
     def _row(self, trial: str, result: dict, status: str, config: dict) -> dict:
-        return {
-            **result,
-            "study": self.study.name,
-            "trial": trial,
-            "status": status,
-            "config": config,
-            "time": datetime.now(UTC),
-            "elapsed_s": time.time() - self.started.get(trial, time.time()),
-        }
+        elapsed = time.time() - self.started.get(trial, time.time())
+        return make_row(
+            result,
+            study=self.study.name,
+            trial=trial,
+            status=status,
+            config=config,
+            elapsed_s=elapsed,
+        )
 
     def result(self, tune_id: str, result: dict, config=None) -> None:
         if tune_id in self.ids and not result.get("final"):
@@ -148,8 +155,3 @@ class Recorder:
     def show(self, *, force: bool = False) -> None:
         running = len(self.ids)
         self.progress.show(self.searcher, done=self.done, running=running, force=force)
-
-
-def _unflattened(result: dict, prefix: str) -> dict:
-    """The mapping Tune flattened into `prefix`-named keys (its searchers get results flat)."""
-    return {k.removeprefix(prefix): v for k, v in result.items() if k.startswith(prefix)}

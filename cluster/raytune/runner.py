@@ -22,7 +22,7 @@ from cluster.raytune.adapter import tune_searcher
 from cluster.raytune.own import OwnSettings, own_trainable
 from cluster.raytune.recorder import Progress, Recorder
 from cluster.raytune.schedulers import check_scheduler, make_scheduler, population
-from cluster.raytune.trainable import member_trainable, trainable
+from cluster.raytune.trainable import bound, member_trainable, trainable
 from cluster.study import results
 from cluster.study.config import Study
 from cluster.study.resume import open_store, prepare_dir
@@ -105,7 +105,7 @@ def _fit(study, store, *, done, left, options, function):
         if study.trainable
         else results.ResultWriter(study.dir, schema)
     )
-    settings = OwnSettings.of(study) if study.trainable else study.trial_settings()
+    settings = OwnSettings.of(study) if study.trainable else bound(study)
     if study.scheduler == "pbt":
         settings = dataclasses.replace(settings, snapshots=True)
     recorder = Recorder(store, study=study, writer=writer, done=done, progress=Progress(study))

@@ -81,6 +81,20 @@ def run_and_report(
     send({**result, **final}, None)
 
 
+def bound(study):
+    """`study.trial_settings()` with the study's latency source bound: a device server's
+    client for `latency: remote://host:port`, else None (measured where the trial runs)."""
+    from cluster.remote.device_client import latency_source
+
+    settings = study.trial_settings()
+    source = latency_source(
+        study.latency, token_file=study.latency_token_file, retry_s=study.latency_retry_s
+    )
+    if source is None:
+        return settings
+    return type(settings).from_flat({**settings.to_flat(), "latency_source": source})
+
+
 def member_trainable(config: dict, settings) -> None:
     """`trainable` for a population member: its config sits under `member`."""
     trainable(config["member"]["config"], settings)

@@ -7,6 +7,7 @@ import io
 import time
 import warnings
 from dataclasses import dataclass
+from pathlib import Path
 
 import grpc
 
@@ -113,3 +114,13 @@ class RemoteLatency:
             return client.latency(model, input_shape, **request)
         finally:
             client.close()
+
+
+def latency_source(latency: str, *, token_file: str | None = None, retry_s: float = 60.0):
+    """A study's `latency` as a trial's latency source: a `RemoteLatency` for
+    `remote://host:port` (its token read from `token_file`), None for `local` (measured where
+    the trial runs)."""
+    if latency == "local":
+        return None
+    token = token_file and Path(token_file).read_text().strip()
+    return RemoteLatency(latency.removeprefix("remote://"), token or None, retry_s=retry_s)

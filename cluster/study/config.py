@@ -7,6 +7,7 @@ import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
+from functools import cached_property
 from pathlib import Path
 
 import yaml
@@ -117,7 +118,7 @@ class Study:
                 raise ConfigError(f"data_path {self.data_path!r} does not exist")
         check_keys("trial", self.trial, FLAT_KEYS - _OWNED)
         try:
-            TrialSettings.from_flat(self.trial)
+            self.trial_settings()
         except ValueError as error:
             raise ConfigError(f"trial: {error}") from error
         for metric, _ in self.objectives:
@@ -188,17 +189,16 @@ class Study:
         return held(Space.combine(parts), self.fixed)
 
     def trial_settings(self) -> TrialSettings:
-        source = None
-        if self.latency != "local":
-            from cluster.remote.device import RemoteLatency
+        """The study's `trial` section with the keys the study owns, parsed once (`validate`
+        does); its latency source is bound where the trial runs
+        (`cluster.raytune.trainable.bound`)."""
+        return self._settings
 
-            token = self.latency_token_file and Path(self.latency_token_file).read_text().strip()
-            address = self.latency.removeprefix("remote://")
-            source = RemoteLatency(address, token or None, retry_s=self.latency_retry_s)
+    @cached_property
+    def _settings(self) -> TrialSettings:
         return TrialSettings.from_flat(
             {
                 **self.trial,
-                "latency_source": source,
                 "runtime": self.deploy,
                 "dataset": self.dataset,
                 "data_path": self.data_path,

@@ -18,6 +18,7 @@ import pyarrow.parquet as pq
 
 from cluster.study import parts
 from cluster.study.parts import compact as compact
+from cluster.study.rows import column, flat
 from search.pareto import pareto_front
 from spaces import Choice, Float, Int, Space
 from spaces.util import write_atomic
@@ -55,7 +56,7 @@ def _param_type(param) -> pa.DataType:
 
 def schema(space: Space, metrics: Iterable[str] = ()) -> pa.Schema:
     """Core columns, `config.<key>` typed from the space, one float64 column per metric."""
-    config = [(f"config.{k}", _param_type(p)) for k, p in space.params.items()]
+    config = [(column(k), _param_type(p)) for k, p in space.params.items()]
     names = list(dict.fromkeys([*METRICS, *metrics]))
     return pa.schema(CORE + config + [(m, pa.float64()) for m in names] + TAIL)
 
@@ -93,9 +94,8 @@ class ResultWriter:
         self.last_flush = time.monotonic()
 
     def add(self, row: Mapping, *, flush: bool = False) -> None:
-        config = row.get("config") or {}
-        flat = {**row, **{f"config.{k}": v for k, v in config.items()}}
-        self.rows.append({f.name: _cell(flat.get(f.name), f.type) for f in self.schema})
+        cells = {**row, **flat(row.get("config") or {})}
+        self.rows.append({f.name: _cell(cells.get(f.name), f.type) for f in self.schema})
         if flush or time.monotonic() - self.last_flush > self.interval:
             self.flush()
 

@@ -13,6 +13,7 @@ import pyarrow as pa
 import search
 from cluster.study import results, warm
 from cluster.study.config import ConfigError, Study
+from cluster.study.rows import config_of
 from cluster.study.store import RUNNER_TRIALS, StateUnreadable, StudyStore
 from spaces.util import write_json
 
@@ -81,13 +82,8 @@ def reconcile(
     for trial, row in sorted(finals.items(), key=lambda item: results.trial_key(item[0])):
         if trial in told:
             continue
-        config = {
-            k.removeprefix("config."): v
-            for k, v in row.items()
-            if k.startswith("config.") and v is not None
-        }
         metrics, status = told_as(row, row["status"], names)
-        searcher.add(config, metrics, trial_id=trial, **status)
+        searcher.add(config_of(row), metrics, trial_id=trial, **status)
     return sum(not row.get(warm.WARM_FROM) for row in finals.values())  # warm ones: no budget
 
 
@@ -138,7 +134,7 @@ def prepare_dir(study: Study, *, resume: bool) -> Path:
             "or choose another dir"
         )
     if not saved.exists():
-        warm.check(study)
+        check_warm_start(study)
         (folder / RUNNER_TRIALS).touch()
         write_json(saved, study.to_dict())
     if resume:
@@ -147,9 +143,45 @@ def prepare_dir(study: Study, *, resume: bool) -> Path:
 
 
 def load_study(study_dir: str | Path) -> Study:
+    """The study saved in `study_dir` (its `study.json`)."""
     path = Path(study_dir) / STUDY_FILE
     if not path.exists():
         raise ConfigError(f"no study in {str(study_dir)!r} (no {STUDY_FILE})")
+    return Study.from_dict(_saved(path))
+
+
+def _saved(path: Path) -> dict:
     saved = json.loads(path.read_text())
     saved.setdefault("deploy", "torch")  # a study from before `deploy` timed in eager torch
-    return Study.from_dict(saved)
+    return saved
+
+
+def _warm_source(folder: str) -> Study:
+    """The earlier study in `folder`, without its own warm start (its rows carry it)."""
+    path = Path(folder) / STUDY_FILE
+    if not path.exists():
+        raise ConfigError(f"warm_start: {folder!r} holds no study (no {STUDY_FILE})")
+    saved = {k: v for k, v in _saved(path).items() if k != "warm_start"}
+    try:
+        return Study.from_dict(saved)
+    except ConfigError as error:
+        raise ConfigError(
+            f"warm_start: the study in {folder!r} no longer loads: {error}"
+        ) from error
+
+
+def check_warm_start(study: Study) -> None:
+    """Raise `ConfigError` unless every `warm_start` folder holds a study with results whose
+    parameters have the names of `study`'s (ranges may differ)."""
+    space = study.space()
+    for folder in study.warm_start:
+        if Path(folder) == Path(study.dir).expanduser().resolve():
+            raise ConfigError(f"warm_start: {folder!r} is this study's own folder")
+        other = _warm_source(folder).space()
+        if set(space.params) != set(other.params):
+            phrases = "; ".join(warm.space_differences(space, other))
+            raise ConfigError(f"warm_start: the space of {folder!r} is not this study's: {phrases}")
+        try:
+            results.load(folder, every_step=True)
+        except ValueError as error:
+            raise ConfigError(f"warm_start: {folder!r} has no results yet") from error

@@ -8,8 +8,9 @@ new study: status judged anew under its bounds (`completed` or `infeasible`), ph
 trial ids `0 .. k-1`. The searcher is told them as it is told any row it never asked
 (`resume.reconcile`), so it models them and never proposes their configs again; they are not
 counted in the trial budget (`counted`), and `warm.json` records how many there are. A space
-whose parameters are not the new one's is refused, naming the missing, extra and changed ones;
-with the same names but other ranges, the configs outside the new space are left out.
+whose parameters are not the new one's is refused, naming the missing, extra and changed ones
+(`resume.check_warm_start`); with the same names but other ranges, the configs outside the new
+space are left out.
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ from __future__ import annotations
 import json
 import math
 import warnings
-from datetime import UTC, datetime
 from pathlib import Path
 
 import pyarrow as pa
@@ -25,6 +25,7 @@ import pyarrow.compute as pc
 
 from cluster.study import results
 from cluster.study.errors import ConfigError
+from cluster.study.rows import config_of, make_row
 from spaces import Space
 from spaces.util import write_json
 
@@ -61,40 +62,6 @@ def space_differences(space: Space, other: Space) -> list[str]:
     return phrases
 
 
-def _source(folder: str):
-    """The earlier study in `folder`, without its own warm start (its rows carry it)."""
-    from cluster.study.resume import STUDY_FILE, Study
-
-    path = Path(folder) / STUDY_FILE
-    if not path.exists():
-        raise ConfigError(f"warm_start: {folder!r} holds no study (no {STUDY_FILE})")
-    saved = {k: v for k, v in json.loads(path.read_text()).items() if k != "warm_start"}
-    saved.setdefault("deploy", "torch")
-    try:
-        return Study.from_dict(saved)
-    except ConfigError as error:
-        raise ConfigError(
-            f"warm_start: the study in {folder!r} no longer loads: {error}"
-        ) from error
-
-
-def check(study) -> None:
-    """Raise `ConfigError` unless every `warm_start` folder holds a study with results whose
-    parameters have the names of `study`'s (ranges may differ)."""
-    space = study.space()
-    for folder in study.warm_start:
-        if Path(folder) == Path(study.dir).expanduser().resolve():
-            raise ConfigError(f"warm_start: {folder!r} is this study's own folder")
-        other = _source(folder).space()
-        if set(space.params) != set(other.params):
-            phrases = "; ".join(space_differences(space, other))
-            raise ConfigError(f"warm_start: the space of {folder!r} is not this study's: {phrases}")
-        try:
-            results.load(folder, every_step=True)
-        except ValueError as error:
-            raise ConfigError(f"warm_start: {folder!r} has no results yet") from error
-
-
 def _measured(row: dict, names) -> bool:
     """A trained trial's final row with every metric in `names` a finite number."""
     if row.get("status") not in TRAINED or not row.get("final"):
@@ -110,8 +77,7 @@ def _rows(study, searcher, folder: str) -> list[dict]:
     for row in results.load(folder).to_pylist():
         if not _measured(row, names):
             continue
-        config = {k.removeprefix("config."): v for k, v in row.items() if k.startswith("config.")}
-        config = {k: v for k, v in config.items() if v is not None}
+        config = config_of(row)
         try:
             searcher.space.validate(config)
         except ValueError:
@@ -122,17 +88,18 @@ def _rows(study, searcher, folder: str) -> list[dict]:
         over = objective.violations(metrics)
         origin = (row.get(WARM_FROM), row.get(WARM_TRIAL)) if row.get(WARM_FROM) else None
         taken.append(
-            {
-                **row,
-                **metrics,
-                "study": study.name,
-                "status": "infeasible" if over else "completed",
-                "phase": PHASE,
-                "config": config,
-                "violations": json.dumps(over),
-                WARM_FROM: origin[0] if origin else folder,
-                WARM_TRIAL: origin[1] if origin else row["trial"],
-            }
+            make_row(
+                {**row, **metrics},
+                study=study.name,
+                trial=row["trial"],  # numbered anew by `seed`
+                status="infeasible" if over else "completed",
+                config=config,
+                time=row.get("time"),
+                phase=PHASE,
+                violations=json.dumps(over),
+                **{WARM_FROM: origin[0] if origin else folder},
+                **{WARM_TRIAL: origin[1] if origin else row["trial"]},
+            )
         )
     if skipped:
         warnings.warn(
@@ -172,9 +139,8 @@ def seed(study, searcher, folder: Path, table: pa.Table | None) -> pa.Table | No
     # one part file, written atomically, then `warm.json`: a kill between the two is mended
     fields = pa.schema([*schema, *extra])
     writer = results.ResultWriter(folder, fields, interval=math.inf, compact=False)
-    now = datetime.now(UTC)
     for number, row in enumerate(rows):
-        writer.add({**row, "trial": str(number), "final": True, "time": row.get("time") or now})
+        writer.add({**row, "trial": str(number), "final": True})
     writer.flush()
     table = results.load(folder, every_step=True)
     _note(study, folder, table)

@@ -116,3 +116,17 @@ def test_results_command(tmp_path, capsys):
     assert "5" in capsys.readouterr().out.splitlines()[-1]
     assert cli.main(["results", str(tmp_path), "--where", "no_such_column > 1"]) == 2
     assert cli.main(["results", str(tmp_path), "--out", str(tmp_path / "r.xlsx")]) == 2
+
+
+def test_a_built_row_round_trips_its_config_through_parquet(tmp_path):
+    from cluster.study.rows import config_columns, config_of, make_row
+
+    config = {"lr": 0.01, "depth": 2, "prune": True}  # `act` inactive: no value
+    row = make_row({"val_acc": 90.0}, study="s", trial="7", status="completed", config=config)
+    writer = results.ResultWriter(tmp_path, results.schema(SPACE))
+    writer.add({**row, "final": True}, flush=True)
+    stored = results.load(tmp_path).to_pylist()[0]
+    assert config_of(stored) == config
+    assert config_columns(stored) == [f"config.{k}" for k in SPACE.params]
+    assert (stored["trial"], stored["status"], stored["val_acc"]) == ("7", "completed", 90.0)
+    assert stored["time"] is not None

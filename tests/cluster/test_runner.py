@@ -142,6 +142,40 @@ def test_tune_searcher_limits_concurrency_and_round_trips_its_state(tmp_path):
     assert other.state_dict() == searcher.state_dict()
 
 
+def test_the_runners_recorder_and_a_tuners_ledger_are_ledgers_of_one_state(tmp_path):
+    import search
+    from cluster.raytune.adapter import ParetuneSearch
+    from cluster.raytune.ledger import Ledger, TunerLedger
+    from cluster.raytune.recorder import Progress, Recorder
+    from cluster.study.store import StudyStore
+
+    study = _study(tmp_path)
+    (tmp_path / "study").mkdir()
+    searcher = search.create("random", study.space(), metric="val_acc", seed=0)
+    writer = results.ResultWriter(tmp_path, results.schema(study.space()))
+    progress = Progress(study)
+    recorder = Recorder(
+        StudyStore(tmp_path / "study", searcher),
+        study=study,
+        writer=writer,
+        done=0,
+        progress=progress,
+    )
+    assert isinstance(recorder, Ledger) and isinstance(TunerLedger(searcher), Ledger)
+    assert not isinstance(searcher, Ledger)
+    adapter = ParetuneSearch(recorder)
+    assert adapter.ledger is recorder and adapter.metric == "val_acc"
+    adapter.suggest("a")
+    state = adapter.get_state()
+    assert set(state) == {"version", "searcher", "ids"} and list(state["ids"]) == ["a"]
+    tuners = ParetuneSearch(search.create("random", study.space(), metric="val_acc", seed=0))
+    tuners.suggest("b")
+    tuners.on_trial_result("b", {"training_iteration": 3})
+    again = ParetuneSearch(search.create("random", study.space(), metric="val_acc", seed=0))
+    again.set_state(tuners.get_state())
+    assert again.ledger.seen == tuners.ledger.seen and again.ledger.ids == {"b": "0"}
+
+
 def test_latency_from_a_device_server_and_an_unreachable_one(local_ray, tmp_path):
     from cluster.remote import device
 

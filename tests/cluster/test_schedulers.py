@@ -46,6 +46,15 @@ def test_grace_periods_intervals_and_max_t_count_epochs(tmp_path):
         assert getattr(scheduler, attribute) == default
 
 
+@pytest.mark.parametrize("name", ["hyperband", "median", "pbt"])
+def test_our_schedulers_are_module_level_classes(tmp_path, name):
+    from cluster.raytune import schedulers
+
+    study = _study(tmp_path, scheduler=name, train=PBT, trial={"epochs": 3})
+    scheduler = make_scheduler(study)
+    assert getattr(schedulers, type(scheduler).__qualname__) is type(scheduler)
+
+
 def test_a_clone_with_no_epoch_left_reports_the_config_that_trained_it(tmp_path):
     study = _study(tmp_path, train=PBT, trial={"epochs": 2, "latency_repeats": 2})
     settings = dataclasses.replace(study.trial_settings(), snapshots=True)

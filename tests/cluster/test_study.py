@@ -250,3 +250,17 @@ def test_a_bad_dataset_is_refused_before_ray(tmp_path, capsys):
     assert cli.main(["run", str(tmp_path / "s.yaml")]) == 2
     assert "dataset 'numpy': " in capsys.readouterr().err
     assert not (tmp_path / "s").exists()
+
+
+def test_a_study_parses_its_trial_settings_once_and_the_runner_binds_its_latency_source():
+    from cluster.raytune.trainable import bound
+    from cluster.remote.device_client import RemoteLatency
+
+    study = Study.from_dict({"latency": "remote://device:50051", "trial": {"epochs": 3}})
+    assert study.trial_settings() is study.trial_settings()  # built once, by `validate`
+    assert study.trial_settings().schedule.epochs == 3
+    assert study.trial_settings().cost.latency_source is None  # reading a study dials nothing
+    settings = bound(study)
+    assert settings.cost.latency_source == RemoteLatency("device:50051", None, retry_s=60.0)
+    assert settings.schedule == study.trial_settings().schedule
+    assert bound(Study()).cost.latency_source is None
