@@ -75,8 +75,12 @@ def test_ctrl_c_a_second_driver_and_resume_keep_the_budget(tmp_path):
 def test_ctrl_c_while_ray_starts_exits_130(tmp_path):
     config, folder = write_study(tmp_path, trials=4)
     driver = paretune("run", config, "--cpus", "2", stderr=subprocess.PIPE)
-    try:
-        time.sleep(1.5)
+    try:  # once the study folder is written, Ray is what starts next (on a busy machine the
+        # interpreter itself can take over 1.5 s to start, and a signal then kills it)
+        deadline = time.monotonic() + 60
+        while not (folder / "study.json").exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.5)
         driver.send_signal(signal.SIGINT)
         _, said = driver.communicate(timeout=60)
     finally:
