@@ -85,7 +85,8 @@ def _draw_best(plt, table, study):
             best = value if better else best
         curve.append(best)
     axes.plot(range(1, len(curve) + 1), curve, drawstyle="steps-post")
-    axes.xaxis.set_major_locator(MaxNLocator(integer=True))
+    axes.set_xlim(0.5, len(curve) + 0.5)
+    axes.xaxis.set_major_locator(MaxNLocator(integer=True))  # whole trials
     note = _empty_note(table, study)
     if note:
         print(f"{study.name}: {note}")

@@ -83,9 +83,7 @@ class Dashboard:
             raise ValueError(f"{len(named)} studies are named {key!r}: give its number instead")
         if not named:
             names = [feed.study.name for feed in self.feeds]
-            raise views.NotFound(
-                f"no study {key!r}: give a number from 0 to {len(self.feeds) - 1} or a name {names}"
-            )
+            raise views.NotFound(f"no study {key!r}: there are {len(names)}, from 0, named {names}")
         return named[0]
 
     def _view(self, feed: StudyFeed, rest: list[str], query: dict[str, str]) -> dict:

@@ -44,7 +44,7 @@ def resolve(name: str, columns: Sequence[str], *, what: str = "column") -> str:
     if found:
         raise ValueError(f"{what}: {name!r} may mean any of {found}; write one of them")
     shown = [short_name(c, columns) for c in columns]
-    hint = did_you_mean(name, shown)
+    hint = did_you_mean(name, [*shown, *(c.rsplit(".", 1)[-1] for c in columns)])
     raise ValueError(f"{what}: no column {name!r}{hint}; columns: {shown}")
 
 
