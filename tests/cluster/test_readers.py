@@ -192,3 +192,22 @@ def test_plot_on_a_read_only_study_suggests_out(bounded, capsys, monkeypatch):
     monkeypatch.setattr(type(folder), "mkdir", refused)  # as a read-only folder answers, as root
     assert cli.main(["plot", str(folder)]) == 2
     assert "give --out DIR to write them elsewhere" in capsys.readouterr().err
+
+
+def test_the_recorder_judges_a_final_report_over_a_bound(tmp_path):
+    from cluster.raytune.recorder import Recorder
+    from cluster.study.store import StudyStore
+
+    folder = tmp_path / "recorded"
+    study = _study(folder)
+    writer = results.ResultWriter(folder, results.schema(study.space()), compact=False)
+    quiet = type("Quiet", (), {"show": lambda self, *args, **kwargs: None})()
+    store = StudyStore(folder, make_searcher(study))
+    recorder = Recorder(store, study=study, writer=writer, done=0, progress=quiet)
+    recorder.ask("tune-0")
+    final = {"final": True, "val_acc": 99.0, "latency_ms": 4.288}  # a trainable that did not judge
+    recorder.complete("tune-0", final, error=False)
+    row = results.load(folder).to_pylist()[0]
+    assert row["status"] == "infeasible" and json.loads(row["violations"])["latency_ms"] > 0.4
+    told = store.searcher.observations[0]
+    assert told["status"] == "infeasible" and told["metrics"]["val_acc"] == 99.0
