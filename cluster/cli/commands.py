@@ -43,8 +43,9 @@ def _cmd_searchers(args) -> int:
 
 
 def _print_front(study, table) -> None:
-    from cluster.study import results
+    from cluster.study import judge, results
 
+    table = judge.rejudged(table, study.constraints)  # a row over a bound is never on it
     front = results.pareto(table, study.objectives).sort_by(study.objectives[0][0])
     objectives = ", ".join(f"{m} ({mode})" for m, mode in study.objectives)
     finished = sum(status != "running" for status in table["status"].to_pylist())

@@ -8,6 +8,7 @@ from pathlib import Path
 UNFINISHED = {
     "running": "has not finished (no final model yet)",
     "stopped": "was stopped by the scheduler before its end: it kept no final model",
+    "interrupted": "was cut off when its run stopped: it kept no final model",
     "infeasible": "was rejected before training (its costs broke a bound): it has no model",
 }
 

@@ -5,14 +5,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from cluster.study import results
+from cluster.study import judge, results
 from cluster.study.front import COSTS, front_layout
 
 __all__ = ["COSTS", "front_layout", "plot_study"]
 
 
 def plot_study(study_dir, study, *, out=None) -> list[Path]:
-    """Write `front-<cost>.png` for every cost column with values and `best-so-far.png`."""
+    """Write `front-<cost>.png` for every cost column with values and `best-so-far.png`; a
+    study with no feasible trial (`cluster.study.judge`) gets the curve alone, saying so, and
+    the same line on stdout. ValueError for a folder it cannot write, suggesting `--out`."""
     try:
         import matplotlib
 
@@ -20,17 +22,30 @@ def plot_study(study_dir, study, *, out=None) -> list[Path]:
         import matplotlib.pyplot as plt
     except ImportError as error:
         raise ValueError("plots need matplotlib: pip install 'paretune[plot]'") from error
-    table = results.load(study_dir)
+    table = judge.rejudged(results.load(study_dir), study.constraints)
     folder = Path(out or Path(study_dir) / "plots")
-    folder.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for cost in COSTS:
-        layout = front_layout(table, study, cost)
-        if layout is not None:
-            figure = _draw_front(plt, layout, cost, title=study.name)
-            paths.append(_save(figure, folder / f"front-{cost}.png", plt))
-    paths.append(_save(_draw_best(plt, table, study), folder / "best-so-far.png", plt))
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        paths = []
+        for cost in COSTS:
+            layout = front_layout(table, study, cost)
+            if layout is not None:
+                figure = _draw_front(plt, layout, cost, title=study.name)
+                paths.append(_save(figure, folder / f"front-{cost}.png", plt))
+        paths.append(_save(_draw_best(plt, table, study), folder / "best-so-far.png", plt))
+    except OSError as error:
+        hint = "" if out else ": give --out DIR to write them elsewhere"
+        raise ValueError(f"cannot write the plots to {str(folder)!r} ({error}){hint}") from error
     return paths
+
+
+def _empty_note(table, study) -> str | None:
+    """What a study with no feasible trial says in place of its curve (None when it has one)."""
+    metric = study.objectives[0][0]
+    if judge.feasible(table, study.constraints, metric).num_rows:
+        return None
+    bounds = f" within {dict(study.constraints)}" if study.constraints else ""
+    return f"no feasible trial yet: none completed with {metric}{bounds}"
 
 
 def _draw_front(plt, layout: dict, cost: str, *, title: str):
@@ -57,16 +72,25 @@ def _clipped(points, xlim, ylim):
 
 
 def _draw_best(plt, table, study):
+    from matplotlib.ticker import MaxNLocator
+
     metric, mode = study.objectives[0]
     figure, axes = plt.subplots(figsize=(6, 4))
     ordered = table.sort_by("time")
+    feasible = set(judge.feasible(table, study.constraints, metric)["trial"].to_pylist())
     best, curve = None, []
-    for status, value in zip(ordered["status"].to_pylist(), ordered[metric].to_pylist()):
-        if status == "completed" and value is not None:
+    for trial, value in zip(ordered["trial"].to_pylist(), ordered[metric].to_pylist()):
+        if trial in feasible:
             better = best is None or (value > best if mode == "max" else value < best)
             best = value if better else best
         curve.append(best)
     axes.plot(range(1, len(curve) + 1), curve, drawstyle="steps-post")
+    axes.set_xlim(0.5, len(curve) + 0.5)
+    axes.xaxis.set_major_locator(MaxNLocator(integer=True))  # whole trials
+    note = _empty_note(table, study)
+    if note:
+        print(f"{study.name}: {note}")
+        axes.text(0.5, 0.5, note, transform=axes.transAxes, ha="center", va="center", wrap=True)
     axes.set(xlabel="trials finished", ylabel=f"best feasible {metric}", title=study.name)
     return figure
 

@@ -8,7 +8,7 @@ import json
 import re
 from pathlib import Path
 
-from spaces.util import did_you_mean
+from cluster.study.rows import candidates, config_columns, resolve, short_name
 
 SHOWN = ("trial", "status", "val_acc", "test_acc", "latency_ms", "size_bytes", "macs")
 
@@ -35,20 +35,32 @@ def _cmd_results(args) -> int:
         table = query_study(args.study, every_step=args.every_step, where=args.where, sql=args.sql)
     else:
         table = results.load(args.study, every_step=args.every_step)
+    table = judged(table, args.study)
     if args.pareto:
         table = results.pareto(table, objective_pairs(args.pareto))
     if args.sort:
-        column, _, order = args.sort.partition(":")
-        check_columns([column], table, option="--sort")
+        name, _, order = args.sort.partition(":")
+        column = resolve(name, table.column_names, what="--sort")
         table = results.sort_rows(table, column, descending=order == "desc")
     if args.out:
         write(table, Path(args.out))
         print(f"wrote {table.num_rows} rows to {args.out}")
         return 0
-    columns = [c.strip() for c in args.columns.split(",")] if args.columns else None
-    check_columns(columns or [], table, option="--columns")
+    names = [c.strip() for c in args.columns.split(",")] if args.columns else []
+    columns = [resolve(name, table.column_names, what="--columns") for name in names]
     print(format_table(table, columns or (None if args.sql else SHOWN), limit=args.limit))
     return 0
+
+
+def judged(table, study_dir):
+    """`table` with its statuses as `cluster.study.judge` decides them under the bounds of the
+    study saved in `study_dir` (as they are without one)."""
+    from cluster.study import judge
+    from cluster.study.resume import STUDY_FILE, load_study
+
+    if "status" not in table.column_names or not (Path(study_dir) / STUDY_FILE).exists():
+        return table
+    return judge.rejudged(table, load_study(study_dir).constraints)
 
 
 def format_table(table, columns=None, *, limit: int = 50) -> str:
@@ -71,14 +83,6 @@ def format_table(table, columns=None, *, limit: int = 50) -> str:
     return "\n".join(lines)
 
 
-def check_columns(names, table, *, option: str) -> None:
-    """Refuse a name in `names` that is no column of `table`, naming the closest one."""
-    for name in names:
-        if name not in table.column_names:
-            hint = did_you_mean(name, table.column_names)
-            raise ValueError(f"{option}: no column {name!r}{hint}; columns: {table.column_names}")
-
-
 def row_limit(text: str) -> int:
     """`--limit`'s value: a whole number of rows, 0 or more."""
     try:
@@ -94,11 +98,11 @@ def with_config_text(table):
     """The table with a `config` column: each row's active config as `key=value` text."""
     import pyarrow as pa
 
-    keys = [c for c in table.column_names if c.startswith("config.")]
+    keys = config_columns(table.column_names)
+    names = {key: short_name(key, table.column_names) for key in keys}
     rows = table.select(keys).to_pylist()
     text = [
-        " ".join(f"{k.split('.')[-1]}={_short(v)}" for k, v in row.items() if v is not None)
-        for row in rows
+        " ".join(f"{names[k]}={_short(v)}" for k, v in row.items() if v is not None) for row in rows
     ]
     return table.append_column("config", pa.array(text, pa.string()))
 
@@ -162,13 +166,28 @@ def _duckdb():
     return duckdb
 
 
+# SQL text: a quoted string or name (kept as it is), or a bare name, dotted or not
+SQL_PARTS = re.compile(
+    r"""('(?:[^']|'')*'|"(?:[^"]|"")*")|(?<![\w.])([A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*)"""
+)
+
+
 def quote_dotted(sql: str, columns) -> str:
-    """`sql` with each bare dotted column name in double quotes (quoted ones stay as they are)."""
-    dotted = sorted((c for c in columns if "." in c), key=len, reverse=True)
-    if not dotted:
-        return sql
-    names = "|".join(re.escape(c) for c in dotted)
-    return re.sub(rf'(?<![\w."])({names})(?![\w"])', r'"\1"', sql)
+    """`sql` with each bare name of a config column, in any form `rows.resolve` takes
+    (`s0_width`, `arch.s0_width`, `config.arch.s0_width`), as the column's quoted name; a name
+    followed by `(` (a function) or meaning no column stays, one meaning several is refused."""
+
+    def quoted(match: re.Match) -> str:
+        name = match.group(2)
+        if name is None or sql[match.end() :].lstrip().startswith("("):
+            return match.group(0)
+        if name in columns:
+            return f'"{name}"' if "." in name else name
+        if not candidates(name, columns):
+            return name
+        return f'"{resolve(name, columns, what="--where/--sql")}"'
+
+    return SQL_PARTS.sub(quoted, sql)
 
 
 def write(table, path: Path) -> None:

@@ -10,15 +10,16 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from cluster.study import parts, results
+from cluster.study import judge, parts, results
 from cluster.study.resume import load_study
 
 
 @dataclass(frozen=True)
 class Tables:
     """What a feed holds at one moment: `steps` (every row read so far, in the order the files
-    were written), `latest` (one row per trial, as `results.load` gives; both None before any
-    row) and `version`, which grows whenever they change."""
+    were written), `latest` (one row per trial, as `results.load` gives, its status as
+    `cluster.study.judge` decides it; both None before any row) and `version`, which grows
+    whenever they change."""
 
     steps: pa.Table | None = None
     latest: pa.Table | None = None
@@ -96,14 +97,17 @@ class StudyFeed:
         if rows.num_rows == 0:
             return
         if held.steps is None:
-            self.tables = Tables(rows, results.last_rows(rows), held.version + 1)
+            self.tables = Tables(rows, self._latest(rows), held.version + 1)
             return
         steps = _concat([held.steps, rows])
         if steps["trial"].num_chunks > 64:
             steps = steps.combine_chunks()
         # a trial's latest row is among its held latest row and the new rows
-        latest = results.last_rows(_concat([held.latest, rows]))
+        latest = self._latest(_concat([held.latest, rows]))
         self.tables = Tables(steps, latest, held.version + 1)
+
+    def _latest(self, rows: pa.Table) -> pa.Table:
+        return judge.rejudged(results.last_rows(rows), self.study.constraints)
 
 
 def _concat(tables: list[pa.Table]) -> pa.Table:

@@ -1,7 +1,8 @@
 """The dashboard's web server: the page and its static files, and JSON under `/api/` (the
-studies, then per study a page of trials, the front, best-so-far and one trial), on the
-standard library's threading HTTP server. Off loopback it needs a bearer token, sent as
-`Authorization: Bearer TOKEN`; the page reads it from its address (`#token=TOKEN`)."""
+studies, then per study, `/api/study/<number or name>/...`, a page of trials, the front,
+best-so-far and one trial), on the standard library's threading HTTP server. Off loopback it
+needs a bearer token, sent as `Authorization: Bearer TOKEN`; the page reads it from its address
+(`#token=TOKEN`)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib import resources
 from pathlib import Path
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 from cluster.dashboard import views
 from cluster.dashboard.feed import StudyFeed
@@ -72,10 +73,18 @@ class Dashboard:
         for feed in self.feeds:
             feed.refresh()
 
-    def _feed(self, index: str) -> StudyFeed:
-        if not index.isdigit() or int(index) >= len(self.feeds):
-            raise views.NotFound(f"no study {index!r}: there are {len(self.feeds)}, from 0")
-        return self.feeds[int(index)]
+    def _feed(self, key: str) -> StudyFeed:
+        """The study `key` names: its number among the feeds (from 0), or its name."""
+        if key.isdigit() and int(key) < len(self.feeds):
+            return self.feeds[int(key)]
+        key = unquote(key)
+        named = [feed for feed in self.feeds if feed.study.name == key]
+        if len(named) > 1:
+            raise ValueError(f"{len(named)} studies are named {key!r}: give its number instead")
+        if not named:
+            names = [feed.study.name for feed in self.feeds]
+            raise views.NotFound(f"no study {key!r}: there are {len(names)}, from 0, named {names}")
+        return named[0]
 
     def _view(self, feed: StudyFeed, rest: list[str], query: dict[str, str]) -> dict:
         if rest == ["trials"]:

@@ -10,12 +10,13 @@ import re
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from cluster.study import results
+from cluster.study import judge, results
 from cluster.study.front import COSTS, front_layout
-from cluster.study.rows import config_columns, config_of
+from cluster.study.resume import INTERRUPTED
+from cluster.study.rows import config_columns, config_of, resolve, short_name
 from trainers.settings import METRICS
 
-STATUSES = ("running", "completed", "failed", "stopped", "infeasible")
+STATUSES = ("running", "completed", "failed", "stopped", "infeasible", INTERRUPTED)
 CURVES = ("val_acc", "train_loss", "test_acc")
 POINTS = 2000  # trials drawn behind a front at most (the front itself is always whole)
 MAX_PAGE = 500
@@ -57,16 +58,8 @@ def summary(feed) -> dict:
 
 
 def feasible(table: pa.Table, study) -> pa.Table:
-    """The completed rows with the first objective that keep every bound of the study."""
-    metric = study.objectives[0][0]
-    if metric not in table.column_names:
-        return table.slice(0, 0)
-    mask = pc.and_(pc.equal(table["status"], "completed"), pc.is_valid(table[metric]))
-    for cost, bound in study.constraints.items():
-        if cost not in table.column_names:
-            return table.slice(0, 0)
-        mask = pc.and_(mask, pc.less_equal(table[cost], bound))
-    return table.filter(pc.fill_null(mask, False))
+    """The rows `judge.feasible` keeps under the study's bounds, with its first objective."""
+    return judge.feasible(table, study.constraints, study.objectives[0][0])
 
 
 def best_trial(table: pa.Table, study) -> dict | None:
@@ -92,14 +85,16 @@ def trials_page(feed, *, sort="trial", desc=False, status=None, where=None, offs
         table = table.filter(pc.equal(table["status"], status))
     if where:
         table = table.filter(pc.fill_null(condition(table, where), False))
-    if sort not in table.column_names:
-        raise ValueError(f"sort: no column {sort!r}; columns: {columns}")
+    sort = resolve(sort, table.column_names, what="sort")
     table = results.sort_rows(table, sort, descending=desc)
     if not 1 <= limit <= MAX_PAGE or offset < 0:
         raise ValueError(f"limit must be 1..{MAX_PAGE} and offset >= 0, got {limit}, {offset}")
     page = table.slice(offset, limit).select(columns).to_pylist()
     rows = [[row[c] for c in columns] for row in page]
-    return {"columns": columns, "rows": rows, "total": table.num_rows, "offset": offset}
+    names = [short_name(c, table.column_names) for c in columns]  # as `paretune results` prints
+    return {"columns": columns, "names": names, "rows": rows, "total": table.num_rows} | {
+        "offset": offset
+    }
 
 
 def shown_columns(table: pa.Table, study) -> list[str]:
@@ -112,7 +107,8 @@ def shown_columns(table: pa.Table, study) -> list[str]:
 
 
 def condition(table: pa.Table, where: str) -> pa.ChunkedArray:
-    """`COLUMN OP VALUE [and ...]` as a mask; OP one of < <= > >= = != ."""
+    """`COLUMN OP VALUE [and ...]` as a mask; OP one of < <= > >= = != ; COLUMN any name
+    `cluster.study.rows.resolve` takes (`s0_width`, `arch.s0_width`, `config.arch.s0_width`)."""
     mask = None
     for part in re.split(r"\s+and\s+", where.strip(), flags=re.IGNORECASE):
         match = CONDITION.match(part)
@@ -121,9 +117,8 @@ def condition(table: pa.Table, where: str) -> pa.ChunkedArray:
                 f"filter {part!r}: write COLUMN OP VALUE with OP one of {list(OPERATORS)}, "
                 "e.g. 'val_acc > 90' or 'config.compress.quantize = true'"
             )
-        column, operator, text = match.groups()
-        if column not in table.column_names:
-            raise ValueError(f"filter: no column {column!r}; columns: {table.column_names}")
+        name, operator, text = match.groups()
+        column = resolve(name, table.column_names, what="filter")
         value = _typed(text, table.schema.field(column).type, column)
         test = OPERATORS[operator](table[column], value)
         mask = test if mask is None else pc.and_(mask, test)

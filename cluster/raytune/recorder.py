@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 
 import search
-from cluster.study import warm
+from cluster.study import judge, warm
 from cluster.study.config import Study
 from cluster.study.resume import told_as
 from cluster.study.rows import make_row, unprefixed
@@ -123,8 +123,11 @@ class Recorder:
         if error:
             status = "failed"
             result.setdefault("error", "the trial's Ray worker failed (see the Ray logs)")
-        elif result.get("final"):
-            status = result.get("status", "completed")
+        elif result.get("final"):  # a trainable that did not judge its costs is judged here
+            result.setdefault("status", "completed")
+            status = result["status"] = judge.status_of(result, self.study.constraints)
+            if status == "infeasible" and not result.get("violations"):
+                result["violations"] = judge.violations(result, self.study.constraints)
         else:
             status = "stopped"
         result["final"] = True

@@ -6,18 +6,23 @@ from __future__ import annotations
 import json
 import math
 import warnings
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 import search
-from cluster.study import results, warm
+from cluster.study import judge, results, warm
 from cluster.study.config import ConfigError, Study
 from cluster.study.rows import config_of
 from cluster.study.store import RUNNER_TRIALS, StateUnreadable, StudyStore
 from spaces.util import write_json
 
 STUDY_FILE = "study.json"
+# The status of a trial cut off by a stopped or killed run: it never counts in the budget.
+INTERRUPTED = "interrupted"
+CUT_OFF = "cut off when its run stopped; the resume that marked it runs the rest of the budget"
 
 
 def make_searcher(study: Study) -> search.Searcher:
@@ -49,11 +54,34 @@ def told_as(result: dict, status: str, names) -> tuple[dict | None, dict]:
     return (values, {}) if status == "completed" else (None, {})
 
 
-def final_rows(table: pa.Table | None) -> dict[str, dict]:
-    """Each finished trial's final row, by trial id."""
+def final_rows(table: pa.Table | None, constraints=None) -> dict[str, dict]:
+    """Each finished trial's final row, by trial id, its status as `judge.status_of` gives it
+    under `constraints`."""
     if table is None:
         return {}
-    return {row["trial"]: row for row in table.to_pylist() if row.get("final")}
+    finals = [row for row in table.to_pylist() if row.get("final")]
+    return {r["trial"]: r | {"status": judge.status_of(r, constraints or {})} for r in finals}
+
+
+def mark_interrupted(folder: Path, table: pa.Table | None, *, held) -> list[str]:
+    """Write an `interrupted` row (its `error` saying why; not `final`: the trial never ended,
+    and the searcher forgot it) after the last row of each trial still `running` that no one
+    holds (`held`: the trial ids still pending in the searcher, asked by a service client);
+    returns their ids."""
+    if table is None:
+        return []
+    latest = results.last_rows(table)
+    open_ = pc.and_(
+        pc.invert(pc.fill_null(latest["final"], False)), pc.equal(latest["status"], "running")
+    )
+    cut = [row for row in latest.filter(open_).to_pylist() if row["trial"] not in held]
+    if cut:
+        writer = results.ResultWriter(folder, table.schema, interval=math.inf, compact=False)
+        now = datetime.now(UTC)
+        for row in cut:
+            writer.add(row | {"status": INTERRUPTED, "final": False, "error": CUT_OFF, "time": now})
+        writer.flush()
+    return [row["trial"] for row in cut]
 
 
 def first_free_id(table: pa.Table | None) -> int:
@@ -93,11 +121,12 @@ def open_store(study: Study, folder: Path, table: pa.Table | None) -> tuple[Stud
     rebuilt from the Parquet rows, with a warning naming what could not be recovered."""
     store = StudyStore(folder, make_searcher(study))
     table = warm.seed(study, store.searcher, folder, table)  # earlier studies' rows, once
-    finals = final_rows(table)
+    finals = final_rows(table, study.constraints)
     owned = store.runner_trials()
     try:
         with store.locked() as searcher:  # loads the saved state, if any
             done = reconcile(searcher, finals, runner_trials=owned)
+            mark_interrupted(folder, table, held=set(searcher.pending))
             store.compact()  # a resume starts from one snapshot, its journal empty
             return store, done
     except StateUnreadable as error:
@@ -114,7 +143,9 @@ def open_store(study: Study, folder: Path, table: pa.Table | None) -> tuple[Stud
         store = StudyStore(folder, make_searcher(study))
         with store.locked() as searcher:
             searcher.reserve_ids(first_free_id(table))  # lost trials' rows keep their ids
-            return store, reconcile(searcher, finals, runner_trials=owned)
+            done = reconcile(searcher, finals, runner_trials=owned)
+            mark_interrupted(folder, table, held=set(searcher.pending))
+            return store, done
 
 
 def prepare_dir(study: Study, *, resume: bool) -> Path:

@@ -23,7 +23,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from cluster.study import results
+from cluster.study import judge, results
 from cluster.study.errors import ConfigError
 from cluster.study.rows import config_of, make_row
 from spaces import Space
@@ -32,7 +32,7 @@ from spaces.util import write_json
 WARM_FROM, WARM_TRIAL = "warm_from", "warm_trial"
 PHASE = "warm"
 WARM_FILE = "warm.json"
-TRAINED = ("completed", "infeasible")  # final statuses whose metrics are those of a trained model
+TRAINED = judge.TRAINED
 
 
 def sources(raw) -> tuple[str, ...]:
@@ -85,7 +85,7 @@ def _rows(study, searcher, folder: str) -> list[dict]:
             continue
         metrics = {k: v for k, v in row.items() if isinstance(v, float) and k in results.METRICS}
         metrics |= {n: row[n] for n in names}
-        over = objective.violations(metrics)
+        over = judge.violations(metrics, dict(objective.constraints))
         origin = (row.get(WARM_FROM), row.get(WARM_TRIAL)) if row.get(WARM_FROM) else None
         taken.append(
             make_row(

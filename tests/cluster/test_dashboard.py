@@ -147,7 +147,7 @@ def test_a_token_guards_the_data_and_another_host_needs_one(study_dir):
         assert _get(f"{base}/api/studies", "wrong")[0] == 401
         status, body = _get(f"{base}/api/studies", "s3cret")
         assert status == 200 and body["studies"][0]["trials"] == 5
-        missing = {"error": "no study '7': there are 1, from 0"}
+        missing = {"error": "no study '7': there are 1, from 0, named ['board']"}
         assert _get(f"{base}/api/study/7/front", "s3cret") == (404, missing)
         with urllib.request.urlopen(f"{base}/") as page:  # the page itself holds no results
             assert b"paretune" in page.read()

@@ -70,6 +70,8 @@ def test_ctrl_c_a_second_driver_and_resume_keep_the_budget(tmp_path):
     assert f"the study is in {folder}" in output and f"paretune plot {folder}" in output
     finals = final_ids(folder)
     assert len(finals) == len(set(finals)) == 5  # the budget, exactly
+    statuses = results.load(folder)["status"].to_pylist()
+    assert "running" not in statuses  # a trial Ctrl-C cut off is `interrupted`
 
 
 def test_ctrl_c_while_ray_starts_exits_130(tmp_path):

@@ -134,12 +134,12 @@ async function loadGrid() {
     status: state.status, where: state.where, offset: state.offset, limit: state.limit });
   $("error").textContent = "";
   const head = element("tr");
-  for (const column of page.columns) {
-    const cell = element("th", { "data-column": column }, column.replace(/^config\./, ""));
+  page.columns.forEach((column, i) => {
+    const cell = element("th", { "data-column": column }, page.names[i]);
     if (column === state.sort) cell.classList.add("sorted", ...(state.desc ? ["desc"] : []));
     cell.onclick = () => { state.desc = state.sort === column ? !state.desc : false; state.sort = column; state.offset = 0; loadGrid().catch(showError); };
     head.append(cell);
-  }
+  });
   $("grid").tHead.replaceChildren(head);
   $("grid").tBodies[0].replaceChildren(...page.rows.map((row) => {
     const line = element("tr", { "data-trial": row[0] });
