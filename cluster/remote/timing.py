@@ -57,8 +57,9 @@ def measure(run, request: dict, *, timeout_s: float = float("inf")) -> list[dict
                     run(batch)
                 except Exception as error:
                     _check_time(deadline, timeout_s)
-                    message = f"the model failed on input {list(shape)}: {str(error)[:200]}"
-                    raise wire.BadMessage(message) from error
+                    lines = [line for line in str(error).splitlines() if line.strip()] or [""]
+                    message = f"the model failed on input {list(shape)}: {lines[-1][:300]}"
+                    raise wire.BadMessage(message) from error  # the last line says why
                 _check_time(deadline, timeout_s)
                 if i >= request["warmup"]:
                     times.append(1000.0 * (time.perf_counter() - start))
