@@ -181,21 +181,23 @@ def _study_folder(given: str) -> str:
 def _cmd_device_serve(args) -> int:
     from cluster.remote import device
 
+    limits = ("memory_mb", "timeout_s", "allow_torchscript")
     server, port = device.serve(
         host=args.host,
         port=args.port,
         security=_security(args),
         queue_limit=args.queue,
         max_mb=args.max_mb,
-        limits=device.Limits(args.memory_mb, args.timeout_s, args.allow_torchscript),
+        limits=device.Limits(**{name: getattr(args, name) for name in limits}),
     )
-    if args.allow_torchscript:
-        print("device server: --allow-torchscript runs the code clients send", file=sys.stderr)
-    return _serve_until_stopped(server, "device server", args.host, port)
+    code = " RUNNING THE TORCHSCRIPT CODE CLIENTS SEND" if args.allow_torchscript else ""
+    return _serve_until_stopped(server, f"device server{code}", args.host, port)
 
 
 def _server_options(parser, *, max_mb: int) -> None:
-    parser.add_argument("--host", default="127.0.0.1", help="another host needs --token-file")
+    parser.add_argument(
+        "--host", default="127.0.0.1", help="another host needs --token-file and TLS"
+    )
     parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
     parser.add_argument("--token-file", help="a file holding the bearer token clients must send")
     parser.add_argument("--tls-cert", help="PEM certificate (with --tls-key) for TLS")

@@ -60,7 +60,7 @@ def _request(header: dict) -> dict:
     }
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Limits:
     """What one request may use: `memory_mb` for its largest input batch (float32) plus the
     model's bytes, `timeout_s` for its measurement, and whether TorchScript (code) is run."""
