@@ -118,6 +118,8 @@ class StudyService:
         with self.store.locked() as searcher:
             self._sweep(searcher)
             self._pending(searcher, trial)
+            if trial in self.requeued:  # its client was late, not dead: it keeps the trial
+                self.requeued.remove(trial)
             return wire.encode({"trial_id": trial, "lease_s": self.leases.grant(trial)})
 
     def _pending(self, searcher, trial: str) -> None:

@@ -75,7 +75,8 @@ def field(header: Mapping, name: str, kind, *, default=None, check=None):
 
 @dataclass(frozen=True)
 class Security:
-    """Who may call: a bearer token (required off loopback), TLS from a cert and key."""
+    """Who may call: a bearer token (required off loopback, and then TLS too), TLS from a cert
+    and key."""
 
     token: str | None = None
     cert: bytes | None = None

@@ -19,6 +19,8 @@ from cluster.study import results
 from tests.cluster.drivers import status_of
 from tests.cluster.test_services import _Context, _study_folder
 
+pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.*deprecated:DeprecationWarning")
+
 
 class Writer(nn.Module):
     """The exploit: a scripted forward that writes a file through a shared memory map."""
@@ -224,6 +226,10 @@ def test_requeue_hands_a_dead_clients_trial_to_the_next_ask(tmp_path):
     study = service.StudyService(folder, lease_s=5.0, on_expiry="requeue", clock=clock)
     first = _call(study.ask)
     clock.now = 6.0
+    _call(study.heartbeat, trial_id=first["trial_id"])  # late, not dead: kept
+    with pytest.raises(Exception, match="budget of 1 trials is taken"):
+        _call(study.ask)
+    clock.now = 12.0
     again = _call(study.ask)
     assert (again["trial_id"], again["config"]) == (first["trial_id"], first["config"])
     assert _call(study.tell, trial_id=first["trial_id"], metrics={"val_acc": 2.0})
