@@ -157,7 +157,13 @@ def _cmd_serve(args) -> int:
 
     folder = _study_folder(args.study)
     server, port = service.serve(
-        folder, host=args.host, port=args.port, security=_security(args), max_mb=args.max_mb
+        folder,
+        host=args.host,
+        port=args.port,
+        security=_security(args),
+        max_mb=args.max_mb,
+        lease_s=args.lease_s,
+        on_expiry=args.on_expiry,
     )
     return _serve_until_stopped(server, f"study {folder}", args.host, port)
 
@@ -176,18 +182,23 @@ def _study_folder(given: str) -> str:
 def _cmd_device_serve(args) -> int:
     from cluster.remote import device
 
+    limits = ("memory_mb", "timeout_s", "allow_torchscript")
     server, port = device.serve(
         host=args.host,
         port=args.port,
         security=_security(args),
         queue_limit=args.queue,
         max_mb=args.max_mb,
+        limits=device.Limits(**{name: getattr(args, name) for name in limits}),
     )
-    return _serve_until_stopped(server, "device server", args.host, port)
+    code = " RUNNING THE TORCHSCRIPT CODE CLIENTS SEND" if args.allow_torchscript else ""
+    return _serve_until_stopped(server, f"device server{code}", args.host, port)
 
 
 def _server_options(parser, *, max_mb: int) -> None:
-    parser.add_argument("--host", default="127.0.0.1", help="another host needs --token-file")
+    parser.add_argument(
+        "--host", default="127.0.0.1", help="another host needs --token-file and TLS"
+    )
     parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
     parser.add_argument("--token-file", help="a file holding the bearer token clients must send")
     parser.add_argument("--tls-cert", help="PEM certificate (with --tls-key) for TLS")
@@ -224,6 +235,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve = commands.add_parser("serve", help="serve a study's ask/tell and results over gRPC")
     serve.add_argument("study", help="the study folder, or a study file (creates its folder)")
     _server_options(serve, max_mb=4)
+    lease = "a trial with no heartbeat or tell this long is failed or asked again (--on-expiry)"
+    serve.add_argument("--lease-s", type=float, default=300.0, help=lease)
+    serve.add_argument("--on-expiry", choices=("fail", "requeue"), default="fail")
     serve.set_defaults(func=_cmd_serve)
     from cluster.dashboard import command as dashboard  # paretune dashboard STUDY [STUDY...]
 
@@ -233,6 +247,11 @@ def build_parser() -> argparse.ArgumentParser:
     device_serve = device_commands.add_parser("serve", help="measure models sent over gRPC")
     _server_options(device_serve, max_mb=64)
     device_serve.add_argument("--queue", type=int, default=8, help="requests waiting at most")
+    limit = "MiB for a request's largest input batch plus its model"
+    device_serve.add_argument("--memory-mb", type=int, default=1024, help=limit)
+    device_serve.add_argument("--timeout-s", type=float, default=120.0, help="per measurement")
+    code = "also take TorchScript: RUNS CODE clients send (limited in memory and CPU, not in files)"
+    device_serve.add_argument("--allow-torchscript", action="store_true", help=code)
     device_serve.set_defaults(func=_cmd_device_serve)
     return parser
 

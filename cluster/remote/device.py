@@ -1,26 +1,26 @@
 """The device server: latency measured on the real target, one model at a time.
 
-`paretune device serve` runs on the target. A request carries a model as TorchScript or ONNX
-bytes (never pickle), its input shape, batch sizes and repeats; the answer gives, per batch
-size, the median, p90 and spread (interquartile range) in milliseconds and the peak resident
-memory. Requests wait their turn in a bounded queue ("busy" past it); answers are cached by the
-hash of the model and the request.
+`paretune device serve` runs on the target. A request carries a model as ONNX bytes (or, on a
+server started with `--allow-torchscript`, TorchScript: see `cluster.remote.runtimes`), its
+input shape, batch sizes and repeats; the answer gives, per batch size, the median, p90 and
+spread (interquartile range) in milliseconds and the peak resident memory. Before anything is
+loaded a request is checked against the server's memory budget (the largest input batch plus
+the model); a measurement runs at most `timeout_s`. Requests wait their turn in a bounded queue
+("busy" past it) and are loaded and timed one at a time, under one lock; answers are cached by
+the hash of the model and the request.
 """
 
 from __future__ import annotations
 
 import hashlib
-import io
 import json
-import resource
-import statistics
+import math
 import threading
-import time
-import warnings
+from dataclasses import dataclass
 
 import grpc
 
-from cluster.remote import wire
+from cluster.remote import runtimes, wire
 from cluster.remote.device_client import (
     SERVICE,
     DeviceClient,
@@ -28,12 +28,14 @@ from cluster.remote.device_client import (
     RemoteLatency,
     torchscript_bytes,
 )
+from cluster.remote.timing import measure
 
 FORMATS = ("torchscript", "onnx")
 __all__ = [
     "DeviceClient",
     "DeviceService",
     "DeviceUnreachable",
+    "Limits",
     "RemoteLatency",
     "measure",
     "serve",
@@ -58,106 +60,39 @@ def _request(header: dict) -> dict:
     }
 
 
-def _load(kind: str, payload: bytes, *, threads: int = 1):
-    """A callable `run(batch)` from model bytes; raises `BadMessage` when they are not a model.
-    An ONNX model gets one session with `threads` intra- and inter-op threads."""
-    if not payload:
-        raise wire.BadMessage("no model in the payload")
-    if kind == "torchscript":
-        import torch
+@dataclass(frozen=True, kw_only=True)
+class Limits:
+    """What one request may use: `memory_mb` for its largest input batch (float32) plus the
+    model's bytes, `timeout_s` for its measurement, and whether TorchScript (code) is run."""
 
-        try:
-            with warnings.catch_warnings():  # TorchScript is deprecated; still the safe form
-                warnings.simplefilter("ignore", DeprecationWarning)
-                model = torch.jit.load(io.BytesIO(payload), map_location="cpu").eval()
-        except Exception as error:  # torch raises many types for corrupt archives
-            raise wire.BadMessage(f"not a TorchScript model: {str(error)[:200]}") from error
+    memory_mb: int = 1024
+    timeout_s: float = 120.0
+    allow_torchscript: bool = False
 
-        def run(batch):
-            with torch.no_grad():
-                model(torch.from_numpy(batch))
-
-        return run
-    try:
-        import onnxruntime
-    except ImportError as error:
-        raise wire.BadMessage("this device server has no onnxruntime for ONNX models") from error
-    options = onnxruntime.SessionOptions()
-    options.intra_op_num_threads = options.inter_op_num_threads = threads
-    try:
-        session = onnxruntime.InferenceSession(payload, options, providers=["CPUExecutionProvider"])
-    except Exception as error:
-        raise wire.BadMessage(f"not an ONNX model: {str(error)[:200]}") from error
-    name = session.get_inputs()[0].name
-    return lambda batch: session.run(None, {name: batch})
-
-
-def _reset_peak_memory() -> None:
-    """Linux resets the peak resident set size (VmHWM) on this write; elsewhere it stays."""
-    try:
-        with open("/proc/self/clear_refs", "w") as file:
-            file.write("5")
-    except OSError:
-        pass
-
-
-def _peak_memory() -> int:
-    try:
-        with open("/proc/self/status") as file:
-            for line in file:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-
-
-def measure(run, request: dict) -> list[dict]:
-    """Time `run` for every batch size: median, p90 and interquartile spread in ms, and the
-    server's peak resident memory in bytes while that batch size ran (Linux resets the peak
-    before each; elsewhere it is the process's peak so far)."""
-    import numpy as np
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(request["threads"])
-    rows = []
-    try:
-        for batch_size in request["batch_sizes"]:
-            _reset_peak_memory()
-            batch = np.random.default_rng(0).standard_normal(
-                (batch_size, *request["input_shape"]), dtype=np.float32
+    def check(self, request: dict, payload: bytes) -> None:
+        """Raises `wire.Refused` for TorchScript without the flag, `wire.OverLimit` past the
+        memory budget; allocates nothing."""
+        if request["format"] == "torchscript" and not self.allow_torchscript:
+            raise wire.Refused(
+                "this device server takes ONNX only: a TorchScript model is code, and runs only "
+                "on a server started with --allow-torchscript (which runs submitted code); "
+                "send the model as ONNX (format 'onnx')"
             )
-            times = []
-            for i in range(request["warmup"] + request["repeats"]):
-                start = time.perf_counter()
-                try:
-                    run(batch)
-                except Exception as error:
-                    message = f"the model failed on input {list(batch.shape)}: {str(error)[:200]}"
-                    raise wire.BadMessage(message) from error
-                if i >= request["warmup"]:
-                    times.append(1000.0 * (time.perf_counter() - start))
-            quartiles = statistics.quantiles(times, n=4) if len(times) > 1 else times * 3
-            rows.append(
-                {
-                    "batch_size": batch_size,
-                    "median_ms": statistics.median(times),
-                    "p90_ms": float(np.percentile(times, 90)),
-                    "spread_ms": quartiles[2] - quartiles[0],
-                    "peak_memory_bytes": _peak_memory(),
-                }
+        batch = max(request["batch_sizes"])
+        need = 4 * batch * math.prod(request["input_shape"]) + len(payload)
+        if need > self.memory_mb << 20:
+            raise wire.OverLimit(
+                f"the request needs {need} bytes (input {request['input_shape']} in float32 at "
+                f"batch {batch}, plus a {len(payload)}-byte model): over the server's memory "
+                f"budget of {self.memory_mb} MiB (--memory-mb)"
             )
-    finally:
-        torch.set_num_threads(before)
-    return rows
 
 
 class DeviceService:
-    """The handlers, with one measuring lock, a bounded queue and a cache."""
+    """The handlers, with one lock for loading and timing, a bounded queue and a cache."""
 
-    def __init__(self, *, queue_limit: int = 8):
-        self.queue_limit = queue_limit
+    def __init__(self, *, queue_limit: int = 8, limits: Limits = Limits()):
+        self.queue_limit, self.limits = queue_limit, limits
         self.lock = threading.Lock()
         self.waiting = 0
         self.counter = threading.Lock()
@@ -166,6 +101,7 @@ class DeviceService:
     def measure(self, message: bytes, context: grpc.ServicerContext) -> bytes:
         header, payload = wire.decode(message)
         request = _request(header)
+        self.limits.check(request, payload)
         key = hashlib.sha256(payload + json.dumps(request, sort_keys=True).encode()).hexdigest()
         if key in self.cache:
             return wire.encode({"model_hash": key, "cached": True, "results": self.cache[key]})
@@ -177,9 +113,8 @@ class DeviceService:
                 )
             self.waiting += 1
         try:
-            run = _load(request["format"], payload, threads=request["threads"])
-            with self.lock:  # one model at a time keeps the timings clean
-                rows = measure(run, request)
+            with self.lock:  # one model at a time, loaded and timed, keeps the timings clean
+                rows = self._measure(request, payload)
         finally:
             with self.counter:
                 self.waiting -= 1
@@ -188,13 +123,24 @@ class DeviceService:
         self.cache[key] = rows
         return wire.encode({"model_hash": key, "cached": False, "results": rows})
 
+    def _measure(self, request: dict, payload: bytes) -> list[dict]:
+        timeout_s = self.limits.timeout_s
+        if request["format"] == "torchscript":
+            memory = self.limits.memory_mb << 20
+            return runtimes.torchscript_in_child(
+                payload, request, timeout_s=timeout_s, memory=memory
+            )
+        model = runtimes.OnnxModel(payload, threads=request["threads"])
+        return measure(model, request, timeout_s=timeout_s)
+
     def handlers(self) -> dict:
         return {"Measure": self.measure}
 
 
-def serve(*, host="127.0.0.1", port=0, security=None, queue_limit=8, max_mb=64):
-    """Start a device server; returns `(server, port)`."""
-    service = DeviceService(queue_limit=queue_limit)
+def serve(*, host="127.0.0.1", port=0, security=None, queue_limit=8, max_mb=64, limits=Limits()):
+    """Start a device server (requests of at most `max_mb` MiB, each within `limits`); returns
+    `(server, port)`."""
+    service = DeviceService(queue_limit=queue_limit, limits=limits)
     return wire.serve(
         SERVICE,
         service.handlers(),

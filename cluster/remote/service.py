@@ -6,18 +6,24 @@ on the study folder around every change to the searcher's state and reloads the 
 process saved. Results stream back as gRPC messages of a few Arrow IPC record batches each
 (under `chunk_bytes`, however many rows there are), filtered and projected in the Parquet scan
 on the server.
+
+Every trial handed out by `Ask` holds a lease of `lease_s`: a `Heartbeat` or its `Tell` renews
+or ends it. A trial whose lease ran out is failed (with the error "lease expired") or, with
+`on_expiry="requeue"`, handed to the next `Ask` under the same id, so a dead client never holds
+the budget. Leases are kept by this process, checked at every call: a restarted server leases
+again only the pending trials a client heartbeats.
 """
 
 from __future__ import annotations
 
-import math
-from collections.abc import Iterable, Iterator
+import time
+from collections.abc import Iterator
 
 import grpc
 import pyarrow as pa
-import pyarrow.compute as pc
 
-from cluster.remote import wire
+from cluster.remote import tables, wire
+from cluster.remote.leases import EXPIRIES, Leases
 from cluster.remote.service_client import SERVICE, StudyClient, StudyError
 from cluster.study import results, warm
 from cluster.study.resume import load_study, make_searcher
@@ -33,20 +39,18 @@ __all__ = [
     "serve",
 ]  # the client re-exported
 
-OPERATORS = {
-    "==": pc.equal,
-    "!=": pc.not_equal,
-    "<": pc.less,
-    "<=": pc.less_equal,
-    ">": pc.greater,
-    ">=": pc.greater_equal,
-}
-
 
 class StudyService:
     """Handlers over one study folder."""
 
-    def __init__(self, folder, *, chunk_bytes: int = 1 << 20):
+    def __init__(
+        self, folder, *, chunk_bytes=1 << 20, lease_s=300.0, on_expiry="fail", clock=time.monotonic
+    ):
+        if on_expiry not in EXPIRIES:
+            raise ValueError(f"on_expiry must be one of {list(EXPIRIES)}, got {on_expiry!r}")
+        self.leases, self.on_expiry = Leases(lease_s, clock=clock), on_expiry
+        self.requeued: list[str] = []  # expired trials for the next asks (on_expiry="requeue")
+        self.lapsed: set[str] = set()  # trials failed by their lease
         self.study = load_study(folder)
         self.store = StudyStore(folder, make_searcher(self.study))
         names = self.store.searcher.objective.names
@@ -58,10 +62,39 @@ class StudyService:
         if name != self.study.name:
             raise LookupError(f"unknown study {name!r}; this server has {self.study.name!r}")
 
+    def _sweep(self, searcher) -> None:
+        """Fail or requeue the pending trials whose lease ran out (under the store's lock)."""
+        for trial in self.leases.expired():
+            if trial not in searcher.pending:
+                continue  # told meanwhile, through another process
+            if self.on_expiry == "requeue":
+                self.requeued.append(trial)
+                continue
+            config = searcher.pending[trial]
+            error = f"lease expired: no heartbeat or tell for {self.leases.lease_s:g} s"
+            record = searcher.tell(trial, None)
+            self._write(trial, config, record["status"], {"error": error}, node="service:lease")
+            self.lapsed.add(trial)
+
+    def _write(self, trial: str, config: dict, status: str, values: dict, *, node: str) -> None:
+        row = make_row(
+            values, study=self.study.name, trial=trial, status=status, config=config, final=True
+        )
+        self.writer.add({**row, "node": node}, flush=True)
+
+    def _answer(self, trial: str, config: dict) -> bytes:
+        lease_s = self.leases.grant(trial)
+        return wire.encode({"trial_id": trial, "config": config, "lease_s": lease_s})
+
     def ask(self, message: bytes, context) -> bytes:
         header, _ = wire.decode(message)
         self._named(header)
         with self.store.locked() as searcher:
+            self._sweep(searcher)
+            while self.requeued:  # a dead client's trial, asked again under its id
+                trial = self.requeued.pop(0)
+                if trial in searcher.pending:
+                    return self._answer(trial, searcher.pending[trial])
             taken = warm.counted(searcher, self.folder)  # warm rows are free
             if taken >= self.study.trials:
                 context.abort(
@@ -76,7 +109,25 @@ class StudyService:
                     f"the searcher has no configuration left ({error}); "
                     f"{taken} of the study's {self.study.trials} trials were asked",
                 )
-        return wire.encode({"trial_id": trial.id, "config": trial.config})
+            return self._answer(trial.id, trial.config)
+
+    def heartbeat(self, message: bytes, context) -> bytes:
+        header, _ = wire.decode(message)
+        self._named(header)
+        trial = wire.field(header, "trial_id", str)
+        with self.store.locked() as searcher:
+            self._sweep(searcher)
+            self._pending(searcher, trial)
+            if trial in self.requeued:  # its client was late, not dead: it keeps the trial
+                self.requeued.remove(trial)
+            return wire.encode({"trial_id": trial, "lease_s": self.leases.grant(trial)})
+
+    def _pending(self, searcher, trial: str) -> None:
+        if trial not in searcher.pending:
+            why = (
+                f" (its lease of {self.leases.lease_s:g} s expired)" if trial in self.lapsed else ""
+            )
+            raise LookupError(f"trial {trial!r} is not pending in study {self.study.name!r}{why}")
 
     def tell(self, message: bytes, context) -> bytes:
         header, _ = wire.decode(message)
@@ -92,32 +143,28 @@ class StudyService:
         if status not in (None, "stopped", "infeasible"):
             raise wire.BadMessage(f"status must be null, 'stopped' or 'infeasible', got {status!r}")
         with self.store.locked() as searcher:
-            if trial not in searcher.pending:
-                raise LookupError(f"trial {trial!r} is not pending in study {self.study.name!r}")
+            self._sweep(searcher)
+            self._pending(searcher, trial)
             config = searcher.pending[trial]
             try:
                 record = searcher.tell(trial, metrics, **({"status": status} if status else {}))
             except ValueError as error:  # e.g. the metrics lack an objective
                 raise wire.BadMessage(str(error)) from error
-            row = make_row(
-                metrics or {},
-                study=self.study.name,
-                trial=trial,
-                status=record["status"],
-                config=config,
-                final=True,
-                node=f"service:{context.peer()}",
+            self.leases.release(trial)
+            self._write(
+                trial, config, record["status"], metrics or {}, node=f"service:{context.peer()}"
             )
-            self.writer.add(row, flush=True)
         return wire.encode({"status": record["status"]})
 
     def state(self, message: bytes, context) -> bytes:
         header, _ = wire.decode(message)
         self._named(header)
         with self.store.locked() as searcher:
+            self._sweep(searcher)
             summary = {
                 "study": self.study.name,
                 "trials": self.study.trials,
+                "lease_s": self.leases.lease_s,
                 "finished": len(searcher.observations) - warm.count(self.folder),  # budget's
                 "pending": sorted(searcher.pending),
                 "objectives": [list(o) for o in self.study.objectives],
@@ -141,80 +188,33 @@ class StudyService:
             if unknown:
                 raise wire.BadMessage(f"unknown columns {unknown}")
         filters = header.get("filters") or []
-        expression = _expression(filters, names)
+        expression = tables.expression(filters, names)
         if not names:  # no results yet
-            return iter([_message(pa.schema([]), [])])
+            return iter([tables.message(pa.schema([]), [])])
         try:
             schema, batches = results.batches(
                 self.folder, every_step=every, columns=columns, filter=expression
             )
         except pa.ArrowException as error:  # e.g. a text column compared with a number
             raise wire.BadMessage(f"filters {filters}: {error}") from error
-        return _messages(schema, batches, self.chunk_bytes)
+        return tables.messages(schema, batches, self.chunk_bytes)
 
     def handlers(self) -> dict:
         return {
             "Ask": self.ask,
             "Tell": self.tell,
+            "Heartbeat": self.heartbeat,
             "State": self.state,
             "Results": wire.Streaming(self.results),
         }
 
 
-def _expression(filters, names: list[str]):
-    """The expression keeping rows that match every `[column, operator, value]` (operators
-    `==`, `!=`, `<`, `<=`, `>`, `>=`), or None; built from Arrow compute functions, so a filter
-    can never run code on the server."""
-    if not isinstance(filters, list):
-        raise wire.BadMessage("field 'filters' must be a list of [column, operator, value]")
-    expression = None
-    for item in filters:
-        if not (isinstance(item, list) and len(item) == 3 and isinstance(item[0], str)):
-            raise wire.BadMessage(f"a filter must be [column, operator, value], got {item!r}")
-        column, operator, value = item
-        if column not in names:
-            raise wire.BadMessage(f"filter on unknown column {column!r}")
-        if operator not in OPERATORS:
-            raise wire.BadMessage(f"filter operator {operator!r}: allowed {list(OPERATORS)}")
-        if not isinstance(value, str | int | float | bool) or (
-            isinstance(value, float) and not math.isfinite(value)
-        ):
-            raise wire.BadMessage(f"filter value {value!r} must be a finite number, text or bool")
-        term = OPERATORS[operator](pc.field(column), pa.scalar(value))
-        expression = term if expression is None else expression & term
-    return expression
-
-
-def _messages(schema: pa.Schema, batches: Iterable[pa.RecordBatch], limit: int):
-    """The batches re-cut into messages of about `limit` bytes at most (a single row larger than
-    that goes alone); at least one message, so the schema always arrives."""
-    pending, size, sent = [], 0, False
-    for batch in batches:
-        rows = max(1, int(batch.num_rows * limit / 2 / max(batch.nbytes, 1)))
-        for start in range(0, batch.num_rows, rows):
-            piece = batch.slice(start, rows)
-            if pending and size + piece.nbytes > limit // 2:
-                yield _message(schema, pending)
-                pending, size, sent = [], 0, True
-            pending.append(piece)
-            size += piece.nbytes
-    if pending or not sent:
-        yield _message(schema, pending)
-
-
-def _message(schema: pa.Schema, batches: list[pa.RecordBatch]) -> bytes:
-    sink = pa.BufferOutputStream()
-    with pa.ipc.new_stream(sink, schema) as writer:
-        for batch in batches:
-            writer.write_batch(batch)
-    rows = sum(b.num_rows for b in batches)
-    return wire.encode({"rows": rows}, sink.getvalue().to_pybytes())
-
-
-def serve(folder, *, host="127.0.0.1", port=0, security=None, max_mb=4, chunk_bytes=None):
+def serve(folder, *, host="127.0.0.1", port=0, security=None, max_mb=4, chunk_bytes=None, **leases):
     """Start the study service for `folder`; returns `(server, port)`. `Results` answers in
-    messages of about `chunk_bytes` at most (default a quarter of `max_mb`)."""
-    service = StudyService(folder, chunk_bytes=chunk_bytes or (max_mb << 20) // 4)
+    messages of about `chunk_bytes` at most (default a quarter of `max_mb`); `leases` are
+    `StudyService`'s `lease_s` and `on_expiry`."""
+    chunk_bytes = chunk_bytes or (max_mb << 20) // 4
+    service = StudyService(folder, chunk_bytes=chunk_bytes, **leases)
     return wire.serve(
         SERVICE,
         service.handlers(),

@@ -3,6 +3,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import threading
+
 import grpc
 import pyarrow as pa
 
@@ -25,7 +28,12 @@ class StudyClient:
     """`StudyClient("host:port", "name").ask()` -> `(trial_id, config)`; `tell`, `state`,
     `results` (a `pyarrow.Table`, put together from streamed messages of `max_mb` at most each).
     A failed call raises `StudyError`; `ask` fails with `FAILED_PRECONDITION` once there is no
-    trial to hand out: the budget is taken, or the searcher has no configuration left."""
+    trial to hand out: the budget is taken, or the searcher has no configuration left.
+
+    An asked trial holds a lease (`lease_s`, from the server): `heartbeat(trial_id)` renews
+    it, and `with client.running(trial_id): ...` heartbeats every third of the lease while the
+    block runs. Past its lease without either, the server fails the trial ("lease expired") or
+    hands it to another client."""
 
     def __init__(
         self, address: str, study: str, *, token=None, root_cert=None, timeout=30.0, max_mb=256
@@ -34,6 +42,7 @@ class StudyClient:
             address, token=token, root_cert=root_cert, max_message=int(max_mb * (1 << 20))
         )
         self.study, self.timeout = study, timeout
+        self.lease_s = None  # told by the server at the first ask
 
     def _call(self, method: str, header: dict | None = None) -> tuple[dict, bytes]:
         message = wire.encode({"study": self.study, **(header or {})})
@@ -45,7 +54,32 @@ class StudyClient:
 
     def ask(self) -> tuple[str, dict]:
         header, _ = self._call("Ask")
+        self.lease_s = header.get("lease_s", self.lease_s)
         return header["trial_id"], header["config"]
+
+    def heartbeat(self, trial_id: str) -> float:
+        """Renews the trial's lease; returns its seconds from now."""
+        self.lease_s = self._call("Heartbeat", {"trial_id": trial_id})[0]["lease_s"]
+        return self.lease_s
+
+    @contextlib.contextmanager
+    def running(self, trial_id: str):
+        """Heartbeats `trial_id` every third of its lease until the block ends (a heartbeat
+        that fails is tried again at the next beat)."""
+        done = threading.Event()
+
+        def beat():
+            while not done.wait((self.lease_s or self.heartbeat(trial_id)) / 3):
+                with contextlib.suppress(StudyError):
+                    self.heartbeat(trial_id)
+
+        thread = threading.Thread(target=beat, name=f"heartbeat-{trial_id}", daemon=True)
+        thread.start()
+        try:
+            yield self
+        finally:
+            done.set()
+            thread.join()
 
     def tell(self, trial_id: str, metrics: dict | None, *, status: str | None = None) -> str:
         header, _ = self._call("Tell", {"trial_id": trial_id, "metrics": metrics, "status": status})

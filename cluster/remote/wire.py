@@ -29,6 +29,15 @@ class BadMessage(ValueError):
     """A request that cannot be decoded or does not say what it must."""
 
 
+class OverLimit(Exception):
+    """A request past one of the server's limits (memory, time): RESOURCE_EXHAUSTED."""
+
+
+class Refused(Exception):
+    """A request this server is not set up to run (TorchScript without the flag):
+    PERMISSION_DENIED."""
+
+
 def encode(header: Mapping, payload: bytes = b"") -> bytes:
     text = json.dumps(dict(header), separators=(",", ":")).encode()
     return struct.pack("<I", len(text)) + text + payload
@@ -66,7 +75,8 @@ def field(header: Mapping, name: str, kind, *, default=None, check=None):
 
 @dataclass(frozen=True)
 class Security:
-    """Who may call: a bearer token (required off loopback), TLS from a cert and key."""
+    """Who may call: a bearer token (required off loopback, and then TLS too), TLS from a cert
+    and key."""
 
     token: str | None = None
     cert: bytes | None = None
@@ -133,10 +143,15 @@ def serve(
     workers: int = 16,
 ) -> tuple[grpc.Server, int]:
     """Start a server for `handlers` (method name -> `handler(request_bytes, context)`);
-    returns it and its port. A host off loopback needs a token."""
+    returns it and its port. A host off loopback needs a token, and the token needs TLS."""
     security = security or Security()
     if not is_loopback(host) and not security.token:
         raise ValueError(f"serving on {host} (not loopback) needs a bearer token: --token-file")
+    if not is_loopback(host) and not security.cert:
+        raise ValueError(
+            f"serving on {host} (not loopback) with a token needs TLS (--tls-cert and "
+            "--tls-key): without it the token crosses the network in clear text"
+        )
     options = [
         ("grpc.max_receive_message_length", max_message),
         ("grpc.max_send_message_length", max(max_message, 64 << 20)),
@@ -179,11 +194,16 @@ def _method(handler):
 
 @contextlib.contextmanager
 def _statuses(context: grpc.ServicerContext):
-    """A handler's `BadMessage` as INVALID_ARGUMENT, its `LookupError` as NOT_FOUND."""
+    """A handler's `BadMessage` as INVALID_ARGUMENT, `OverLimit` as RESOURCE_EXHAUSTED,
+    `Refused` as PERMISSION_DENIED, its `LookupError` as NOT_FOUND."""
     try:
         yield
     except BadMessage as error:
         context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(error))
+    except OverLimit as error:
+        context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(error))
+    except Refused as error:
+        context.abort(grpc.StatusCode.PERMISSION_DENIED, str(error))
     except LookupError as error:  # a KeyError's str() quotes its text: send the text
         context.abort(grpc.StatusCode.NOT_FOUND, str(error.args[0] if error.args else error))
 
