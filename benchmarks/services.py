@@ -23,18 +23,23 @@ import numpy as np
 
 
 def latency(repeats: int) -> None:
-    """The same TorchScript bytes timed by the same routine, in this process and through the
-    device server (both on this machine, one thread, batch 64)."""
+    """The same ONNX bytes timed by the same routine, in this process and through the device
+    server (both on this machine, one thread, batch 64)."""
+    import tempfile
+
     import torch
 
     from cluster.remote import device
+    from cluster.remote.runtimes import OnnxModel
+    from trainers.deploy import export_onnx
     from trainers.models import build_model
-    from trainers.trial import DEFAULT_CHAIN
+    from trainers.settings import DEFAULT_CHAIN
 
     torch.manual_seed(0)
     model = build_model("chain", DEFAULT_CHAIN, in_shape=(1, 8, 8), num_classes=10).eval()
-    payload = device.torchscript_bytes(model, (1, 8, 8))
-    run = device._load("torchscript", payload)
+    with tempfile.TemporaryDirectory() as folder:
+        payload = export_onnx(model, (1, 8, 8), Path(folder) / "m.onnx").read_bytes()
+    run = OnnxModel(payload)
     server, port = device.serve()
     client = device.DeviceClient(f"127.0.0.1:{port}")
     local, remote = [], []
@@ -42,11 +47,19 @@ def latency(repeats: int) -> None:
         for i in range(repeats):  # alternate, so drift hits both; repeats differ, so no cache
             request = {"input_shape": [1, 8, 8], "batch_sizes": [64], "repeats": 30 + i}
             if i % 2:
-                remote.append(client.measure_bytes(payload, **request)["results"][0]["median_ms"])
+                remote.append(
+                    client.measure_bytes(payload, format="onnx", **request)["results"][0][
+                        "median_ms"
+                    ]
+                )
             here = device.measure(run, {**request, "warmup": 5, "threads": 1})
             local.append(here[0]["median_ms"])
             if i % 2 == 0:
-                remote.append(client.measure_bytes(payload, **request)["results"][0]["median_ms"])
+                remote.append(
+                    client.measure_bytes(payload, format="onnx", **request)["results"][0][
+                        "median_ms"
+                    ]
+                )
     finally:
         server.stop(grace=None)
     lm, rm = statistics.median(local), statistics.median(remote)
