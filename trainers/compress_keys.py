@@ -7,7 +7,7 @@ from collections.abc import Mapping
 
 from trainers import prune as pruning
 from trainers import quantize, sparsity
-from trainers.settings import CompressionSettings
+from trainers.settings import SWITCH_NEEDS, CompressionSettings
 
 QUANT_MODES = ("ptq", "qat")
 
@@ -62,7 +62,8 @@ def prune_ratio(compress: Mapping, compression: CompressionSettings):
     return compression.stage_ratios or float(compress["prune_ratio"])
 
 
-def _needed(compress: Mapping, key: str, switch: str):
+def _needed(compress: Mapping, switch: str):
+    key = SWITCH_NEEDS[switch]
     if key not in compress:
         raise ValueError(f"compress.{switch} is on but compress.{key} is missing")
     return compress[key]
@@ -73,15 +74,15 @@ def check_compress(compress: Mapping, compression: CompressionSettings) -> None:
     `ValueError` naming its key and the allowed values."""
     if compress.get("prune"):
         if compression.stage_ratios is None:
-            pruning.check_ratio("prune_ratio", _needed(compress, "prune_ratio", "prune"))
+            pruning.check_ratio("prune_ratio", _needed(compress, "prune"))
         criterion = compress.get("prune_criterion", "l1")
         if criterion not in pruning.CRITERIA:
             raise ValueError(f"prune_criterion {criterion!r}: allowed {list(pruning.CRITERIA)}")
     if compress.get("neuron_prune"):
-        ratio = _needed(compress, "neuron_ratio", "neuron_prune")
+        ratio = _needed(compress, "neuron_prune")
         pruning.check_neurons(ratio=ratio, criterion=compress.get("neuron_criterion", "activation"))
     if compress.get("weight_prune"):
-        share = _needed(compress, "weight_sparsity", "weight_prune")
+        share = _needed(compress, "weight_prune")
         sparsity.check(sparsity=share, scope=compress.get("weight_prune_scope", "lamp"))
     if compress.get("quantize"):
         quant_spec(compress)

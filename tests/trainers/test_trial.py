@@ -130,6 +130,7 @@ def test_every_flat_key_round_trips():
     assert set(flat) == FLAT_KEYS and len(FLAT_KEYS) == 29
     changed = {key: _another(value, i) for i, (key, value) in enumerate(sorted(flat.items()))}
     changed["runtime"] = "torch"  # a choice: the other allowed value
+    changed |= {"finetune_epochs": 101, "qat_epochs": 102}  # counts (None: a share of epochs)
     settings = TrialSettings.from_flat(changed)
     assert settings.to_flat() == changed
     assert TrialSettings.from_flat(settings.to_flat()) == settings
