@@ -5,26 +5,25 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from spaces import Space
 from trainers import prune as pruning
 from trainers import quantize, sparsity
 from trainers.settings import SWITCH_NEEDS, CompressionSettings
 
 QUANT_MODES = ("ptq", "qat")
+PARTS = ("arch", "train", "compress")  # a trial config's prefixes, `split_config`'s order
 
 
 def split_config(config: Mapping) -> tuple[dict, dict, dict]:
-    """`(arch, train, compress)` from `arch.`/`train.`/`compress.` keys; a config without
-    prefixes is all architecture."""
-    parts = {"arch": {}, "train": {}, "compress": {}}
-    for key, value in config.items():
-        head, _, rest = key.partition(".")
-        if rest and head in parts:
-            parts[head][rest] = value
-        elif rest:
-            raise ValueError(f"config key {key!r}: prefixes allowed are {sorted(parts)}")
-        else:
-            parts["arch"][key] = value
-    return parts["arch"], parts["train"], parts["compress"]
+    """`(arch, train, compress)` from `arch.`/`train.`/`compress.` keys (`Space.subconfig`);
+    a key without a prefix is architecture."""
+    for key in config:
+        head, dot, _ = key.partition(".")
+        if dot and head not in PARTS:
+            raise ValueError(f"config key {key!r}: prefixes allowed are {sorted(PARTS)}")
+    plain = {key: value for key, value in config.items() if "." not in key}
+    arch, train, compress = (Space.subconfig(config, f"{part}.") for part in PARTS)
+    return plain | arch, train, compress
 
 
 def quant_spec(compress: Mapping) -> quantize.QuantSpec:

@@ -7,6 +7,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 
+from spaces import Space
+
 PREFIX = "config."
 
 
@@ -34,9 +36,7 @@ def config_of(row: Mapping) -> dict:
 def unprefixed(values: Mapping, prefix: str) -> dict:
     """The entries of `values` named `prefix<key>`, as `{key: value}`, nulls left out."""
     return {
-        key.removeprefix(prefix): value
-        for key, value in values.items()
-        if key.startswith(prefix) and value is not None
+        key: value for key, value in Space.subconfig(values, prefix).items() if value is not None
     }
 
 

@@ -14,6 +14,7 @@ from trainers import (
     estimate_cost,
     run_trial,
 )
+from trainers.compress_keys import split_config
 from trainers.store import load
 from trainers.train import evaluate
 
@@ -164,6 +165,11 @@ def _another(value, i: int):
 def test_a_flat_key_of_the_wrong_kind_is_named(key, value, wanted):
     with pytest.raises(ValueError, match=f"trial setting '{key}' must be {wanted}"):
         TrialSettings.from_flat({key: value})
+
+
+def test_a_config_splits_into_its_parts():
+    config = {"arch.w": 8, "depth": 2, "train.lr": 0.1, "compress.prune": True}
+    assert split_config(config) == ({"w": 8, "depth": 2}, {"lr": 0.1}, {"prune": True})
 
 
 def test_bad_config_is_named():
