@@ -154,8 +154,10 @@ class Space:
             params.update(part.prefixed(f"{key}.").params)
         return cls(params)
 
-    def subconfig(self, config: Mapping, prefix: str) -> dict:
-        """The keys of `config` under `prefix`, with the prefix stripped."""
+    @staticmethod
+    def subconfig(config: Mapping, prefix: str) -> dict:
+        """The keys of `config` under `prefix`, with the prefix stripped (`combine`'s inverse
+        for one part: `Space.subconfig(config, "arch.")`)."""
         return {k[len(prefix) :]: v for k, v in config.items() if k.startswith(prefix)}
 
     def to_dict(self) -> dict:

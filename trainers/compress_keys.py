@@ -5,26 +5,25 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from spaces import Space
 from trainers import prune as pruning
 from trainers import quantize, sparsity
-from trainers.settings import CompressionSettings
+from trainers.settings import SWITCH_NEEDS, CompressionSettings
 
 QUANT_MODES = ("ptq", "qat")
+PARTS = ("arch", "train", "compress")  # a trial config's prefixes, `split_config`'s order
 
 
 def split_config(config: Mapping) -> tuple[dict, dict, dict]:
-    """`(arch, train, compress)` from `arch.`/`train.`/`compress.` keys; a config without
-    prefixes is all architecture."""
-    parts = {"arch": {}, "train": {}, "compress": {}}
-    for key, value in config.items():
-        head, _, rest = key.partition(".")
-        if rest and head in parts:
-            parts[head][rest] = value
-        elif rest:
-            raise ValueError(f"config key {key!r}: prefixes allowed are {sorted(parts)}")
-        else:
-            parts["arch"][key] = value
-    return parts["arch"], parts["train"], parts["compress"]
+    """`(arch, train, compress)` from `arch.`/`train.`/`compress.` keys (`Space.subconfig`);
+    a key without a prefix is architecture."""
+    for key in config:
+        head, dot, _ = key.partition(".")
+        if dot and head not in PARTS:
+            raise ValueError(f"config key {key!r}: prefixes allowed are {sorted(PARTS)}")
+    plain = {key: value for key, value in config.items() if "." not in key}
+    arch, train, compress = (Space.subconfig(config, f"{part}.") for part in PARTS)
+    return plain | arch, train, compress
 
 
 def quant_spec(compress: Mapping) -> quantize.QuantSpec:
@@ -62,7 +61,8 @@ def prune_ratio(compress: Mapping, compression: CompressionSettings):
     return compression.stage_ratios or float(compress["prune_ratio"])
 
 
-def _needed(compress: Mapping, key: str, switch: str):
+def _needed(compress: Mapping, switch: str):
+    key = SWITCH_NEEDS[switch]
     if key not in compress:
         raise ValueError(f"compress.{switch} is on but compress.{key} is missing")
     return compress[key]
@@ -73,15 +73,15 @@ def check_compress(compress: Mapping, compression: CompressionSettings) -> None:
     `ValueError` naming its key and the allowed values."""
     if compress.get("prune"):
         if compression.stage_ratios is None:
-            pruning.check_ratio("prune_ratio", _needed(compress, "prune_ratio", "prune"))
+            pruning.check_ratio("prune_ratio", _needed(compress, "prune"))
         criterion = compress.get("prune_criterion", "l1")
         if criterion not in pruning.CRITERIA:
             raise ValueError(f"prune_criterion {criterion!r}: allowed {list(pruning.CRITERIA)}")
     if compress.get("neuron_prune"):
-        ratio = _needed(compress, "neuron_ratio", "neuron_prune")
+        ratio = _needed(compress, "neuron_prune")
         pruning.check_neurons(ratio=ratio, criterion=compress.get("neuron_criterion", "activation"))
     if compress.get("weight_prune"):
-        share = _needed(compress, "weight_sparsity", "weight_prune")
+        share = _needed(compress, "weight_prune")
         sparsity.check(sparsity=share, scope=compress.get("weight_prune_scope", "lamp"))
     if compress.get("quantize"):
         quant_spec(compress)

@@ -84,33 +84,18 @@ def _reason(error: Exception) -> str:
     return f"{type(error).__name__}: {lines[0][:300] if lines else ''}"
 
 
-def _export_torchscript(model: nn.Module, example: torch.Tensor, path: Path) -> None:
+def _export(model: nn.Module, example: torch.Tensor, path: Path, *, dynamo: bool) -> None:
+    """`model` as ONNX at `path`, batch dimension dynamic, by the TorchScript-based exporter or
+    (`dynamo`) the torch.export-based one."""
+    if dynamo:
+        logging.getLogger("torch.onnx").setLevel(logging.ERROR)
+        batch = {"dynamic_shapes": ({0: torch.export.Dim("batch")},), "external_data": False}
+    else:
+        names = {"input_names": ["input"], "output_names": ["output"]}
+        batch = names | {"dynamic_axes": {"input": {0: "batch"}, "output": {0: "batch"}}}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        torch.onnx.export(
-            model,
-            (example,),
-            str(path),
-            dynamo=False,
-            input_names=["input"],
-            output_names=["output"],
-            dynamic_axes={"input": {0: "batch"}, "output": {0: "batch"}},
-        )
-
-
-def _export_dynamo(model: nn.Module, example: torch.Tensor, path: Path) -> None:
-    logging.getLogger("torch.onnx").setLevel(logging.ERROR)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(
-            model,
-            (example,),
-            str(path),
-            dynamic_shapes=({0: torch.export.Dim("batch")},),
-            dynamo=True,
-            external_data=False,
-            verbose=False,
-        )
+        torch.onnx.export(model, (example,), str(path), dynamo=dynamo, verbose=False, **batch)
 
 
 def export_onnx(model: nn.Module, in_shape, path: str | Path, *, batch_size: int = 64) -> Path:
@@ -124,9 +109,9 @@ def export_onnx(model: nn.Module, in_shape, path: str | Path, *, batch_size: int
     example = torch.randn(batch_size, *in_shape)
     reasons = []
     with torch.no_grad():
-        for export in (_export_torchscript, _export_dynamo):
+        for dynamo in (False, True):
             try:
-                export(model, example, path)
+                _export(model, example, path, dynamo=dynamo)
                 return path
             except Exception as error:  # exporters raise many types for an unsupported model
                 reasons.append(_reason(error))

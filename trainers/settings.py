@@ -16,6 +16,13 @@ QAT_SHARE = 4 / 15  # quantization-aware training epochs, as a share of `epochs`
 DATASETS = ("digits", "mnist1d", "numpy", "folder", "cifar10")  # `trainers.load_dataset`'s
 EMBEDDED = ("digits", "mnist1d")  # the datasets that need no path
 RUNTIMES = ("onnxruntime", "torch")  # what latency is measured on (`trainers.deploy`)
+# The knob each compression switch cannot do without (it has no default): `check_compress`
+# refuses a switch on without it, and a study's `compress:` section brings it with the switch.
+SWITCH_NEEDS = {
+    "prune": "prune_ratio",
+    "neuron_prune": "neuron_ratio",
+    "weight_prune": "weight_sparsity",
+}
 COST_METRICS = ("params", "macs", "size_bytes", "latency_ms", "peak_mem_bytes")
 # Every metric a trial row may hold, in the results' column order.
 METRICS = (
@@ -75,34 +82,42 @@ class Schedule:
     qat: Mapping = field(default_factory=lambda: {"optimizer": "sgd", "lr": 0.01})
 
     def __post_init__(self):
-        if isinstance(self.epochs, bool) or not isinstance(self.epochs, int) or self.epochs < 1:
-            raise ValueError(
-                f"trial setting 'epochs' must be a whole number >= 1, got {self.epochs!r} "
-                "(a trial trains at least one epoch)"
-            )
+        _count("epochs", self.epochs, least=1, why=" (a trial trains at least one epoch)")
+        for key in ("finetune_epochs", "qat_epochs"):
+            if getattr(self, key) is not None:
+                _count(key, getattr(self, key), why=", or left out for a share of 'epochs'")
 
     @property
     def finetune_count(self) -> int:
         """The fine-tuning epochs after pruning."""
-        return _share("finetune_epochs", self.finetune_epochs, self.epochs, FINETUNE_SHARE)
+        return _share(self.finetune_epochs, self.epochs, FINETUNE_SHARE)
 
     @property
     def qat_count(self) -> int:
         """The quantization-aware training epochs."""
-        return _share("qat_epochs", self.qat_epochs, self.epochs, QAT_SHARE)
+        return _share(self.qat_epochs, self.epochs, QAT_SHARE)
 
 
-def _share(key: str, given, epochs: int, share: float) -> int:
-    """`given`, or when None `share` of `epochs` (at least 1). Like every setting whose
-    default is None, `given` is checked where it is used."""
-    if given is None:
-        return max(1, round(epochs * share))
-    if isinstance(given, bool) or not isinstance(given, int) or given < 0:
-        raise ValueError(
-            f"trial setting {key!r} must be a whole number >= 0, or left out for a share of "
-            f"'epochs', got {given!r}"
-        )
-    return given
+def _share(given: int | None, epochs: int, share: float) -> int:
+    """`given`, or when None `share` of `epochs` (at least 1)."""
+    return max(1, round(epochs * share)) if given is None else given
+
+
+class SettingError(ValueError):
+    """A trial setting not allowed: the message names `key` and what it allows; `value` is
+    what was given (a study file's reader adds its hint on quoted numbers)."""
+
+    def __init__(self, message: str, *, key: str, value):
+        super().__init__(message)
+        self.key, self.value = key, value
+
+
+def _count(key: str, value, *, least: int = 0, why: str = "") -> int:
+    """`value`, unless it is not a whole number >= `least` (a `SettingError` naming `key`)."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < least:
+        message = f"trial setting {key!r} must be a whole number >= {least}{why}, got {value!r}"
+        raise SettingError(message, key=key, value=value)
+    return value
 
 
 @dataclass(frozen=True)
@@ -244,13 +259,12 @@ def _typed(key: str, value, default):
     if isinstance(default, tuple) and isinstance(value, list | tuple):
         return tuple(value)
     kind = type(default) if type(default) in _KINDS else Mapping
+    if kind is int:
+        return _count(key, value)
     accepted = int | float if kind is float else kind
-    if (
-        not isinstance(value, accepted)
-        or (isinstance(value, bool) and kind is not bool)
-        or (kind is int and value < 0)
-    ):
-        raise ValueError(f"trial setting {key!r} must be {_KINDS[kind]}, got {value!r}")
+    if not isinstance(value, accepted) or (isinstance(value, bool) and kind is not bool):
+        message = f"trial setting {key!r} must be {_KINDS[kind]}, got {value!r}"
+        raise SettingError(message, key=key, value=value)
     return value
 
 

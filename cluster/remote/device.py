@@ -29,6 +29,7 @@ from cluster.remote.device_client import (
     torchscript_bytes,
 )
 from cluster.remote.timing import measure
+from trainers.settings import LATENCY_REPEATS
 
 FORMATS = ("torchscript", "onnx")
 __all__ = [
@@ -54,7 +55,9 @@ def _request(header: dict) -> dict:
         "format": wire.field(header, "format", str, check=lambda v: v in FORMATS),
         "input_shape": shape,
         "batch_sizes": batches,
-        "repeats": wire.field(header, "repeats", int, default=30, check=lambda v: 1 <= v <= 1000),
+        "repeats": wire.field(
+            header, "repeats", int, default=LATENCY_REPEATS, check=lambda v: 1 <= v <= 1000
+        ),
         "warmup": wire.field(header, "warmup", int, default=5, check=lambda v: 0 <= v <= 100),
         "threads": wire.field(header, "threads", int, default=1, check=lambda v: 1 <= v <= 256),
     }

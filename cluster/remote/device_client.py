@@ -12,6 +12,7 @@ from pathlib import Path
 import grpc
 
 from cluster.remote import wire
+from trainers.settings import LATENCY_REPEATS
 
 SERVICE = "paretune.Device"
 
@@ -41,40 +42,41 @@ class DeviceClient:
         header, _ = wire.decode(answer)
         return header
 
-    def measure(self, model, input_shape, *, batch_sizes=(1,), repeats=30, **request) -> dict:
-        """Trace `model` (an `nn.Module`) to TorchScript and measure it on the device."""
+    def measure(
+        self, model, in_shape, *, batch_sizes=(1,), repeats=LATENCY_REPEATS, **request
+    ) -> dict:
+        """Trace `model` (an `nn.Module`) to TorchScript and measure it on the device, at each
+        of `batch_sizes` (the wire's fields keep their names: `input_shape`, `batch_sizes`)."""
         return self.measure_bytes(
-            torchscript_bytes(model, input_shape),
-            input_shape=list(input_shape),
+            torchscript_bytes(model, in_shape),
+            input_shape=list(in_shape),
             batch_sizes=list(batch_sizes),
             repeats=repeats,
             **request,
         )
 
     def latency(
-        self, model, input_shape, *, batch_size=64, repeats=30, threads=1, onnx=None
+        self, model, in_shape, *, batch_size=64, repeats=LATENCY_REPEATS, threads=1, onnx=None
     ) -> float:
         """The median latency in milliseconds at one batch size: of `onnx` (an ONNX graph's
         bytes) when given, else of `model` traced to TorchScript."""
         request = {"batch_sizes": [batch_size], "repeats": repeats, "threads": threads}
         if onnx is None:
-            answer = self.measure(model, input_shape, **request)
+            answer = self.measure(model, in_shape, **request)
         else:
-            answer = self.measure_bytes(
-                onnx, format="onnx", input_shape=list(input_shape), **request
-            )
+            answer = self.measure_bytes(onnx, format="onnx", input_shape=list(in_shape), **request)
         return answer["results"][0]["median_ms"]
 
     def close(self):
         self.connection[0].close()
 
 
-def torchscript_bytes(model, input_shape) -> bytes:
+def torchscript_bytes(model, in_shape) -> bytes:
     import torch
 
     was_training = model.training
     model = model.eval()
-    example = torch.randn(1, *input_shape, device=next(model.parameters()).device)
+    example = torch.randn(1, *in_shape, device=next(model.parameters()).device)
     buffer = io.BytesIO()
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
@@ -96,22 +98,22 @@ class RemoteLatency:
     token: str | None = None
     retry_s: float = 60.0
 
-    def __call__(self, model, input_shape, *, batch_size, repeats, threads, onnx=None) -> float:
+    def __call__(self, model, in_shape, *, batch_size, repeats, threads, onnx=None) -> float:
         request = {"batch_size": batch_size, "repeats": repeats, "threads": threads, "onnx": onnx}
         deadline, wait = time.monotonic() + self.retry_s, 0.5
         while True:
             try:
-                return self._measure(model, input_shape, request)
+                return self._measure(model, in_shape, request)
             except DeviceUnreachable as error:
                 if time.monotonic() + wait > deadline:
                     raise DeviceUnreachable(f"{error} (tried for {self.retry_s:g} s)") from None
             time.sleep(wait)
             wait = min(2 * wait, 8.0)
 
-    def _measure(self, model, input_shape, request: dict) -> float:
+    def _measure(self, model, in_shape, request: dict) -> float:
         client = DeviceClient(self.address, token=self.token)
         try:
-            return client.latency(model, input_shape, **request)
+            return client.latency(model, in_shape, **request)
         finally:
             client.close()
 

@@ -119,8 +119,9 @@ class Study:
         check_keys("trial", self.trial, FLAT_KEYS - _OWNED)
         try:
             self.trial_settings()
-        except ValueError as error:
-            raise ConfigError(f"trial: {error}") from error
+        except ValueError as error:  # a `trainers.settings.SettingError` says its value
+            hint = checks.number_hint(getattr(error, "value", None))
+            raise ConfigError(f"trial: {error}{hint}") from error
         for metric, _ in self.objectives:
             if metric not in METRICS and not self.trainable:
                 hint = did_you_mean(metric, METRICS)

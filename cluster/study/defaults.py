@@ -48,10 +48,11 @@ def default_study(study_dir: str | None = None) -> Study:
 
 
 def measured_default(study_dir: str | None = None) -> Study:
-    """`default_study` with its budget measured here: a model at most as slow (at batch 64, one
-    thread, on the study's `deploy` runtime, in fp32) and as large (fp32 bytes) as the middle
-    model of its space on this CPU, so an int8 model of up to about four times its work fits."""
-    from trainers.cost import deployed_latency, size_bytes
+    """`default_study` with its budget measured here: a model at most as slow (measured as the
+    study's trials measure, `CostSettings.timing`: at batch 64, one thread, on its `deploy`
+    runtime, in fp32) and as large (fp32 bytes) as the middle model of its space on this CPU,
+    so an int8 model of up to about four times its work fits."""
+    from trainers.cost import measure
     from trainers.data import load_dataset
     from trainers.models import build_model
 
@@ -59,8 +60,6 @@ def measured_default(study_dir: str | None = None) -> Study:
     data = load_dataset(study.dataset)
     middle = {f"s{i}_{key}": value for i in range(3) for key, value in MIDDLE.items()}
     model = build_model("chain", middle, in_shape=data.in_shape, num_classes=data.num_classes)
-    latency = deployed_latency(
-        model, data.in_shape, runtime=study.deploy, batch_size=64, repeats=30
-    )
-    budget = {"latency_ms": round(latency, 3), "size_bytes": float(size_bytes(model))}
+    costs = measure(model, data.x_train[:64], **study.trial_settings().cost.timing())
+    budget = {"latency_ms": round(costs["latency_ms"], 3), "size_bytes": float(costs["size_bytes"])}
     return Study.from_dict({**study.to_dict(), "constraints": budget})

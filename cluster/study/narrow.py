@@ -9,10 +9,7 @@ from collections.abc import Mapping
 from cluster.study.checks import check_range, check_value
 from cluster.study.errors import ConfigError, check_keys
 from spaces import Choice, Float, Int, Space
-
-# The knob a switch cannot do without (`trainers.trial` has no default for it): a switch that
-# can be on brings it, at its full range, where the section leaves it out.
-NEEDS = {"prune": "prune_ratio", "neuron_prune": "neuron_ratio", "weight_prune": "weight_sparsity"}
+from trainers.settings import SWITCH_NEEDS
 
 
 def narrowed(section: str, full: Space, values: Mapping) -> Space:
@@ -21,9 +18,10 @@ def narrowed(section: str, full: Space, values: Mapping) -> Space:
     a categorical one, or a fixed value (a one-option choice, never searched), each checked
     against the full space. A switch left out that a named parameter needs is held on
     (`compress: {weight_bits: [4, 8]}` quantizes every trial), and a switch that can be on
-    brings the one knob it `NEEDS` (`compress: {neuron_prune: [false, true]}` searches the
-    neuron ratio too); nothing else left out is searched (it takes `trainers.run_trial`'s
-    defaults), and conditions on parameters left out are dropped."""
+    brings the one knob it needs (`trainers.settings.SWITCH_NEEDS`), at its full range
+    (`compress: {neuron_prune: [false, true]}` searches the neuron ratio too); nothing else left
+    out is searched (it takes `trainers.run_trial`'s defaults), and conditions on parameters
+    left out are dropped."""
     check_keys(section, values, full.params)
     for key, value in values.items():
         check = check_range if isinstance(value, list | tuple) else check_value
@@ -31,7 +29,7 @@ def narrowed(section: str, full: Space, values: Mapping) -> Space:
     values = {**_implied(full, values), **values}
     needed = {
         knob: _full_range(full[knob])
-        for switch, knob in NEEDS.items()
+        for switch, knob in SWITCH_NEEDS.items()
         if knob in full.params and knob not in values and _can_be(values.get(switch), (True,))
     }
     values = {key: ({**values, **needed})[key] for key in full.params if key in values | needed}

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 
+from spaces import Space
 from spaces.util import did_you_mean
 
 PREFIX = "config."
@@ -72,9 +73,7 @@ def config_of(row: Mapping) -> dict:
 def unprefixed(values: Mapping, prefix: str) -> dict:
     """The entries of `values` named `prefix<key>`, as `{key: value}`, nulls left out."""
     return {
-        key.removeprefix(prefix): value
-        for key, value in values.items()
-        if key.startswith(prefix) and value is not None
+        key: value for key, value in Space.subconfig(values, prefix).items() if value is not None
     }
 
 

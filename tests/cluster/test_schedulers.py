@@ -14,18 +14,11 @@ from cluster.raytune import runner
 from cluster.raytune.schedulers import make_scheduler, max_steps
 from cluster.raytune.trainable import run_and_report
 from cluster.study import results
+from cluster.study.rows import config_of
 from tests.cluster.test_runner import _study
 
 HOPELESS = {"lr": [1e-6, 3e-2]}  # the low end learns nothing in three epochs
 PBT = {"lr": [1e-4, 3e-2], "weight_decay": [1e-6, 1e-2]}
-
-
-def _config(row: dict) -> dict:
-    return {
-        k.removeprefix("config."): v
-        for k, v in row.items()
-        if k.startswith("config.") and v is not None
-    }
 
 
 def _told(study) -> dict[str, dict]:
@@ -100,7 +93,7 @@ def test_population_based_training_records_the_config_that_trained_each_row(loca
         rows[row["trial"]].append(row)
 
     def epoch(row):  # what an epoch report measured, and under which config
-        return row["step"], json.dumps(_config(row), sort_keys=True), row["val_acc"]
+        return row["step"], json.dumps(config_of(row), sort_keys=True), row["val_acc"]
 
     trained = collections.defaultdict(set)  # epoch -> the trials that trained it
     for trial, reports in rows.items():
@@ -111,11 +104,11 @@ def test_population_based_training_records_the_config_that_trained_each_row(loca
     for trial, reports in rows.items():
         *epochs, final = reports
         assert final["final"] and not any(r["final"] for r in epochs)
-        assert _config(final) == _config(epochs[-1])  # the config of the epoch it came from
+        assert config_of(final) == config_of(epochs[-1])  # the config of the epoch it came from
         clones = [r for r in epochs if r["phase"] == "clone"]
         assert all(trained[epoch(r)] - {trial} for r in clones)  # another trial trained it
         cloned += len(clones)
-        assert told[trial]["config"] == _config(final)
+        assert told[trial]["config"] == config_of(final)
         assert told[trial]["metrics"]["val_acc"] == final["val_acc"]
     assert cloned == 1  # cloned at the end: finished as the config that trained them
 

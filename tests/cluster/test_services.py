@@ -21,6 +21,7 @@ from cluster.study import results
 from cluster.study.config import Study
 from cluster.study.resume import prepare_dir
 from tests.cluster.drivers import status_of
+from trainers.settings import LATENCY_REPEATS
 
 
 def _model():
@@ -76,6 +77,18 @@ def test_device_server_measures_onnx_and_caches(device_server, onnx_model):
         assert row["peak_memory_bytes"] > 1 << 20
     again = client.measure_bytes(onnx_model, **request)
     assert again["cached"] and again["model_hash"] == answer["model_hash"]
+
+
+def test_the_device_client_and_server_repeat_as_trainers_do(device_server, monkeypatch):
+    asked = []
+    client = device.DeviceClient(device_server)
+    monkeypatch.setattr(client, "measure_bytes", lambda payload, **wire: asked.append(wire))
+    with contextlib.suppress(TypeError):  # the fake answers nothing
+        client.latency(_model(), in_shape=(1, 8, 8), onnx=b"graph")
+    assert asked[0]["repeats"] == LATENCY_REPEATS and asked[0]["input_shape"] == [1, 8, 8]
+    header = {"format": "onnx", "input_shape": [1, 8, 8]}  # a request that names no repeats
+    assert device._request(header)["repeats"] == LATENCY_REPEATS
+    client.close()
 
 
 def test_bad_requests_get_the_rightstatus_of(device_server, onnx_model):

@@ -6,6 +6,8 @@ import pytest
 from cluster import cli
 from cluster.study.config import ConfigError, Study, read
 from cluster.study.defaults import default_study, measured_default
+from trainers.compress_keys import check_compress
+from trainers.settings import SWITCH_NEEDS, CompressionSettings
 
 
 def test_default_study_is_valid_and_joint():
@@ -39,6 +41,11 @@ def test_default_study_is_valid_and_joint():
         ({"arch_options": {"stage": 2}}, "arch_options for 'chain'"),
         ({"train": {"lr": [0.1]}}, r"train.lr: expected \[low, high\]"),
         ({"trial": {"epochs": "one"}}, "trial: trial setting 'epochs' must be a whole number"),
+        ({"trial": {"finetune_epochs": -1}}, "trial: trial setting 'finetune_epochs' must be a"),
+        ({"trial": {"qat_epochs": "two"}}, "trial: trial setting 'qat_epochs' must be a whole"),
+        ({"trial": {"epochs": "3"}}, r"got '3' \(the text '3': write it as a number"),
+        ({"trial": {"finetune_epochs": "2"}}, r"got '2' \(the text '2': write it as a number"),
+        ({"trial": {"teacher_width": "2.5"}}, r"must be a number, got '2.5' \(the text"),
         (
             {"objectives": {"val_accc": "max"}},
             "unknown metric 'val_accc' \\(did you mean 'val_acc'",
@@ -157,6 +164,17 @@ def test_a_named_switch_brings_only_the_knob_it_needs():
     criterion = Study(compress={"prune_criterion": "l2"}).space().params  # implies prune on
     named = [k for k in criterion if k.startswith("compress.")]
     assert named == [f"compress.{k}" for k in ("prune", "prune_ratio", "prune_criterion")]
+
+
+@pytest.mark.parametrize(("switch", "knob"), sorted(SWITCH_NEEDS.items()))
+def test_each_switch_brings_the_knob_the_trial_needs_with_it(switch, knob):
+    params = Study(compress={switch: [False, True]}, train=False).space().params
+    assert [k for k in params if k.startswith("compress.")] == [
+        f"compress.{switch}",
+        f"compress.{knob}",
+    ]
+    with pytest.raises(ValueError, match=f"compress.{switch} is on but compress.{knob} is miss"):
+        check_compress({switch: True}, CompressionSettings())
 
 
 def test_yaml_reads_exponents_as_numbers_and_text_gets_a_hint(tmp_path):

@@ -146,6 +146,7 @@ def test_combine_prefixes_names_and_conditions():
     assert joint["a.temperature"].when == {"a.distill": (True,)}
     config = joint.sample(np.random.default_rng(1))
     assert joint.subconfig(config, "b.") == {"n": config["b.n"]}
+    assert Space.subconfig(config, "b.") == {"n": config["b.n"]}  # needs no space: a trial's
 
 
 def test_joint_has_the_three_parts():

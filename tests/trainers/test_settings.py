@@ -8,7 +8,7 @@ import pytest
 
 from tests.trainers.conftest import SMALL_MLP
 from trainers import TrialSettings, run_trial
-from trainers.settings import max_steps
+from trainers.settings import SettingError, max_steps
 
 PRUNED = {f"arch.{k}": v for k, v in SMALL_MLP.items()} | {
     "compress.neuron_prune": True,
@@ -44,9 +44,12 @@ def test_fine_tuning_and_qat_epochs_are_a_share_of_epochs_unless_given(flat, fin
     assert max_steps(TrialSettings.from_flat(flat), compress=False) == schedule.epochs + 1
 
 
-def test_a_bad_finetune_epochs_is_named_where_it_is_used():
-    with pytest.raises(ValueError, match="'finetune_epochs' must be a whole number >= 0"):
-        max_steps(TrialSettings.from_flat({"finetune_epochs": -1}), compress=True)
+@pytest.mark.parametrize("key", ["finetune_epochs", "qat_epochs"])
+@pytest.mark.parametrize("value", [-1, "2", 1.5, True, {"epochs": 2}])
+def test_a_bad_finetune_or_qat_epochs_is_refused_when_the_settings_are_built(key, value):
+    with pytest.raises(SettingError, match=f"'{key}' must be a whole number >= 0") as error:
+        TrialSettings.from_flat({key: value})
+    assert (error.value.key, error.value.value) == (key, value)  # a study file's hint reads it
 
 
 def test_one_epoch_of_a_pruned_trial_is_about_one_epoch_in_all():

@@ -14,6 +14,7 @@ from trainers import (
     estimate_cost,
     run_trial,
 )
+from trainers.compress_keys import split_config
 from trainers.store import load
 from trainers.train import evaluate
 
@@ -130,6 +131,7 @@ def test_every_flat_key_round_trips():
     assert set(flat) == FLAT_KEYS and len(FLAT_KEYS) == 29
     changed = {key: _another(value, i) for i, (key, value) in enumerate(sorted(flat.items()))}
     changed["runtime"] = "torch"  # a choice: the other allowed value
+    changed |= {"finetune_epochs": 101, "qat_epochs": 102}  # counts (None: a share of epochs)
     settings = TrialSettings.from_flat(changed)
     assert settings.to_flat() == changed
     assert TrialSettings.from_flat(settings.to_flat()) == settings
@@ -163,6 +165,11 @@ def _another(value, i: int):
 def test_a_flat_key_of_the_wrong_kind_is_named(key, value, wanted):
     with pytest.raises(ValueError, match=f"trial setting '{key}' must be {wanted}"):
         TrialSettings.from_flat({key: value})
+
+
+def test_a_config_splits_into_its_parts():
+    config = {"arch.w": 8, "depth": 2, "train.lr": 0.1, "compress.prune": True}
+    assert split_config(config) == ({"w": 8, "depth": 2}, {"lr": 0.1}, {"prune": True})
 
 
 def test_bad_config_is_named():

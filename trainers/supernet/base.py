@@ -8,16 +8,20 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from spaces import Space
+
 MODES = ("darts", "gdas")
 
 
 class SuperNet(nn.Module):
-    """The architecture parameters and how they are drawn; subclasses build the network."""
+    """The architecture parameters and how they are drawn; a subclass says the `choices_of` an
+    architecture space and `build`s the network (`options`: its keywords, `width_mult`, ...)."""
 
-    def __init__(self, choices: Mapping[str, tuple], *, mode: str):
+    def __init__(self, arch: Space, *, in_shape, num_classes: int, mode: str, **options):
         super().__init__()
         if mode not in MODES:
             raise ValueError(f"supernet mode {mode!r}: allowed {list(MODES)}")
+        choices = self.choices_of(arch)
         self.mode, self.tau = mode, 1.0
         self.choices = {name: tuple(labels) for name, labels in choices.items()}
         self.alphas = nn.ParameterDict(
@@ -26,6 +30,15 @@ class SuperNet(nn.Module):
                 for name, labels in choices.items()
             }
         )
+        self.build(in_shape=tuple(in_shape), num_classes=num_classes, **options)
+
+    def choices_of(self, arch: Space) -> dict[str, tuple]:
+        """Each choice's name and labels, from the architecture space `arch`."""
+        raise NotImplementedError
+
+    def build(self, *, in_shape: tuple, num_classes: int, **options) -> None:
+        """The network's modules, every choice's ops among them (`self.choices` is set)."""
+        raise NotImplementedError
 
     def weight_parameters(self) -> list[nn.Parameter]:
         arch = {id(p) for p in self.alphas.parameters()}

@@ -35,29 +35,26 @@ def _depths(arch: Space, i: int) -> tuple[int, ...]:
     return tuple(options) if options else tuple(range(param.low, param.high + 1))
 
 
+def _pair(label) -> tuple[int, int]:
+    """A block's `(kernel, expand)` from its label `"<kernel>x<expand>"`."""
+    kernel, expand = (int(v) for v in str(label).split("x"))
+    return kernel, expand
+
+
 class ChainSuper(SuperNet):
     """`trainers.models.ChainNet` with each stage's kernel x expansion and depth mixed."""
 
-    def __init__(
-        self,
-        arch: Space,
-        *,
-        in_shape,
-        num_classes: int,
-        mode: str,
-        widths: list,
-        width_mult: float = 1.0,
-    ):
-        stages = _stage_count(arch)
-        choices, self_pairs = {}, []
-        for i in range(stages):
-            pairs = [
-                (k, e) for k in arch[f"s{i}_kernel"].options for e in arch[f"s{i}_expand"].options
-            ]
-            self_pairs.append(pairs)
-            choices[f"s{i}_block"] = tuple(f"{k}x{e}" for k, e in pairs)
+    def choices_of(self, arch: Space) -> dict[str, tuple]:
+        choices = {}
+        for i in range(_stage_count(arch)):
+            kernels, expands = arch[f"s{i}_kernel"].options, arch[f"s{i}_expand"].options
+            choices[f"s{i}_block"] = tuple(f"{k}x{e}" for k in kernels for e in expands)
             choices[f"s{i}_depth"] = _depths(arch, i)
-        super().__init__(choices, mode=mode)
+        return choices
+
+    def build(self, *, in_shape, num_classes: int, widths: list, width_mult: float = 1.0):
+        choices = self.choices
+        stages = sum(name.endswith("_block") for name in choices)
         dims = check_input("chain", in_shape)
         self.widths = [int(w) for w in widths]
         scaled = [max(1, round(w * width_mult)) for w in self.widths]
@@ -72,7 +69,7 @@ class ChainSuper(SuperNet):
                         InvertedResidual(
                             cin, scaled[i], stride=stride, kernel=k, expand=e, dims=dims
                         )
-                        for k, e in self_pairs[i]
+                        for k, e in map(_pair, choices[f"s{i}_block"])
                     )
                 )
                 cin = scaled[i]
@@ -100,7 +97,7 @@ class ChainSuper(SuperNet):
     def config_of(self, labels: Mapping) -> dict:
         config = {}
         for i, width in enumerate(self.widths):
-            kernel, expand = (int(v) for v in str(labels[f"s{i}_block"]).split("x"))
+            kernel, expand = _pair(labels[f"s{i}_block"])
             config |= {f"s{i}_depth": int(labels[f"s{i}_depth"]), f"s{i}_width": width}
             config |= {f"s{i}_kernel": kernel, f"s{i}_expand": expand}
         return config

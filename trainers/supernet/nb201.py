@@ -38,20 +38,14 @@ class MixedCell(nn.Module):
 class NB201Super(SuperNet):
     """`trainers.models.NB201Net` with every edge a mix of its allowed ops."""
 
-    def __init__(
-        self,
-        arch: Space,
-        *,
-        in_shape,
-        num_classes: int,
-        mode: str,
-        channels: int = 16,
-        cells: int = 1,
-        width_mult: float = 1.0,
+    def choices_of(self, arch: Space) -> dict[str, tuple]:
+        return {name: tuple(arch[name].options) for name in nb201_edge_names()}
+
+    def build(
+        self, *, in_shape, num_classes: int, channels: int = 16, cells: int = 1, width_mult=1.0
     ):
-        edge_ops = {name: tuple(arch[name].options) for name in nb201_edge_names()}
-        super().__init__(edge_ops, mode=mode)
         check_input("nb201", in_shape)
+        edge_ops = self.choices
         c = max(1, round(channels * width_mult))
         self.stem = nn.Sequential(*conv_bn(in_shape[0], c, 3))
         layers = []

@@ -79,29 +79,15 @@ def run_supernet(
     spec = SupernetSpec.of(config[SUPERNET])
     arch = Space.from_dict(spec.arch)
     data = load_dataset(settings.data.dataset, settings.data.path)
-    in_shape, classes = data.in_shape, data.num_classes
+    built = {"in_shape": data.in_shape, "num_classes": data.num_classes}
+    built["options"] = settings.model_options  # the builders' keywords, for all three
     torch.manual_seed(spec.seed)
     widths = chain_widths(arch, pick=spec.chain_width) if spec.kind == "chain" else None
-    net = build_supernet(
-        spec.kind,
-        arch,
-        in_shape=in_shape,
-        num_classes=classes,
-        mode=spec.variant,
-        options=settings.model_options,
-        widths=widths,
-    )
+    net = build_supernet(spec.kind, arch, mode=spec.variant, widths=widths, **built)
     path = _checkpoint_path(config, settings, data)
     saved = torch.load(path, weights_only=False) if path.exists() else None
     table = saved["table"] if saved else None
-    measure = measurer(
-        spec.cost_metric,
-        spec.kind,
-        in_shape=in_shape,
-        num_classes=classes,
-        options=settings.model_options,
-        cost=settings.cost,
-    )
+    measure = measurer(spec.cost_metric, spec.kind, cost=settings.cost, **built)
     if table is None and spec.cost_weight > 0:
         table = measure_table(net, measure, spec.cost_metric)
     loop = Loop(net, spec, data, table, saved)
@@ -118,13 +104,7 @@ def run_supernet(
         _save(path, {**loop.state(spec.epochs), "derived": derived})
     labels, checks = derived
     derived_arch = net.config_of(labels)
-    model = build_model(
-        spec.kind,
-        derived_arch,
-        in_shape=in_shape,
-        num_classes=classes,
-        options=settings.model_options,
-    )
+    model = build_model(spec.kind, derived_arch, **built)
     model.load_state_dict(discrete_state(net, labels))
     _recalibrate(model, data.x_train[:512])
     record = _record(net, spec, table, labels, checks)
