@@ -11,7 +11,9 @@ def add_parser(commands) -> None:
     """The `dashboard` subcommand on `commands` (argparse subparsers)."""
     board = commands.add_parser("dashboard", help="a web page following studies live")
     board.add_argument("study", nargs="+", help="study folders")
-    board.add_argument("--host", default="127.0.0.1", help="another host needs --token-file")
+    board.add_argument(
+        "--host", default="127.0.0.1", help="another host needs --token-file and TLS"
+    )
     board.add_argument("--port", type=int, default=8750, help="0 picks a free port")
     board.add_argument("--token-file", help="a file holding the token the page must send")
     board.add_argument("--tls-cert", help="PEM certificate (with --tls-key) for HTTPS")

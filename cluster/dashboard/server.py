@@ -1,27 +1,32 @@
 """The dashboard's web server: the page and its static files, and JSON under `/api/` (the
 studies, then per study, `/api/study/<number or name>/...`, a page of trials, the front,
-best-so-far and one trial), on the standard library's threading HTTP server. Off loopback it
-needs a bearer token, sent as `Authorization: Bearer TOKEN`; the page reads it from its address
-(`#token=TOKEN`)."""
+best-so-far and one trial), on the standard library's threading HTTP server, IPv4 or IPv6.
+Off loopback it needs a bearer token and TLS. A script sends the token as `Authorization:
+Bearer TOKEN`; the page reads it once from its address (`#token=TOKEN`), trades it at
+`POST /api/session` for an HttpOnly, SameSite=Strict cookie (Secure under TLS) and drops it
+from the address. `transport.Server` listens."""
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import json
 import ssl
 import threading
 from collections import OrderedDict
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from importlib import resources
 from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from cluster.dashboard import views
 from cluster.dashboard.feed import StudyFeed
+from cluster.dashboard.transport import Server
 
 STATIC = {".html": "text/html", ".js": "text/javascript", ".css": "text/css", ".txt": "text/plain"}
 CACHED = 64  # JSON answers kept per server, keyed by address and the studies' versions
+IDLE_S = 60.0  # a connection silent this long between reads or writes is closed
 
 
 class Dashboard:
@@ -29,17 +34,21 @@ class Dashboard:
 
     def __init__(self, feeds: list[StudyFeed], *, token: str | None = None, poll_s: float = 2.0):
         self.feeds, self.token, self.poll_s = feeds, token, poll_s
+        # the page's cookie: derived from the token, so it is not the token itself
+        self.session = token and hmac.new(token.encode(), b"dashboard", hashlib.sha256).hexdigest()
         self.hosts = {"127.0.0.1", "localhost", "[::1]"}  # without a token, the only `Host`s
         self.cache: OrderedDict = OrderedDict()
         self.cache_lock = threading.Lock()
 
-    def allowed(self, authorization: str | None, host: str | None) -> bool:
-        """With a token, whether the request carries it; without, whether it names a loopback
-        host (a page elsewhere that rebinds its own name to 127.0.0.1 reads nothing)."""
+    def allowed(self, authorization: str | None, host: str | None, session: str = "") -> bool:
+        """With a token, whether the request carries it, or the session cookie given for it;
+        without, whether it names a loopback host (a page elsewhere that rebinds its own name
+        to 127.0.0.1 reads nothing)."""
         if self.token is None:
             return _hostname(host or "") in self.hosts
         given = (authorization or "").encode()
-        return hmac.compare_digest(given, f"Bearer {self.token}".encode())
+        bearer = hmac.compare_digest(given, f"Bearer {self.token}".encode())
+        return bearer or hmac.compare_digest(session.encode(), self.session.encode())
 
     def answer(self, path: str, query: dict[str, str]) -> dict:
         """The JSON for `/api/...`; `views.NotFound` for what does not exist, ValueError for a bad
@@ -123,6 +132,7 @@ def _integer(query: dict[str, str], name: str, default: int) -> int:
 
 class Handler(BaseHTTPRequestHandler):
     server_version = "paretune-dashboard"
+    timeout = IDLE_S
     dashboard: Dashboard  # set on the subclass `serve` makes
 
     def do_GET(self) -> None:  # noqa: N802 (the standard library's name)
@@ -130,9 +140,7 @@ class Handler(BaseHTTPRequestHandler):
         if not address.path.startswith("/api/"):
             self._static(address.path)
             return
-        if not self.dashboard.allowed(self.headers.get("Authorization"), self.headers.get("Host")):
-            message = "missing or wrong bearer token" if self.dashboard.token else "wrong Host"
-            self._json(HTTPStatus.UNAUTHORIZED, {"error": message})
+        if not self._allowed():
             return
         query = {k: v[-1] for k, v in parse_qs(address.query).items()}
         try:
@@ -145,6 +153,26 @@ class Handler(BaseHTTPRequestHandler):
             message = f"{type(error).__name__}: {error}"
             self._json(HTTPStatus.INTERNAL_SERVER_ERROR, {"error": message})
 
+    def do_POST(self) -> None:  # noqa: N802
+        """`/api/session`: the bearer token traded for the page's cookie."""
+        if urlsplit(self.path).path != "/api/session":
+            self._json(HTTPStatus.NOT_FOUND, {"error": "only /api/session takes a POST"})
+        elif self._allowed():
+            self._json(HTTPStatus.OK, {"session": bool(self.dashboard.session)}, cookie=True)
+
+    def _allowed(self) -> bool:
+        """Whether the request may read the studies; when not, it has been answered 401."""
+        cookie = _cookie(self.headers.get("Cookie", ""), self._cookie_name())
+        headers = self.headers.get("Authorization"), self.headers.get("Host")
+        if self.dashboard.allowed(*headers, cookie):
+            return True
+        message = "missing or wrong bearer token" if self.dashboard.token else "wrong Host"
+        self._json(HTTPStatus.UNAUTHORIZED, {"error": message})
+        return False
+
+    def _cookie_name(self) -> str:
+        return f"paretune_{self.server.server_address[1]}"  # one per port: dashboards side by side
+
     def _static(self, path: str) -> None:
         name = "index.html" if path in ("/", "/index.html") else path.removeprefix("/static/")
         files = resources.files("cluster.dashboard") / "static"
@@ -154,20 +182,34 @@ class Handler(BaseHTTPRequestHandler):
             return
         self._send(HTTPStatus.OK, (files / name).read_bytes(), kind)
 
-    def _json(self, status: HTTPStatus, body: dict) -> None:
-        self._send(status, json.dumps(body, separators=(",", ":")).encode(), "application/json")
+    def _json(self, status: HTTPStatus, body: dict, *, cookie: bool = False) -> None:
+        data = json.dumps(body, separators=(",", ":")).encode()
+        self._send(status, data, "application/json", cookie=cookie)
 
-    def _send(self, status: HTTPStatus, body: bytes, kind: str) -> None:
+    def _send(self, status: HTTPStatus, body: bytes, kind: str, *, cookie: bool = False) -> None:
         self.send_response(status)
         self.send_header("Content-Type", f"{kind}; charset=utf-8")
         self.send_header("Content-Length", str(len(body)))
         self.send_header("Cache-Control", "no-store")
         self.send_header("X-Content-Type-Options", "nosniff")
+        if cookie and self.dashboard.session:
+            secure = "; Secure" if self.server.tls else ""
+            value = f"{self._cookie_name()}={self.dashboard.session}"
+            self.send_header("Set-Cookie", f"{value}; Path=/; HttpOnly; SameSite=Strict{secure}")
         self.end_headers()
         self.wfile.write(body)
 
     def log_message(self, format, *args) -> None:  # noqa: A002 (the standard library's name)
         pass  # a poll every two seconds is no news
+
+
+def _cookie(header: str, name: str) -> str:
+    """The value of cookie `name` in a `Cookie` header ("" when absent)."""
+    for part in header.split(";"):
+        key, _, value = part.strip().partition("=")
+        if key == name:
+            return value
+    return ""
 
 
 def serve(
@@ -178,30 +220,25 @@ def serve(
     token: str | None = None,
     tls: tuple[str, str] | None = None,
     poll_s: float = 2.0,
-) -> tuple[ThreadingHTTPServer, int]:
+) -> tuple[Server, int]:
     """A started server (answering on its own thread; `shutdown()` stops it) for the study
-    folders, and its port. Binding a host other than loopback needs `token`; `tls` is a
+    folders, and its port. A host other than loopback needs `token` and `tls`, a
     `(cert_file, key_file)` pair of PEM files."""
-    from cluster.remote.wire import is_loopback
+    from cluster.remote.wire import check_exposed
 
-    if not is_loopback(host) and not token:
-        raise ValueError(
-            f"the dashboard on {host} shows every trial to anyone who can reach it: give a "
-            "token (--token-file), or keep the default host 127.0.0.1"
-        )
+    check_exposed(host, token=token, tls=bool(tls), what="dashboard")
     if not folders:
         raise ValueError("give at least one study folder")
     if poll_s <= 0:
         raise ValueError(f"poll interval must be above 0 seconds, got {poll_s}")
+    context = None
+    if tls:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(*tls)
     feeds = [StudyFeed(folder, min_interval=min(poll_s / 2, 0.5)) for folder in folders]
     dashboard = Dashboard(feeds, token=token, poll_s=poll_s)
     dashboard.refresh()
     handler = type("DashboardHandler", (Handler,), {"dashboard": dashboard})
-    server = ThreadingHTTPServer((host, port), handler)
-    server.daemon_threads = True
-    if tls:
-        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        context.load_cert_chain(*tls)
-        server.socket = context.wrap_socket(server.socket, server_side=True)
+    server = Server(host, port, handler, tls=context)
     threading.Thread(target=server.serve_forever, name="dashboard", daemon=True).start()
     return server, server.server_address[1]

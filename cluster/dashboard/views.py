@@ -120,7 +120,11 @@ def condition(table: pa.Table, where: str) -> pa.ChunkedArray:
         name, operator, text = match.groups()
         column = resolve(name, table.column_names, what="filter")
         value = _typed(text, table.schema.field(column).type, column)
-        test = OPERATORS[operator](table[column], value)
+        try:
+            test = OPERATORS[operator](table[column], value)
+        except (pa.ArrowNotImplementedError, pa.ArrowInvalid):
+            kind = table.schema.field(column).type
+            raise ValueError(f"filter {part!r}: {column} holds {kind}, not {text!r}") from None
         mask = test if mask is None else pc.and_(mask, test)
     return mask
 

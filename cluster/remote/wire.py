@@ -102,6 +102,23 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+def check_exposed(host: str, *, token: str | None, tls: bool, what: str) -> None:
+    """The rule for every server here: off loopback, a bearer token, and with it TLS (else the
+    token crosses the network in clear text); ValueError naming what is missing."""
+    if is_loopback(host):
+        return
+    if not token:
+        raise ValueError(
+            f"the {what} on {host} (not loopback) needs a bearer token, or anyone who can reach "
+            "it is served: give a token (--token-file), or keep the default host 127.0.0.1"
+        )
+    if not tls:
+        raise ValueError(
+            f"the {what} on {host} (not loopback) with a token needs TLS (--tls-cert and "
+            "--tls-key): without it the token crosses the network in clear text"
+        )
+
+
 class _TokenCheck(grpc.ServerInterceptor):
     def __init__(self, token: str):
         self.expected = f"Bearer {token}".encode()
@@ -145,13 +162,7 @@ def serve(
     """Start a server for `handlers` (method name -> `handler(request_bytes, context)`);
     returns it and its port. A host off loopback needs a token, and the token needs TLS."""
     security = security or Security()
-    if not is_loopback(host) and not security.token:
-        raise ValueError(f"serving on {host} (not loopback) needs a bearer token: --token-file")
-    if not is_loopback(host) and not security.cert:
-        raise ValueError(
-            f"serving on {host} (not loopback) with a token needs TLS (--tls-cert and "
-            "--tls-key): without it the token crosses the network in clear text"
-        )
+    check_exposed(host, token=security.token, tls=bool(security.cert), what=f"{service} server")
     options = [
         ("grpc.max_receive_message_length", max_message),
         ("grpc.max_send_message_length", max(max_message, 64 << 20)),

@@ -4,7 +4,8 @@ A study's `warm_start: [studies/old, ...]` (or `paretune run --warm-start DIR`) 
 study folders. Before the new study's first trial, each one's trained trials (final rows with
 every objective and bounded cost measured) whose configs fit the new space become rows of the
 new study: status judged anew under its bounds (`completed` or `infeasible`), phase `warm`,
-`warm_from` the folder they came from and `warm_trial` their id there, written once, under
+`warm_from` the folder they came from and `warm_trial` their id there, `time` when they are
+copied (their old time is dropped: the source's row has it), written once, under
 trial ids `0 .. k-1`. The searcher is told them as it is told any row it never asked
 (`resume.reconcile`), so it models them and never proposes their configs again; they are not
 counted in the trial budget (`counted`), and `warm.json` records how many there are. A space
@@ -18,6 +19,7 @@ from __future__ import annotations
 import json
 import math
 import warnings
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pyarrow as pa
@@ -73,6 +75,7 @@ def _measured(row: dict, names) -> bool:
 def _rows(study, searcher, folder: str) -> list[dict]:
     """The warm rows from one earlier study, judged under `searcher`'s bounds."""
     names, objective = searcher.objective.names, searcher.objective
+    now = datetime.now(UTC)
     taken, skipped = [], 0
     for row in results.load(folder).to_pylist():
         if not _measured(row, names):
@@ -94,7 +97,7 @@ def _rows(study, searcher, folder: str) -> list[dict]:
                 trial=row["trial"],  # numbered anew by `seed`
                 status="infeasible" if over else "completed",
                 config=config,
-                time=row.get("time"),
+                time=now,  # the new study's: its own time axis starts here, not the old one's
                 phase=PHASE,
                 violations=json.dumps(over),
                 **{WARM_FROM: origin[0] if origin else folder},

@@ -1,6 +1,5 @@
 """Real gRPC servers on 127.0.0.1: the device server and the study service."""
 
-import contextlib
 import signal
 import socket
 import subprocess
@@ -303,7 +302,30 @@ def _valid_messages():
     return [rpc.encode(header), rpc.encode(device_header, b"PK\x03\x04junk")]
 
 
-@settings(max_examples=150, deadline=None)
+CLEAR = {  # what a bad request may get: a status saying what is wrong, never a traceback
+    grpc.StatusCode.INVALID_ARGUMENT,
+    grpc.StatusCode.NOT_FOUND,
+    grpc.StatusCode.RESOURCE_EXHAUSTED,
+    grpc.StatusCode.PERMISSION_DENIED,
+    grpc.StatusCode.FAILED_PRECONDITION,
+}
+
+
+def _answer_or_status(handler, message: bytes) -> None:
+    """Call `handler` as the server does (its errors mapped to statuses, a stream read to its
+    end); fail on anything but an answer or a clear status with a sentence saying why."""
+    method = rpc._method(handler)
+    try:
+        if method.response_streaming:
+            list(method.unary_stream(message, _Context()))
+        else:
+            rpc.decode(method.unary_unary(message, _Context()))
+    except _Aborted as aborted:
+        code, details = aborted.args
+        assert code in CLEAR and len(str(details).split()) >= 3, aborted.args
+
+
+@settings(max_examples=150, deadline=None, derandomize=True)
 @given(
     data=st.one_of(
         st.binary(max_size=300),
@@ -316,8 +338,39 @@ def test_fuzzed_bytes_never_crash_a_decoder(handlers, data, method):
         message, at, junk = data
         at = min(at, len(message))
         data = message[:at] + junk + message[at + len(junk) :]
-    with contextlib.suppress(rpc.BadMessage, rpc.OverLimit, rpc.Refused, LookupError, _Aborted):
-        handlers[method](data, _Context())
+    _answer_or_status(handlers[method], data)
+
+
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.floats() | st.text(max_size=8),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=6), inner, max_size=4)
+    ),
+    max_leaves=8,
+)
+FIELDS = [  # every field either service reads, and values near their edges
+    "study", "trial_id", "metrics", "status", "filters", "columns", "every_step",
+    "format", "input_shape", "batch_sizes", "repeats", "warmup", "threads",
+]  # fmt: skip
+NEAR = st.sampled_from(
+    ["svc", "0", "1", "", "stopped", "infeasible", "onnx", "torchscript", [1, 8, 8], [0], [-1],
+     [2048, 2048], [1] * 9, [["val_acc", ">", 1]], [["val_acc", ">", "x"]], [["val_acc"]],
+     [["nope", "==", 1]], ["trial"], {"val_acc": float("nan")}, {"val_acc": 1e308}, 10**9]
+)  # fmt: skip
+
+
+@settings(max_examples=300, deadline=None, derandomize=True)
+@given(
+    method=st.sampled_from(["Ask", "Tell", "Heartbeat", "State", "Results", "Measure"]),
+    changes=st.dictionaries(st.sampled_from(FIELDS), NEAR | JSON, max_size=4),
+    dropped=st.sets(st.sampled_from(FIELDS), max_size=3),
+    payload=st.sampled_from([b"", b"PK\x03\x04junk", b"\x08\x07" * 40]),
+)
+def test_mutated_headers_get_clear_statuses(handlers, method, changes, dropped, payload):
+    header = {"study": "svc", "trial_id": "0", "metrics": {"val_acc": 1.0}, "filters": []}
+    header |= {"format": "onnx", "input_shape": [1, 8, 8], "batch_sizes": [1]}
+    header = {k: v for k, v in (header | changes).items() if k not in dropped}
+    _answer_or_status(handlers[method], rpc.encode(header, payload))
 
 
 def test_tls(tmp_path, onnx_model):

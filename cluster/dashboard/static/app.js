@@ -2,7 +2,6 @@
 // changes. Plain JavaScript and SVG, nothing fetched from outside the server.
 "use strict";
 
-const token = new URLSearchParams(location.hash.slice(1)).get("token");
 const state = { study: 0, sort: "trial", desc: false, status: "", where: "", offset: 0,
   limit: 50, cost: "", trial: null, version: null, poll: 2 };
 const $ = (id) => document.getElementById(id);
@@ -14,7 +13,7 @@ async function api(path, params = {}) {
   for (const [key, value] of Object.entries(params)) {
     if (value !== "" && value !== null && value !== undefined) url.searchParams.set(key, value);
   }
-  const reply = await fetch(url, { headers: token ? { Authorization: "Bearer " + token } : {} });
+  const reply = await fetch(url, { credentials: "same-origin" });
   const body = await reply.json();
   if (!reply.ok) throw new Error(body.error || reply.statusText);
   return body;
@@ -223,4 +222,21 @@ $("where").onchange = (event) => { state.where = event.target.value.trim(); stat
 $("prev").onclick = () => { state.offset = Math.max(0, state.offset - state.limit); loadGrid().catch(showError); };
 $("next").onclick = () => { state.offset += state.limit; loadGrid().catch(showError); };
 $("cost").onchange = (event) => { state.cost = event.target.value; loadCharts().catch(showError); };
-poll();
+// A token in the address (`#token=...`) is traded once for an HttpOnly cookie, then dropped
+// from the address, so it stays out of the browser's history.
+async function start() {
+  const token = new URLSearchParams(location.hash.slice(1)).get("token");
+  if (token) {
+    try {
+      const reply = await fetch("/api/session", { method: "POST", credentials: "same-origin",
+        headers: { Authorization: "Bearer " + token } });
+      if (!reply.ok) showError(new Error("the token was refused: " + reply.status));
+    } catch (error) {
+      showError(error);
+    } finally {
+      history.replaceState(null, "", location.pathname + location.search);
+    }
+  }
+  poll();
+}
+start();
