@@ -1,5 +1,6 @@
 """Real gRPC servers on 127.0.0.1: the device server and the study service."""
 
+import contextlib
 import signal
 import socket
 import subprocess
