@@ -94,6 +94,12 @@ class Study:
         for key in ("cpus_per_trial", "gpus_per_trial", "latency_retry_s"):
             if key in values:
                 _typed(key, values[key], (int, float))
+        for key in ("data_path", "latency_token_file", "trainable", "trainable_path"):
+            if values.get(key) is not None:
+                _typed(key, values[key], str)
+        for key in _MAPPINGS:
+            if key in values:
+                _typed(key, values[key], Mapping)
         if "objectives" in values:
             values["objectives"] = _objectives(values["objectives"])
         if "warm_start" in values:
@@ -216,6 +222,9 @@ class Study:
         return json.loads(json.dumps(values))
 
 
+_MAPPINGS = ("arch_options", "searcher_options", "constraints", "scheduler_options", "trial")
+_MAPPINGS += ("fixed", "search_space")
+
 _OWNED = {
     "dataset",
     "data_path",
@@ -239,11 +248,18 @@ def _choice(key: str, value, allowed) -> None:
 def _objectives(raw) -> tuple[tuple[str, str], ...]:
     if isinstance(raw, Mapping):
         raw = list(raw.items())
+    if not isinstance(raw, list | tuple):
+        raise ConfigError(f"objectives: a mapping {{metric: max or min}} or a list, got {raw!r}")
     pairs = []
     for item in raw:
-        metric, mode = (
-            (item["metric"], item.get("mode", "max")) if isinstance(item, Mapping) else item
-        )
+        if isinstance(item, Mapping):
+            item = (item.get("metric"), item.get("mode", "max"))
+        if not (isinstance(item, list | tuple) and len(item) == 2 and isinstance(item[0], str)):
+            raise ConfigError(
+                "objectives: each {metric: max or min}, [metric, mode] or "
+                f"{{metric: name, mode: max or min}}, got {item!r}"
+            )
+        metric, mode = item
         if mode not in ("max", "min"):
             raise ConfigError(f"objectives.{metric}: mode must be 'max' or 'min', got {mode!r}")
         pairs.append((str(metric), mode))
