@@ -97,9 +97,9 @@ class Study:
         for key in ("data_path", "latency_token_file", "trainable", "trainable_path"):
             if values.get(key) is not None:
                 _typed(key, values[key], str)
-        for key in _MAPPINGS:
-            if key in values:
-                _typed(key, values[key], Mapping)
+        for key in _MAPPINGS:  # the file's names (`space`, not `search_space`)
+            if key in raw:
+                _typed(key, raw[key], Mapping)
         if "objectives" in values:
             values["objectives"] = _objectives(values["objectives"])
         if "warm_start" in values:
@@ -223,7 +223,7 @@ class Study:
 
 
 _MAPPINGS = ("arch_options", "searcher_options", "constraints", "scheduler_options", "trial")
-_MAPPINGS += ("fixed", "search_space")
+_MAPPINGS += ("fixed", "space")
 
 _OWNED = {
     "dataset",

@@ -97,7 +97,7 @@ def outcome(raw) -> str | None:
 def names_a_key(message: str, raw) -> bool:
     """Whether `message` names a key of `raw` (`study` for the top level itself)."""
     keys = [str(k) for k in raw] if isinstance(raw, dict) else []
-    return any(k and k in message for k in [*keys, "study", "space"])
+    return any(k and k in message for k in [*keys, "study"])
 
 
 FUZZ = settings(
@@ -139,3 +139,9 @@ def test_a_chain_of_a_million_stages_is_refused_before_building_its_space():
     # found by this test: `stages: 1000000` took 100 s to build (a billion: forever)
     with pytest.raises(ConfigError, match=r"arch_options.stages: .* up to 1000, got 20000"):
         config.Study.from_dict({"arch_options": {"stages": 20000}})
+
+
+def test_a_refusal_names_the_key_as_the_file_spells_it():
+    # found by this test: a `space:` that is not a mapping was refused as `search_space`
+    with pytest.raises(ConfigError, match=r"^space: expected Mapping, got 3"):
+        config.Study.from_dict({"space": 3})
