@@ -95,9 +95,10 @@ def outcome(raw) -> str | None:
 
 
 def names_a_key(message: str, raw) -> bool:
-    """Whether `message` names a key of `raw` (`study` for the top level itself)."""
+    """Whether `message` names a key of `raw`, or one a study lacks (`space` with a
+    `trainable`), or `study` for the top level itself."""
     keys = [str(k) for k in raw] if isinstance(raw, dict) else []
-    return any(k and k in message for k in [*keys, "study"])
+    return any(k and k in message for k in [*keys, *TOP_KEYS, "study"])
 
 
 FUZZ = settings(
