@@ -14,7 +14,7 @@ from search import gp
 from search.base import Searcher
 from search.basic import enumerate_configs
 from search.candidates import best_untaken, neighbours, random_candidates
-from search.history import History, fit_subset, parego_targets
+from search.history import History, fit_subset, incumbents, parego_targets
 from spaces import Choice, Int
 
 ACQUISITIONS = ("ei", "ucb", "pi")
@@ -157,9 +157,10 @@ class BayesSearcher(Searcher):
     def _optimize(self, score, y: np.ndarray) -> dict:
         configs, feats = random_candidates(self.space, self.rng, self.n_candidates)
         values = score(feats)
-        best_rows = np.argsort(y)[::-1][:3]
-        incumbents = [self.history.configs[i] for i in best_rows]
-        starts = [configs[i] for i in np.argsort(values)[-5:]] + incumbents
+        data = self.history
+        best_rows = incumbents(y, data.feasible, data.violation, 3)  # feasible ones first
+        starts_best = [data.configs[i] for i in best_rows]
+        starts = [configs[i] for i in np.argsort(values)[-5:]] + starts_best
         best_config, best_value = configs[int(np.argmax(values))], float(np.max(values))
         for scale in (0.1, 0.03):
             near = neighbours(self.space, self.cat, self.rng, starts, 32, scale)
@@ -168,7 +169,7 @@ class BayesSearcher(Searcher):
             starts = [near[i] for i in order[:5]]
             if near_values[order[0]] > best_value:
                 best_config, best_value = near[order[0]], float(near_values[order[0]])
-        for start in [best_config] + starts[:2] + incumbents:
+        for start in [best_config] + starts[:2] + starts_best:
             refined, value = self._refine(score, start)
             if value > best_value:
                 best_config, best_value = refined, value
@@ -203,6 +204,7 @@ class BayesSearcher(Searcher):
             c_model = self._fit(f"constraint:{name}", np.vstack([x, rejected_x]), values, pending)
             constraints.append((c_model, bound))
         best = float(y_all[feasible].max()) if feasible.any() else None
+        center, spread = float(y_all.mean()), float(y_all.std()) or 1.0
 
         def score(feats: np.ndarray) -> np.ndarray:
             log_feasible = np.zeros(len(feats))
@@ -214,8 +216,10 @@ class BayesSearcher(Searcher):
                 return log_feasible
             mean, std = _predict(model, feats)
             if self.acquisition == "ucb":
-                # UCB is not a probability: weight it by feasibility on a log scale of its own
-                return gp.upper_confidence_bound(mean, std, self.kappa) + log_feasible
+                # UCB is in the objective's units, log P(feasible) in none: standardize it, so
+                # the trade-off is the same whatever the objective's scale
+                ucb = gp.upper_confidence_bound(mean - center, std, self.kappa)
+                return ucb / spread + log_feasible
             incumbent = best if best is not None else float(y_all.max())
             if self.acquisition == "pi":
                 return gp.log_probability_of_improvement(mean, std, incumbent) + log_feasible

@@ -27,9 +27,11 @@ class ForestSearcher(Searcher):
     per forest), `n_initial` (random configs before the first forest), `candidates` (random
     candidates per ask, besides two rounds of local moves around the five incumbents),
     `max_fit` (the most observations a forest is fitted on: past it, the `max_fit // 2`
-    nearest the three incumbents and a uniform draw of the others, as `bo` does), `refit`
-    (the forests are refitted once the usable observations grew by this share since the
-    last fit, and at least every tell below `1 / refit` observations; 0 refits every tell),
+    nearest the three incumbents and a uniform draw of the others, as `bo` does; the
+    constraint forests also learn from up to `max_fit // 2` configs rejected on their costs
+    before training), `refit` (the forests are refitted once the observations, usable or
+    rejected, grew by this share since the last fit, and at least every tell below
+    `1 / refit` observations; 0 refits every tell),
     `feasibility_weight` (EI times P(feasible) to this power, as in `bo`). Pending configs
     are never proposed again and lower the acquisition near them (local penalization)."""
 
@@ -70,6 +72,7 @@ class ForestSearcher(Searcher):
         self.feasibility_weight = float(feasibility_weight)
         self.history = History(space, self.objective)
         self._fit_n, self._fit_seed, self._fit_weights = 0, 0, None  # the last fit, in state
+        self._fit_rejected = 0
         self._forests = None  # rebuilt from the three above when absent
 
     # -- proposal -------------------------------------------------------------------------------
@@ -77,8 +80,10 @@ class ForestSearcher(Searcher):
         data = self.history.sync(self.observations)
         if data.n < self.n_initial:
             return self.space.sample(self.rng)
-        if data.n - self._fit_n >= max(1, int(self.refit * self._fit_n)):
-            self._fit_n, self._fit_seed = data.n, int(self.rng.integers(2**31))
+        fitted = self._fit_n + self._fit_rejected  # configs rejected on their costs count
+        if data.n + data.n_rejected - fitted >= max(1, int(self.refit * fitted)):
+            self._fit_n, self._fit_rejected = data.n, data.n_rejected
+            self._fit_seed = int(self.rng.integers(2**31))
             m = len(self.objective.metrics)
             self._fit_weights = self.rng.dirichlet(np.ones(m)).tolist() if m > 1 else None
             self._forests = None
@@ -118,8 +123,16 @@ class ForestSearcher(Searcher):
         rows = fit_subset(data, y, size=self.max_fit, rng=rng)
         x = data.x[rows]
         objective = self._forest(x, y[rows])
+        # configs rejected before training teach the constraint forests where the bounds lie
+        rejected_x, rejected_costs = data.rejected(self.max_fit // 2, upto=self._fit_rejected)
         constraints = [
-            (self._forest(x, data.costs[rows, j]), bound)
+            (
+                self._forest(
+                    np.vstack([x, rejected_x]),
+                    np.concatenate([data.costs[rows, j], rejected_costs[:, j]]),
+                ),
+                bound,
+            )
             for j, (_, bound) in enumerate(self.objective.constraints)
         ]
         feasible = data.feasible[rows]
@@ -163,10 +176,16 @@ class ForestSearcher(Searcher):
 
     # -- state ----------------------------------------------------------------------------------
     def _extra_state(self) -> dict:
-        return {"fit_n": self._fit_n, "fit_seed": self._fit_seed, "fit_weights": self._fit_weights}
+        return {
+            "fit_n": self._fit_n,
+            "fit_rejected": self._fit_rejected,
+            "fit_seed": self._fit_seed,
+            "fit_weights": self._fit_weights,
+        }
 
     def _load_extra_state(self, extra: Mapping) -> None:
         self._fit_n, self._fit_seed = int(extra["fit_n"]), int(extra["fit_seed"])
+        self._fit_rejected = int(extra.get("fit_rejected", 0))  # older states had none
         weights = extra.get("fit_weights")
         self._fit_weights = None if weights is None else [float(w) for w in weights]
         self._forests = None

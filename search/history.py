@@ -49,11 +49,16 @@ class History:
             self._rejected_x.append(gp.features(self.space, [record["config"]])[0])
             self._rejected_costs.append([float(record["costs"][name]) for name in names])
 
-    def rejected(self, limit: int) -> tuple[np.ndarray, np.ndarray]:
-        """The latest `limit` rejected configs: feature rows `(k, d)` and their constrained
-        costs `(k, c)`, for the constraint models only."""
-        rows = self._rejected_x[-limit:] if limit else []
-        costs = self._rejected_costs[-limit:] if limit else []
+    @property
+    def n_rejected(self) -> int:
+        return len(self._rejected_x)
+
+    def rejected(self, limit: int, *, upto: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """The latest `limit` of the first `upto` (default: all) rejected configs: feature
+        rows `(k, d)` and their constrained costs `(k, c)`, for the constraint models only."""
+        end = self.n_rejected if upto is None else upto
+        rows = self._rejected_x[:end][-limit:] if limit else []
+        costs = self._rejected_costs[:end][-limit:] if limit else []
         width = len(self.objective.constraints)
         return np.array(rows).reshape(len(rows), len(self.space)), np.array(costs).reshape(
             len(costs), width

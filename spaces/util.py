@@ -20,17 +20,32 @@ def did_you_mean(name, allowed: Iterable) -> str:
 
 
 def write_atomic(path: str | Path, data: bytes | str) -> None:
-    """Write `data` to `path` atomically: a temporary file in the same folder, then
-    `os.replace`, so a reader sees the old file or the new one, never a part."""
+    """Write `data` to `path` atomically and durably: a temporary file in the same folder,
+    flushed to disk, then `os.replace`, then the folder flushed (on POSIX), so a reader sees
+    the old file or the new one, never a part, after a kill or a power loss."""
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb" if isinstance(data, bytes) else "w") as file:
             file.write(data)
+            file.flush()
+            os.fsync(file.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    _sync_folder(path.parent)
+
+
+def _sync_folder(folder: Path) -> None:
+    """Flush a folder's entries (a rename) to disk; Windows opens no folder for that."""
+    if os.name != "posix":
+        return
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def write_json(path: str | Path, value) -> None:

@@ -18,6 +18,7 @@ from spaces.params import Param
 
 # YAML 1.1 (PyYAML) reads a float only with a dot: `3e-4` is text there, a number in YAML 1.2
 EXPONENT = re.compile(r"^[-+]?[0-9][0-9_]*[eE][-+]?[0-9]+$")
+MAX_COUNT = 1000  # the most of an `int` builder argument (`stages`): a million took 100 s
 FILE_KEYS = ("data_path", "latency_token_file", "trainable_path")  # read from the file's folder
 
 
@@ -88,16 +89,19 @@ def _allowed(param: Param) -> str:
 
 def check_options(arch: str, builder: Callable, options: Mapping) -> None:
     """Each of `options` (`arch_options`: keyword arguments of `builder`, the ready-made space
-    of `arch`) a key of `builder` and of the kind its
-    annotation names: `int` a positive whole number, `tuple[int, int]` a `[low, high]` pair of
-    whole numbers, `Sequence[int]` a non-empty list of positive whole numbers."""
+    of `arch`) a key of `builder` and of the kind its annotation names: `int` a positive whole
+    number up to `MAX_COUNT`, `tuple[int, int]` a `[low, high]` pair of whole numbers,
+    `Sequence[int]` a non-empty list of positive whole numbers."""
     hints = typing.get_type_hints(builder)
     check_keys(f"arch_options for {arch!r}", options, list(inspect.signature(builder).parameters))
     for key, value in options.items():
         hint = hints.get(key)
         origin, args = typing.get_origin(hint), typing.get_args(hint)
-        if hint is int:
-            ok, kind = _whole(value), "a positive whole number"
+        if hint is int:  # a count of parts: past MAX_COUNT, building the space alone hangs
+            ok, kind = (
+                _whole(value) and value <= MAX_COUNT,
+                f"a positive whole number up to {MAX_COUNT}",
+            )
         elif origin is tuple and args == (int, int):
             pair = isinstance(value, list | tuple) and len(value) == 2
             ok, kind = pair and all(map(_whole, value)), "[low, high], whole numbers"

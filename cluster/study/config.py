@@ -32,6 +32,15 @@ from trainers.settings import (
 
 SCHEDULERS = ("fifo", "asha", "hyperband", "median", "pbt")
 ARCHS = {"chain": spaces.chain, "nb201": spaces.nb201, "mlp": spaces.mlp}
+_TEXT = ("name", "dir", "arch", "searcher", "scheduler", "dataset", "latency", "deploy")
+_NULLABLE = (*checks.FILE_KEYS, "trainable")
+_MAPPINGS = ("arch_options", "searcher_options", "constraints", "scheduler_options", "trial")
+KINDS = {  # what each key of a file holds (those `_NULLABLE` may also be null)
+    **dict.fromkeys(_TEXT + _NULLABLE, str),
+    **dict.fromkeys(("trials", "parallel", "seed"), int),
+    **dict.fromkeys(("cpus_per_trial", "gpus_per_trial", "latency_retry_s"), (int, float)),
+    **dict.fromkeys(_MAPPINGS + ("fixed", "space"), Mapping),
+}
 
 
 def _typed(where: str, value, kind, *, positive: bool = False):
@@ -85,15 +94,9 @@ class Study:
         values = {("search_space" if k == "space" else k): v for k, v in raw.items()}
         if values.get("searcher") == "darts":  # a scheduler would stop the supernet
             values.setdefault("scheduler", "fifo")
-        for key in ("name", "dir", "arch", "searcher", "scheduler", "dataset", "latency", "deploy"):
-            if key in values:
-                _typed(key, values[key], str)
-        for key in ("trials", "parallel", "seed"):
-            if key in values:
-                _typed(key, values[key], int, positive=key != "seed")
-        for key in ("cpus_per_trial", "gpus_per_trial", "latency_retry_s"):
-            if key in values:
-                _typed(key, values[key], (int, float))
+        for key, kind in KINDS.items():  # the file's names (`space`, not `search_space`)
+            if key in raw and not (raw[key] is None and key in _NULLABLE):
+                _typed(key, raw[key], kind, positive=key in ("trials", "parallel"))
         if "objectives" in values:
             values["objectives"] = _objectives(values["objectives"])
         if "warm_start" in values:
@@ -238,16 +241,17 @@ def _choice(key: str, value, allowed) -> None:
 
 
 def _objectives(raw) -> tuple[tuple[str, str], ...]:
-    if isinstance(raw, Mapping):
-        raw = list(raw.items())
+    items = list(raw.items()) if isinstance(raw, Mapping) else raw
     pairs = []
-    for item in raw:
-        metric, mode = (
-            (item["metric"], item.get("mode", "max")) if isinstance(item, Mapping) else item
-        )
+    for item in items if isinstance(items, list | tuple) else [items]:
+        if isinstance(item, Mapping):
+            item = (item.get("metric"), item.get("mode", "max"))
+        if not (isinstance(item, list | tuple) and len(item) == 2 and isinstance(item[0], str)):
+            raise ConfigError(f"objectives: each {{metric: max or min}} or a pair, got {item!r}")
+        metric, mode = item
         if mode not in ("max", "min"):
             raise ConfigError(f"objectives.{metric}: mode must be 'max' or 'min', got {mode!r}")
-        pairs.append((str(metric), mode))
+        pairs.append((metric, mode))
     if not pairs:
         raise ConfigError("objectives: at least one, e.g. {val_acc: max}")
     return tuple(pairs)

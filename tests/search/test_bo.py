@@ -233,3 +233,56 @@ def test_past_max_fit_the_gps_see_a_bounded_subset_near_the_incumbents(monkeypat
     assert math.hypot(config["x"] - 0.3, config["y"] - 0.7) < 0.15
     with pytest.raises(ValueError, match="max_fit must be an integer >= 4"):
         search.create("bo", space, metric="f", max_fit=2)
+
+
+@pytest.mark.parametrize("observed", [(0.1, 0.2, 0.3, 0.9), (0.0, 0.25, 0.75, 1.0)])
+def test_constrained_ucb_peaks_inside_the_bound_whatever_the_objectives_scale(observed):
+    # the objective rises with x, the latency too, past its bound of 0.5 at x = 0.5: UCB in
+    # the objective's units added to a unitless log feasibility went past the bound at scale
+    # 100 or 1000 while it stayed inside at scale 1
+    proposals = []
+    for scale in (1, 100, 1000):
+        searcher = search.create(
+            "bo",
+            Space({"x": Float(0.0, 1.0)}),
+            metric="acc",
+            mode="max",
+            seed=0,
+            constraints={"latency_ms": 0.5},
+            acquisition="ucb",
+            n_initial=2,
+        )
+        for x in observed:
+            searcher.add({"x": x}, {"acc": scale * x, "latency_ms": x})
+        proposals.append(searcher.ask().config["x"])
+    assert all(0.4 < x <= 0.5 for x in proposals), proposals
+    assert max(proposals) - min(proposals) < 1e-6  # the same point: scale-free
+
+
+def test_local_search_starts_from_feasible_incumbents_not_the_best_violators(monkeypatch):
+    # the three highest objectives break the bound: the moves start around the best feasible
+    from search import bo
+
+    seen = []
+
+    def spy(space, cat, rng, starts, count, scale):
+        seen.append([s["x"] for s in starts])
+        return real(space, cat, rng, starts, count, scale)
+
+    real = bo.neighbours
+    monkeypatch.setattr(bo, "neighbours", spy)
+    searcher = search.create(
+        "bo",
+        Space({"x": Float(0.0, 1.0)}),
+        metric="acc",
+        mode="max",
+        seed=0,
+        constraints={"latency_ms": 0.5},
+        n_initial=2,
+    )
+    told = [0.05, 0.15, 0.3, 0.45, 0.7, 0.8, 0.9]
+    for x in told:
+        searcher.add({"x": x}, {"acc": x, "latency_ms": x})
+    searcher.ask()
+    incumbents = [x for x in seen[0] if x in told]
+    assert sorted(incumbents) == [0.15, 0.3, 0.45]

@@ -1,15 +1,19 @@
-"""A config rejected on its costs before training teaches `bo`'s constraint model."""
+"""A config rejected on its costs before training teaches the constraint models of `bo` and
+`forest`."""
+
+import pytest
 
 import search
 from spaces import Choice, Float, Space
 
 
-def test_bo_stops_proposing_configs_rejected_on_their_costs():
+@pytest.mark.parametrize("name", ["bo", "forest"])
+def test_stops_proposing_configs_rejected_on_their_costs(name):
     # big models would score higher but never fit the latency bound; they are rejected before
     # training, so the searcher sees only their latency, never an accuracy
     space = Space({"big": Choice((False, True)), "lr": Float(0.0, 1.0)})
     searcher = search.create(
-        "bo",
+        name,
         space,
         metric="acc",
         mode="max",
