@@ -178,7 +178,7 @@ def derive_checked(
     tries: int = 3,
 ) -> tuple[dict, list[dict]]:
     """The labels to derive under `bound`: the argmax, or `within_bound`'s when the table prices
-    the argmax above it; then measured (`measure`, as the table was) since the table only
+    the argmax above it; then measured (`measure`: a trial, `checker`'s costs) since the table only
     estimates a latency: while the measurement is over `bound`, derived again under the lower
     of the target and that net's table cost, scaled by bound / measured, at most `tries`
     measurements. Returns the labels last measured (over the bound when no try met it; the
