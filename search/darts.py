@@ -5,12 +5,19 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+import numpy as np
+
 from search.base import Exhausted, Searcher
 from spaces import Space, nb201_edge_names
 
 SUPERNET = "supernet"  # the reserved config key of the supernet trial (`trainers.supernet_trial`)
 VARIANTS = ("darts", "gdas")
 COST_METRICS = ("latency_ms", "size_bytes", "macs", "params")
+# What the supernet trial compresses: nothing. Its row says so with every switch off.
+UNCOMPRESSED = {
+    f"compress.{switch}": False
+    for switch in ("prune", "neuron_prune", "weight_prune", "quantize", "distill")
+}
 
 
 def arch_part(space: Space) -> tuple[str, str, Space]:
@@ -36,9 +43,12 @@ class DartsSearcher(Searcher):
 
     The first ask is the supernet trial: a config holding only `supernet` (its settings, for
     `trainers.supernet_trial`). Its trial reports under the derived architecture's config (the
-    study revises it so); from then on every ask is that architecture with the space's other
-    keys (training, compression) drawn at random, and when the space has no other keys the
-    search ends after one. Asks while the supernet trains (parallel trials) draw random configs.
+    study revises it so) with the training keys it trained the supernet's weights with (AdamW,
+    `weight_lr`, its weight decay and batch size, no label smoothing) and every compression
+    switch off: it compresses nothing (a space that cannot say so is refused). From then on every
+    ask is that architecture with the space's other keys (training, compression) drawn at
+    random, and when the space has no other keys the search ends after one. Asks while the
+    supernet trains (parallel trials) draw random configs.
 
     Options: `variant` (`darts`: first-order DARTS, every op mixed by softmax; `gdas`: one op
     per edge sampled by Gumbel-softmax, which resists DARTS's collapse to skip connections),
@@ -91,6 +101,8 @@ class DartsSearcher(Searcher):
             "variant": variant,
             "epochs": epochs,
             "weight_lr": float(weight_lr),
+            "weight_decay": 1e-4,
+            "batch_size": 64,
             "arch_lr": float(arch_lr),
             "samples": samples,
             "cost_metric": cost_metric,
@@ -102,9 +114,33 @@ class DartsSearcher(Searcher):
         }
         arch_names = {self.prefix + n for n in self.arch.names}
         self.rest = [n for n in space.names if n not in arch_names]  # training, compression
+        self.applied = self._applied()  # the supernet trial's training and compression keys
         self.supernet_id: str | None = None
         self.derived: dict | None = None  # the derived architecture's keys, prefixed
         self.derived_asks = 0
+
+    def _applied(self) -> dict:
+        """The `rest` keys of the supernet trial: what it trains its weights with and the
+        compression it does not apply, as the space spells them; `ValueError` when the space
+        cannot hold them."""
+        applied = UNCOMPRESSED | {
+            "train.optimizer": "adamw",
+            "train.lr": self.settings["weight_lr"],
+            "train.weight_decay": self.settings["weight_decay"],
+            "train.batch_size": self.settings["batch_size"],
+            "train.label_smoothing": 0.0,
+        }
+        rest = {k: v for k, v in applied.items() if k in self.rest}
+        rest = {k: v for k, v in rest.items() if self.space.is_active(k, rest)}
+        drawn = self.space.sample(np.random.default_rng(0))
+        try:
+            self.space.validate({k: v for k, v in drawn.items() if k not in self.rest} | rest)
+        except ValueError as error:
+            raise ValueError(
+                f"darts: the supernet trial trains with {rest or 'no training keys'} and "
+                f"compresses nothing; the space cannot record that: {error}"
+            ) from error
+        return rest
 
     def _sample_rest(self) -> dict:
         config = self.space.sample(self.rng)
@@ -123,12 +159,12 @@ class DartsSearcher(Searcher):
             self.derived_asks += 1
             return {**self.derived, **self._sample_rest()}
         if self.supernet_id is None:
-            return {SUPERNET: {**self.settings, "rest": self._sample_rest()}}
+            return {SUPERNET: {**self.settings, "rest": self.applied}}
         return self.space.sample(self.rng)  # a slot free while the supernet trains
 
     def discard(self, trial_id: str) -> None:
         if trial_id == self.supernet_id:  # its worker was lost: the next ask trains it again
-            self.supernet_id = None  # (from its checkpoint, which `rest` does not key)
+            self.supernet_id = None  # (from its checkpoint)
         super().discard(trial_id)
 
     def _observe(self, record: dict) -> None:

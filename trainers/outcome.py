@@ -1,14 +1,18 @@
-"""A trial's end: its model's accuracy and costs as deployed, and the status they decide."""
+"""A trial's end: its model's accuracy and costs as deployed, the status they decide, the model
+kept."""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Mapping
+from pathlib import Path
 
 from torch import nn
 
+from trainers import store
 from trainers.cost import measure
 from trainers.data import Dataset
+from trainers.export import model_file
 from trainers.settings import CostSettings, TrialSettings, violations
 from trainers.train import evaluate
 
@@ -24,13 +28,21 @@ def judged(costs: Mapping, cost: CostSettings) -> dict:
 
 
 def final_result(
-    model: nn.Module, data: Dataset, settings: TrialSettings, *, records: list, started: float
+    model: nn.Module,
+    data: Dataset,
+    settings: TrialSettings,
+    *,
+    records: list,
+    started: float,
+    costs: Mapping | None = None,
 ) -> dict:
     """The final metrics of a trained `model`: `val_acc`, `test_acc`, its costs as
     `settings.cost.runtime` runs it (`trainers.measure`, int8 activations calibrated on the
-    first training samples), `records`, `train_seconds` and the status `judged` gives."""
-    calibration = data.x_train[: settings.compression.calibration_samples]
-    costs = measure(model, calibration, **settings.cost.timing(), strict=False)
+    first training samples; `costs`: measured so already), `records`, `train_seconds` and the
+    status `judged` gives."""
+    if costs is None:
+        calibration = data.x_train[: settings.compression.calibration_samples]
+        costs = measure(model, calibration, **settings.cost.timing(), strict=False)
     return {
         **judged(costs, settings.cost),
         "val_acc": evaluate(model, data.x_val, data.y_val),
@@ -39,3 +51,31 @@ def final_result(
         "records": records,
         "train_seconds": time.perf_counter() - started,
     }
+
+
+def save_model(
+    model: nn.Module,
+    config: Mapping,
+    settings: TrialSettings,
+    *,
+    name: str,
+    arch: Mapping,
+    records: list,
+    data: Dataset,
+) -> None:
+    """`model` (built by `name` from `arch`) to `settings.save_path` and, in a study, to its
+    models folder (`save_dir`), keyed by the `config` its row holds, for `paretune export`."""
+    paths = [Path(p) for p in (settings.save_path,) if p]
+    if settings.save_dir:  # a study keeps every trial's model for `paretune export`
+        paths.append(model_file(settings.save_dir, config))
+        paths[-1].parent.mkdir(parents=True, exist_ok=True)
+    description = {
+        "model": name,
+        "arch": dict(arch),
+        "options": dict(settings.model_options),
+        "records": records,
+        "in_shape": data.in_shape,
+        "num_classes": data.num_classes,
+    }
+    for path in paths:
+        store.save(path, model, description=description)

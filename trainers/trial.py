@@ -7,17 +7,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping
-from pathlib import Path
 
 import torch
 
-from trainers import store
 from trainers.compress_keys import check_compress, split_config
 from trainers.data import Dataset, load_dataset
 from trainers.estimate import estimate_cost
-from trainers.export import model_file
 from trainers.models import build_model, model_name
-from trainers.outcome import final_result, judged
+from trainers.outcome import final_result, judged, save_model
 from trainers.phases import Run, prune_phase, quantize_phase, teacher, train_phase
 from trainers.settings import DEFAULT_CHAIN as DEFAULT_CHAIN
 from trainers.settings import TrialSettings
@@ -98,19 +95,7 @@ def _start(config: Mapping, report, settings: TrialSettings, data: Dataset) -> R
 
 
 def _save(run: Run, config: Mapping, records: list[dict]) -> None:
-    """The model to `settings.save_path` and, in a study, to its models folder (`save_dir`)."""
-    settings = run.settings
-    paths = [Path(p) for p in (settings.save_path,) if p]
-    if settings.save_dir:  # a study keeps every trial's model for `paretune export`
-        paths.append(model_file(settings.save_dir, config))
-        paths[-1].parent.mkdir(parents=True, exist_ok=True)
-    description = {
-        "model": run.name,
-        "arch": split_config(config)[0] or DEFAULT_CHAIN,
-        "options": dict(settings.model_options),
-        "records": records,
-        "in_shape": run.data.in_shape,
-        "num_classes": run.data.num_classes,
-    }
-    for path in paths:
-        store.save(path, run.model, description=description)
+    arch = split_config(config)[0] or DEFAULT_CHAIN
+    save_model(
+        run.model, config, run.settings, name=run.name, arch=arch, records=records, data=run.data
+    )

@@ -132,3 +132,20 @@ def test_a_darts_study_needs_a_cell_or_chain_and_fifo(tmp_path):
         Study.from_dict({**base, "arch": "mlp"})
     with pytest.raises(ConfigError, match="scheduler must be fifo"):
         Study.from_dict({**base, "arch": "nb201", "scheduler": "asha"})
+
+
+def test_a_supernet_row_is_uncompressed_as_it_ran_and_exports(local_ray, tmp_path):
+    from cluster.cli.export import export_trial
+    from cluster.study.front import compressed
+
+    text = STUDY.replace("train: false", "train: true").replace("compress: false", "compress: true")
+    path = tmp_path / "study.yaml"
+    path.write_text(text.replace("trials: 3", "trials: 1").format(dir=tmp_path / "study"))
+    study = read(path)
+    table = runner.run(study)
+    (row,) = table.to_pylist()
+    switches = {k: v for k, v in row.items() if k.startswith("config.compress.")}
+    assert switches and not any(switches.values())  # it compressed nothing: every switch off
+    assert compressed(table) == [False]
+    done = export_trial(study.dir, "0", tmp_path / "derived.onnx")
+    assert done["bytes"] > 0 and done["val_acc"] == row["val_acc"]

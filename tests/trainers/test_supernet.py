@@ -20,7 +20,7 @@ from trainers.supernet.cost import (
     table_cost,
     within_bound,
 )
-from trainers.supernet.loop import SupernetSpec, cost_term
+from trainers.supernet.loop import SUPERNET, SupernetSpec, cost_term
 from trainers.trial import run_trial
 
 NB201 = ("nb201", spaces.nb201(), (1, 8, 8))
@@ -273,3 +273,111 @@ def test_a_trial_whose_argmax_is_over_the_bound_derives_the_likeliest_net_within
     torch.save(saved, path)
     again = run_trial(_supernet_config(1), settings=settings)["records"][0]
     assert again["labels"] == record["labels"]  # resumed: the saved derivation, not measured again
+
+
+JOINT_CHAIN = spaces.joint(
+    spaces.chain(stages=2, depth=(1, 2), widths=(4, 8), kernels=(3, 5), expansions=(1, 3)),
+    spaces.training(),
+    spaces.compression(),
+)
+
+
+def _joint_searcher():
+    import search
+
+    options = {"cost_weight": 1.0, "cost_metric": "params", "constraints": {"params": 500.0}}
+    return search.create(
+        "darts", JOINT_CHAIN, metric="val_acc", seed=3, epochs=1, samples=64, **options
+    )
+
+
+def test_a_supernet_trial_reports_only_what_it_applied_and_keeps_its_model(tmp_path):
+    import pyarrow as pa
+
+    from cluster.study.front import compressed
+    from cluster.study.rows import column
+    from trainers import store
+    from trainers.export import model_file
+
+    searcher = _joint_searcher()
+    supernet = searcher.ask()
+    settings = TrialSettings.from_flat(
+        {
+            "dataset": "digits",
+            "latency_repeats": 2,
+            "cache_dir": str(tmp_path / "cache"),
+            "save_dir": str(tmp_path / "models"),
+        }
+    )
+    result = run_trial(supernet.config, settings=settings)
+    reported = {k: v for k, v in result["trained_with"].items() if k in JOINT_CHAIN.params}
+    JOINT_CHAIN.validate(reported)  # a whole config: the study revises the trial to it
+    compress = {k: v for k, v in reported.items() if k.startswith("compress.")}
+    assert compress and not any(compress.values())  # it compresses nothing, and says so
+    spec = supernet.config[SUPERNET]
+    assert reported["train.lr"] == spec["weight_lr"] and reported["train.optimizer"] == "adamw"
+    assert reported["train.batch_size"] == spec["batch_size"]
+    row = pa.Table.from_pylist([{column(k): v for k, v in reported.items()}])
+    assert compressed(row) == [False]
+    model, description = store.load(model_file(tmp_path / "models", reported))
+    assert description["arch"] == {k[5:]: v for k, v in reported.items() if k[:5] == "arch."}
+    assert evaluate_digits(model) == pytest.approx(result["val_acc"])
+
+
+def evaluate_digits(model):
+    from trainers.data import load_dataset
+    from trainers.train import evaluate
+
+    data = load_dataset("digits", None)
+    return evaluate(model, data.x_val, data.y_val)
+
+
+def test_a_space_that_cannot_say_the_supernet_compresses_nothing_is_refused():
+    import search
+    from cluster.study.narrow import held
+
+    fixed = held(JOINT_CHAIN, {"compress.quantize": True})
+    with pytest.raises(ValueError, match="compresses nothing.*compress.quantize"):
+        search.create("darts", fixed, metric="val_acc")
+
+
+def test_the_row_reports_the_latency_the_derivation_was_checked_by(tmp_path, monkeypatch):
+    import search
+    from trainers import deploy
+    from trainers.supernet import trial as supernet_trial
+
+    calls = iter(range(1_000_000))
+    monkeypatch.setattr(  # a runtime whose timing varies from one round to the next
+        deploy, "onnx_latency", lambda *a, **k: 1.0 if next(calls) % 2 else 3.0
+    )
+    flat = lambda *a, **k: lambda configs: [1.0] * len(configs)  # noqa: E731
+    monkeypatch.setattr(supernet_trial, "measurer", flat)  # a table: every net fits the bound
+
+    searcher = search.create(
+        "darts",
+        spaces.chain(stages=1, depth=(1, 2), widths=(4,), kernels=(3, 5), expansions=(1,)),
+        metric="val_acc",
+        seed=0,
+        epochs=1,
+        samples=64,
+        cost_weight=1.0,
+        constraints={"latency_ms": 2.0},
+    )
+    settings = TrialSettings.from_flat(
+        {
+            "dataset": "digits",
+            "latency_repeats": 2,
+            "cache_dir": str(tmp_path),
+            "constraints": {"latency_ms": 2.0},
+        }
+    )
+    config, passed = searcher.ask().config, set()
+    for _ in range(2):  # the one check lands on either timing, then on the other
+        result = run_trial(config, settings=settings)
+        (*_, last) = result["records"][0]["derive_checks"]
+        assert result["latency_ms"] == last["measured"]
+        passed.add(last["measured"] <= 2.0)
+        assert (result["status"] == "completed") == (last["measured"] <= 2.0)
+        for path in tmp_path.glob("supernet-*.pt"):
+            path.unlink()  # derived again next time, not read from the checkpoint
+    assert passed == {True, False}

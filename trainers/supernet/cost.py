@@ -20,7 +20,7 @@ from collections.abc import Callable, Mapping
 import torch
 
 from trainers import deploy
-from trainers.cost import count_macs, count_params, deployed_latency, size_bytes
+from trainers.cost import count_macs, count_params, deployed_latency, measure, size_bytes
 from trainers.models import build_model
 from trainers.settings import COST_METRICS, CostSettings
 from trainers.supernet.base import SuperNet
@@ -39,25 +39,30 @@ def groups(supernet: SuperNet) -> list[tuple[str, ...]]:
     return [(name,) for name in supernet.choices]
 
 
-def measurer(
-    metric: str, kind: str, *, in_shape, num_classes: int, options=None, cost=None, rounds=3
-) -> Callable[[list[Mapping]], list[float]]:
-    """`f(arch_configs) -> costs` of the discrete networks, `metric` one of `TABLE_METRICS`.
-    Latency as a trial times its model (`cost`: its `CostSettings`): on ONNX Runtime
-    here, each graph exported once and timed in `rounds` interleaved rounds, keeping each one's
-    fastest median (a shared machine's load comes and goes); on another runtime or a device
-    server, once each."""
-    if metric not in TABLE_METRICS:
-        raise ValueError(f"supernet cost metric {metric!r}: allowed {list(TABLE_METRICS)}")
-    cost = cost or CostSettings()
-    timing = cost.timing()
-    runtime, source = timing.pop("runtime"), timing.pop("source")
-
+def _builder(kind: str, *, in_shape, num_classes: int, options=None):
     def build(config: Mapping):
         torch.manual_seed(0)
         return build_model(
             kind, config, in_shape=in_shape, num_classes=num_classes, options=options
         )
+
+    return build
+
+
+def measurer(
+    metric: str, kind: str, *, in_shape, num_classes: int, options=None, cost=None, rounds=3
+) -> Callable[[list[Mapping]], list[float]]:
+    """`f(arch_configs) -> costs` of the discrete networks for the cost table, `metric` one of
+    `TABLE_METRICS`. Latency as a trial times its model (`cost`: its `CostSettings`): on ONNX
+    Runtime here, each graph exported once and timed in `rounds` interleaved rounds, keeping
+    each one's fastest median (a shared machine's load comes and goes); on another runtime or a
+    device server, once each. The table only estimates: `checker` measures a derived net."""
+    if metric not in TABLE_METRICS:
+        raise ValueError(f"supernet cost metric {metric!r}: allowed {list(TABLE_METRICS)}")
+    cost = cost or CostSettings()
+    timing = cost.timing()
+    runtime, source = timing.pop("runtime"), timing.pop("source")
+    build = _builder(kind, in_shape=in_shape, num_classes=num_classes, options=options)
 
     def measure_all(configs: list[Mapping]) -> list[float]:
         models = [build(c) for c in configs]
@@ -75,6 +80,19 @@ def measurer(
         return best
 
     return measure_all
+
+
+def checker(
+    kind: str, *, example: torch.Tensor, num_classes: int, options=None, cost=None
+) -> Callable[[Mapping], dict]:
+    """`f(arch_config) -> costs`: a discrete network's costs measured exactly as a trial's row
+    measures its model (`trainers.cost.measure` with `cost`'s timing, `example` its calibration
+    batch), of the network built with seeded weights (a float network's costs are those of its
+    architecture); what a derivation is checked by and its row then reports."""
+    timing = (cost or CostSettings()).timing()
+    in_shape = tuple(example.shape[1:])
+    build = _builder(kind, in_shape=in_shape, num_classes=num_classes, options=options)
+    return lambda config: measure(build(config), example, **timing)
 
 
 def measure_table(
@@ -160,7 +178,7 @@ def derive_checked(
     tries: int = 3,
 ) -> tuple[dict, list[dict]]:
     """The labels to derive under `bound`: the argmax, or `within_bound`'s when the table prices
-    the argmax above it; then measured (`measure`, as the table was) since the table only
+    the argmax above it; then measured (`measure`: a trial, `checker`'s costs) since the table only
     estimates a latency: while the measurement is over `bound`, derived again under the lower
     of the target and that net's table cost, scaled by bound / measured, at most `tries`
     measurements. Returns the labels last measured (over the bound when no try met it; the

@@ -23,10 +23,11 @@ class SupernetSpec:
     kind: str  # "nb201" or "chain"
     arch: Mapping  # the architecture space, `Space.to_dict()`
     prefix: str = ""  # the architecture keys' prefix in the study's configs ("arch.")
-    rest: Mapping = field(default_factory=dict)  # the other keys of the reported config
+    rest: Mapping = field(default_factory=dict)  # the reported config's training, compression
     variant: str = "gdas"
     epochs: int = 10
     weight_lr: float = 3e-3
+    weight_decay: float = 1e-4
     arch_lr: float = 3e-3
     batch_size: int = 64
     samples: int = 0  # training samples used (0: all)
@@ -79,7 +80,7 @@ class Loop:
         half = len(order) // 2
         self.weights_part, self.arch_part = order[:half], order[half:]
         self.opt_w = torch.optim.AdamW(
-            net.weight_parameters(), lr=spec.weight_lr, weight_decay=1e-4
+            net.weight_parameters(), lr=spec.weight_lr, weight_decay=spec.weight_decay
         )
         self.opt_a = torch.optim.Adam(
             net.alphas.parameters(), lr=spec.arch_lr, betas=(0.5, 0.999), weight_decay=1e-3

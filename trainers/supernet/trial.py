@@ -8,7 +8,11 @@ the same supernet asked again (the study resumed after a kill) continues from it
 The final result measures the derived network as an ordinary trial measures its model, with the
 weights it inherits from the supernet (batch norms re-estimated), untrained further; its
 `records` hold the architecture weights, their probabilities, the derived config, the cost
-table and the derivation's measured checks (`derive_checked`).
+table and the derivation's measured checks (`derive_checked`, each net measured by `checker`
+as the row measures a model: the row reports the last check's costs, never a second timing).
+The derived network is saved as a trial's model is (`save_model`, for `paretune export`), under
+the config the trial reports: the architecture with the training keys the supernet trained
+with and no compression (`search.darts`).
 """
 
 from __future__ import annotations
@@ -25,9 +29,15 @@ import torch
 from spaces import Space
 from trainers.data import load_dataset
 from trainers.models import build_model
-from trainers.outcome import final_result
+from trainers.outcome import final_result, save_model
 from trainers.supernet import build_supernet, chain_widths, discrete_state
-from trainers.supernet.cost import derive_checked, expected_cost, measure_table, measurer
+from trainers.supernet.cost import (
+    checker,
+    derive_checked,
+    expected_cost,
+    measure_table,
+    measurer,
+)
 from trainers.supernet.loop import SUPERNET, Loop, SupernetSpec
 
 
@@ -98,19 +108,41 @@ def run_supernet(
             report(row)
     derived = saved.get("derived") if saved else None
     if derived is None:  # derived once: a resumed study does not measure again
-        derived = (net.derive(), [])
-        if table is not None and spec.bound is not None:
-            derived = derive_checked(net, table, spec.bound, measure)
+        calibration = data.x_train[: settings.compression.calibration_samples]
+        shape = {k: built[k] for k in ("num_classes", "options")}
+        check = checker(spec.kind, example=calibration, cost=settings.cost, **shape)
+        derived = _derive(net, spec, table, check)
         _save(path, {**loop.state(spec.epochs), "derived": derived})
     labels, checks = derived
     derived_arch = net.config_of(labels)
     model = build_model(spec.kind, derived_arch, **built)
     model.load_state_dict(discrete_state(net, labels))
     _recalibrate(model, data.x_train[:512])
-    record = _record(net, spec, table, labels, checks)
+    records = [_record(net, spec, table, labels, checks)]
     derived = {spec.prefix + k: v for k, v in derived_arch.items()} | dict(spec.rest)
-    result = final_result(model, data, settings, records=[record], started=started)
+    costs = checks[-1].get("costs") if checks else None  # the row reports what was checked
+    result = final_result(model, data, settings, records=records, started=started, costs=costs)
+    save_model(
+        model, derived, settings, name=spec.kind, arch=derived_arch, records=records, data=data
+    )
     return {**result, "derived": derived}
+
+
+def _derive(net, spec: SupernetSpec, table, check: Callable[[Mapping], dict]):
+    """`(labels, checks)`: the argmax, or under a bound `derive_checked` by `check`, the last
+    check keeping the costs `check` gave (the derived net's, for its row)."""
+    if table is None or spec.bound is None:
+        return net.derive(), []
+    measured = []
+
+    def measure(configs):
+        measured[:] = [check(config) for config in configs]
+        return [costs[spec.cost_metric] for costs in measured]
+
+    labels, checks = derive_checked(net, table, spec.bound, measure)
+    if checks:  # `derive_checked` measures each check's net, the last one last
+        checks[-1]["costs"] = measured[0]
+    return labels, checks
 
 
 def _record(net, spec: SupernetSpec, table, labels: Mapping, checks: list) -> dict:
