@@ -381,3 +381,26 @@ def test_the_row_reports_the_latency_the_derivation_was_checked_by(tmp_path, mon
         for path in tmp_path.glob("supernet-*.pt"):
             path.unlink()  # derived again next time, not read from the checkpoint
     assert passed == {True, False}
+
+
+class _Planted:
+    """Unpickling this runs code: it creates `marker`."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (str(self.marker), "w"))
+
+
+def test_a_supernet_checkpoint_is_loaded_as_data_never_as_code(tmp_path):
+    settings = TrialSettings.from_flat(
+        {"dataset": "digits", "latency_repeats": 2, "cache_dir": str(tmp_path / "cache")}
+    )
+    run_trial(_supernet_config(1), settings=settings)
+    (checkpoint,) = (tmp_path / "cache").glob("supernet-*.pt")
+    marker = tmp_path / "ran"
+    torch.save({"epoch": 1, "planted": _Planted(marker)}, checkpoint)
+    with pytest.raises(Exception, match="[Ww]eights only load failed"):
+        run_trial(_supernet_config(1), settings=settings)
+    assert not marker.exists()

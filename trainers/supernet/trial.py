@@ -95,7 +95,8 @@ def run_supernet(
     widths = chain_widths(arch, pick=spec.chain_width) if spec.kind == "chain" else None
     net = build_supernet(spec.kind, arch, mode=spec.variant, widths=widths, **built)
     path = _checkpoint_path(config, settings, data)
-    saved = torch.load(path, weights_only=False) if path.exists() else None
+    # tensors and plain data only: a checkpoint never runs code when it loads
+    saved = torch.load(path, weights_only=True) if path.exists() else None
     table = saved["table"] if saved else None
     measure = measurer(spec.cost_metric, spec.kind, cost=settings.cost, **built)
     if table is None and spec.cost_weight > 0:
