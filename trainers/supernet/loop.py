@@ -9,6 +9,7 @@ from dataclasses import dataclass, field, fields
 import torch
 from torch.nn import functional as F
 
+from trainers.device import trial_device
 from trainers.supernet.cost import expected_cost
 from trainers.train import evaluate
 
@@ -67,10 +68,12 @@ def cost_term(expected: torch.Tensor, spec: SupernetSpec, state: dict) -> torch.
 
 
 class Loop:
-    """The bilevel training loop's state: optimizers, data halves, generator, multiplier."""
+    """The bilevel training loop's state: optimizers, data halves, generator, multiplier. It
+    moves `net` and trains it on the device of the trial under way (`trial_device`)."""
 
     def __init__(self, net, spec: SupernetSpec, data, table, saved: dict | None):
-        self.net, self.spec, self.data, self.table = net, spec, data, table
+        device = trial_device()
+        self.net, self.spec, self.data, self.table = net.to(device), spec, data.to(device), table
         order = torch.randperm(
             len(data.x_train), generator=torch.Generator().manual_seed(spec.seed)
         )
