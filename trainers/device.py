@@ -124,7 +124,9 @@ def on_trial_device(run: Callable) -> Callable:
             torch.cuda.set_per_process_memory_fraction(fraction, torch.device(device))
         token = _CURRENT.set(device)
         try:
-            return run(config, report, settings=dataclasses.replace(settings, device=device), **options)
+            return run(
+                config, report, settings=dataclasses.replace(settings, device=device), **options
+            )
         finally:
             _CURRENT.reset(token)
             if cuda:

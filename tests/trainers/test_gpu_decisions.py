@@ -4,10 +4,10 @@ the GPU's capability as an input), and the quantizers' fp32 under autocast."""
 import dataclasses
 
 import pytest
-import spaces
 import torch
 from torch import nn
 
+import spaces
 from tests.trainers.conftest import SMALL_MLP
 from trainers import FLAT_KEYS, TrialSettings, device, phases, run_trial
 from trainers.device import decide_device, memory_fraction, on_trial_device, precision
