@@ -67,6 +67,15 @@ def cost_term(expected: torch.Tensor, spec: SupernetSpec, state: dict) -> torch.
     return term
 
 
+def _on_cpu(tree):
+    """`tree` (dicts and lists of tensors) with every tensor on the CPU."""
+    if isinstance(tree, torch.Tensor):
+        return tree.cpu()
+    if isinstance(tree, dict):
+        return {key: _on_cpu(value) for key, value in tree.items()}
+    return [_on_cpu(v) for v in tree] if isinstance(tree, list) else tree
+
+
 class Loop:
     """The bilevel training loop's state: optimizers, data halves, generator, multiplier. It
     moves `net` and trains it on the device of the trial under way (`trial_device`)."""
@@ -101,11 +110,12 @@ class Loop:
             self.extra, self.start = dict(saved["extra"]), int(saved["epoch"])
 
     def state(self, epoch: int) -> dict:
+        """The loop's state after `epoch`, its tensors on the CPU (it loads on any node)."""
         return {
             "epoch": epoch,
-            "model": self.net.state_dict(),
-            "opt_w": self.opt_w.state_dict(),
-            "opt_a": self.opt_a.state_dict(),
+            "model": _on_cpu(self.net.state_dict()),
+            "opt_w": _on_cpu(self.opt_w.state_dict()),
+            "opt_a": _on_cpu(self.opt_a.state_dict()),
             "generator": self.generator.get_state(),
             "rng": torch.get_rng_state(),
             "extra": dict(self.extra),
