@@ -56,7 +56,9 @@ def teacher(arch: Mapping, name: str, data: Dataset, settings: TrialSettings, de
         shape = {"in_shape": data.in_shape, "num_classes": data.num_classes}
         return build_model(teacher_name, arch, **shape, options=options).to(device)
 
-    fitted = cached_teacher(key, build, lambda m: train(m, data, fit_settings), cache)
+    fitted = cached_teacher(
+        key, build, lambda m: train(m, data, fit_settings, precision=settings.precision), cache
+    )
     fitted.layer = settings.teacher.distill_layer or FEATURE_LAYERS[teacher_name]
     return fitted
 
@@ -79,8 +81,10 @@ def _distiller(run: Run) -> Distiller | None:
 
 def train_phase(run: Run, fit: TrainSettings, *, phase: str, steps: int, **resumable) -> int:
     """Train `run.model` with `fit` (distilled when the run has a teacher), its reports numbered
-    from `steps`; returns the next phase's first step."""
+    from `steps`, at the trial's precision (quantization-aware training in fp32: its 8-bit
+    codes do not survive bf16); returns the next phase's first step."""
     distill = _distiller(run)
+    precision = "fp32" if phase == "qat" else run.settings.precision
     try:
         train(
             run.model,
@@ -90,6 +94,7 @@ def train_phase(run: Run, fit: TrainSettings, *, phase: str, steps: int, **resum
             extra_loss=distill,
             phase=phase,
             first_step=steps,
+            precision=precision,
             **resumable,
         )
     finally:

@@ -129,7 +129,10 @@ class _RoundThrough(torch.autograd.Function):
 
 def fake_quantize(x: torch.Tensor, spec: QuantSpec, *, lo=None, hi=None, mask=None):
     """Quantize and decode, differentiable by the straight-through estimator; entries outside
-    `mask` come out zero."""
-    offset, step = quant_params(x, spec, lo=lo, hi=hi, mask=mask)
-    out = _RoundThrough.apply(x, spec, offset.to(x.dtype), step.to(x.dtype))
-    return out if mask is None else out * mask
+    `mask` come out zero. Runs in fp32 whatever `x`'s dtype and any autocast (bf16 would merge
+    levels: 221 of 8 bits' 256), and returns fp32 (fp64 for fp64)."""
+    with torch.autocast(x.device.type, enabled=False):
+        x = x if x.dtype == torch.float64 else x.float()
+        offset, step = quant_params(x, spec, lo=lo, hi=hi, mask=mask)
+        out = _RoundThrough.apply(x, spec, offset.to(x.dtype), step.to(x.dtype))
+        return out if mask is None else out * mask

@@ -16,6 +16,7 @@ QAT_SHARE = 4 / 15  # quantization-aware training epochs, as a share of `epochs`
 DATASETS = ("digits", "mnist1d", "numpy", "folder", "cifar10")  # `trainers.load_dataset`'s
 EMBEDDED = ("digits", "mnist1d")  # the datasets that need no path
 RUNTIMES = ("onnxruntime", "torch")  # what latency is measured on (`trainers.deploy`)
+PRECISIONS = ("auto", "bf16", "fp16", "fp32")  # training's autocast (`trainers.device.precision`)
 # The knob each compression switch cannot do without (it has no default): `check_compress`
 # refuses a switch on without it, and a study's `compress:` section brings it with the switch.
 SWITCH_NEEDS = {
@@ -172,9 +173,9 @@ class CostSettings:
 
 @dataclass(frozen=True)
 class TrialSettings:
-    """Everything about a trial that is not searched: the model builder, the data, the epochs,
-    the compression steps, the teacher, the cost limits, the device, where the model is saved.
-    A study file's `trial:` section names them flat (`FLAT_KEYS`); `from_flat` groups them."""
+    """Everything about a trial that is not searched, named flat by a study's `trial:` section
+    (`FLAT_KEYS`; `from_flat` groups them), but for the trial's `gpus_per_trial` (None outside
+    Ray) and GPU ids, set where it starts (`trainers.device`)."""
 
     model: str = "auto"
     model_options: Mapping = field(default_factory=dict)
@@ -184,10 +185,18 @@ class TrialSettings:
     teacher: TeacherSettings = field(default_factory=TeacherSettings)
     cost: CostSettings = field(default_factory=CostSettings)
     device: str = "auto"
+    precision: str = "auto"
+    gpu_share: float | None = field(default=None, metadata={"flat": False})
+    gpu_ids: tuple[str, ...] = field(default=(), metadata={"flat": False})
     seed: int = 0
     save_path: str | None = None
     save_dir: str | None = None  # a study's models: `trainers.export.model_file(save_dir, config)`
     snapshots: bool = False  # training reports carry model and optimizer state (for PBT)
+
+    def __post_init__(self):
+        if self.precision not in PRECISIONS:
+            message = f"trial setting 'precision' {self.precision!r}: allowed {list(PRECISIONS)}"
+            raise SettingError(message, key="precision", value=self.precision)
 
     @classmethod
     def from_flat(cls, flat: Mapping) -> TrialSettings:
@@ -229,7 +238,8 @@ _FLAT_NAMES = {
 
 
 def _places() -> dict[str, tuple[str | None, str]]:
-    places = {f.name: (None, f.name) for f in fields(TrialSettings) if f.name not in _GROUPS}
+    top = [f.name for f in fields(TrialSettings) if f.metadata.get("flat", True)]
+    places = {name: (None, name) for name in top if name not in _GROUPS}
     for group, kind in _GROUPS.items():
         for f in fields(kind):
             key = _FLAT_NAMES.get((group, f.name), f.name)

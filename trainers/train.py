@@ -12,6 +12,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from trainers.data import Dataset
+from trainers.device import decide_device, device_precision
 from trainers.settings import EPOCHS
 
 OPTIMIZERS = ("adamw", "sgd")
@@ -47,10 +48,10 @@ class TrainSettings:
 
 
 def resolve_device(device: str = "auto") -> torch.device:
-    """`auto` is CUDA when present, else the CPU."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    """`auto` is CUDA when present, else the CPU (a trial's own: `trainers.device`)."""
+    return torch.device(
+        decide_device(device, gpu_share=None, cuda_available=torch.cuda.is_available)
+    )
 
 
 @torch.no_grad()
@@ -97,13 +98,15 @@ def train(
     first_step: int = 1,
     snapshots: bool = False,
     resume: dict | None = None,
+    precision: str = "auto",
 ) -> list[dict]:
     """Train `model` in place on `data` (already on the model's device); `extra_loss(x, logits)`
     is added to the cross-entropy and its parameters are trained too. After each epoch
     `report({"step", "phase", "epoch", "train_loss", "val_acc"})`, plus `"snapshot"` (epoch,
     model and optimizer state) when `snapshots`; `resume` takes such a snapshot and continues
-    after its epoch with `settings`' hyperparameters (population-based training). A NaN loss
-    raises `FloatingPointError`. Returns the reports."""
+    after its epoch with `settings`' hyperparameters (population-based training). The forward
+    pass autocasts to `trainers.device.precision(device, capability, asked=precision)` (fp16
+    with a gradient scaler). A NaN loss raises `FloatingPointError`. Returns the reports."""
     start = int(resume["epoch"]) if resume else 0
     torch.manual_seed(settings.seed)
     generator = torch.Generator().manual_seed(settings.seed)
@@ -126,16 +129,19 @@ def train(
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: 0.5 * (1 + math.cos(math.pi * min(step + done, total) / total))
     )
-    amp = data.x_train.device.type == "cuda"
+    device = data.x_train.device
+    mode = device_precision(device, precision)
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(mode)
+    scaler = torch.amp.GradScaler(device.type, enabled=mode == "fp16")
     reports = []
     model.train()
     for epoch in range(start, settings.epochs):
-        order = torch.randperm(n, generator=generator).to(data.x_train.device)
+        order = torch.randperm(n, generator=generator).to(device)
         losses = []
         for i in range(0, n, settings.batch_size):
             idx = order[i : i + settings.batch_size]
             x, y = data.x_train[idx], data.y_train[idx]
-            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp):
+            with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
                 logits = model(x)
                 loss = F.cross_entropy(logits, y, label_smoothing=settings.label_smoothing)
                 if extra_loss is not None:
@@ -143,8 +149,9 @@ def train(
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"{phase}: the loss became {loss.item()} in epoch {epoch}")
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
             schedule.step()
             losses.append(loss.item())
         row = {

@@ -12,6 +12,7 @@ import torch
 
 from trainers.compress_keys import check_compress, split_config
 from trainers.data import Dataset, load_dataset
+from trainers.device import on_trial_device
 from trainers.estimate import estimate_cost
 from trainers.models import build_model, model_name
 from trainers.outcome import final_result, judged, save_model
@@ -24,6 +25,7 @@ from trainers.train import TrainSettings, resolve_device
 __all__ = ["DEFAULT_CHAIN", "TrialSettings", "estimate_cost", "run_trial"]
 
 
+@on_trial_device
 def run_trial(
     config: Mapping,
     report: Callable[[dict], None] | None = None,
@@ -41,7 +43,8 @@ def run_trial(
     measured on the final model (accuracy kept); `failed` with `error` and every other metric
     when the latency could not be measured (a device server lost, a model the runtime cannot
     export). With `settings.snapshots`, each training epoch's report carries a `"snapshot"`;
-    `resume` continues training from one (population-based training swaps weights this way)."""
+    `resume` continues training from one (population-based training swaps weights this way).
+    It runs on the device `trainers.device.on_trial_device` decides."""
     settings = settings or TrialSettings()
     if "supernet" in config:  # a `search.darts` supernet: trains it, measures what it derives
         result = run_supernet(config, report, settings=settings)

@@ -128,9 +128,9 @@ def test_unknown_flat_key_is_named_with_a_hint():
 
 def test_every_flat_key_round_trips():
     flat = TrialSettings().to_flat()
-    assert set(flat) == FLAT_KEYS and len(FLAT_KEYS) == 29
+    assert set(flat) == FLAT_KEYS and len(FLAT_KEYS) == 30
     changed = {key: _another(value, i) for i, (key, value) in enumerate(sorted(flat.items()))}
-    changed["runtime"] = "torch"  # a choice: the other allowed value
+    changed |= {"runtime": "torch", "precision": "bf16"}  # choices: another allowed value
     changed |= {"finetune_epochs": 101, "qat_epochs": 102}  # counts (None: a share of epochs)
     settings = TrialSettings.from_flat(changed)
     assert settings.to_flat() == changed

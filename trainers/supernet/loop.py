@@ -9,6 +9,7 @@ from dataclasses import dataclass, field, fields
 import torch
 from torch.nn import functional as F
 
+from trainers.device import trial_device
 from trainers.supernet.cost import expected_cost
 from trainers.train import evaluate
 
@@ -67,11 +68,22 @@ def cost_term(expected: torch.Tensor, spec: SupernetSpec, state: dict) -> torch.
     return term
 
 
+def _on_cpu(tree):
+    """`tree` (dicts and lists of tensors) with every tensor on the CPU."""
+    if isinstance(tree, torch.Tensor):
+        return tree.cpu()
+    if isinstance(tree, dict):
+        return {key: _on_cpu(value) for key, value in tree.items()}
+    return [_on_cpu(v) for v in tree] if isinstance(tree, list) else tree
+
+
 class Loop:
-    """The bilevel training loop's state: optimizers, data halves, generator, multiplier."""
+    """The bilevel training loop's state: optimizers, data halves, generator, multiplier. It
+    moves `net` and trains it on the device of the trial under way (`trial_device`)."""
 
     def __init__(self, net, spec: SupernetSpec, data, table, saved: dict | None):
-        self.net, self.spec, self.data, self.table = net, spec, data, table
+        device = trial_device()
+        self.net, self.spec, self.data, self.table = net.to(device), spec, data.to(device), table
         order = torch.randperm(
             len(data.x_train), generator=torch.Generator().manual_seed(spec.seed)
         )
@@ -99,11 +111,12 @@ class Loop:
             self.extra, self.start = dict(saved["extra"]), int(saved["epoch"])
 
     def state(self, epoch: int) -> dict:
+        """The loop's state after `epoch`, its tensors on the CPU (it loads on any node)."""
         return {
             "epoch": epoch,
-            "model": self.net.state_dict(),
-            "opt_w": self.opt_w.state_dict(),
-            "opt_a": self.opt_a.state_dict(),
+            "model": _on_cpu(self.net.state_dict()),
+            "opt_w": _on_cpu(self.opt_w.state_dict()),
+            "opt_a": _on_cpu(self.opt_a.state_dict()),
             "generator": self.generator.get_state(),
             "rng": torch.get_rng_state(),
             "extra": dict(self.extra),
