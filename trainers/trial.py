@@ -32,6 +32,7 @@ def run_trial(
     *,
     settings: TrialSettings | None = None,
     resume: dict | None = None,
+    data: Dataset | None = None,
 ) -> dict:
     """Build, train, prune and fine-tune, quantize (PTQ, or QAT), distill throughout, measure.
     `report(row)` after every epoch (`step`, `phase`, `epoch`, `train_loss`, `val_acc`). Returns
@@ -44,16 +45,18 @@ def run_trial(
     when the latency could not be measured (a device server lost, a model the runtime cannot
     export). With `settings.snapshots`, each training epoch's report carries a `"snapshot"`;
     `resume` continues training from one (population-based training swaps weights this way).
-    It runs on the device `trainers.device.on_trial_device` decides."""
-    settings = settings or TrialSettings()
+    `data`: the dataset, loaded by the caller (a study ships it to its trials through Ray's
+    object store); without it, the trial loads `settings.data` itself. It runs on the device
+    `trainers.device.on_trial_device` decides."""
+    settings, started = settings or TrialSettings(), time.perf_counter()
+    if data is None:
+        data = load_dataset(settings.data.dataset, settings.data.path)
     if "supernet" in config:  # a `search.darts` supernet: trains it, measures what it derives
-        result = run_supernet(config, report, settings=settings)
+        result = run_supernet(config, report, settings=settings, data=data)
         # the study records the trial under the architecture its final metrics measure
         result["trained_with"] = {**config, **result.pop("derived")}
         return result
-    started = time.perf_counter()
     check_compress(split_config(config)[2], settings.compression)
-    data = load_dataset(settings.data.dataset, settings.data.path)
     refused = _refused_before_training(config, settings, data)
     if refused:
         return {**refused, "train_seconds": time.perf_counter() - started}

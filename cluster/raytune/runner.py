@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import signal
 import time
 from pathlib import Path
 
@@ -19,6 +18,7 @@ import pyarrow as pa
 # only in `_fit`, a Ctrl-C 1.5 s into `paretune run` killed the driver outright or was lost
 # (tests/cluster/test_first_hour.py); imported here, it is the CLI's KeyboardInterrupt, exit 130
 from cluster.raytune.adapter import tune_searcher
+from cluster.raytune.nodes import connect, preflight
 from cluster.raytune.own import OwnSettings, own_trainable
 from cluster.raytune.recorder import Progress, Recorder
 from cluster.raytune.schedulers import check_scheduler, make_scheduler, population
@@ -53,8 +53,12 @@ def run(
     `trainable` runs that (`cluster.raytune.own`); `function(config, settings)` replaces either
     (it reports through `ray.tune.report`, last with `final`)."""
     check_scheduler(study)
-    if function is None and not study.trainable:
-        study.check_data()
+    # loaded once, here: trials get it through Ray's object store and never open `data_path`
+    data = study.check_data() if function is None and not study.trainable else None
+    options = {"address": address, "verbose": verbose, "cpus": num_cpus}
+    if address is not None:  # a cluster: every node checked before the study folder is made
+        connect(study, **options)
+        preflight(study)
     folder = prepare_dir(study, resume=resume)
     with driver_lock(folder):
         try:
@@ -62,13 +66,12 @@ def run(
         except ValueError:
             table = None
         store, done = open_store(study, folder, table)
-        options = {"address": address, "verbose": verbose, "cpus": num_cpus}
         function = function or (own_trainable if study.trainable else trainable)
         while done < study.trials:  # in fits of CHUNK trials: Tune's cost per trial grows
             left = study.trials - done  # with the trials one fit holds; PBT needs one fit
             told = _told(store)
             chunk = left if study.scheduler == "pbt" else min(left, CHUNK)
-            _fit(study, store, done=done, left=chunk, options=options, function=function)
+            _fit(study, store, done=done, left=chunk, options=options, function=function, data=data)
             fitted = _told(store) - told
             if fitted == 0:  # nothing more to ask (exhausted, or clients hold it)
                 break
@@ -78,26 +81,14 @@ def run(
         return results.load(folder)
 
 
-def _fit(study, store, *, done, left, options, function):
-    import ray
+def _fit(study, store, *, done, left, options, function, data):
     from ray import tune
 
     os.environ.setdefault("TUNE_DISABLE_STRICT_METRIC_CHECKING", "1")
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # our progress line instead of Ray's tables
     # Ctrl-C raises KeyboardInterrupt at once (Tune's own handler would end `fit` as if done)
     os.environ.setdefault("TUNE_DISABLE_SIGINT_HANDLER", "1")
-    address, verbose = options["address"], options["verbose"]
-    if not ray.is_initialized():
-        caller = signal.getsignal(signal.SIGTERM)  # Ray's own would replace it, and dump stacks
-        ray.init(
-            address=address or "local",
-            num_cpus=options["cpus"] if address is None else None,
-            include_dashboard=False,
-            log_to_driver=verbose,
-            logging_level="INFO" if verbose else "ERROR",
-        )
-        if callable(caller):  # the CLI's: SIGTERM ends the run as Ctrl-C does
-            signal.signal(signal.SIGTERM, caller)
+    connect(study, **options)
     names = store.searcher.objective.names
     schema = results.schema(study.space(), names)
     writer = (
@@ -121,14 +112,15 @@ def _fit(study, store, *, done, left, options, function):
     else:
         tune_config |= {"search_alg": tune_searcher(recorder), "num_samples": left}
         callbacks, space = [], None
+    parameters = {"settings": settings} | ({"data": data} if data is not None else {})
     tuner = tune.Tuner(
-        tune.with_resources(tune.with_parameters(function, settings=settings), resources),
+        tune.with_resources(tune.with_parameters(function, **parameters), resources),
         param_space=space,
         tune_config=tune.TuneConfig(**tune_config),
         run_config=tune.RunConfig(
             name=f"{study.name}-{int(time.time())}-{done}",  # one per fit
             storage_path=str((Path(study.dir) / "ray").resolve()),
-            verbose=2 if verbose else 0,
+            verbose=2 if options["verbose"] else 0,
             callbacks=callbacks,
             failure_config=tune.FailureConfig(max_failures=RETRIES),
         ),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import tempfile
 import traceback
@@ -9,10 +10,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 
-def trainable(config: dict, settings) -> None:
+def trainable(config: dict, settings, data=None) -> None:
     """The Ray Tune function: `run_and_report` with each report sent to `tune.report` (a
     snapshot as the report's checkpoint), restored from the trial's checkpoint if it has one
-    (population-based training restarts a trial from another's snapshot)."""
+    (population-based training restarts a trial from another's snapshot). `data`: the
+    study's dataset, loaded once by the driver and passed through Ray's object store
+    (`tune.with_parameters`), so no trial opens `data_path`."""
     import ray
     import torch
     from ray import tune
@@ -32,7 +35,10 @@ def trainable(config: dict, settings) -> None:
     if checkpoint is not None:
         with checkpoint.as_directory() as folder:
             resume = torch.load(Path(folder) / "snapshot.pt", weights_only=True)
-    run_and_report(config, settings, send=send, resume=resume)
+    share = tune.get_context().get_trial_resources().required_resources.get("GPU", 0.0)
+    gpus = tuple(str(i) for i in ray.get_gpu_ids())  # the trial's device: trainers.device
+    settings = dataclasses.replace(settings, gpu_share=share, gpu_ids=gpus)
+    run_and_report(config, settings, send=send, resume=resume, data=data)
 
 
 def run_and_report(
@@ -41,11 +47,12 @@ def run_and_report(
     *,
     send: Callable[[dict, dict | None], None],
     resume: dict | None = None,
+    data=None,
 ) -> None:
     """`trainers.run_trial(config)`, each of its reports passed to `send(metrics, snapshot)`:
     one per epoch (`final: False`, with its snapshot under `settings.snapshots`, else None),
-    then the final row (`final: True`, no snapshot). A trial that raises sends `status: failed`
-    with its error text instead of crashing its worker.
+    then the final row (`final: True`, no snapshot); `data` as `run_trial`'s. A trial that
+    raises sends `status: failed` with its error text instead of crashing its worker.
 
     Every report carries `trained_with`: the config whose training produced the weights it
     measures, and each snapshot the config and the report of the epoch that made it. A trial
@@ -69,7 +76,7 @@ def run_and_report(
         send({**row, "trained_with": config, "final": False}, snapshot)
 
     try:
-        result = run_trial(config, report, settings=settings, resume=resume)
+        result = run_trial(config, report, settings=settings, resume=resume, data=data)
     except Exception as error:  # the study goes on; the row keeps the reason
         result = {"status": "failed", "error": short_error(error)}
         result["traceback"] = traceback.format_exc()  # the recorder logs it, out of the row
@@ -95,9 +102,9 @@ def bound(study):
     return type(settings).from_flat({**settings.to_flat(), "latency_source": source})
 
 
-def member_trainable(config: dict, settings) -> None:
+def member_trainable(config: dict, settings, data=None) -> None:
     """`trainable` for a population member: its config sits under `member`."""
-    trainable(config["member"]["config"], settings)
+    trainable(config["member"]["config"], settings, data)
 
 
 def short_error(error: BaseException) -> str:

@@ -158,9 +158,9 @@ class Study:
         if self.scheduler == "pbt" and not any(k.startswith("train.") for k in space.params):
             raise ConfigError("scheduler pbt perturbs training hyperparameters: set train")
 
-    def check_data(self) -> None:
-        """Load the dataset once, here, so a bad file, or data of a rank the model does not
-        take, fails before any trial starts."""
+    def check_data(self):
+        """The dataset (`trainers.data.Dataset`), loaded once, here: a bad file, or data of a
+        rank the model does not take, fails before any trial starts; trials get it by reference."""
         from trainers.data import load_dataset
         from trainers.models import check_input
 
@@ -170,6 +170,7 @@ class Study:
             check_input(self.arch if model == "auto" else model, data.in_shape)
         except (ValueError, OSError) as error:
             raise ConfigError(f"dataset {self.dataset!r}: {error}") from error
+        return data
 
     def space(self) -> Space:
         if self.trainable:

@@ -140,6 +140,16 @@ def load_trainable(spec: str, folder: str | None = None) -> Callable:
     return function
 
 
+def shipped(spec: str, folder: str | None) -> list[str]:
+    """What Ray ships to its workers for `spec` (`runtime_env` `py_modules`): the top-level
+    package (a folder) or module (a `.py` file) it names, found in `folder`; nothing when it
+    imports from elsewhere (an installed package). Modules beside it do not ship: a trainable
+    that imports its neighbours lives in a package."""
+    top = str(spec).partition(":")[0].split(".")[0]
+    found = [Path(folder, name) for name in (top, f"{top}.py")] if folder else []
+    return [str(path.resolve()) for path in found if path.exists()][:1]
+
+
 def check(study) -> None:
     """What a study with a `trainable` must hold before Ray starts: the function importable
     and callable as `function(config, report)`, a `space:`, and a scheduler it can use

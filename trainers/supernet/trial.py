@@ -27,7 +27,6 @@ from pathlib import Path
 import torch
 
 from spaces import Space
-from trainers.data import load_dataset
 from trainers.models import build_model
 from trainers.outcome import final_result, save_model
 from trainers.supernet import build_supernet, chain_widths, discrete_state
@@ -80,15 +79,14 @@ def _recalibrate(model, x: torch.Tensor, *, batch_size: int = 256) -> None:
 
 
 def run_supernet(
-    config: Mapping, report: Callable[[dict], None] | None = None, *, settings
+    config: Mapping, report: Callable[[dict], None] | None = None, *, settings, data
 ) -> dict:
     """Train the supernet of `config[SUPERNET]` (see `SupernetSpec`); returns the final metrics
     of the derived network (as `run_trial`), with `derived`: the full config it reports under
-    (the architecture's keys with `prefix`, and `rest`)."""
+    (the architecture's keys with `prefix`, and `rest`). `data`: the dataset."""
     started = time.perf_counter()
     spec = SupernetSpec.of(config[SUPERNET])
     arch = Space.from_dict(spec.arch)
-    data = load_dataset(settings.data.dataset, settings.data.path)
     built = {"in_shape": data.in_shape, "num_classes": data.num_classes}
     built["options"] = settings.model_options  # the builders' keywords, for all three
     torch.manual_seed(spec.seed)
