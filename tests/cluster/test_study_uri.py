@@ -17,7 +17,11 @@ from cluster.study import storage
 from tests.cluster.drivers import STUDY, final_rows, paretune, stop
 
 pytestmark = pytest.mark.xdist_group("drivers")
-KEYS = {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test", "AWS_DEFAULT_REGION": "us-east-1"}
+KEYS = {
+    "AWS_ACCESS_KEY_ID": "test",
+    "AWS_SECRET_ACCESS_KEY": "test",
+    "AWS_DEFAULT_REGION": "us-east-1",
+}
 
 
 @pytest.fixture(scope="module")
