@@ -118,3 +118,34 @@ def test_a_study_on_s3_survives_kill_9_and_reads_anywhere(bucket, tmp_path):
     code, output = _cli("export", uri, best, "--out", "model.onnx", cwd=third)
     assert code == 0 and (third / "model.onnx").stat().st_size > 0, output
     _no_s3_folder(first, second, third, Path.cwd())
+
+
+def test_a_saved_study_loads_for_reading_where_its_data_is_not(tmp_path):
+    from cluster.study.config import ConfigError, Study
+    from cluster.study.resume import load_study
+    from spaces.util import write_json
+
+    np.savez(tmp_path / "data.npz", x=np.zeros((20, 8, 8)), y=np.arange(20) % 2)
+    raw = {
+        **STUDY,
+        "dir": str(tmp_path),
+        "dataset": "numpy",
+        "data_path": str(tmp_path / "data.npz"),
+    }
+    write_json(tmp_path / "study.json", Study.from_dict(raw).to_dict())
+    (tmp_path / "data.npz").unlink()
+    assert load_study(tmp_path).data_path == str(tmp_path / "data.npz")  # results, plot, ...
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_study(tmp_path, here=True)  # what a run needs
+
+
+def test_a_study_on_a_uri_never_becomes_a_local_folder(tmp_path, monkeypatch):
+    from cluster.study.config import ConfigError, Study
+    from cluster.study.resume import prepare_dir
+
+    monkeypatch.chdir(tmp_path)
+    study = Study.from_dict({**STUDY, "dir": "s3://bucket/study"})
+    assert study.dir == "s3://bucket/study" and storage.is_uri(study.dir)
+    with pytest.raises(ConfigError, match="URI"):
+        prepare_dir(study, resume=False)
+    assert not storage.is_uri(str(tmp_path)) and not list(tmp_path.iterdir())
