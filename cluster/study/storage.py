@@ -11,11 +11,12 @@ write wakes (`changed`), and once more when the run ends. One pass reads the cha
 (searcher state, journal, trial list, models) into memory *before* it lists the results, uploads
 the new parts, then those state files, and deletes last what compaction removed: the URI never
 holds a tell whose Parquet row it lacks, nor loses a row a compacted part had covered. What a
-kill -9 of the driver can lose is what was written after the last pass began (about one pass,
-tens of milliseconds on a near store): those trials' rows are missing, so the resume runs them
-again and the budget stays exact. Read-only commands read a local copy (`local_copy`), pulled
-again by the dashboard's feed (only new files). Tune writes its own files to `URI/ray`
-(`tune_storage`). Not covered: two drivers on two machines (the `flock` is per machine).
+kill -9 of the driver can lose is what was written after the last pass began (`PASS_S` plus
+one pass: a few tenths of a second on a near store): those trials' rows are missing, so the
+resume runs them again and the budget stays exact. Read-only commands read a local copy
+(`local_copy`), pulled again by the dashboard's feed (only new files). Tune writes its own
+files to `URI/ray` (`tune_storage`). Not covered: two drivers on two machines (the `flock` is
+per machine).
 """
 
 from __future__ import annotations
@@ -23,11 +24,13 @@ from __future__ import annotations
 import atexit
 import contextlib
 import dataclasses
+import logging
 import os
 import re
 import shutil
 import tempfile
 import threading
+import time
 import warnings
 from pathlib import Path
 
@@ -37,6 +40,7 @@ SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 TUNE = "ray"  # Tune's own files (`URI/ray`): written there by Tune, never mirrored
 SKIPPED = (TUNE, "cache")  # not copied for reading
 STATE_LAST = "results/"  # uploaded first; everything else after them
+PASS_S = 0.1  # a pass starts this long after the write that wakes it
 _mirrors: dict[str, Mirror] = {}  # staged local folder -> its mirror
 
 
@@ -160,6 +164,7 @@ class Mirror:
     def _run(self) -> None:
         while not self._stop:
             self._wake.wait()
+            time.sleep(PASS_S)  # the writes of this moment, in one pass
             self._wake.clear()
             try:
                 self.push()
@@ -204,6 +209,11 @@ def staged(study, *, resume: bool):
             f"{study.dir!r} already holds a study: `paretune resume {study.dir}` continues it, "
             "or choose another dir"
         )
+    # Tune's own per-trial logs (result.json, progress.csv, TensorBoard) repeat the Parquet
+    # rows, and Tune would upload them file by file (20 s for 200 trials on a loopback S3);
+    # without them, its result grid warns of each trial that it found none: nothing is missing
+    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
+    logging.getLogger("ray.tune.analysis.experiment_analysis").setLevel(logging.ERROR)
     local = tempfile.mkdtemp(prefix="paretune-study-")
     mirror = Mirror(study.dir, local)
     try:
