@@ -10,9 +10,8 @@ import signal
 import sys
 import textwrap
 import warnings
-from pathlib import Path
 
-from cluster.cli import export
+from cluster.cli import export, studies
 from cluster.cli import table as table_io
 
 READY_SPACES = ("nb201", "chain", "mlp", "training", "compression", "joint")
@@ -155,28 +154,17 @@ def _security(args):
 def _cmd_serve(args) -> int:
     from cluster.remote import service
 
-    folder = _study_folder(args.study)
-    server, port = service.serve(
-        folder,
-        host=args.host,
-        port=args.port,
-        security=_security(args),
-        max_mb=args.max_mb,
-        lease_s=args.lease_s,
-        on_expiry=args.on_expiry,
-    )
-    return _serve_until_stopped(server, f"study {folder}", args.host, port)
-
-
-def _study_folder(given: str) -> str:
-    """A study folder as given, or the folder of a study file (created as `run` creates it;
-    a study already there is served as it is)."""
-    if not Path(given).is_file():
-        return given
-    from cluster.study.config import read
-    from cluster.study.resume import prepare_dir
-
-    return str(prepare_dir(read(given), resume=True))
+    with studies.served(args.study) as folder:  # a URI's: staged here, mirrored back
+        server, port = service.serve(
+            folder,
+            host=args.host,
+            port=args.port,
+            security=_security(args),
+            max_mb=args.max_mb,
+            lease_s=args.lease_s,
+            on_expiry=args.on_expiry,
+        )
+        return _serve_until_stopped(server, f"study {args.study}", args.host, port)
 
 
 def _cmd_device_serve(args) -> int:
@@ -264,6 +252,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     warnings.showwarning = _warn
     try:
+        studies.localize(args)  # a read-only command's study on a URI: a local copy
         return args.func(args)
     except BrokenPipeError:  # `paretune ... | head`: the reader left, which is no error
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())

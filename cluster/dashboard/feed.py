@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from cluster.study import judge, parts, results
+from cluster.study import judge, parts, results, storage
 from cluster.study.resume import load_study
 
 
@@ -32,8 +32,10 @@ class StudyFeed:
     `min_interval` seconds; it is safe to call from several threads."""
 
     def __init__(self, folder: str | Path, *, min_interval: float = 0.5):
-        self.folder = Path(folder)
-        self.study = load_study(self.folder)
+        # a study on a URI: a local copy, pulled again (its new files only) at each refresh
+        self.source = storage.reader(folder) if storage.is_uri(folder) else None
+        self.folder = self.source.local if self.source else Path(folder)
+        self.study = load_study(folder)
         self.min_interval = min_interval
         self.lock = threading.Lock()
         self.checked = -float("inf")
@@ -54,6 +56,8 @@ class StudyFeed:
         with self.lock:
             if time.monotonic() - self.checked < self.min_interval:
                 return self.version
+            if self.source is not None:
+                self.source.pull()
             with parts.reading(self.folder) as files:
                 fresh = self._new_files(files)
                 if fresh is None or self._lost_rows(files):  # compacted over rows never read,

@@ -10,7 +10,6 @@ from __future__ import annotations
 import dataclasses
 import os
 import time
-from pathlib import Path
 
 import pyarrow as pa
 
@@ -23,7 +22,7 @@ from cluster.raytune.own import OwnSettings, own_trainable
 from cluster.raytune.recorder import Progress, Recorder
 from cluster.raytune.schedulers import check_scheduler, make_scheduler, population
 from cluster.raytune.trainable import bound, member_trainable, trainable
-from cluster.study import results
+from cluster.study import results, storage
 from cluster.study.config import Study
 from cluster.study.resume import open_store, prepare_dir
 from cluster.study.store import driver_lock
@@ -52,6 +51,10 @@ def run(
     `results.load(study.dir)`. With no `address`, Ray starts locally. A study with its own
     `trainable` runs that (`cluster.raytune.own`); `function(config, settings)` replaces either
     (it reports through `ray.tune.report`, last with `final`)."""
+    if storage.is_uri(study.dir):  # staged here, mirrored to the URI (cluster.study.storage)
+        with storage.staged(study, resume=resume) as local:
+            options = {"address": address, "verbose": verbose, "num_cpus": num_cpus}
+            return run(local, resume=resume, function=function, **options)
     check_scheduler(study)
     # loaded once, here: trials get it through Ray's object store and never open `data_path`
     data = study.check_data() if function is None and not study.trainable else None
@@ -119,7 +122,7 @@ def _fit(study, store, *, done, left, options, function, data):
         tune_config=tune.TuneConfig(**tune_config),
         run_config=tune.RunConfig(
             name=f"{study.name}-{int(time.time())}-{done}",  # one per fit
-            storage_path=str((Path(study.dir) / "ray").resolve()),
+            **storage.tune_storage(study.dir),  # STUDY/ray, or the URI's ray/
             verbose=2 if options["verbose"] else 0,
             callbacks=callbacks,
             failure_config=tune.FailureConfig(max_failures=RETRIES),

@@ -88,7 +88,7 @@ class Study:
     warm_start: tuple[str, ...] = ()  # earlier study folders seeding the searcher (study.warm)
 
     @classmethod
-    def from_dict(cls, raw: Mapping) -> Study:
+    def from_dict(cls, raw: Mapping, *, here: bool = True) -> Study:
         allowed = {f.name for f in fields(cls)} - {"search_space"} | {"space"}
         check_keys("study", raw, allowed)
         values = {("search_space" if k == "space" else k): v for k, v in raw.items()}
@@ -105,10 +105,10 @@ class Study:
             if isinstance(values.get(key), str):
                 values[key] = str(Path(values[key]).expanduser().resolve())
         study = cls(**values)
-        study.validate()
+        study.validate(here=here)  # here: the files a run on this machine needs exist
         return study
 
-    def validate(self) -> None:
+    def validate(self, *, here: bool = True) -> None:
         _choice("arch", self.arch, ARCHS)
         _choice("searcher", self.searcher, search.SEARCHERS)
         _choice("scheduler", self.scheduler, SCHEDULERS)
@@ -117,7 +117,7 @@ class Study:
         if self.dataset not in EMBEDDED:
             if not self.data_path:
                 raise ConfigError(f"dataset {self.dataset!r} needs data_path")
-            if not Path(self.data_path).expanduser().exists():
+            if here and not Path(self.data_path).expanduser().exists():
                 raise ConfigError(f"data_path {self.data_path!r} does not exist")
         check_keys("trial", self.trial, FLAT_KEYS - _OWNED)
         try:
@@ -146,11 +146,11 @@ class Study:
             raise ConfigError(f"searcher darts: scheduler must be fifo, got {self.scheduler!r}")
         if self.latency != "local" and not re.fullmatch(r"remote://[^\s:/]+:\d+", self.latency):
             raise ConfigError(f"latency: 'local' or 'remote://host:port', got {self.latency!r}")
-        if self.latency_token_file and not Path(self.latency_token_file).exists():
+        if here and self.latency_token_file and not Path(self.latency_token_file).exists():
             raise ConfigError(f"latency_token_file {self.latency_token_file!r} does not exist")
         if self.gpus_per_trial < 0 or self.cpus_per_trial <= 0:
             raise ConfigError("cpus_per_trial must be > 0 and gpus_per_trial >= 0")
-        if self.trainable:
+        if self.trainable and here:  # importable here
             from cluster.study import custom
 
             custom.check(self)

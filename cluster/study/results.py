@@ -16,7 +16,7 @@ import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
-from cluster.study import parts
+from cluster.study import parts, storage
 from cluster.study.parts import compact as compact
 from cluster.study.rows import column, flat
 from search.pareto import pareto_front
@@ -108,6 +108,7 @@ class ResultWriter:
         pq.write_table(table, sink, compression="snappy" if len(self.rows) > 256 else "none")
         write_atomic(self.folder / parts.part_name(), sink.getvalue().to_pybytes())
         self.rows = []
+        storage.changed(self.folder)  # a study on a URI: mirrored soon
         if self.compact:
             try:  # only an optimization: a part another process's compaction just removed,
                 parts.compact_if_piled(self.folder.parent)  # or a full disk, waits for the next

@@ -13,7 +13,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 import search
-from cluster.study import judge, results, warm
+from cluster.study import judge, results, storage, warm
 from cluster.study.config import ConfigError, Study
 from cluster.study.rows import config_of
 from cluster.study.store import RUNNER_TRIALS, StateUnreadable, StudyStore
@@ -149,7 +149,10 @@ def open_store(study: Study, folder: Path, table: pa.Table | None) -> tuple[Stud
 
 
 def prepare_dir(study: Study, *, resume: bool) -> Path:
-    """The study folder, checked writable; a new study refuses a folder holding another one."""
+    """The study folder, checked writable; a new study refuses a folder holding another one.
+    A study on a URI is staged first (`storage.staged`): never a local folder named `s3:`."""
+    if storage.is_uri(study.dir):
+        raise ConfigError(f"study {study.dir!r} is on a URI: run it through storage.staged")
     folder = Path(study.dir).expanduser()
     try:
         folder.mkdir(parents=True, exist_ok=True)
@@ -173,16 +176,19 @@ def prepare_dir(study: Study, *, resume: bool) -> Path:
     return folder
 
 
-def load_study(study_dir: str | Path) -> Study:
-    """The study saved in `study_dir` (its `study.json`)."""
-    path = Path(study_dir) / STUDY_FILE
-    if not path.exists():
+def load_study(study_dir: str | Path, *, here: bool = False) -> Study:
+    """The study saved in `study_dir` (its `study.json`; a folder or a URI). `here`: checked as
+    for a run on this machine (its `data_path`, token file and trainable there); without, as
+    the read-only commands need it, where these may be absent."""
+    text = storage.read_text(study_dir, STUDY_FILE)
+    if text is None:
         raise ConfigError(f"no study in {str(study_dir)!r} (no {STUDY_FILE})")
-    return Study.from_dict(_saved(path))
+    saved = _saved(text) | ({"dir": study_dir} if storage.is_uri(study_dir) else {})
+    return Study.from_dict(saved, here=here)
 
 
-def _saved(path: Path) -> dict:
-    saved = json.loads(path.read_text())
+def _saved(text: str) -> dict:
+    saved = json.loads(text)
     saved.setdefault("deploy", "torch")  # a study from before `deploy` timed in eager torch
     return saved
 
@@ -192,7 +198,7 @@ def _warm_source(folder: str) -> Study:
     path = Path(folder) / STUDY_FILE
     if not path.exists():
         raise ConfigError(f"warm_start: {folder!r} holds no study (no {STUDY_FILE})")
-    saved = {k: v for k, v in _saved(path).items() if k != "warm_start"}
+    saved = {k: v for k, v in _saved(path.read_text()).items() if k != "warm_start"}
     try:
         return Study.from_dict(saved)
     except ConfigError as error:

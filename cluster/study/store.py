@@ -17,13 +17,12 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import search
-from cluster.study import journal, warm
+from cluster.study import journal, storage, warm
 from cluster.study.journal import STATE_FILE, bytes_written
 from cluster.study.journal import stamp as _stamp
 from spaces.util import write_atomic
 
-JOURNAL_FILE = journal.JOURNAL_FILE
-RUNNER_TRIALS = "runner-trials.txt"
+JOURNAL_FILE, RUNNER_TRIALS = journal.JOURNAL_FILE, "runner-trials.txt"
 # a snapshot is written once the journal's changes reach this many bytes, or the snapshot's size
 JOURNAL_MIN_BYTES = 64 << 10
 
@@ -82,6 +81,7 @@ class StudyStore:
         study service pending for their clients."""
         with open(self.folder / RUNNER_TRIALS, "a") as file:
             file.write(f"{trial_id}\n")
+        storage.changed(self.folder)
 
     def runner_trials(self) -> set[str] | None:
         """The trials runners asked; None for a study from before this was kept (then every
@@ -92,8 +92,7 @@ class StudyStore:
     def set_aside(self) -> Path:
         """Move an unreadable state file (and its journal) out of the way; returns where the
         state file went."""
-        moment = time.time_ns()
-        kept = self.state_path.with_name(f"{STATE_FILE}.unreadable-{moment}")
+        kept = self.state_path.with_name(f"{STATE_FILE}.unreadable-{(moment := time.time_ns())}")
         if self.journal_path.exists():
             os.replace(self.journal_path, f"{self.journal_path}.unreadable-{moment}")
         os.replace(self.state_path, kept)
@@ -132,6 +131,7 @@ class StudyStore:
                     self._depth = 0
                     try:
                         self._save()
+                        storage.changed(self.folder)  # a study on a URI: mirrored soon
                     except BaseException:  # not saved (a full disk): load the files next time
                         self._stamp = None
                         self._recording.restart()
