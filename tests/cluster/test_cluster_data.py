@@ -5,6 +5,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,6 +17,7 @@ from tests.cluster.drivers import STUDY
 pytestmark = pytest.mark.xdist_group("drivers")
 
 FORBIDDEN = "PARETUNE_TEST_FORBIDDEN"  # the path no worker may open
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def forbid_opening() -> None:
@@ -50,7 +52,9 @@ def drive(study_file: str, address: str) -> None:
         return data
 
     Study.check_data = load_then_delete
-    env = {"worker_process_setup_hook": forbid_opening, "env_vars": {FORBIDDEN: study.data_path}}
+    # the hook is pickled by reference: workers import it from this checkout's `tests`
+    variables = {FORBIDDEN: study.data_path, "PYTHONPATH": str(ROOT)}
+    env = {"worker_process_setup_hook": forbid_opening, "env_vars": variables}
     ray.init(address=address, runtime_env=env, include_dashboard=False, log_to_driver=False)
     runner.run(study, address=address)
     nodes = {n["NodeID"]: n["Resources"].get("CPU", 0) for n in ray.nodes() if n["Alive"]}

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from cluster import cli
-from cluster.cli import commands
+from cluster.cli import commands, studies
 from cluster.study import results
 from spaces import Choice, Float, Space
 from tests.cluster.drivers import final_ids, paretune, stop, write_study
@@ -122,9 +122,11 @@ def test_the_front_counts_finished_trials(tmp_path, capsys):
 
 def test_serve_takes_a_study_file(tmp_path):
     config, folder = write_study(tmp_path, trials=3)
-    assert commands._study_folder(str(config)) == str(folder)
+    with studies.served(str(config)) as served:
+        assert served == str(folder)
     assert (folder / "study.json").exists()
-    assert commands._study_folder(str(config)) == str(folder)  # served as it is
+    with studies.served(str(config)) as served:
+        assert served == str(folder)  # served as it is
 
 
 def test_searchers_show_defaults_and_meanings(capsys):
