@@ -21,7 +21,6 @@ from trainers.settings import DEFAULT_CHAIN, TrialSettings
 from trainers.train import TrainSettings, train
 
 
-
 def cache_folder(settings: TrialSettings) -> Path:
     """The trials' cache (teachers, supernet checkpoints): `settings.teacher.cache_dir`, else
     `~/.cache/paretune`."""

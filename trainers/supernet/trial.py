@@ -94,9 +94,9 @@ def run_supernet(
     resume: dict | None = None,
 ) -> dict:
     """Train the supernet of `config[SUPERNET]` (see `SupernetSpec`); returns the final metrics
-    of the derived network (as `run_trial`), with `derived`: the full config it reports under
-    (the architecture's keys with `prefix`, and `rest`). `data`: the dataset; `resume`: a
-snapshot of an earlier epoch (with `settings.snapshots`)."""
+        of the derived network (as `run_trial`), with `derived`: the full config it reports under
+        (the architecture's keys with `prefix`, and `rest`). `data`: the dataset; `resume`: a
+    snapshot of an earlier epoch (with `settings.snapshots`)."""
     started = time.perf_counter()
     spec = SupernetSpec.of(config[SUPERNET])
     arch = Space.from_dict(spec.arch)
