@@ -106,6 +106,13 @@ class Distiller(nn.Module):
         self.teacher_response.handle.remove()
 
 
+def teacher_file(key: Mapping, cache: str | Path) -> Path:
+    """Where `cached_teacher` keeps the teacher that `key` describes: `cache/teacher-<hash>.pt`
+    (a `state_dict`)."""
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()
+    return Path(cache) / f"teacher-{digest[:16]}.pt"
+
+
 def cached_teacher(
     key: Mapping, build: Callable[[], nn.Module], fit: Callable[[nn.Module], None], cache: Path
 ) -> nn.Module:
@@ -113,8 +120,7 @@ def cached_teacher(
     description of everything that determines it), so a study trains it once: under a file lock,
     one trial trains it and parallel ones wait, then load it. Written atomically; loaded with
     `weights_only`."""
-    digest = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()
-    path = Path(cache) / f"teacher-{digest[:16]}.pt"
+    path = teacher_file(key, cache)
     model = build()
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path.with_suffix(".lock"), "a+") as lock:  # one trial trains, the others wait

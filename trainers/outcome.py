@@ -62,13 +62,10 @@ def save_model(
     arch: Mapping,
     records: list,
     data: Dataset,
-) -> None:
+) -> str | None:
     """`model` (built by `name` from `arch`) to `settings.save_path` and, in a study, to its
-    models folder (`save_dir`), keyed by the `config` its row holds, for `paretune export`."""
-    paths = [Path(p) for p in (settings.save_path,) if p]
-    if settings.save_dir:  # a study keeps every trial's model for `paretune export`
-        paths.append(model_file(settings.save_dir, config))
-        paths[-1].parent.mkdir(parents=True, exist_ok=True)
+    models folder (`save_dir`), keyed by the `config` its row holds, for `paretune export`.
+    Returns None, or why it could not be saved (the trial's metrics stand: `noted`)."""
     description = {
         "model": name,
         "arch": dict(arch),
@@ -77,5 +74,20 @@ def save_model(
         "in_shape": data.in_shape,
         "num_classes": data.num_classes,
     }
-    for path in paths:
-        store.save(path, model, description=description)
+    try:
+        paths = [Path(p) for p in (settings.save_path,) if p]
+        if settings.save_dir:  # a study keeps every trial's model for `paretune export`
+            paths.append(model_file(settings.save_dir, config))
+            paths[-1].parent.mkdir(parents=True, exist_ok=True)
+        for path in paths:
+            store.save(path, model, description=description)
+    except Exception as error:  # a full disk, a read-only folder: the metrics are kept
+        return f"model not saved: {type(error).__name__}: {error}"
+    return None
+
+
+def noted(result: dict, note: str | None) -> dict:
+    """`result` with `note` added to its `error` (a completed trial keeps its status)."""
+    if note:
+        result["error"] = "; ".join(filter(None, (result.get("error"), note)))
+    return result

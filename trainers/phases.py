@@ -21,6 +21,12 @@ from trainers.settings import DEFAULT_CHAIN, TrialSettings
 from trainers.train import TrainSettings, train
 
 
+def cache_folder(settings: TrialSettings) -> Path:
+    """The trials' cache (teachers, supernet checkpoints): `settings.teacher.cache_dir`, else
+    `~/.cache/paretune`."""
+    return Path(settings.teacher.cache_dir or Path.home() / ".cache" / "paretune")
+
+
 @dataclass(frozen=True)
 class Run:
     """One trial under way: its model and what each of its training phases shares."""
@@ -35,10 +41,12 @@ class Run:
     report: Callable[[dict], None] | None
 
 
-def teacher(arch: Mapping, name: str, data: Dataset, settings: TrialSettings, device):
-    """The distillation teacher of a student `arch` built by `name`: `settings.teacher.arch`
-    (by default `DEFAULT_CHAIN` for a chain, else the student's) at `width`, trained once and
-    cached by what it is."""
+def teacher_plan(arch: Mapping, name: str, data: Dataset, settings: TrialSettings):
+    """`(key, build, fit, layer)` of the distillation teacher of a student `arch` built by
+    `name`: `settings.teacher.arch` (by default `DEFAULT_CHAIN` for a chain, else the
+    student's) at `width`; `key` describes all that determines it (`cached_teacher`'s),
+    `build(device)` makes it untrained, `fit(model)` trains it on `data` (on its device), and
+    `layer` is where it is distilled from."""
     arch = settings.teacher.arch or (DEFAULT_CHAIN if name == "chain" else arch)
     teacher_name = infer_model(arch)
     options = {**settings.model_options, "width_mult": settings.teacher.width}
@@ -49,17 +57,24 @@ def teacher(arch: Mapping, name: str, data: Dataset, settings: TrialSettings, de
         "data": [data.name, list(data.in_shape), len(data.x_train)],
         "train": repr(fit_settings),
     }
-    cache = Path(settings.teacher.cache_dir or Path.home() / ".cache" / "paretune")
 
-    def build():
+    def build(device):
         torch.manual_seed(settings.seed)
         shape = {"in_shape": data.in_shape, "num_classes": data.num_classes}
         return build_model(teacher_name, arch, **shape, options=options).to(device)
 
-    fitted = cached_teacher(
-        key, build, lambda m: train(m, data, fit_settings, precision=settings.precision), cache
-    )
-    fitted.layer = settings.teacher.distill_layer or FEATURE_LAYERS[teacher_name]
+    def fit(model):
+        train(model, data, fit_settings, precision=settings.precision)
+
+    return key, build, fit, settings.teacher.distill_layer or FEATURE_LAYERS[teacher_name]
+
+
+def teacher(arch: Mapping, name: str, data: Dataset, settings: TrialSettings, device):
+    """The teacher of `teacher_plan`, trained once and cached in `settings.teacher.cache_dir`
+    (`cache_folder`, `cached_teacher`) by what it is."""
+    key, build, fit, layer = teacher_plan(arch, name, data, settings)
+    fitted = cached_teacher(key, lambda: build(device), fit, cache_folder(settings))
+    fitted.layer = layer
     return fitted
 
 

@@ -15,7 +15,7 @@ from trainers.data import Dataset, load_dataset
 from trainers.device import on_trial_device
 from trainers.estimate import estimate_cost
 from trainers.models import build_model, model_name
-from trainers.outcome import final_result, judged, save_model
+from trainers.outcome import final_result, judged, noted, save_model
 from trainers.phases import Run, prune_phase, quantize_phase, teacher, train_phase
 from trainers.settings import DEFAULT_CHAIN as DEFAULT_CHAIN
 from trainers.settings import TrialSettings
@@ -52,7 +52,7 @@ def run_trial(
     if data is None:
         data = load_dataset(settings.data.dataset, settings.data.path)
     if "supernet" in config:  # a `search.darts` supernet: trains it, measures what it derives
-        result = run_supernet(config, report, settings=settings, data=data)
+        result = run_supernet(config, report, settings=settings, data=data, resume=resume)
         # the study records the trial under the architecture its final metrics measure
         result["trained_with"] = {**config, **result.pop("derived")}
         return result
@@ -68,8 +68,7 @@ def run_trial(
     if run.compress.get("quantize"):
         records.append(quantize_phase(run, steps))
     result = final_result(run.model, run.data, settings, records=records, started=started)
-    _save(run, config, records)
-    return result
+    return noted(result, _save(run, config, records))
 
 
 def _refused_before_training(config: Mapping, settings: TrialSettings, data: Dataset):
@@ -100,8 +99,8 @@ def _start(config: Mapping, report, settings: TrialSettings, data: Dataset) -> R
     return Run(model, name, data, settings, base, compress, tutor, report)
 
 
-def _save(run: Run, config: Mapping, records: list[dict]) -> None:
+def _save(run: Run, config: Mapping, records: list[dict]) -> str | None:
     arch = split_config(config)[0] or DEFAULT_CHAIN
-    save_model(
+    return save_model(
         run.model, config, run.settings, name=run.name, arch=arch, records=records, data=run.data
     )

@@ -6,12 +6,18 @@ import sys
 import time
 from pathlib import Path
 
+from ray.tune import Callback
+
 import search
+from cluster.raytune.trainable import MODEL
 from cluster.study import judge, warm
 from cluster.study.config import Study
 from cluster.study.resume import told_as
 from cluster.study.rows import make_row, unprefixed
 from cluster.study.store import StudyStore
+from spaces.util import write_atomic
+from trainers.export import model_file
+from trainers.outcome import noted
 
 
 class Progress:
@@ -54,6 +60,7 @@ class Recorder:
         self.asked: dict[str, dict] = {}  # the config each trial was asked with
         self.started: dict[str, float] = {}
         self.last: dict[str, dict] = {}  # each running trial's last epoch report
+        self.models: dict[str, object] = {}  # Tune's trial id -> its final report's checkpoint
         self.done, self.progress = done, progress
 
     @property
@@ -134,6 +141,7 @@ class Recorder:
         result.setdefault("step", last.get("step"))
         self._log_traceback(trial, result)
         ran = self._config(trial, result, config)
+        noted(result, self._file(self.models.pop(tune_id, None), ran))
         with self.store.locked() as searcher:
             self.writer.add(self._row(trial, result, status, ran), flush=True)
             if ran != searcher.pending.get(trial, ran):
@@ -143,6 +151,23 @@ class Recorder:
         self.asked.pop(trial, None)
         self.done += 1
         self.show()
+
+    def _file(self, checkpoint, config: dict) -> str | None:
+        """The trial's model from its final checkpoint to `STUDY/models` (`model_file` of the
+        config its row holds, as `paretune export` reads it); None, or why it was not filed."""
+        if checkpoint is None:
+            return None
+        try:
+            with checkpoint.as_directory() as folder:
+                source = Path(folder) / MODEL
+                if not source.exists():  # the trial kept none (its save failed: noted)
+                    return None
+                path = model_file(Path(self.study.dir) / "models", config)
+                path.parent.mkdir(parents=True, exist_ok=True)
+                write_atomic(path, source.read_bytes())
+        except Exception as error:  # the row keeps the trial's metrics
+            return f"model not filed: {type(error).__name__}: {error}"
+        return None
 
     def _log_traceback(self, trial: str, result: dict) -> None:
         """A failed trial's full traceback goes to `STUDY/logs/trial-<id>.txt`; its row keeps
@@ -158,3 +183,15 @@ class Recorder:
     def show(self, *, force: bool = False) -> None:
         running = len(self.ids)
         self.progress.show(self.searcher, done=self.done, running=running, force=force)
+
+
+class Models(Callback):
+    """Gives the recorder each trial's final checkpoint (its model) as Tune persists it, on the
+    driver, before the trial's end reaches `Recorder.complete`."""
+
+    def __init__(self, recorder: Recorder):
+        self.recorder = recorder
+
+    def on_checkpoint(self, iteration, trials, trial, checkpoint, **info) -> None:
+        if (trial.last_result or {}).get("final"):
+            self.recorder.models[trial.trial_id] = checkpoint

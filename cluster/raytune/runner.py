@@ -19,8 +19,9 @@ import pyarrow as pa
 from cluster.raytune.adapter import tune_searcher
 from cluster.raytune.nodes import connect, preflight
 from cluster.raytune.own import OwnSettings, own_trainable
-from cluster.raytune.recorder import Progress, Recorder
+from cluster.raytune.recorder import Models, Progress, Recorder
 from cluster.raytune.schedulers import check_scheduler, make_scheduler, population
+from cluster.raytune.teachers import shipped
 from cluster.raytune.trainable import bound, member_trainable, trainable
 from cluster.study import results, storage
 from cluster.study.config import Study
@@ -110,12 +111,14 @@ def _fit(study, store, *, done, left, options, function, data):
     tune_config |= {"reuse_actors": True, "max_concurrent_trials": study.parallel}
     if study.scheduler == "pbt":
         members, callback = population(recorder, left)
-        callbacks, space = [callback], {"member": tune.grid_search(members)}
+        callbacks, space = [callback, Models(recorder)], {"member": tune.grid_search(members)}
         function = member_trainable if function is trainable else function
     else:
         tune_config |= {"search_alg": tune_searcher(recorder), "num_samples": left}
-        callbacks, space = [], None
-    parameters = {"settings": settings} | ({"data": data} if data is not None else {})
+        callbacks, space = [Models(recorder)], None
+    parameters = {"settings": settings}
+    if data is not None:  # the built-in trainer: the data and the teacher by reference
+        parameters |= {"data": data, "teachers": shipped(study, settings, data)}
     tuner = tune.Tuner(
         tune.with_resources(tune.with_parameters(function, **parameters), resources),
         param_space=space,

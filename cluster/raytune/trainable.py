@@ -4,41 +4,86 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shutil
 import tempfile
 import traceback
 from collections.abc import Callable
 from pathlib import Path
 
+MODEL = "model.npz"  # a final report's checkpoint: the trial's model (`trainers.store`)
+SNAPSHOT = "snapshot.pt"  # an epoch's: the state it continues from
 
-def trainable(config: dict, settings, data=None) -> None:
-    """The Ray Tune function: `run_and_report` with each report sent to `tune.report` (a
-    snapshot as the report's checkpoint), restored from the trial's checkpoint if it has one
-    (population-based training restarts a trial from another's snapshot). `data`: the
-    study's dataset, loaded once by the driver and passed through Ray's object store
-    (`tune.with_parameters`), so no trial opens `data_path`."""
+
+def trainable(config: dict, settings, data=None, teachers=None) -> None:
+    """The Ray Tune function: `run_and_report` with each report sent to `tune.report`, restored
+    from the trial's checkpoint if it has one (population-based training restarts a trial from
+    another's snapshot; Tune retries a trial whose worker was lost from its own). A trial
+    writes nothing under the study: a snapshot (PBT, every supernet epoch) travels as its
+    report's checkpoint, the final model as the final report's (`MODEL`, filed by the driver:
+    `cluster.raytune.recorder`). `data`: the study's dataset and `teachers` (`{file name:
+    bytes}`, `cluster.raytune.teachers`): from the driver through Ray's object store
+    (`tune.with_parameters`), so no trial opens `data_path` or trains a shared teacher."""
     import ray
     import torch
     from ray import tune
 
     node = ray.get_runtime_context().get_node_id()
+    with tempfile.TemporaryDirectory(prefix="paretune-trial-") as own:
+        models, last = Path(own) / "models", Path(own) / SNAPSHOT
 
-    def send(metrics: dict, snapshot: dict | None) -> None:
-        metrics = {**metrics, "node": node}
-        if snapshot is None:
-            tune.report(metrics)
-            return
-        with tempfile.TemporaryDirectory() as folder:
-            torch.save(snapshot, Path(folder) / "snapshot.pt")
-            tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))
+        def send(metrics: dict, snapshot: dict | None) -> None:
+            metrics = {**metrics, "node": node}
+            if snapshot is not None:
+                torch.save(snapshot, last)
+            files = [last] if snapshot is not None else []
+            if metrics.get("final"):  # the model, and the last snapshot (PBT may clone it)
+                files = [*sorted(models.glob("*.npz"))[:1], *([last] if last.exists() else [])]
+            if not files:
+                tune.report(metrics)
+                return
+            with tempfile.TemporaryDirectory() as folder:
+                for file in files:
+                    name = MODEL if file.suffix == ".npz" else SNAPSHOT
+                    shutil.copyfile(file, Path(folder) / name)
+                tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))
 
-    checkpoint, resume = tune.get_checkpoint(), None
-    if checkpoint is not None:
-        with checkpoint.as_directory() as folder:
-            resume = torch.load(Path(folder) / "snapshot.pt", weights_only=True)
-    share = tune.get_context().get_trial_resources().required_resources.get("GPU", 0.0)
-    gpus = tuple(str(i) for i in ray.get_gpu_ids())  # the trial's device: trainers.device
-    settings = dataclasses.replace(settings, gpu_share=share, gpu_ids=gpus)
-    run_and_report(config, settings, send=send, resume=resume, data=data)
+        resume = _resumed(tune.get_checkpoint())
+        share = tune.get_context().get_trial_resources().required_resources.get("GPU", 0.0)
+        gpus = tuple(str(i) for i in ray.get_gpu_ids())  # the trial's device: trainers.device
+        settings = dataclasses.replace(
+            settings,
+            gpu_share=share,
+            gpu_ids=gpus,
+            save_dir=str(models),  # sent with the final report
+            snapshots=settings.snapshots or "supernet" in config,
+            teacher=dataclasses.replace(settings.teacher, cache_dir=None),  # this node's own
+        )
+        _place(teachers or {})
+        run_and_report(config, settings, send=send, resume=resume, data=data)
+
+
+def _resumed(checkpoint) -> dict | None:
+    """The snapshot a Tune checkpoint holds (None: no checkpoint, or one without a snapshot)."""
+    import torch
+
+    if checkpoint is None:
+        return None
+    with checkpoint.as_directory() as folder:
+        path = Path(folder) / SNAPSHOT
+        return torch.load(path, weights_only=True) if path.exists() else None
+
+
+def _place(teachers: dict) -> None:
+    """The driver's teachers into this node's own teacher cache (`trainers.phases`)."""
+    from spaces.util import write_atomic
+    from trainers.phases import cache_folder
+    from trainers.settings import TrialSettings
+
+    folder = cache_folder(TrialSettings())
+    for name, blob in teachers.items():
+        if not (folder / name).exists():
+            folder.mkdir(parents=True, exist_ok=True)
+            write_atomic(folder / name, blob)
 
 
 def run_and_report(
@@ -102,9 +147,9 @@ def bound(study):
     return type(settings).from_flat({**settings.to_flat(), "latency_source": source})
 
 
-def member_trainable(config: dict, settings, data=None) -> None:
+def member_trainable(config: dict, settings, data=None, teachers=None) -> None:
     """`trainable` for a population member: its config sits under `member`."""
-    trainable(config["member"]["config"], settings, data)
+    trainable(config["member"]["config"], settings, data, teachers)
 
 
 def short_error(error: BaseException) -> str:

@@ -3,8 +3,10 @@
 The weights train on one half of the training split, the architecture parameters on the other
 (first-order DARTS: one step of each per batch); the architecture loss adds the hardware term
 of `cost_term`. After every epoch a report (`phase` `supernet`, `train_loss`, `val_acc` of the
-supernet, `expected_cost`) and a checkpoint in the trial's cache folder, keyed by the config:
-the same supernet asked again (the study resumed after a kill) continues from its last epoch.
+supernet, `expected_cost`) and a checkpoint: with `settings.snapshots` (a study on Ray) as the
+report's `snapshot` (a Tune checkpoint; `resume` continues from one, on any node), else in the
+trial's cache folder, keyed by the config: the same supernet asked again (the study resumed after
+a kill) continues from its last epoch.
 The final result measures the derived network as an ordinary trial measures its model, with the
 weights it inherits from the supernet (batch norms re-estimated), untrained further; its
 `records` hold the architecture weights, their probabilities, the derived config, the cost
@@ -28,7 +30,8 @@ import torch
 
 from spaces import Space
 from trainers.models import build_model
-from trainers.outcome import final_result, save_model
+from trainers.outcome import final_result, noted, save_model
+from trainers.phases import cache_folder
 from trainers.supernet import build_supernet, chain_widths, discrete_state
 from trainers.supernet.cost import (
     checker,
@@ -54,8 +57,7 @@ def _checkpoint_path(config: Mapping, settings, data) -> Path:
         sort_keys=True,
         default=str,
     )
-    folder = Path(settings.teacher.cache_dir or Path.home() / ".cache" / "paretune")
-    return folder / f"supernet-{hashlib.sha256(key.encode()).hexdigest()[:16]}.pt"
+    return cache_folder(settings) / f"supernet-{hashlib.sha256(key.encode()).hexdigest()[:16]}.pt"
 
 
 def _save(path: Path, state: dict) -> None:
@@ -63,6 +65,11 @@ def _save(path: Path, state: dict) -> None:
     temporary = path.with_suffix(f".tmp{os.getpid()}")
     torch.save(state, temporary)
     os.replace(temporary, path)
+
+
+def _load(path: Path) -> dict | None:
+    # tensors and plain data only: a checkpoint never runs code when it loads
+    return torch.load(path, weights_only=True) if path.exists() else None
 
 
 @torch.no_grad()
@@ -79,11 +86,17 @@ def _recalibrate(model, x: torch.Tensor, *, batch_size: int = 256) -> None:
 
 
 def run_supernet(
-    config: Mapping, report: Callable[[dict], None] | None = None, *, settings, data
+    config: Mapping,
+    report: Callable[[dict], None] | None = None,
+    *,
+    settings,
+    data,
+    resume: dict | None = None,
 ) -> dict:
     """Train the supernet of `config[SUPERNET]` (see `SupernetSpec`); returns the final metrics
-    of the derived network (as `run_trial`), with `derived`: the full config it reports under
-    (the architecture's keys with `prefix`, and `rest`). `data`: the dataset."""
+        of the derived network (as `run_trial`), with `derived`: the full config it reports under
+        (the architecture's keys with `prefix`, and `rest`). `data`: the dataset; `resume`: a
+    snapshot of an earlier epoch (with `settings.snapshots`)."""
     started = time.perf_counter()
     spec = SupernetSpec.of(config[SUPERNET])
     arch = Space.from_dict(spec.arch)
@@ -92,9 +105,8 @@ def run_supernet(
     torch.manual_seed(spec.seed)
     widths = chain_widths(arch, pick=spec.chain_width) if spec.kind == "chain" else None
     net = build_supernet(spec.kind, arch, mode=spec.variant, widths=widths, **built)
-    path = _checkpoint_path(config, settings, data)
-    # tensors and plain data only: a checkpoint never runs code when it loads
-    saved = torch.load(path, weights_only=True) if path.exists() else None
+    path = None if settings.snapshots else _checkpoint_path(config, settings, data)
+    saved = resume if path is None else _load(path)
     table = saved["table"] if saved else None
     measure = measurer(spec.cost_metric, spec.kind, cost=settings.cost, **built)
     if table is None and spec.cost_weight > 0:
@@ -102,7 +114,10 @@ def run_supernet(
     loop = Loop(net, spec, data, table, saved)
     for epoch in range(loop.start, spec.epochs):
         row = loop.epoch(epoch)
-        _save(path, loop.state(epoch + 1))
+        if path is None:  # the report carries it (a Tune checkpoint)
+            row = {**row, "snapshot": loop.state(epoch + 1)}
+        else:
+            _save(path, loop.state(epoch + 1))
         if report is not None:
             report(row)
     derived = saved.get("derived") if saved else None
@@ -111,7 +126,8 @@ def run_supernet(
         shape = {k: built[k] for k in ("num_classes", "options")}
         check = checker(spec.kind, example=calibration, cost=settings.cost, **shape)
         derived = _derive(net, spec, table, check)
-        _save(path, {**loop.state(spec.epochs), "derived": derived})
+        if path is not None:
+            _save(path, {**loop.state(spec.epochs), "derived": derived})
     labels, checks = derived
     derived_arch = net.config_of(labels)
     model = build_model(spec.kind, derived_arch, **built)
@@ -121,10 +137,10 @@ def run_supernet(
     derived = {spec.prefix + k: v for k, v in derived_arch.items()} | dict(spec.rest)
     costs = checks[-1].get("costs") if checks else None  # the row reports what was checked
     result = final_result(model, data, settings, records=records, started=started, costs=costs)
-    save_model(
+    note = save_model(
         model, derived, settings, name=spec.kind, arch=derived_arch, records=records, data=data
     )
-    return {**result, "derived": derived}
+    return {**noted(result, note), "derived": derived}
 
 
 def _derive(net, spec: SupernetSpec, table, check: Callable[[Mapping], dict]):
