@@ -12,7 +12,7 @@ from ray import cluster_utils
 
 from cluster.cli.export import export_trial
 from cluster.study import results
-from tests.cluster.test_cluster_data import _write
+from tests.cluster.test_cluster_data import ROOT, _write
 from tests.cluster.test_darts import STUDY as DARTS
 
 pytestmark = pytest.mark.xdist_group("drivers")
@@ -51,7 +51,7 @@ def drive(study_file: str, address: str) -> None:
 
     study = read(study_file)
     env = {"worker_process_setup_hook": forbid_writing}
-    env["env_vars"] = {GUARDED: os.path.realpath(study.dir)}
+    env["env_vars"] = {GUARDED: os.path.realpath(study.dir), "PYTHONPATH": str(ROOT)}
     ray.init(address=address, runtime_env=env, include_dashboard=False, log_to_driver=False)
     runner.run(study, address=address)
     probe = ray.get(ray.remote(num_cpus=1)(_mkdir).remote(study.dir))  # the hook is live
