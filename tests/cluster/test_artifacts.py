@@ -4,7 +4,6 @@ and supernet checkpoints travel through Tune and Ray's object store, and the dri
 
 import json
 import os
-import subprocess
 import sys
 
 import pytest
@@ -12,7 +11,7 @@ from ray import cluster_utils
 
 from cluster.cli.export import export_trial
 from cluster.study import results
-from tests.cluster.test_cluster_data import ROOT, _write
+from tests.cluster.test_cluster_data import ROOT, _write, run_driver
 from tests.cluster.test_darts import STUDY as DARTS
 
 pytestmark = pytest.mark.xdist_group("drivers")
@@ -79,13 +78,7 @@ def cluster(tmp_path_factory):
 
 
 def _run(study_file, address) -> dict:
-    code = f"from tests.cluster.test_artifacts import drive; drive({str(study_file)!r}, "
-    code += f"{address!r})"
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    out = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, timeout=300, env=env
-    )
-    assert out.returncode == 0, out.stderr[-3000:]
+    out = run_driver("tests.cluster.test_artifacts", study_file, address)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 

@@ -62,6 +62,18 @@ def drive(study_file: str, address: str) -> None:
     print(json.dumps({"cpus": nodes, "open": hook}))
 
 
+def run_driver(module: str, study_file, address: str) -> subprocess.CompletedProcess:
+    """`module.drive(study_file, address)` in a process of its own (a driver joins a cluster
+    once per process); asserts it exited 0."""
+    code = f"from {module} import drive; drive({str(study_file)!r}, {address!r})"
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=300, env=env
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    return out
+
+
 def _open(path: str) -> str:
     try:
         open(path).close()
@@ -91,13 +103,7 @@ def test_trials_get_the_data_by_reference_on_a_node_without_it(tmp_path):
         cluster.add_node(num_cpus=2, env_vars={"HOME": str(tmp_path / "home")})
         cluster.wait_for_nodes()
         study_file, data = _write(tmp_path)
-        code = f"from tests.cluster.test_cluster_data import drive; drive({str(study_file)!r}, "
-        code += f"{cluster.address!r})"
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-        out = subprocess.run(
-            [sys.executable, "-c", code], capture_output=True, text=True, timeout=300, env=env
-        )
-        assert out.returncode == 0, out.stderr[-3000:]
+        out = run_driver("tests.cluster.test_cluster_data", study_file, cluster.address)
         assert not data.exists()  # deleted by the driver before any trial started
         table = results.load(tmp_path / "study")
         assert table["status"].to_pylist() == ["completed"] * 2, table["error"].to_pylist()

@@ -2,10 +2,8 @@
 the token traded for an HttpOnly cookie, and no token off loopback without TLS."""
 
 import json
-import shutil
 import socket
 import ssl
-import subprocess
 import time
 import urllib.error
 import urllib.request
@@ -14,22 +12,14 @@ import pytest
 
 from cluster.dashboard import server as board
 from cluster.dashboard import transport
+from tests.cluster.certs import self_signed
 from tests.cluster.test_dashboard import study_dir  # noqa: F401 (a fixture)
 
 
 @pytest.fixture(scope="module")
 def cert(tmp_path_factory):
     """A self-signed certificate for localhost and 127.0.0.1: (cert_file, key_file)."""
-    folder = tmp_path_factory.mktemp("tls")
-    if not shutil.which("openssl"):
-        pytest.skip("openssl is needed to make a test certificate")
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-         "-keyout", folder / "key.pem", "-out", folder / "cert.pem", "-subj", "/CN=localhost",
-         "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"],
-        check=True, capture_output=True,
-    )  # fmt: skip
-    return str(folder / "cert.pem"), str(folder / "key.pem")
+    return self_signed(tmp_path_factory.mktemp("tls"))
 
 
 def _request(url, *, method="GET", headers=None, context=None, timeout=10.0):

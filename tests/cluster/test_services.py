@@ -20,6 +20,7 @@ from cluster.remote import wire as rpc
 from cluster.study import results
 from cluster.study.config import Study
 from cluster.study.resume import prepare_dir
+from tests.cluster.certs import self_signed
 from tests.cluster.drivers import status_of
 from trainers.settings import LATENCY_REPEATS
 
@@ -375,16 +376,7 @@ def test_mutated_headers_get_clear_statuses(handlers, method, changes, dropped, 
 
 
 def test_tls(tmp_path, onnx_model):
-    import shutil
-
-    if not shutil.which("openssl"):
-        pytest.skip("openssl is needed to make a test certificate")
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-         "-keyout", tmp_path / "key.pem", "-out", tmp_path / "cert.pem", "-subj", "/CN=localhost",
-         "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"],
-        check=True, capture_output=True,
-    )  # fmt: skip
+    self_signed(tmp_path)
     (tmp_path / "token").write_text("tls-token")
     security = rpc.Security.from_files(
         tmp_path / "token", tmp_path / "cert.pem", tmp_path / "key.pem"

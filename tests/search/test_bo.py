@@ -235,6 +235,15 @@ def test_past_max_fit_the_gps_see_a_bounded_subset_near_the_incumbents(monkeypat
         search.create("bo", space, metric="f", max_fit=2)
 
 
+def _bounded_line(**options):
+    """`bo` on x in [0, 1] with `latency_ms` bounded at 0.5, two initial points."""
+    space = Space({"x": Float(0.0, 1.0)})
+    bound = {"latency_ms": 0.5}
+    return search.create(
+        "bo", space, metric="acc", mode="max", seed=0, constraints=bound, n_initial=2, **options
+    )
+
+
 @pytest.mark.parametrize("observed", [(0.1, 0.2, 0.3, 0.9), (0.0, 0.25, 0.75, 1.0)])
 def test_constrained_ucb_peaks_inside_the_bound_whatever_the_objectives_scale(observed):
     # the objective rises with x, the latency too, past its bound of 0.5 at x = 0.5: UCB in
@@ -242,16 +251,7 @@ def test_constrained_ucb_peaks_inside_the_bound_whatever_the_objectives_scale(ob
     # 100 or 1000 while it stayed inside at scale 1
     proposals = []
     for scale in (1, 100, 1000):
-        searcher = search.create(
-            "bo",
-            Space({"x": Float(0.0, 1.0)}),
-            metric="acc",
-            mode="max",
-            seed=0,
-            constraints={"latency_ms": 0.5},
-            acquisition="ucb",
-            n_initial=2,
-        )
+        searcher = _bounded_line(acquisition="ucb")
         for x in observed:
             searcher.add({"x": x}, {"acc": scale * x, "latency_ms": x})
         proposals.append(searcher.ask().config["x"])
@@ -271,15 +271,7 @@ def test_local_search_starts_from_feasible_incumbents_not_the_best_violators(mon
 
     real = bo.neighbours
     monkeypatch.setattr(bo, "neighbours", spy)
-    searcher = search.create(
-        "bo",
-        Space({"x": Float(0.0, 1.0)}),
-        metric="acc",
-        mode="max",
-        seed=0,
-        constraints={"latency_ms": 0.5},
-        n_initial=2,
-    )
+    searcher = _bounded_line()
     told = [0.05, 0.15, 0.3, 0.45, 0.7, 0.8, 0.9]
     for x in told:
         searcher.add({"x": x}, {"acc": x, "latency_ms": x})
