@@ -66,21 +66,22 @@ def test_a_study_runs_its_own_trainable_under_asha_with_a_conditional(local_ray,
     study = _study(tmp_path, "own_asha")
     table = runner.run(study)
     rows = table.to_pylist()
-    assert len(rows) == 8 and {r["status"] for r in rows} == {"completed", "stopped"}
+    statuses = {r["status"] for r in rows}  # infeasible: ran to the end over the cost bound
+    assert len(rows) == 8 and {"completed", "stopped"} <= statuses
+    assert statuses <= {"completed", "stopped", "infeasible"}
     assert min(r["step"] for r in rows if r["status"] == "stopped") < 4  # stopped at a rung
     for row in rows:
-        assert row["step"] == 4 if row["status"] == "completed" else row["step"] <= 4
+        assert row["step"] == 4 if row["status"] != "stopped" else row["step"] <= 4
         assert (row["config.momentum"] is None) == (row["config.opt"] == "adam")
         assert row["config.steps"] == 4 and 1e-3 <= row["config.lr"] <= 0.1
     every = results.load(study.dir, every_step=True)
     assert "loss" in every.column_names and every["loss"].null_count < every.num_rows
     state = json.loads((tmp_path / "study" / "searcher.json").read_text())
     told = {o["id"]: o for o in state["observations"]}
-    for row in rows:
-        record = told[row["trial"]]
-        over = row["status"] == "completed" and row["cost"] > 7.0
-        expected = "infeasible" if over else row["status"]
-        assert record["status"] == expected, (row, record)
+    for row in rows:  # the row and the searcher judge alike (cluster.study.judge)
+        assert told[row["trial"]]["status"] == row["status"], (row, told[row["trial"]])
+        if row["status"] != "stopped":
+            assert (row["status"] == "infeasible") == (row["cost"] > 7.0), row
     assert json.loads((tmp_path / "study" / "study.json").read_text())["space"] == SPACE
 
 
