@@ -4,11 +4,12 @@ study in a local folder: seconds per trial, and the resume of a finished 1,000-t
     python -W ignore -m benchmarks.study_uri [--trials 200] [--resume-trials 1000]
 
 Per-trial time: the wall time of a `--trials` study of trivial trials (a study's own trainable
-that reports at once, `benchmarks.scale:trivial`), on the same Ray (2 CPUs), after a warm-up,
-divided by its trials; the URI's over the folder's is the overhead of mirroring (target: at most
-1.2x). Resume: a finished `--resume-trials` study (its files written as a run writes them: the
-searcher's snapshot and journal, compacted Parquet parts) resumed with nothing left to run, from
-the URI (staged from it, pushed back) and from a folder. Run it alone on the machine: it times.
+that reports at once, `benchmarks.scale:trivial`, after `--trial-seconds` of sleep), on the same
+Ray (2 CPUs), after a warm-up, divided by its trials; the URI's over the folder's is the
+overhead of mirroring (target: at most 1.2x). Resume: a finished `--resume-trials` study (its
+files written as a run writes them: the searcher's snapshot and journal, compacted Parquet
+parts) resumed with nothing left to run, from the URI (staged from it, pushed back) and from a
+folder. Run it alone on the machine: it times.
 """
 
 from __future__ import annotations
@@ -54,12 +55,26 @@ def moto_server() -> tuple[subprocess.Popen, str]:
             time.sleep(0.2)
 
 
+SLEEP = "PARETUNE_BENCH_TRIAL_S"  # how long `sleepy` trials take (set before Ray starts)
+
+
+def sleepy(config, report):
+    """A trial of a fixed length (`SLEEP` seconds), then `benchmarks.scale:trivial`'s report."""
+    from benchmarks.scale import trivial
+
+    time.sleep(float(os.environ.get(SLEEP, "0")))
+    trivial(config, report)
+
+
 def timed_run(where: str, trials: int) -> float:
     """Seconds per trial of a `trials`-trial study living in `where`."""
+    import dataclasses
+
     from benchmarks.scale import study_of
     from cluster.raytune import runner
 
     study = study_of("random", trials, where)  # type: ignore[arg-type]
+    study = dataclasses.replace(study, trainable="benchmarks.study_uri:sleepy")
     start = time.perf_counter()
     table = runner.run(study)
     assert table.num_rows == trials, table.num_rows
@@ -116,12 +131,14 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trials", type=int, default=200)
     parser.add_argument("--resume-trials", type=int, default=1000)
+    parser.add_argument("--trial-seconds", type=float, default=0.0, help="each trial's length")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "out" / "study_uri.json")
     args = parser.parse_args(argv)
     import ray
 
     from cluster.study import storage
 
+    os.environ[SLEEP] = str(args.trial_seconds)  # before Ray: its workers inherit it
     server, options = moto_server()
     ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
@@ -140,7 +157,8 @@ def main(argv=None):
     finally:
         ray.shutdown()
         server.terminate()
-    result = {"trials": args.trials, "resume_trials": args.resume_trials, **row}
+    result = {"trials": args.trials, "trial_seconds": args.trial_seconds, **row}
+    result["resume_trials"] = args.resume_trials
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1))
     print(json.dumps({k: round(v, 4) for k, v in result.items()}))
