@@ -16,6 +16,11 @@ from tests.cluster.test_darts import STUDY as DARTS
 
 pytestmark = pytest.mark.xdist_group("drivers")
 
+# Enough epochs that the node is removed well before the trial ends: it goes once a report of
+# epoch 2 or later reaches the rows (the driver flushes them every 2 s), so Tune holds epoch 1's
+# checkpoint by then (it takes a report's checkpoint before the next report)
+EPOCHS = {"supernet": 60, "pbt": 400}  # some 0.15 s and 0.02 s each
+
 
 def test_a_retried_trials_earlier_rows_are_marked_failed_not_left_running(tmp_path):
     import search
@@ -119,18 +124,38 @@ def _attempts(rows: list[dict], trial: str) -> tuple[list[dict], list[dict], dic
 def test_a_supernet_trial_continues_from_its_checkpoint_on_another_node(two_workers, tmp_path):
     cluster, workers = two_workers
     text = DARTS.format(dir=tmp_path / "study").replace("trials: 3", "trials: 1")
-    text = text.replace("epochs: 1, samples: 64", "epochs: 4, samples: 256")
+    text = text.replace("epochs: 1, samples: 64", f"epochs: {EPOCHS['supernet']}, samples: 256")
     (tmp_path / "study.yaml").write_text(text)
     folder = tmp_path / "study"
     node = _removed_mid_trial(
-        cluster, workers, tmp_path / "study.yaml", folder, reported=lambda r: r["epoch"] == 1
+        cluster, workers, tmp_path / "study.yaml", folder, reported=lambda r: (r["epoch"] or 0) >= 2
     )
     rows = results.load(folder, every_step=True).to_pylist()
     before, after, final = _attempts(rows, "0")
-    assert {r["node"] for r in before} == {node} and before[0]["epoch"] == 1
+    assert {r["node"] for r in before} == {node} and before[0]["epoch"] == 1 < before[-1]["epoch"]
     assert {r["node"] for r in after} | {final["node"]} == {w.node_id for w in workers} - {node}
     resumed = [r["epoch"] for r in after if r["epoch"] is not None]
-    assert resumed and resumed[0] == before[-1]["epoch"] + 1 > 1, resumed  # not from epoch 1
-    assert resumed == list(range(resumed[0], 5))
+    # from the last checkpoint Tune took: the last report's, or one before (taken as it came)
+    assert resumed and 1 < resumed[0] in (before[-1]["epoch"], before[-1]["epoch"] + 1), resumed
+    assert resumed == list(range(resumed[0], EPOCHS["supernet"] + 1))
     assert final["status"] in ("completed", "infeasible") and final["error"] is None, final
     assert results.load(folder)["status"].to_pylist() == [final["status"]]
+
+
+def test_a_population_member_continues_from_its_snapshot_on_another_node(two_workers, tmp_path):
+    cluster, workers = two_workers
+    pbt = {"scheduler": "pbt", "train": {"lr": [1e-3, 3e-2]}, "trials": 1, "parallel": 1}
+    trial = {"epochs": EPOCHS["pbt"], "latency_repeats": 2}
+    study_file, _ = _write(tmp_path, trial=trial, **pbt)
+    folder = tmp_path / "study"
+    node = _removed_mid_trial(
+        cluster, workers, study_file, folder, reported=lambda r: (r["step"] or 0) >= 2
+    )
+    rows = results.load(folder, every_step=True).to_pylist()
+    before, after, final = _attempts(rows, "0")
+    assert {r["node"] for r in before} == {node} and before[0]["step"] == 1 < before[-1]["step"]
+    assert {r["node"] for r in after} | {final["node"]} == {w.node_id for w in workers} - {node}
+    resumed = [r["step"] for r in after]
+    assert resumed and 1 < resumed[0] in (before[-1]["step"], before[-1]["step"] + 1), resumed
+    assert resumed == list(range(resumed[0], EPOCHS["pbt"] + 1))
+    assert (final["status"], final["error"]) == ("completed", None), final
