@@ -19,7 +19,7 @@ pytestmark = pytest.mark.xdist_group("drivers")
 # Enough epochs that the node is removed well before the trial ends: it goes once a report of
 # epoch 2 or later reaches the rows (the driver flushes them every 2 s), so Tune holds epoch 1's
 # checkpoint by then (it takes a report's checkpoint before the next report)
-EPOCHS = {"supernet": 60, "pbt": 400}  # some 0.15 s and 0.02 s each
+EPOCHS = {"supernet": 100, "pbt": 400}  # some 0.1 s and 0.02 s each here
 
 
 def test_a_retried_trials_earlier_rows_are_marked_failed_not_left_running(tmp_path):
