@@ -125,7 +125,7 @@ class Recorder:
         report is written again as `failed`, not `final`, its error `retried: <why>`, so no
         reader takes it for `running`; the retry's reports, and its final row, follow."""
         trial = self.ids.get(tune_id)
-        last = self.last.pop(trial, None)
+        last = self.last.get(trial)  # kept: a retry a scheduler stops before it reports ends on it
         if last is not None:
             row = {**last, "final": False, "error": f"retried: {why}"}
             ran = self._config(trial, row, None)
