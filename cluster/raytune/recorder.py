@@ -120,6 +120,17 @@ class Recorder:
             self.writer.add(self._row(trial, result, "running", ran))
         self.show()
 
+    def retried(self, tune_id: str, *, why: str) -> None:
+        """Tune runs the trial again (its worker failed, `why`): the failed attempt's last
+        report is written again as `failed`, not `final`, its error `retried: <why>`, so no
+        reader takes it for `running`; the retry's reports, and its final row, follow."""
+        trial = self.ids.get(tune_id)
+        last = self.last.get(trial)  # kept: a retry a scheduler stops before it reports ends on it
+        if last is not None:
+            row = {**last, "final": False, "error": f"retried: {why}"}
+            ran = self._config(trial, row, None)
+            self.writer.add(self._row(trial, row, "failed", ran), flush=True)
+
     def complete(self, tune_id: str, result: dict | None, *, error: bool, config=None) -> None:
         trial = self.ids.pop(tune_id, None)
         if trial is None:
@@ -185,9 +196,10 @@ class Recorder:
         self.progress.show(self.searcher, done=self.done, running=running, force=force)
 
 
-class Models(Callback):
-    """Gives the recorder each trial's final checkpoint (its model) as Tune persists it, on the
-    driver, before the trial's end reaches `Recorder.complete`."""
+class TrialEvents(Callback):
+    """What Tune tells no searcher, given to the recorder on the driver: each trial's final
+    checkpoint (its model) as Tune persists it, before the trial's end reaches
+    `Recorder.complete`, and each retry of a trial whose worker failed."""
 
     def __init__(self, recorder: Recorder):
         self.recorder = recorder
@@ -195,3 +207,7 @@ class Models(Callback):
     def on_checkpoint(self, iteration, trials, trial, checkpoint, **info) -> None:
         if (trial.last_result or {}).get("final"):
             self.recorder.models[trial.trial_id] = checkpoint
+
+    def on_trial_recover(self, iteration, trials, trial, **info) -> None:
+        why = f"its Ray worker failed (attempt {trial.num_failures} of {trial.max_failures + 1})"
+        self.recorder.retried(trial.trial_id, why=why)

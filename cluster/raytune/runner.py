@@ -19,7 +19,7 @@ import pyarrow as pa
 from cluster.raytune.adapter import tune_searcher
 from cluster.raytune.nodes import connect, preflight
 from cluster.raytune.own import OwnSettings, own_trainable
-from cluster.raytune.recorder import Models, Progress, Recorder
+from cluster.raytune.recorder import Progress, Recorder, TrialEvents
 from cluster.raytune.schedulers import check_scheduler, make_scheduler, population
 from cluster.raytune.teachers import shipped
 from cluster.raytune.trainable import bound, member_trainable, trainable
@@ -111,11 +111,11 @@ def _fit(study, store, *, done, left, options, function, data):
     tune_config |= {"reuse_actors": True, "max_concurrent_trials": study.parallel}
     if study.scheduler == "pbt":
         members, callback = population(recorder, left)
-        callbacks, space = [callback, Models(recorder)], {"member": tune.grid_search(members)}
+        callbacks, space = [callback, TrialEvents(recorder)], {"member": tune.grid_search(members)}
         function = member_trainable if function is trainable else function
     else:
         tune_config |= {"search_alg": tune_searcher(recorder), "num_samples": left}
-        callbacks, space = [Models(recorder)], None
+        callbacks, space = [TrialEvents(recorder)], None
     parameters = {"settings": settings}
     if data is not None:  # the built-in trainer: the data and the teacher by reference
         parameters |= {"data": data, "teachers": shipped(study, settings, data)}
