@@ -36,9 +36,14 @@ def write_study(where, **changes):
     return where / "study.yaml", where / "study"
 
 
+def cli_command(*args) -> list[str]:
+    """`paretune ARGS` as this interpreter runs it."""
+    return [sys.executable, "-m", "cluster.cli", *map(str, args)]
+
+
 def paretune(*args, **popen) -> subprocess.Popen:
     env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "PYTHONUNBUFFERED": "1"}
-    command = [sys.executable, "-m", "cluster.cli", *map(str, args)]
+    command = cli_command(*args)
     popen.setdefault("text", True)
     # Ctrl-C as in a terminal, also when the tests themselves run as a background job (whose
     # shell ignores SIGINT, which a child would inherit and Python would then leave ignored)
