@@ -24,6 +24,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import dataclasses
+import fcntl
 import logging
 import os
 import re
@@ -40,6 +41,7 @@ SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 TUNE = "ray"  # Tune's own files (`URI/ray`): written there by Tune, never mirrored
 SKIPPED = (TUNE, "cache")  # not copied for reading
 STATE_LAST = "results/"  # uploaded first; everything else after them
+STORE_LOCK = ".lock"  # `cluster.study.store.StudyStore.locked` holds it
 PASS_S = 0.1  # a pass starts this long after the write that wakes it
 _mirrors: dict[str, Mirror] = {}  # staged local folder -> its mirror
 
@@ -129,12 +131,13 @@ class Mirror:
 
     def push(self) -> None:
         with self._lock:
-            state = self._scan(results=False)
-            held = {}
-            for name, key in state.items():  # read before the results are listed
-                if self.pushed.get(name) != key:
-                    with contextlib.suppress(FileNotFoundError):
-                        held[name] = ((self.local / name).read_bytes(), key)
+            with self._store_locked():  # the searcher's files as one change left them
+                state = self._scan(results=False)
+                held = {}
+                for name, key in state.items():  # read before the results are listed
+                    if self.pushed.get(name) != key:
+                        with contextlib.suppress(FileNotFoundError):
+                            held[name] = ((self.local / name).read_bytes(), key)
             rows = self._scan(results=True)
             for name, key in rows.items():
                 if self.pushed.get(name) != key:
@@ -146,6 +149,19 @@ class Mirror:
                 with contextlib.suppress(FileNotFoundError):
                     self.fs.delete_file(f"{self.root}/{name}")
                 del self.pushed[name]
+
+    @contextlib.contextmanager
+    def _store_locked(self):
+        """The study store's `flock` (`cluster.study.store`), held while the state files are
+        read: an ask writes its claim (`runner-trials.txt`) and then its journal line under it,
+        and a pass that read the claims before that ask and the journal after it uploaded a trial
+        no runner had claimed (a resume then kept it pending for a client, a trial short)."""
+        with open(self.local / STORE_LOCK, "a+") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
 
     def _upload(self, name: str, data: bytes, key: tuple) -> None:
         with self.fs.open_output_stream(f"{self.root}/{name}") as stream:

@@ -114,7 +114,7 @@ class StudyStore:
                 finally:
                     self._depth -= 1
                 return
-            with open(self.folder / ".lock", "a+") as handle:
+            with open(self.folder / storage.STORE_LOCK, "a+") as handle:
                 fcntl.flock(handle, fcntl.LOCK_EX)
                 try:
                     changed_outside = journal.summary(self.searcher) != self._recording.after

@@ -143,3 +143,31 @@ def test_a_study_on_a_uri_never_becomes_a_local_folder(tmp_path, monkeypatch):
     with pytest.raises(ConfigError, match="URI"):
         prepare_dir(study, resume=False)
     assert not storage.is_uri(str(tmp_path)) and not list(tmp_path.iterdir())
+
+
+def test_a_pass_reads_the_searchers_files_as_one_change_left_them(bucket, tmp_path):
+    import threading
+
+    import search
+    from cluster.study.store import StudyStore
+    from search.testing import mixed_space
+
+    def searcher():
+        return search.create("random", mixed_space(), metric="score", seed=1)
+
+    uri = f"s3://studies/one-change?{bucket}"
+    store = StudyStore(tmp_path / "staged", searcher())
+    store.folder.mkdir()
+    mirror = storage.Mirror(uri, store.folder)
+    with store.locked() as asking:  # an ask as the runner makes it: its claim, then its journal
+        trial = asking.ask()
+        store.claim(trial.id)
+        passing = threading.Thread(target=mirror.push)
+        passing.start()
+        passing.join(0.5)
+        assert passing.is_alive()  # the pass waits for the change to end
+    passing.join()
+    storage.Mirror(uri, tmp_path / "copy").pull()
+    copy = StudyStore(tmp_path / "copy", searcher())
+    with copy.locked() as loaded:
+        assert trial.id in loaded.pending and copy.runner_trials() == {trial.id}
