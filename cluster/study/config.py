@@ -30,7 +30,7 @@ from trainers.settings import (
     TrialSettings,
 )
 
-SCHEDULERS = ("fifo", "asha", "hyperband", "median", "pbt")
+SCHEDULERS = ("fifo", "asha", "moasha", "hyperband", "median", "pbt")
 ARCHS = {"chain": spaces.chain, "nb201": spaces.nb201, "mlp": spaces.mlp}
 _TEXT = ("name", "dir", "arch", "searcher", "scheduler", "dataset", "latency", "deploy")
 _NULLABLE = (*checks.FILE_KEYS, "trainable")
@@ -68,7 +68,7 @@ class Study:
     seed: int = 0
     objectives: tuple[tuple[str, str], ...] = (("val_acc", "max"),)
     constraints: Mapping[str, float] = field(default_factory=dict)
-    scheduler: str = "asha"
+    scheduler: str = ""  # left out: moasha with several objectives, else asha (`__post_init__`)
     scheduler_options: Mapping = field(default_factory=dict)
     trials: int = 20
     parallel: int = 2
@@ -86,6 +86,11 @@ class Study:
     trainable_path: str | None = None  # imported from here first (default: the study file's folder)
     search_space: Mapping = field(default_factory=dict)  # a file's `space:`, with a trainable
     warm_start: tuple[str, ...] = ()  # earlier study folders seeding the searcher (study.warm)
+
+    def __post_init__(self):
+        if not self.scheduler:  # ranks on every objective: ASHA would rank on the first alone
+            default = "moasha" if len(self.objectives) > 1 else "asha"
+            object.__setattr__(self, "scheduler", default)
 
     @classmethod
     def from_dict(cls, raw: Mapping, *, here: bool = True) -> Study:

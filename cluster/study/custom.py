@@ -14,7 +14,7 @@ from spaces import Choice, Float, Int, Space
 from spaces.params import param_from_dict
 from spaces.util import did_you_mean
 
-SCHEDULED = ("asha", "hyperband")  # schedulers that need the most steps a trial reports
+SCHEDULED = ("asha", "moasha", "hyperband")  # schedulers that need the most steps a trial reports
 
 
 def parse_space(body: Mapping) -> Space:
@@ -153,7 +153,7 @@ def shipped(spec: str, folder: str | None) -> list[str]:
 def check(study) -> None:
     """What a study with a `trainable` must hold before Ray starts: the function importable
     and callable as `function(config, report)`, a `space:`, and a scheduler it can use
-    (`asha` and `hyperband` need `max_t`, the most steps a trial reports; `pbt` needs the
+    (`asha`, `moasha` and `hyperband` need `max_t`, the most steps a trial reports; `pbt` needs the
     built-in trainer's snapshots)."""
     if not isinstance(study.trainable, str):
         raise ConfigError(f"trainable: expected 'package.module:function', got {study.trainable!r}")
@@ -164,7 +164,7 @@ def check(study) -> None:
     if study.scheduler == "pbt":
         raise ConfigError(
             "scheduler pbt restarts trials from the built-in trainer's snapshots; with a "
-            "trainable use fifo, asha, hyperband or median"
+            "trainable use fifo, asha, moasha, hyperband or median"
         )
     max_t = study.scheduler_options.get("max_t")
     if study.scheduler in SCHEDULED and not (isinstance(max_t, int) and max_t >= 1):
