@@ -15,7 +15,7 @@ def test_default_study_is_valid_and_joint():
     keys = set(study.space().params)
     assert {"train.lr", "train.weight_decay", "compress.prune", "compress.quant_mode"} <= keys
     assert study.dataset == "mnist1d" and study.space()["compress.act_bits"].options == (8,)
-    assert any(k.startswith("arch.s2_") for k in keys) and study.scheduler == "asha"
+    assert any(k.startswith("arch.s2_") for k in keys) and study.scheduler == "moasha"
     measured = measured_default()
     assert measured.constraints["latency_ms"] > 0 and measured.constraints["size_bytes"] > 1000
 
