@@ -39,7 +39,7 @@ def test_grace_periods_intervals_and_max_t_count_epochs(tmp_path):
         assert getattr(scheduler, attribute) == default
 
 
-@pytest.mark.parametrize("name", ["hyperband", "median", "pbt"])
+@pytest.mark.parametrize("name", ["moasha", "hyperband", "median", "pbt"])
 def test_our_schedulers_are_module_level_classes(tmp_path, name):
     from cluster.raytune import schedulers
 
