@@ -26,7 +26,7 @@ from cluster.study.rows import config_of
 from tests.cluster.drivers import STUDY, cli_command
 from tests.cluster.test_cluster_data import ROOT
 from tests.cluster.test_study_uri import KEYS
-from tests.cluster.test_study_uri import bucket as s3_bucket  # noqa: F401 - its fixture `bucket`
+from tests.cluster.test_study_uri import bucket as s3_bucket  # noqa: F401 - the fixture s3_bucket
 from trainers.export import model_file
 
 pytestmark = pytest.mark.xdist_group("drivers")
@@ -128,11 +128,12 @@ def test_a_local_study_folder_a_node_does_not_see_is_refused(blind):
     assert not (folder / "study").exists()  # refused before the folder was made
 
 
-def test_a_study_on_s3_runs_on_a_node_without_the_drivers_folders(blind, bucket):
+def test_a_study_on_s3_runs_on_a_node_without_the_drivers_folders(blind, request):
     cluster, unseen = blind
+    options = request.getfixturevalue("s3_bucket")  # the moto server's
     folder = unseen / "s3"
     folder.mkdir()
-    uri = f"s3://studies/blind?{bucket}"
+    uri = f"s3://studies/blind?{options}"
     trial = {"epochs": 1, "latency_repeats": 2}
     study = {**STUDY, "dataset": "digits", "trials": 2, "dir": uri, "trial": trial}
     (folder / "study.yaml").write_text(yaml.safe_dump(study))
