@@ -4,7 +4,7 @@ starts: what cannot work is refused up front, with one line naming the fix."""
 from __future__ import annotations
 
 import contextlib
-import os
+import secrets
 import signal
 import tempfile
 from pathlib import Path
@@ -12,6 +12,7 @@ from pathlib import Path
 import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
+from cluster.study import storage
 from cluster.study.custom import shipped
 from cluster.study.errors import ConfigError
 
@@ -39,14 +40,18 @@ def connect(study, *, address: str | None, verbose: bool, cpus: int | None) -> N
 
 def preflight(study) -> None:
     """One task on every alive node (`NodeAffinitySchedulingStrategy`): the trainers, or the
-    study's trainable, import there, and the GPUs `gpus_per_trial` asks for exist (on some
-    node, seen by torch where Ray lists them); a study folder on the driver's disk only is
-    refused when trials write to it (saved models, PBT snapshots) and a node does not see
-    it. Raises `ConfigError`, naming the node and the fix."""
+    study's trainable (the copy that ships, `connect`), import there, and the GPUs
+    `gpus_per_trial` asks for exist (on some node, seen by torch where Ray lists them). Trials
+    of the built-in trainer write their checkpoints (models, PBT snapshots, supernet epochs) to
+    Tune's storage: a local study folder's `ray/` is refused when a node cannot read a file the
+    driver wrote beside it (a URI's is checked by Tune). Raises `ConfigError`, naming the node
+    and the fix."""
     nodes = [node for node in ray.nodes() if node["Alive"]]
     _check_gpus(study.gpus_per_trial, nodes)
-    shared = not study.trainable and "://" not in str(study.dir)  # trials write to it
-    with _marker(study.dir) if shared else contextlib.nullcontext() as marker:
+    # Tune's checkpoints (models, snapshots) go to its storage: trials write to a local one
+    local = not study.trainable and "storage_filesystem" not in storage.tune_storage(study.dir)
+    ships = bool(study.trainable and shipped(study.trainable, study.trainable_path))
+    with _marker(study.dir) if local else contextlib.nullcontext() as marker:
         checks = [
             _node_check.options(
                 scheduling_strategy=NodeAffinitySchedulingStrategy(node["NodeID"], soft=False)
@@ -54,6 +59,7 @@ def preflight(study) -> None:
                 study.trainable,
                 study.trainable_path,
                 marker,
+                shipped=ships,
                 gpus=study.gpus_per_trial > 0 and node["Resources"].get("GPU", 0) > 0,
             )
             for node in nodes
@@ -68,18 +74,22 @@ def preflight(study) -> None:
             raise ConfigError(f"{where}: {error}")
         if not sees:
             raise ConfigError(
-                f"{where} does not see the study folder {study.dir!r}, where trials save models "
-                "and PBT snapshots: set dir: s3://bucket/path (or a folder every node mounts)"
+                f"{where} does not see the study folder {study.dir!r}, where trials save their "
+                "models and snapshots: set dir: s3://bucket/path (or a folder every node mounts)"
             )
 
 
 @contextlib.contextmanager
 def _marker(folder: str):
-    """A file made for the nodes to look for, beside the study folder (or in it), then gone."""
+    """A file made for the nodes to read, beside the study folder (or in it), then gone: its
+    path and the token it holds."""
     anchor = Path(folder).expanduser().resolve()
     anchor = next(p for p in (anchor, *anchor.parents) if p.is_dir())
-    with tempfile.NamedTemporaryFile(dir=anchor, prefix=".paretune-node-check-") as marker:
-        yield marker.name
+    token = secrets.token_hex(16)
+    with tempfile.NamedTemporaryFile("w", dir=anchor, prefix=".paretune-node-check-") as marker:
+        marker.write(token)
+        marker.flush()
+        yield marker.name, token
 
 
 def _check_gpus(wanted: float, nodes: list[dict]) -> None:
@@ -92,15 +102,15 @@ def _check_gpus(wanted: float, nodes: list[dict]) -> None:
 
 
 @ray.remote(num_cpus=0)
-def _node_check(spec, folder, marker, *, gpus: bool) -> tuple[str | None, bool]:
+def _node_check(spec, folder, marker, *, shipped: bool, gpus: bool) -> tuple[str | None, bool]:
     """On one node: why a trial cannot run there (or None), and whether the driver's
-    `marker` file is visible there (no marker: nothing to see)."""
-    sees = marker is None or os.path.exists(marker)
+    `marker` (path, token) reads there as the driver wrote it (no marker: nothing to see)."""
+    sees = marker is None or _reads(*marker)
     try:
         if spec:
             from cluster.study.custom import load_trainable
 
-            load_trainable(spec, folder)
+            load_trainable(spec, folder, shipped=shipped)
         else:
             import trainers.trial  # noqa: F401
     except Exception as error:  # any failure to import is the answer
@@ -112,3 +122,12 @@ def _node_check(spec, folder, marker, *, gpus: bool) -> tuple[str | None, bool]:
         if torch.cuda.device_count() == 0:
             return "Ray lists GPUs but torch sees none: install a CUDA build of torch", sees
     return None, sees
+
+
+def _reads(path: str, token: str) -> bool:
+    """Whether `path` opens here and holds `token` (a node's own file of that name does not)."""
+    try:
+        with open(path) as file:
+            return file.read() == token
+    except OSError:
+        return False

@@ -35,15 +35,19 @@ class OwnSettings:
 
     trainable: str
     folder: str | None = None
+    shipped: bool = False  # the trainable's package ships to the workers (`runtime_env`)
     objectives: tuple[str, ...] = ()
     constraints: Mapping[str, float] = field(default_factory=dict)
     cost: Mapping = field(default_factory=dict)  # trainers.measure's: CostSettings.timing()
 
     @classmethod
     def of(cls, study) -> OwnSettings:
+        from cluster.study.custom import shipped
+
         return cls(
             trainable=study.trainable,
             folder=study.trainable_path,
+            shipped=bool(shipped(study.trainable, study.trainable_path)),
             objectives=tuple(m for m, _ in study.objectives),
             constraints=dict(study.constraints),
             cost=bound(study).cost.timing(),
@@ -136,7 +140,7 @@ def run_own(config: dict, settings: OwnSettings, *, send: Callable[[dict], None]
 
     report = Report(send, settings)
     try:
-        function = load_trainable(settings.trainable, settings.folder)
+        function = load_trainable(settings.trainable, settings.folder, shipped=settings.shipped)
         final = {**report.final(function(dict(config), report)), "status": "completed"}
     except Infeasible as outcome:  # rejected before training, as the built-in trainer does
         over = Objective.build("-", "max", settings.constraints).violations(outcome.costs)

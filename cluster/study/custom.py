@@ -98,15 +98,17 @@ def _number(key: str, value):
     return value
 
 
-def load_trainable(spec: str, folder: str | None = None) -> Callable:
+def load_trainable(spec: str, folder: str | None = None, *, shipped: bool = False) -> Callable:
     """The function `spec` (`"package.module:function"`) names, imported with `folder` first
-    on the Python path; a `ConfigError` names the module, the function and what is wrong (not
-    importable, missing, not callable, not callable as `function(config, report)`)."""
+    on the Python path (`shipped`: last, so the copy Ray shipped to a worker, earlier on its
+    path, wins over whatever a node holds at the driver's `folder`); a `ConfigError` names the
+    module, the function and what is wrong (not importable, missing, not callable, not
+    callable as `function(config, report)`)."""
     module_name, colon, name = str(spec).partition(":")
     if not colon or not module_name or not name:
         raise ConfigError(f"trainable {spec!r}: expected 'package.module:function'")
-    if folder and folder not in sys.path:
-        sys.path.insert(0, folder)  # kept: the module may import its neighbours later
+    if folder and folder not in sys.path:  # kept: the module may import its neighbours later
+        sys.path.insert(len(sys.path) if shipped else 0, folder)
     where = f"from {folder!r} or the Python path" if folder else "from the Python path"
     try:
         module = importlib.import_module(module_name)

@@ -1,6 +1,10 @@
-"""A cluster whose trial nodes never write under the study: models, the distillation teacher
-and supernet checkpoints travel through Tune and Ray's object store, and the driver files them
-(a zero-CPU head, a worker node with a HOME of its own and an audit hook that refuses writes)."""
+"""A cluster whose trial nodes never write under the study: models, the distillation teacher,
+supernet checkpoints and population-based training's snapshots travel through Tune and Ray's
+object store, and the driver files them (a zero-CPU head, a worker node with a HOME of its own
+and an audit hook that refuses writes). The hook sees Python's writes, not those of Tune's own
+checkpoint upload (`pyarrow.fs`, in C++) to its `storage_path`: `STUDY/ray` here, `URI/ray` on a
+cluster, whose nodes must reach it (`cluster.raytune.nodes.preflight` refuses a folder they
+do not see)."""
 
 import json
 import os
@@ -11,8 +15,10 @@ from ray import cluster_utils
 
 from cluster.cli.export import export_trial
 from cluster.study import results
+from cluster.study.rows import config_of
 from tests.cluster.test_cluster_data import ROOT, _write, run_driver
 from tests.cluster.test_darts import STUDY as DARTS
+from trainers.export import model_file
 
 pytestmark = pytest.mark.xdist_group("drivers")
 
@@ -113,3 +119,30 @@ def test_a_supernet_trial_checkpoints_through_tune(cluster, tmp_path):
     assert final[0]["error"] is None
     assert not (tmp_path / "study" / "cache").exists()  # the checkpoints went through Tune
     assert len(list((tmp_path / "study" / "models").glob("*.npz"))) == 1
+
+
+def test_population_based_training_snapshots_travel_through_tune(cluster, tmp_path):
+    cluster, _ = cluster
+    pbt = {  # in step: the worse member clones the better's snapshot after each epoch
+        "scheduler": "pbt",
+        "scheduler_options": {
+            "perturbation_interval": 1,
+            "synch": True,
+            "quantile_fraction": 0.5,
+            "resample_probability": 1.0,
+        },
+        "train": {"lr": [1e-4, 3e-2], "weight_decay": [1e-6, 1e-2]},
+    }
+    changes = {"dataset": "digits", "data_path": None, "trial": {"epochs": 2, "latency_repeats": 2}}
+    study_file, _ = _write(tmp_path, **pbt, **changes)
+    assert _run(study_file, cluster.address)["probe"] == "PermissionError"
+    folder = tmp_path / "study"
+    table = results.load(folder)
+    assert table["status"].to_pylist() == ["completed"] * 2, table["error"].to_pylist()
+    assert table["error"].to_pylist() == [None, None]
+    rows = results.load(folder, every_step=True).to_pylist()
+    assert [r["phase"] for r in rows].count("clone") >= 1  # a member restored from another's
+    assert list((folder / "ray").rglob("checkpoint_*/snapshot.pt"))  # Tune carried them
+    assert not (folder / "cache").exists()
+    for row in table.to_pylist():  # each final model filed by the driver (a clone's is its
+        assert model_file(folder / "models", config_of(row)).exists()  # source's: one file)
