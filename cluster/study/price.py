@@ -41,7 +41,8 @@ def study_price(study: Study, *, settings=None, shape=None) -> search.Price | No
             data = study.check_data()
             known.update(in_shape=data.in_shape, num_classes=data.num_classes)
         try:
-            measured = estimate_cost(config, settings, **known)
+            repeats = settings.cost.latency_repeats  # the trial's: priced as it is measured
+            measured = estimate_cost(config, settings, **known, repeats=repeats)
         except Exception:  # noqa: BLE001 - any failure to measure is the trial's to report
             return {}
         return {k: float(measured[k]) for k in bounds if _finite(measured.get(k))}
