@@ -48,7 +48,7 @@ class Searcher:
     each one over a bound is recorded as an observation of its own id (`status` "infeasible",
     `metrics` None, its `costs` and `violation`, `"priced": True`; not a trained trial, see
     `trained()`) and the searcher proposes again; past the budget `ask` raises `NothingFits`.
-    Subclasses may price while they choose (`_fits`, `_first_fitting`).
+    Subclasses may price while they choose (`_fits`).
     """
 
     name = "base"
@@ -138,26 +138,24 @@ class Searcher:
             )
         return costs
 
-    def _fits(self, config: dict) -> bool:
+    def _fits(self, config: dict) -> bool | None:
         """During a priced ask: whether `config`'s priced costs fit every bound (a config over
-        one is recorded as refused); True without a price or outside an ask."""
-        if self.price is None or self._asked is None or not self._priceable(config):
+        one is recorded as refused), None once the ask's price budget is spent (it is not
+        priced); True without a price, outside an ask, or for a config the price skips."""
+        if not self._priced_ask or not self._priceable(config):
             return True
+        if not self._budget_left():
+            return None
         costs = self._cost(config)
         if self.objective.violation(costs) == 0:
             return True
         self._refuse(config, costs)
         return False
 
-    def _first_fitting(self, configs: Sequence[dict]) -> int | None:
-        """Index of the first of `configs` that fits (pricing them in order while the ask's
-        budget lasts), else None."""
-        for i, config in enumerate(configs):
-            if self._fits(config):
-                return i
-            if not self._budget_left():
-                return None
-        return None
+    @property
+    def _priced_ask(self) -> bool:
+        """Whether an ask is under way with a price (`_fits` prices)."""
+        return self.price is not None and self._asked is not None
 
     def _budget_left(self) -> bool:
         start, now = self._asked[0], self.price.stats

@@ -68,6 +68,11 @@ class Price:
         self._cache[key] = _numbers(costs)
         return dict(self._cache[key])
 
+    def known(self, config: Mapping) -> dict[str, float] | None:
+        """The cached costs of `config` (None when not priced yet); counts nothing."""
+        costs = self._cache.get(self.key(config))
+        return None if costs is None else dict(costs)
+
     @property
     def stats(self) -> dict:
         """`{"calls": int, "hits": int, "seconds": float}` so far (a copy)."""

@@ -140,3 +140,24 @@ def test_darts_does_not_price_its_supernet_trial():
     first = darts.ask()
     assert "supernet" in first.config and first.costs == {}
     assert darts.ask().costs["cost"] <= 2.0  # a slot while the supernet trains: priced
+
+
+def test_rl_learns_from_refusals_to_draw_what_fits():
+    searcher = _make("rl")
+    before = searcher.probabilities("n")[3:].sum()  # n in 4..8, over the bound
+    for _ in range(10):
+        trial = searcher.ask()
+        searcher.tell(trial.id, toy_metrics(trial.config))
+    refusals = len(searcher.observations) - searcher.trained()
+    assert refusals > 0
+    assert searcher.probabilities("n")[3:].sum() < before - 0.1
+
+
+def test_evolution_mutates_a_parent_until_the_child_fits():
+    searcher = _make("evolution", population=4, sample_size=2)
+    for _ in range(12):
+        trial = searcher.ask()
+        assert trial.config["n"] <= PRICED_BOUND
+        searcher.tell(trial.id, toy_metrics(trial.config))
+    # past the first population, children come from mutating fitting parents
+    assert searcher.trained() == 12
