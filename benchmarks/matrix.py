@@ -10,6 +10,11 @@ Raspberry Pi, a Xeon, a GPU at batch 1, eyeriss, an FPGA) and bounds at the 10th
 the cell's feasible optimum) is read at 25, 50 and 100. Ratios divide median regrets with
 `EPS` added to both, so a cell both searchers solve reads 1.0. `--out` keeps every regret
 (JSON), `--only`, `--seeds`, `--cells` narrow the run.
+
+A `-priced` searcher (`bo-priced`, `evolution-priced`, `rl-priced`) is told the table's latency
+as its price (`search.Price`) and never proposes a cell over the bound while one that fits turns
+up: pricing calls are not evaluations, their number is reported; their regret is also divided
+by the same searcher's unpriced regret.
 """
 
 from __future__ import annotations
@@ -24,12 +29,25 @@ from typing import NamedTuple
 
 import numpy as np
 
+import search
 from benchmarks import nb201_data
-from benchmarks.searchers import GP_PRIOR_HELP, _table, run, set_gp_prior
+from benchmarks.searchers import GP_PRIOR_HELP, _table, run, set_gp_prior, variant
 
 BUDGETS = (25, 50, 100)
 EPS = 0.01  # accuracy points added to both regrets of a ratio
-SEARCHERS = ["bo", "forest", "evolution", "rl", "random", "optuna-gp", "optuna-tpe"]
+SEARCHERS = [
+    "bo",
+    "bo-priced",
+    "forest",
+    "evolution",
+    "evolution-priced",
+    "rl",
+    "rl-priced",
+    "random",
+    "optuna-gp",
+    "optuna-tpe",
+]
+PRICED = "-priced"  # a searcher told the table's latency before it proposes (issue 33)
 PARALLEL_SEARCHERS = ["bo", "evolution"]
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -59,9 +77,12 @@ def task(data: str, cell: Cell) -> nb201_data.Task:
 
 
 def regrets(job, data: str) -> tuple:
-    """`(cell, kind, pending, seed, [regret at each of BUDGETS])`."""
+    """`(cell, kind, pending, seed, [regret at each of BUDGETS], pricing calls)`."""
     cell, kind, pending, seed = job
     problem = task(data, cell)
+    if PRICED in kind:
+        results, calls = run_priced(kind, problem, seed, pending=pending)
+        return cell, kind, pending, seed, [problem.regret(results[:b]) for b in BUDGETS], calls
     extra = {} if kind.startswith("optuna") else {"pending": pending}
     results = run(
         kind,
@@ -74,23 +95,57 @@ def regrets(job, data: str) -> tuple:
         constraints={"latency_ms": problem.bound},
         **extra,
     )
-    return cell, kind, pending, seed, [problem.regret(results[:b]) for b in BUDGETS]
+    return cell, kind, pending, seed, [problem.regret(results[:b]) for b in BUDGETS], 0
+
+
+def run_priced(kind: str, problem, seed: int, *, pending: int) -> tuple[list[dict], int]:
+    """`kind` less `-priced` (`bo-priced:price_extra=4` takes options) with the table's
+    latency as its price: `(results in evaluation order, pricing calls)`. Pricing calls are
+    not evaluations; a run whose ask finds nothing that fits ends early."""
+    name, options = variant(kind.replace(PRICED, "", 1))
+    price = search.Price(lambda config: {"latency_ms": problem.evaluate(config)["latency_ms"]})
+    searcher = search.create(
+        name,
+        problem.space,
+        metric="val_acc",
+        mode="max",
+        seed=seed,
+        constraints={"latency_ms": problem.bound},
+        price=price,
+        **options,
+    )
+    results, queue = [], []
+    try:
+        while len(results) < max(BUDGETS):
+            while len(queue) < pending and len(results) + len(queue) < max(BUDGETS):
+                queue.append(searcher.ask())
+            trial = queue.pop(0)
+            metrics = problem.evaluate(trial.config)
+            searcher.tell(trial.id, metrics)
+            results.append(metrics)
+    except search.NothingFits:
+        pass
+    return results, price.stats["calls"]
 
 
 def collect(jobs, data, pool) -> dict:
-    """`{(cell, kind, pending): array seeds x budgets}`, printing each group as it completes."""
+    """`{(cell, kind, pending): array seeds x budgets}`, printing each group as it completes,
+    and `{(cell, kind, pending): [pricing calls per seed]}` of the priced searchers."""
     out: dict = {}
+    calls: dict = {}
     expected: dict = {}
     for cell, kind, pending, _ in jobs:
         expected[cell, kind, pending] = expected.get((cell, kind, pending), 0) + 1
-    for cell, kind, pending, _, values in pool.imap_unordered(
+    for cell, kind, pending, _, values, priced in pool.imap_unordered(
         functools.partial(regrets, data=data), jobs
     ):
         out.setdefault((cell, kind, pending), []).append(values)
+        calls.setdefault((cell, kind, pending), []).append(priced)
         if len(out[cell, kind, pending]) == expected[cell, kind, pending]:
             median = np.median(out[cell, kind, pending], axis=0)
             print(f"  {cell.label} {kind} x{pending}: median {np.round(median, 3)}", flush=True)
-    return {key: np.array(values) for key, values in out.items()}
+    found = {key: np.array(values) for key, values in out.items()}
+    return found, {key: values for key, values in calls.items() if PRICED in key[1]}
 
 
 def ratio(a: np.ndarray, b: np.ndarray) -> float:
@@ -116,7 +171,51 @@ def regret_tables(found: dict, cells, kinds, seeds: int) -> list[str]:
         tables.append(ratio_table(found, cells, kinds, "optuna-gp", "Optuna GP"))
     if "random" in kinds:
         tables.append(ratio_table(found, cells, kinds, "random", "random"))
+    pairs = [k for k in kinds if PRICED in k and k.replace(PRICED, "", 1) in kinds]
+    if pairs:
+        tables.append(priced_table(found, cells, pairs))
     return tables
+
+
+def priced_table(found: dict, cells, kinds) -> str:
+    """Per priced searcher and budget: the geometric mean over the cells of its median-regret
+    ratio to the same searcher unpriced, and the worst cell."""
+    rows = []
+    for kind in kinds:
+        plain = kind.replace(PRICED, "", 1)
+        row = [kind]
+        for b in range(len(BUDGETS)):
+            ratios = [
+                ratio(np.median(found[c, kind, 1][:, b]), np.median(found[c, plain, 1][:, b]))
+                for c in cells
+            ]
+            worst = int(np.argmax(ratios))
+            row += [f"{geomean(ratios):.2f}", f"{ratios[worst]:.2f} ({cells[worst].label})"]
+        rows.append(row)
+    header = ["searcher"]
+    for budget in BUDGETS:
+        header += [f"geo. mean @{budget}", f"worst cell @{budget}"]
+    return _table(f"Median regret priced / unpriced, over {len(cells)} cells", header, rows)
+
+
+def calls_table(calls: dict, cells, kinds) -> str:
+    """Median (max) pricing calls per run of 100 evaluations, per priced searcher and cell."""
+    kinds = [k for k in kinds if PRICED in k]
+    rows = [
+        [cell.label]
+        + [
+            f"{np.median(calls[cell, k, 1]):.0f} ({max(calls[cell, k, 1])})"
+            if (cell, k, 1) in calls
+            else "-"
+            for k in kinds
+        ]
+        for cell in cells
+    ]
+    return _table(
+        f"Pricing calls per run of {max(BUDGETS)} evaluations, median (max) over seeds",
+        ["cell"] + kinds,
+        rows,
+    )
 
 
 def ratio_table(found: dict, cells, kinds, against: str, name: str) -> str:
@@ -166,16 +265,20 @@ def _load(path: Path) -> dict:
     saved = json.loads(path.read_text())
     if list(saved["budgets"]) != list(BUDGETS):
         raise SystemExit(f"{path}: budgets {saved['budgets']}, this run reads {list(BUDGETS)}")
-    return {
-        (Cell(*run["cell"]), run["searcher"], run["pending"]): np.array(run["regrets"])
-        for run in saved["runs"]
-    }
+    found, calls = {}, {}
+    for row in saved["runs"]:
+        key = (Cell(*row["cell"]), row["searcher"], row["pending"])
+        found[key] = np.array(row["regrets"])
+        if "pricing_calls" in row:
+            calls[key] = list(row["pricing_calls"])
+    return found, calls
 
 
-def _save(found: dict, path: Path) -> None:
+def _save(found: dict, calls: dict, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     rows = [
         {"cell": list(cell), "searcher": kind, "pending": pending, "regrets": values.tolist()}
+        | ({"pricing_calls": calls[cell, kind, pending]} if (cell, kind, pending) in calls else {})
         for (cell, kind, pending), values in found.items()
     ]
     path.write_text(json.dumps({"budgets": BUDGETS, "eps": EPS, "runs": rows}))
@@ -209,9 +312,11 @@ def main() -> None:
     cells = [all_cells[int(i)] for i in args.cells.split(",")] if args.cells else all_cells
     kinds = args.only or (PARALLEL_SEARCHERS if parallel else SEARCHERS)
     pendings = (1, 4) if parallel else (1,)
-    reused = {}
+    reused, reused_calls = {}, {}
     for path in args.reuse:
-        reused |= {key: v for key, v in _load(path).items() if len(v) == args.seeds}
+        found, calls = _load(path)
+        reused |= {key: v for key, v in found.items() if len(v) == args.seeds}
+        reused_calls |= {key: v for key, v in calls.items() if key in reused}
     jobs = [
         (c, k, p, s)
         for c in cells
@@ -222,16 +327,19 @@ def main() -> None:
     ]
     start = time.time()
     with Pool(args.workers, initializer=set_gp_prior, initargs=(args.gp_prior,)) as pool:
-        found = reused | collect(jobs, data, pool)
+        found, calls = collect(jobs, data, pool)
+    found, calls = reused | found, reused_calls | calls
     tables = (
         [parallel_table(found, cells, kinds, args.seeds)]
         if parallel
         else regret_tables(found, cells, kinds, args.seeds)
     )
+    if calls:
+        tables.append(calls_table(calls, cells, kinds))
     print("\n\n".join(tables))
     print(f"\n({args.mode}: {time.time() - start:.0f} s wall on this machine)")
     out = args.out or ROOT / "benchmarks" / "out" / f"matrix-{args.mode}.json"
-    _save(found, out)
+    _save(found, calls, out)
 
 
 if __name__ == "__main__":

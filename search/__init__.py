@@ -5,17 +5,19 @@ from __future__ import annotations
 import inspect
 import re
 
-from search.base import STATUSES, Exhausted, Objective, Searcher, Trial
+from search.base import STATUSES, Exhausted, NothingFits, Objective, Searcher, Trial
 from search.basic import GridSearcher, RandomSearcher
 from search.bo import BayesSearcher
 from search.darts import DartsSearcher
 from search.evolution import EvolutionSearcher
 from search.forest import ForestSearcher
 from search.pareto import hypervolume, non_dominated, pareto_front
+from search.price import PRICE_CALLS, PRICE_SECONDS, Price
 from search.replay import CHANGES, plain
 from search.rl import ControllerSearcher
 from spaces.util import did_you_mean
 
+COMMON = ("metric", "mode", "seed", "constraints", "price")  # every searcher's arguments
 SEARCHERS = {
     "random": RandomSearcher,
     "grid": GridSearcher,
@@ -27,11 +29,15 @@ SEARCHERS = {
 }
 
 
-def create(name: str, space, *, metric, mode="max", seed=None, constraints=None, **options):
+def create(
+    name: str, space, *, metric, mode="max", seed=None, constraints=None, price=None, **options
+):
     """A searcher from the registry: `create("bo", space, metric="val_acc", mode="max")`.
 
     `metric`/`mode` may be lists for several objectives; `constraints` maps a reported
-    metric to its upper bound; `options` go to the searcher (see its class).
+    metric to its upper bound; `price` (a `Price`, or a `config -> {cost: value}` callable)
+    prices a config's costs before it is proposed (see `Searcher`); `options` go to the
+    searcher (see its class).
     """
     if name not in SEARCHERS:
         hint = did_you_mean(name, SEARCHERS)
@@ -41,7 +47,8 @@ def create(name: str, space, *, metric, mode="max", seed=None, constraints=None,
     unknown = sorted(set(options) - set(allowed))
     if unknown:
         raise ValueError(f"searcher {name!r} has no option {unknown}; its options: {allowed}")
-    return cls(space, metric=metric, mode=mode, seed=seed, constraints=constraints, **options)
+    common = {"metric": metric, "mode": mode, "seed": seed, "constraints": constraints}
+    return cls(space, **common, price=price, **options)
 
 
 def searcher_options(name: str) -> list[str]:
@@ -55,7 +62,7 @@ def option_defaults(name: str) -> dict:
     return {
         p.name: p.default
         for p in params.values()
-        if p.kind == p.KEYWORD_ONLY and p.name not in ("metric", "mode", "seed", "constraints")
+        if p.kind == p.KEYWORD_ONLY and p.name not in COMMON
     }
 
 
@@ -75,6 +82,10 @@ __all__ = [
     "DartsSearcher",
     "EvolutionSearcher",
     "Exhausted",
+    "NothingFits",
+    "PRICE_CALLS",
+    "PRICE_SECONDS",
+    "Price",
     "ForestSearcher",
     "GridSearcher",
     "Objective",

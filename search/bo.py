@@ -34,7 +34,10 @@ class BayesSearcher(Searcher):
     power: 1 is classic constrained EI; the default 0.25 tempers an overconfident constraint
     model, see benchmarks/README.md), `max_fit` (the most observations a GP is fitted on:
     past it, the `max_fit // 2` nearest the three incumbents and a uniform draw of the others,
-    so an ask costs the same at 10,000 observations as at `max_fit`)."""
+    so an ask costs the same at 10,000 observations as at `max_fit`), `price_extra` (with a
+    price: candidates are priced in order of acquisition times P(feasible), the first that fits
+    is taken unless one of higher acquisition fits too; at most this many more are priced to
+    look for it)."""
 
     name = "bo"
 
@@ -50,6 +53,7 @@ class BayesSearcher(Searcher):
         fantasy: str = "worst",
         feasibility_weight: float = 0.25,
         max_fit: int = 256,
+        price_extra: int = 8,
         **common,
     ):
         super().__init__(space, **common)
@@ -72,6 +76,9 @@ class BayesSearcher(Searcher):
         self.feasibility_weight = float(feasibility_weight)
         self.n_candidates, self.exhaustive_limit = int(candidates), int(exhaustive_limit)
         self.max_fit = max_fit
+        if not isinstance(price_extra, int) or price_extra < 0:
+            raise ValueError(f"bo: price_extra must be an integer >= 0, got {price_extra!r}")
+        self.price_extra = price_extra
         self.cat = gp.categorical_mask(space)
         self.history = History(space, self.objective)
         self._design_seed = int(self.rng.integers(2**31))
@@ -135,6 +142,32 @@ class BayesSearcher(Searcher):
         refined = self.space.decode(unit)
         return refined, float(score(gp.features(self.space, [refined]))[0])
 
+    def _priced_choice(self, configs: list[dict], feats: np.ndarray, score, taken) -> dict:
+        """The fitting config of best acquisition among `configs` (`taken`: indices never to
+        propose), pricing few: candidates are priced in order of their acquisition times the
+        constraint models' P(feasible); after the first that fits, only those whose
+        acquisition alone (an upper bound) beats it, at most `price_extra` not priced before.
+        A random config when none fits within the ask's budget."""
+        gain, log_feasible = score.parts(feats)
+        estimate = gain + log_feasible
+        estimate[list(taken)] = -np.inf
+        best, extra = None, 0
+        for i in np.argsort(-estimate, kind="stable"):
+            if not estimate[i] > -np.inf:
+                break
+            if best is not None and gain[i] <= gain[best]:
+                continue
+            if best is not None and self.price.known(configs[i]) is None:
+                if extra == self.price_extra:
+                    break
+                extra += 1
+            fit = self._fits(configs[i])
+            if fit is None:
+                break
+            if fit:
+                best = i
+        return self.space.sample(self.rng) if best is None else dict(configs[best])
+
     # -- proposal -------------------------------------------------------------------------------
     def _propose(self) -> dict:
         data = self.history.sync(self.observations)
@@ -146,8 +179,10 @@ class BayesSearcher(Searcher):
         score = self._scorer(y)
         if self._all is not None:
             configs, feats, rows = self._all
-            values = score(feats)
             taken = self._seen | {k for k, n in self._pending_keys.items() if n}
+            if self._priced_ask:
+                return self._priced_choice(configs, feats, score, [rows[k] for k in taken])
+            values = score(feats)
             values[[rows[k] for k in taken]] = -np.inf
             if np.isfinite(values).any():
                 return dict(configs[int(np.argmax(values))])
@@ -157,6 +192,7 @@ class BayesSearcher(Searcher):
     def _optimize(self, score, y: np.ndarray) -> dict:
         configs, feats = random_candidates(self.space, self.rng, self.n_candidates)
         values = score(feats)
+        pool = list(configs)  # every config scored, for a priced choice
         data = self.history
         best_rows = incumbents(y, data.feasible, data.violation, 3)  # feasible ones first
         starts_best = [data.configs[i] for i in best_rows]
@@ -164,6 +200,7 @@ class BayesSearcher(Searcher):
         best_config, best_value = configs[int(np.argmax(values))], float(np.max(values))
         for scale in (0.1, 0.03):
             near = neighbours(self.space, self.cat, self.rng, starts, 32, scale)
+            pool += near
             near_values = score(gp.features(self.space, near))
             order = np.argsort(near_values)[::-1]
             starts = [near[i] for i in order[:5]]
@@ -171,9 +208,16 @@ class BayesSearcher(Searcher):
                 best_config, best_value = near[order[0]], float(near_values[order[0]])
         for start in [best_config] + starts[:2] + starts_best:
             refined, value = self._refine(score, start)
+            pool.append(refined)
             if value > best_value:
                 best_config, best_value = refined, value
         taken = self._seen | {k for k, n in self._pending_keys.items() if n}
+        if self._priced_ask:
+            feats = gp.features(self.space, pool)
+            keys = [self.space.canonical(c) for c in pool]
+            return self._priced_choice(
+                pool, feats, score, [i for i, k in enumerate(keys) if k in taken]
+            )
         if self.space.canonical(best_config) not in taken:
             return best_config
         # the acquisition peaks on a config already run: the best of the others instead
@@ -206,25 +250,30 @@ class BayesSearcher(Searcher):
         best = float(y_all[feasible].max()) if feasible.any() else None
         center, spread = float(y_all.mean()), float(y_all.std()) or 1.0
 
-        def score(feats: np.ndarray) -> np.ndarray:
+        def parts(feats: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            """The acquisition alone and the log P(feasible), each `(n,)`."""
             log_feasible = np.zeros(len(feats))
             for c_model, c_bound in constraints:
                 mean, std = _predict(c_model, feats)
                 log_feasible += gp.log_probability_below(mean, std, c_bound)
-            log_feasible *= self.feasibility_weight
             if best is None and constraints:
-                return log_feasible
+                return np.zeros(len(feats)), log_feasible
             mean, std = _predict(model, feats)
             if self.acquisition == "ucb":
                 # UCB is in the objective's units, log P(feasible) in none: standardize it, so
                 # the trade-off is the same whatever the objective's scale
                 ucb = gp.upper_confidence_bound(mean - center, std, self.kappa)
-                return ucb / spread + log_feasible
+                return ucb / spread, log_feasible
             incumbent = best if best is not None else float(y_all.max())
             if self.acquisition == "pi":
-                return gp.log_probability_of_improvement(mean, std, incumbent) + log_feasible
-            return gp.log_expected_improvement(mean, std, incumbent) + log_feasible
+                return gp.log_probability_of_improvement(mean, std, incumbent), log_feasible
+            return gp.log_expected_improvement(mean, std, incumbent), log_feasible
 
+        def score(feats: np.ndarray) -> np.ndarray:
+            gain, log_feasible = parts(feats)
+            return gain + self.feasibility_weight * log_feasible
+
+        score.parts = parts
         return score
 
     def _fit(self, key, x, y, pending, *, lie: float | None = None) -> gp.GP:

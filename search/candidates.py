@@ -29,12 +29,19 @@ def neighbours(space: Space, cat: np.ndarray, rng, configs: list[dict], count: i
     return out
 
 
-def best_untaken(space: Space, configs: list[dict], values: np.ndarray, taken) -> int | None:
-    """Index of the best-scored config whose canonical key `taken(key)` refuses not, else None
+def best_untaken(
+    space: Space, configs: list[dict], values: np.ndarray, taken, fits=None
+) -> int | None:
+    """Index of the best-scored config whose canonical key `taken(key)` refuses not and that
+    `fits(config)` (a searcher's `_fits`: True, False, or None to stop) accepts, else None
     (also when only configs scored -inf are left)."""
     for i in np.argsort(-values, kind="stable"):
         if not values[i] > -np.inf:
             return None
         if not taken(space.canonical(configs[i])):
-            return int(i)
+            fit = True if fits is None else fits(configs[i])
+            if fit is None:
+                return None
+            if fit:
+                return int(i)
     return None

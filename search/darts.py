@@ -162,6 +162,9 @@ class DartsSearcher(Searcher):
             return {SUPERNET: {**self.settings, "rest": self.applied}}
         return self.space.sample(self.rng)  # a slot free while the supernet trains
 
+    def _priceable(self, config: dict) -> bool:
+        return SUPERNET not in config
+
     def discard(self, trial_id: str) -> None:
         if trial_id == self.supernet_id:  # its worker was lost: the next ask trains it again
             self.supernet_id = None  # (from its checkpoint)

@@ -11,6 +11,8 @@ from search.base import Searcher
 from search.pareto import non_dominated
 from spaces import Choice
 
+MUTATION_TRIES = 20  # children tried again while they repeat a config or do not fit
+
 
 def nondominated_ranks(points: np.ndarray) -> np.ndarray:
     """Front number of each row of minimized `points` (0 = not dominated), shape `(n,)`."""
@@ -43,7 +45,7 @@ class EvolutionSearcher(Searcher):
 
     Options: `population` (P, the living models), `sample_size` (S, the tournament's size),
     `mutations` (parameters changed per child), `step` (the spread of a numeric mutation on
-    the unit interval)."""
+    the unit interval). With a price, the parent is mutated until a new child fits."""
 
     name = "evolution"
 
@@ -92,11 +94,12 @@ class EvolutionSearcher(Searcher):
             len(living), min(self.sample_size, len(living)), replace=False
         )
         parent = living[int(contestants[np.argmin(self._ranking(living)[contestants])])]
-        child = self.mutate(parent["config"])
-        for _ in range(20):
-            if self.space.canonical(child) not in self._seen:
-                break
+        for _ in range(1 + MUTATION_TRIES):
             child = self.mutate(parent["config"])
+            if self.space.canonical(child) not in self._seen:
+                fit = self._fits(child)  # with a price: a child over a bound is refused
+                if fit or fit is None:
+                    return child
         return child
 
     def _ranking(self, living: list[dict]) -> np.ndarray:

@@ -92,7 +92,9 @@ class ForestSearcher(Searcher):
         score = self._scorer(*self._forests)
         configs, values = self._candidates(score)
         taken = self._pending_keys
-        chosen = best_untaken(self.space, configs, values, lambda k: k in self._seen or taken[k])
+        chosen = best_untaken(
+            self.space, configs, values, lambda k: k in self._seen or taken[k], self._fits
+        )
         return self.space.sample(self.rng) if chosen is None else configs[chosen]
 
     def _candidates(self, score) -> tuple[list[dict], np.ndarray]:

@@ -9,6 +9,8 @@ from collections.abc import Mapping
 
 import numpy as np
 
+from search.errors import NothingFits
+
 # the changes `Searcher.record` makes, and the `op` of each one's event
 CHANGES = {
     "ask": "ask",
@@ -34,21 +36,37 @@ def record(searcher, change: str, args: tuple, kwargs: dict) -> tuple[object, di
         json.dumps(searcher._extra_state(), default=plain),
         searcher.rng.bit_generator.state,
     )
-    result = getattr(searcher, change)(*args, **kwargs)
+    nothing = None
+    try:
+        result = getattr(searcher, change)(*args, **kwargs)
+    except NothingFits as error:  # the refusals it recorded are a change all the same
+        result, nothing = None, error
     event = {"op": CHANGES[change], **_arguments(searcher, change, result, args, kwargs)}
     if change == "ask":
+        refused = result.refused if nothing is None else nothing.refused
+        if refused:
+            event["refused"] = [dict(r) for r in refused]
+        if searcher.price is not None:
+            event["price"] = searcher.pricing
         now = json.dumps(searcher._extra_state(), default=plain)
         if now != extra:
             event["extra"] = json.loads(now)
     if searcher.rng.bit_generator.state != rng:
         event["rng"] = searcher.rng.bit_generator.state
+    if nothing is not None:
+        nothing.event = event
+        raise nothing
     return result, event
 
 
 def apply(searcher, event: Mapping) -> None:
     op, trial_id = event.get("op"), event.get("id")
     if op == "ask":
-        searcher._hold(str(trial_id), dict(event["config"]))
+        searcher._restore_refused(event.get("refused", ()))
+        if "price" in event:
+            searcher.pricing = event["price"]
+        if event.get("config") is not None:  # None: the ask raised NothingFits
+            searcher._hold(str(trial_id), dict(event["config"]))
         if "extra" in event:
             searcher._load_extra_state(event["extra"])
     elif op == "tell":
@@ -75,8 +93,15 @@ def _arguments(searcher, change: str, result, args: tuple, kwargs: dict) -> dict
     given = inspect.signature(getattr(searcher, change)).bind(*args, **kwargs)
     given.apply_defaults()
     given = given.arguments
-    if change == "ask":
-        return {"id": result.id, "config": dict(result.config)}
+    if change == "ask":  # (result None: NothingFits)
+        return (
+            {"id": None, "config": None}
+            if result is None
+            else {
+                "id": result.id,
+                "config": dict(result.config),
+            }
+        )
     if change == "reserve_ids":
         return {"first_free": int(given["first_free"])}
     event = {"id": result["id"] if change == "add" else given["trial_id"]}

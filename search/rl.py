@@ -117,13 +117,16 @@ class ControllerSearcher(Searcher):
 
     def _propose(self) -> dict:
         """A draw from the policy, redrawn (up to `DRAWS` times, then from the prior as often)
-        while it repeats a config already told or pending: a repeat costs an evaluation and
-        teaches nothing new."""
+        while it repeats a config already told or pending (a repeat costs an evaluation and
+        teaches nothing new) or, with a price, while it does not fit (a refusal teaches the
+        policy as the worst result would)."""
         for attempt in range(2 * DRAWS):
             config = self._draw() if attempt < DRAWS else self.space.sample(self.rng)
             key = self.space.canonical(config)
             if key not in self._seen and self._pending_keys[key] == 0:
-                break
+                fit = self._fits(config)  # with a price: a draw over a bound is refused
+                if fit or fit is None:
+                    break
         return config
 
     # -- learning -------------------------------------------------------------------------------
@@ -153,6 +156,9 @@ class ControllerSearcher(Searcher):
         return value * factor if value >= 0 else value / factor
 
     def _observe(self, record: dict) -> None:
+        if record.get("priced"):
+            self._step(record, self._refusal_advantage())
+            return
         if record["status"] not in ("completed", "infeasible") or record["metrics"] is None:
             return  # a failed or stopped trial says nothing reliable about its choices
         reward = self.reward(record["metrics"])
@@ -167,9 +173,19 @@ class ControllerSearcher(Searcher):
         )
         self._step(record, self._advantage(reward))
 
-    def _advantage(self, reward: float) -> float:
+    def _refusal_advantage(self) -> float:
+        """A config refused on its price scores as the worst result could: a rank of 0, or
+        a reward a spread below the lowest seen; the baseline stays that of trained trials."""
         if self.advantage_kind == "rank":
-            return (reward - self.baseline) * math.sqrt(12.0)  # 1 / the std of a uniform rank
+            return self._advantage(0.0)
+        if len(self.rewards) < 2:
+            return -1.0
+        return self._advantage(min(self.rewards) - float(np.std(self.rewards)))
+
+    def _advantage(self, reward: float) -> float:
+        if self.advantage_kind == "rank":  # (a refusal before any result: the median's baseline)
+            baseline = 0.5 if self.baseline is None else self.baseline
+            return (reward - baseline) * math.sqrt(12.0)  # 1 / the std of a uniform rank
         scale = float(np.std(self.rewards)) if len(self.rewards) > 1 else 1.0
         return (reward - self.baseline) / (scale if scale > 0 else 1.0)
 

@@ -41,6 +41,14 @@ def toy_metrics(config: dict) -> dict:
     return {"score": score, "cost": float(config["n"])}
 
 
+PRICED_BOUND = 3.0  # `toy_price`'s bound: n in 1..3 fits, 4..8 does not
+
+
+def toy_price(config: dict) -> dict:
+    """`toy_metrics`'s cost, known before training: it depends on `n` alone."""
+    return {"cost": float(config["n"])}
+
+
 def record_changes(searcher: search.Searcher, steps: int, metrics=toy_metrics) -> list[dict]:
     """Every kind of change (asks; tells completed, failed and stopped; revise, discard, add,
     reserve_ids) made through `searcher.record`, `steps` rounds; returns the events as read back
@@ -202,6 +210,29 @@ class SearcherContract:
             assert best["metrics"]["cost"] <= 4.0
             feasible = [o["metrics"]["score"] for o in searcher.usable(feasible_only=True)]
             assert best["metrics"]["score"] == max(feasible)
+
+    def test_a_priced_ask_never_proposes_a_config_over_a_bound(self):
+        searcher = self.make(constraints={"cost": PRICED_BOUND}, price=toy_price)
+        ids = set()
+        for _ in range(self.budget):
+            trial = searcher.ask()
+            assert trial.config["n"] <= PRICED_BOUND, trial.config
+            assert trial.costs == toy_price(trial.config)
+            for refusal in trial.refused:
+                assert refusal["costs"]["cost"] > PRICED_BOUND and refusal["priced"]
+                assert refusal["status"] == "infeasible" and refusal["metrics"] is None
+                assert refusal in searcher.observations
+            ids |= {trial.id} | {r["id"] for r in trial.refused}
+            searcher.tell(trial.id, toy_metrics(trial.config))
+        assert ids == {o["id"] for o in searcher.observations}  # one id each, none twice
+        assert searcher.trained() == self.budget
+        assert all(o["status"] == "completed" for o in searcher.usable())
+
+    def test_a_priced_searcher_replays_its_refusals(self):
+        check_replay(
+            lambda seed: self.make(seed=seed, constraints={"cost": PRICED_BOUND}, price=toy_price),
+            steps=self.budget // 2,
+        )
 
     def test_several_objectives_keep_a_front(self):
         searcher = self.make(metric=["score", "cost"], mode=["max", "min"])

@@ -15,12 +15,14 @@ from trainers.settings import DEFAULT_CHAIN, TrialSettings
 from trainers.train import resolve_device
 
 
-def estimate_cost(config: Mapping, settings: TrialSettings, *, in_shape, num_classes: int):
+def estimate_cost(
+    config: Mapping, settings: TrialSettings, *, in_shape, num_classes: int, repeats=None
+):
     """`params`, `macs`, `size_bytes`, `latency_ms` and `peak_mem_bytes` known before training:
     the untrained model built, pruned to its final shapes, quantized to its final storage and
     measured as trained ones are (`trainers.measure`: on the runtime's graph, int8 activations
-    calibrated on random inputs, a quarter of the repeats). Takes a fraction of a second to a
-    second."""
+    calibrated on random inputs, `repeats` timed batches: by default a quarter of the trial's,
+    at least 3). Takes a fraction of a second to a second."""
     arch, _, compress = split_config(config)
     arch = arch or DEFAULT_CHAIN
     options = settings.model_options
@@ -40,5 +42,5 @@ def estimate_cost(config: Mapping, settings: TrialSettings, *, in_shape, num_cla
         hooks = prepare_quantization(model, compress, settings.compression, inputs)
         quantize.finalize(model, hooks)
     timing = settings.cost.timing()
-    timing["repeats"] = max(3, timing["repeats"] // 4)
+    timing["repeats"] = repeats or max(3, timing["repeats"] // 4)
     return measure(model, inputs, **timing)

@@ -33,6 +33,7 @@ def run_trial(
     settings: TrialSettings | None = None,
     resume: dict | None = None,
     data: Dataset | None = None,
+    costs: Mapping | None = None,
 ) -> dict:
     """Build, train, prune and fine-tune, quantize (PTQ, or QAT), distill throughout, measure.
     `report(row)` after every epoch (`step`, `phase`, `epoch`, `train_loss`, `val_acc`). Returns
@@ -46,7 +47,9 @@ def run_trial(
     export). With `settings.snapshots`, each training epoch's report carries a `"snapshot"`;
     `resume` continues training from one (population-based training swaps weights this way).
     `data`: the dataset, loaded by the caller (a study ships it to its trials through Ray's
-    object store); without it, the trial loads `settings.data` itself. It runs on the device
+    object store); without it, the trial loads `settings.data` itself. `costs`: the costs known
+    before training, priced already (a study's driver did, `estimate_cost` with these
+    settings): judged as they are, not estimated again. It runs on the device
     `trainers.device.on_trial_device` decides."""
     settings, started = settings or TrialSettings(), time.perf_counter()
     if data is None:
@@ -57,7 +60,7 @@ def run_trial(
         result["trained_with"] = {**config, **result.pop("derived")}
         return result
     check_compress(split_config(config)[2], settings.compression)
-    refused = _refused_before_training(config, settings, data)
+    refused = _refused_before_training(config, settings, data, costs)
     if refused:
         return {**refused, "train_seconds": time.perf_counter() - started}
     run = _start(config, report, settings, data)
@@ -71,13 +74,13 @@ def run_trial(
     return noted(result, _save(run, config, records))
 
 
-def _refused_before_training(config: Mapping, settings: TrialSettings, data: Dataset):
-    """With constraints, the costs known before training: when they break one, the
-    `infeasible` result (else None)."""
+def _refused_before_training(config: Mapping, settings: TrialSettings, data: Dataset, costs):
+    """With constraints, the costs known before training (`costs` when priced already): when
+    they break one, the `infeasible` result (else None)."""
     if not settings.cost.constraints:
         return None
     shape = {"in_shape": data.in_shape, "num_classes": data.num_classes}
-    cost = estimate_cost(config, settings, **shape)
+    cost = dict(costs) if costs else estimate_cost(config, settings, **shape)
     verdict = judged(cost, settings.cost)
     return {**verdict, **cost} if verdict["status"] == "infeasible" else None
 

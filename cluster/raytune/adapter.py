@@ -35,7 +35,11 @@ class ParetuneSearch(TuneSearcher):
     before its function returned is `stopped` (unless it reached `max_t` iterations, the
     scheduler's `max_t`), one that never reported an objective `failed`. Works under Tune's
     `ConcurrencyLimiter`; its state (JSON: the searcher's `state_dict` and Tune's trial ids)
-    is saved with Tune's experiment checkpoints, so `Tuner.restore` continues it."""
+    is saved with Tune's experiment checkpoints, so `Tuner.restore` continues it.
+    `price` (a `search.Price`, or `config -> {cost: value}`; with `constraints`) prices each
+    config on the driver before it is suggested: Tune never runs one whose price breaks a
+    bound (each refusal is an observation of the searcher, not a trial of Tune), and the
+    search ends (`FINISHED`) when nothing fits within a suggestion's pricing budget."""
 
     def __init__(
         self,
@@ -47,6 +51,7 @@ class ParetuneSearch(TuneSearcher):
         constraints: Mapping[str, float] | None = None,
         seed: int | None = None,
         max_t: int | None = None,
+        price=None,
         **options,
     ):
         ledger = searcher if isinstance(searcher, Ledger) else None
@@ -59,7 +64,7 @@ class ParetuneSearch(TuneSearcher):
         first_mode = mode if mode is None or isinstance(mode, str) else mode[0]
         super().__init__(metric=first, mode=(first_mode or "max") if first else None)
         self._spec = {"name": searcher, "space": space, "constraints": constraints, "seed": seed}
-        self._spec |= {"options": options, "mode": mode, "max_t": max_t}
+        self._spec |= {"options": options, "mode": mode, "max_t": max_t, "price": price}
         self.ledger = None  # not `.searcher`: Tune walks that attribute
         self.max_concurrent = 0  # 0: no limit of its own
         if isinstance(searcher, search.Searcher):
@@ -76,6 +81,7 @@ class ParetuneSearch(TuneSearcher):
             mode=mode,
             seed=spec["seed"],
             constraints=spec["constraints"],
+            price=spec["price"],
             **spec["options"],
         )
         self.ledger = TunerLedger(created, max_t=spec["max_t"])

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from ray.tune import Callback
 
 import search
-from cluster.raytune.trainable import MODEL
+from cluster.raytune.trainable import MODEL, PRICED
 from cluster.study import judge, warm
 from cluster.study.config import Study
+from cluster.study.errors import ConfigError
+from cluster.study.price import check_refusals, priced_costs, refusal_rows, spent, stopped
 from cluster.study.resume import told_as
 from cluster.study.rows import make_row, unprefixed
 from cluster.study.store import StudyStore
@@ -41,9 +44,18 @@ class Progress:
             f"[{self.study.name}] {done}/{self.study.trials} done, {running} running, "
             f"{failed} failed, best feasible {metric}: "
             + ("none yet" if best is None else f"{best:.4g}")
+            + _pricing(searcher)
         )
         end = "" if self.interactive and not force else "\n"
         print(("\r" if self.interactive else "") + line, end=end, file=sys.stderr, flush=True)
+
+
+def _pricing(searcher: search.Searcher) -> str:
+    """`, priced 40 configs in 3.1 s, 12 refused` for a priced searcher, else nothing."""
+    if searcher.price is None:
+        return ""
+    stats, refused = searcher.pricing, len(searcher.observations) - searcher.trained()
+    return f", priced {stats['calls']} configs in {stats['seconds']:.1f} s, {refused} refused"
 
 
 class Recorder:
@@ -62,20 +74,54 @@ class Recorder:
         self.last: dict[str, dict] = {}  # each running trial's last epoch report
         self.models: dict[str, object] = {}  # Tune's trial id -> its final report's checkpoint
         self.done, self.progress = done, progress
+        self.pricing: dict[str, dict] = {}  # each trial's ask's pricing calls and seconds
+        self.stop: str | None = None  # why the searcher's price stopped the study
 
     @property
     def searcher(self) -> search.Searcher:
         return self.store.searcher
 
     def ask(self, tune_id: str):
-        """A new trial from the searcher, or None when the study's budget is taken."""
-        with self.store.locked() as searcher:
-            if warm.counted(searcher, self.study.dir) >= self.study.trials:  # warm rows: free
-                return None
-            trial = searcher.ask()
-            self.store.claim(trial.id)
+        """A new trial from the searcher (`priced_ask`), or None when the study's budget is
+        taken. Its config carries its priced costs (`PRICED`): the trial does not estimate
+        them again."""
+        trial = self.priced_ask()
+        if trial is None:
+            return None
         self.adopt(tune_id, trial.id, trial.config)
-        return trial
+        costs = priced_costs(trial, self.study.constraints)
+        return trial if costs is None else replace(trial, config={**trial.config, PRICED: costs})
+
+    def priced_ask(self) -> search.Trial | None:
+        """`searcher.ask()` under the store's lock and claimed, or None when the study's budget
+        is taken. A priced searcher's refusals are written as rows; when its price stops the
+        study (nothing fits, or too many refusals: `check_refusals`) `stop` says why and
+        `search.NothingFits` is raised."""
+        with self.store.locked() as searcher:
+            taken = warm.counted(searcher, self.study.dir)  # warm rows are free
+            if taken >= self.study.trials:
+                return None
+            before = searcher.pricing
+            try:
+                check_refusals(searcher, asked=taken, study=self.study)
+                trial = searcher.ask()
+            except search.NothingFits as error:
+                self._refused(error.refused)
+                self.stop = str(stopped(error, study=self.study))
+            except ConfigError as error:
+                self.stop = str(error)
+            else:
+                self._refused(trial.refused)
+                self.store.claim(trial.id)
+                self.pricing[trial.id] = spent(before, searcher.pricing)
+                return trial
+        raise search.NothingFits(self.stop)
+
+    def _refused(self, refused) -> None:
+        for row in refusal_rows(refused, study=self.study):
+            self.writer.add(row)
+        if refused:
+            self.writer.flush()  # before the searcher's state that holds them is saved
 
     def state(self) -> dict:
         return {"ids": dict(self.ids)}
@@ -104,7 +150,7 @@ class Recorder:
     def _row(self, trial: str, result: dict, status: str, config: dict) -> dict:
         elapsed = time.time() - self.started.get(trial, time.time())
         return make_row(
-            result,
+            {**result, **self.pricing.get(trial, {})},
             study=self.study.name,
             trial=trial,
             status=status,
@@ -160,6 +206,7 @@ class Recorder:
             metrics, status_told = told_as(result, status, searcher.objective.names)
             searcher.tell(trial, metrics, **status_told)
         self.asked.pop(trial, None)
+        self.pricing.pop(trial, None)
         self.done += 1
         self.show()
 

@@ -25,6 +25,8 @@ from cluster.raytune.teachers import shipped
 from cluster.raytune.trainable import bound, member_trainable, trainable
 from cluster.study import results, storage
 from cluster.study.config import Study
+from cluster.study.errors import ConfigError
+from cluster.study.price import study_price
 from cluster.study.resume import open_store, prepare_dir
 from cluster.study.store import driver_lock
 
@@ -64,28 +66,37 @@ def run(
         connect(study, **options)
         preflight(study)
     folder = prepare_dir(study, resume=resume)
+    # priced on the driver through the trial's own cost function (the built-in trainer only)
+    shape = None if data is None else (data.in_shape, data.num_classes)
+    price = study_price(study, settings=bound(study), shape=shape) if data is not None else None
     with driver_lock(folder):
         try:
             table = results.load(folder, every_step=True)
         except ValueError:
             table = None
-        store, done = open_store(study, folder, table)
+        store, done = open_store(study, folder, table, price=price)
         function = function or (own_trainable if study.trainable else trainable)
-        while done < study.trials:  # in fits of CHUNK trials: Tune's cost per trial grows
-            left = study.trials - done  # with the trials one fit holds; PBT needs one fit
-            told = _told(store)
+        stop = None
+        while done < study.trials and stop is None:  # in fits of CHUNK trials: Tune's cost
+            left = study.trials - done  # per trial grows with the trials one fit holds; PBT
+            told = _told(store)  # needs one fit
             chunk = left if study.scheduler == "pbt" else min(left, CHUNK)
-            _fit(study, store, done=done, left=chunk, options=options, function=function, data=data)
+            fit = {"options": options, "function": function, "data": data}
+            stop = _fit(study, store, done=done, left=chunk, **fit)
             fitted = _told(store) - told
             if fitted == 0:  # nothing more to ask (exhausted, or clients hold it)
                 break
             done += fitted
         store.compact()  # searcher.json alone holds the state a run ended with
         results.compact(folder)
+        if stop is not None:  # the searcher's price stopped it: a refused study, not a crash
+            raise ConfigError(stop)
         return results.load(folder)
 
 
-def _fit(study, store, *, done, left, options, function, data):
+def _fit(study, store, *, done, left, options, function, data) -> str | None:
+    """One Tune fit of `left` trials; returns why the searcher's price stopped the study, if
+    it did."""
     from ray import tune
 
     os.environ.setdefault("TUNE_DISABLE_STRICT_METRIC_CHECKING", "1")
@@ -136,11 +147,13 @@ def _fit(study, store, *, done, left, options, function, data):
     finally:
         writer.flush()
         recorder.show(force=True)
+    return recorder.stop
 
 
 def _told(store) -> int:
+    """The trials told: configs refused on price are not trials."""
     with store.locked() as searcher:
-        return len(searcher.observations)
+        return searcher.trained()
 
 
 def _final_counted(study: Study) -> Study:

@@ -333,12 +333,13 @@ def population(recorder: Recorder, size: int) -> tuple[list[dict], Record]:
     proposes the whole population up front, Tune runs it as a grid of `{"id", "config"}`, and a
     `Record` callback records its reports and completions."""
     members = []
-    with recorder.store.locked() as searcher:
+    with recorder.store.locked():
         for _ in range(size):
             try:
-                trial = searcher.ask()
+                trial = recorder.priced_ask()  # claimed, its refusals written
             except Exhausted:
                 break
-            recorder.store.claim(trial.id)
+            if trial is None:
+                break
             members.append({"id": trial.id, "config": dict(trial.config)})
     return members, Record(recorder)

@@ -12,6 +12,7 @@ from pathlib import Path
 
 MODEL = "model.npz"  # a final report's checkpoint: the trial's model (`trainers.store`)
 SNAPSHOT = "snapshot.pt"  # an epoch's: the state it continues from
+PRICED = "priced_costs"  # a config's key, never a parameter: the costs the driver priced
 
 
 def trainable(config: dict, settings, data=None, teachers=None) -> None:
@@ -27,6 +28,8 @@ def trainable(config: dict, settings, data=None, teachers=None) -> None:
     import torch
     from ray import tune
 
+    config = dict(config)
+    costs = config.pop(PRICED, None)  # priced on the driver: not estimated again
     node = ray.get_runtime_context().get_node_id()
     with tempfile.TemporaryDirectory(prefix="paretune-trial-") as own:
         models, last = Path(own) / "models", Path(own) / SNAPSHOT
@@ -59,7 +62,7 @@ def trainable(config: dict, settings, data=None, teachers=None) -> None:
             teacher=dataclasses.replace(settings.teacher, cache_dir=None),  # this node's own
         )
         _place(teachers or {})
-        run_and_report(config, settings, send=send, resume=resume, data=data)
+        run_and_report(config, settings, send=send, resume=resume, data=data, costs=costs)
 
 
 def _resumed(checkpoint) -> dict | None:
@@ -93,10 +96,12 @@ def run_and_report(
     send: Callable[[dict, dict | None], None],
     resume: dict | None = None,
     data=None,
+    costs=None,
 ) -> None:
     """`trainers.run_trial(config)`, each of its reports passed to `send(metrics, snapshot)`:
     one per epoch (`final: False`, with its snapshot under `settings.snapshots`, else None),
-    then the final row (`final: True`, no snapshot); `data` as `run_trial`'s. A trial that
+    then the final row (`final: True`, no snapshot); `data` and `costs` as `run_trial`'s. A
+    trial that
     raises sends `status: failed` with its error text instead of crashing its worker.
 
     Every report carries `trained_with`: the config whose training produced the weights it
@@ -121,7 +126,8 @@ def run_and_report(
         send({**row, "trained_with": config, "final": False}, snapshot)
 
     try:
-        result = run_trial(config, report, settings=settings, resume=resume, data=data)
+        options = {"resume": resume, "data": data, "costs": costs}
+        result = run_trial(config, report, settings=settings, **options)
     except Exception as error:  # the study goes on; the row keeps the reason
         result = {"status": "failed", "error": short_error(error)}
         result["traceback"] = traceback.format_exc()  # the recorder logs it, out of the row
@@ -134,17 +140,10 @@ def run_and_report(
 
 
 def bound(study):
-    """`study.trial_settings()` with the study's latency source bound: a device server's
-    client for `latency: remote://host:port`, else None (measured where the trial runs)."""
-    from cluster.remote.device_client import latency_source
+    """`cluster.remote.device_client.bound`: the study's trial settings, latency source bound."""
+    from cluster.remote.device_client import bound
 
-    settings = study.trial_settings()
-    source = latency_source(
-        study.latency, token_file=study.latency_token_file, retry_s=study.latency_retry_s
-    )
-    if source is None:
-        return settings
-    return type(settings).from_flat({**settings.to_flat(), "latency_source": source})
+    return bound(study)
 
 
 def member_trainable(config: dict, settings, data=None, teachers=None) -> None:

@@ -118,6 +118,18 @@ class RemoteLatency:
             client.close()
 
 
+def bound(study):
+    """`study.trial_settings()` with the study's latency source bound: a device server's
+    client for `latency: remote://host:port`, else None (measured where the trial runs)."""
+    settings = study.trial_settings()
+    source = latency_source(
+        study.latency, token_file=study.latency_token_file, retry_s=study.latency_retry_s
+    )
+    if source is None:
+        return settings
+    return type(settings).from_flat({**settings.to_flat(), "latency_source": source})
+
+
 def latency_source(latency: str, *, token_file: str | None = None, retry_s: float = 60.0):
     """A study's `latency` as a trial's latency source: a `RemoteLatency` for
     `remote://host:port` (its token read from `token_file`), None for `local` (measured where

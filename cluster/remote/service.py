@@ -23,13 +23,16 @@ import grpc
 import pyarrow as pa
 
 from cluster.remote import tables, wire
+from cluster.remote.device_client import bound
 from cluster.remote.leases import EXPIRIES, Leases
 from cluster.remote.service_client import SERVICE, StudyClient, StudyError
 from cluster.study import results, warm
+from cluster.study.errors import ConfigError
+from cluster.study.price import check_refusals, refusal_rows, stopped, study_price
 from cluster.study.resume import load_study, make_searcher
 from cluster.study.rows import make_row
 from cluster.study.store import StudyStore
-from search.base import Exhausted
+from search import Exhausted, NothingFits
 
 __all__ = [
     "SERVICE",
@@ -52,7 +55,8 @@ class StudyService:
         self.requeued: list[str] = []  # expired trials for the next asks (on_expiry="requeue")
         self.lapsed: set[str] = set()  # trials failed by their lease
         self.study = load_study(folder)
-        self.store = StudyStore(folder, make_searcher(self.study))
+        price = study_price(self.study, settings=bound(self.study))  # priced here, on the driver
+        self.store = StudyStore(folder, make_searcher(self.study, price=price))
         names = self.store.searcher.objective.names
         self.writer = results.ResultWriter(folder, results.schema(self.study.space(), names))
         self.folder, self.chunk_bytes = folder, chunk_bytes
@@ -102,14 +106,27 @@ class StudyService:
                     f"the study's budget of {self.study.trials} trials is taken",
                 )
             try:
+                check_refusals(searcher, asked=taken, study=self.study)
                 trial = searcher.ask()
+            except NothingFits as error:  # its refusals are kept: the abort comes after the block
+                self._refused(error.refused)
+                why = str(stopped(error, study=self.study))
+            except ConfigError as error:  # too many refusals a trial
+                why = str(error)
             except Exhausted as error:
-                context.abort(
-                    grpc.StatusCode.FAILED_PRECONDITION,
+                why = (
                     f"the searcher has no configuration left ({error}); "
-                    f"{taken} of the study's {self.study.trials} trials were asked",
+                    f"{taken} of the study's {self.study.trials} trials were asked"
                 )
-            return self._answer(trial.id, trial.config)
+            else:
+                self._refused(trial.refused)
+                return self._answer(trial.id, trial.config)
+        context.abort(grpc.StatusCode.FAILED_PRECONDITION, why)
+
+    def _refused(self, refused) -> None:
+        """An ask's refusals on price, as rows (before the searcher's state holds them)."""
+        for row in refusal_rows(refused, study=self.study, node="service"):
+            self.writer.add(row, flush=True)
 
     def heartbeat(self, message: bytes, context) -> bytes:
         header, _ = wire.decode(message)
@@ -165,7 +182,7 @@ class StudyService:
                 "study": self.study.name,
                 "trials": self.study.trials,
                 "lease_s": self.leases.lease_s,
-                "finished": len(searcher.observations) - warm.count(self.folder),  # budget's
+                "finished": searcher.trained() - warm.count(self.folder),  # budget's
                 "pending": sorted(searcher.pending),
                 "objectives": [list(o) for o in self.study.objectives],
                 "front": [

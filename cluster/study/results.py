@@ -36,6 +36,10 @@ CORE = [
     ("elapsed_s", pa.float64()),
     ("node", pa.string()),
 ]
+# the searcher's pricing (`cluster.study.price`): a row of a config refused on its price
+# (`refused`, never trained, no budget used), and a trial's ask's pricing calls and seconds
+REFUSED = "refused"
+PRICING = [(REFUSED, pa.bool_()), ("price_calls", pa.int64()), ("price_s", pa.float64())]
 TAIL = [("records", pa.string()), ("violations", pa.string()), ("error", pa.string())]
 
 
@@ -58,7 +62,7 @@ def schema(space: Space, metrics: Iterable[str] = ()) -> pa.Schema:
     """Core columns, `config.<key>` typed from the space, one float64 column per metric."""
     config = [(column(k), _param_type(p)) for k, p in space.params.items()]
     names = list(dict.fromkeys([*METRICS, *metrics]))
-    return pa.schema(CORE + config + [(m, pa.float64()) for m in names] + TAIL)
+    return pa.schema(CORE + config + [(m, pa.float64()) for m in names] + PRICING + TAIL)
 
 
 def _cell(value, kind: pa.DataType):

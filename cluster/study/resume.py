@@ -15,6 +15,7 @@ import pyarrow.compute as pc
 import search
 from cluster.study import judge, results, storage, warm
 from cluster.study.config import ConfigError, Study
+from cluster.study.results import REFUSED
 from cluster.study.rows import config_of
 from cluster.study.store import RUNNER_TRIALS, StateUnreadable, StudyStore
 from spaces.util import write_json
@@ -25,7 +26,8 @@ INTERRUPTED = "interrupted"
 CUT_OFF = "cut off when its run stopped; the resume that marked it runs the rest of the budget"
 
 
-def make_searcher(study: Study) -> search.Searcher:
+def make_searcher(study: Study, *, price: search.Price | None = None) -> search.Searcher:
+    """The study's searcher; `price`: `cluster.study.price.study_price`'s, on a driver."""
     metrics = [m for m, _ in study.objectives]
     modes = [mode for _, mode in study.objectives]
     return search.create(
@@ -35,6 +37,7 @@ def make_searcher(study: Study) -> search.Searcher:
         mode=modes if len(modes) > 1 else modes[0],
         seed=study.seed,
         constraints=dict(study.constraints) or None,
+        price=price,
         **study.searcher_options,
     )
 
@@ -110,16 +113,34 @@ def reconcile(
     for trial, row in sorted(finals.items(), key=lambda item: results.trial_key(item[0])):
         if trial in told:
             continue
+        if row.get(REFUSED):  # refused on price: a refusal again, never a trial
+            costs = {k: row[k] for k, _ in searcher.objective.constraints if row.get(k) is not None}
+            searcher._restore_refused([refusal(searcher, trial, config_of(row), costs)])
+            continue
         metrics, status = told_as(row, row["status"], names)
         searcher.add(config_of(row), metrics, trial_id=trial, **status)
-    return sum(not row.get(warm.WARM_FROM) for row in finals.values())  # warm ones: no budget
+    # warm trials and refusals use none of the budget
+    return sum(not (row.get(warm.WARM_FROM) or row.get(REFUSED)) for row in finals.values())
 
 
-def open_store(study: Study, folder: Path, table: pa.Table | None) -> tuple[StudyStore, int]:
-    """The study's store with its searcher reconciled with `table`; returns it and the number
-    of finished trials. A corrupt or truncated `searcher.json` is set aside and the searcher
-    rebuilt from the Parquet rows, with a warning naming what could not be recovered."""
-    store = StudyStore(folder, make_searcher(study))
+def refusal(searcher: search.Searcher, trial: str, config: dict, costs: dict) -> dict:
+    """The searcher's record of `config` refused on its priced `costs` (`search.Searcher`)."""
+    record = {"id": trial, "config": config, "metrics": None, "status": "infeasible"}
+    return record | {
+        "costs": costs,
+        "violation": searcher.objective.violation(costs),
+        "priced": True,
+    }
+
+
+def open_store(
+    study: Study, folder: Path, table: pa.Table | None, *, price: search.Price | None = None
+) -> tuple[StudyStore, int]:
+    """The study's store with its searcher (priced by `price`) reconciled with `table`; returns
+    it and the number of finished trials. A corrupt or truncated `searcher.json` is set aside
+    and the searcher rebuilt from the Parquet rows, with a warning naming what could not be
+    recovered."""
+    store = StudyStore(folder, make_searcher(study, price=price))
     table = warm.seed(study, store.searcher, folder, table)  # earlier studies' rows, once
     finals = final_rows(table, study.constraints)
     owned = store.runner_trials()
@@ -140,7 +161,7 @@ def open_store(study: Study, folder: Path, table: pa.Table | None) -> tuple[Stud
             RuntimeWarning,
             stacklevel=2,
         )
-        store = StudyStore(folder, make_searcher(study))
+        store = StudyStore(folder, make_searcher(study, price=price))
         with store.locked() as searcher:
             searcher.reserve_ids(first_free_id(table))  # lost trials' rows keep their ids
             done = reconcile(searcher, finals, runner_trials=owned)

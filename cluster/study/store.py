@@ -228,9 +228,9 @@ class StudyStore:
         """The study's budget is told (warm start rows not counted), nothing pending: its final
         state is saved whole."""
         searcher, budget = self.searcher, self._budget
-        if not budget or searcher.pending or len(searcher.observations) < budget:
+        if not budget or searcher.pending or searcher.trained() < budget:
             return False
-        return len(searcher.observations) - warm.count(self.folder) >= budget
+        return searcher.trained() - warm.count(self.folder) >= budget
 
     def _snapshot(self) -> None:
         """The whole state, atomically, then a new journal that continues it. Killed between

@@ -166,5 +166,6 @@ def count(folder: str | Path) -> int:
 
 
 def counted(searcher, folder: str | Path) -> int:
-    """The trials that count against the study's budget: told and pending, warm ones left out."""
-    return len(searcher.observations) + len(searcher.pending) - count(folder)
+    """The trials that count against the study's budget: told and pending, warm ones and
+    configs refused on price left out."""
+    return searcher.trained() + len(searcher.pending) - count(folder)

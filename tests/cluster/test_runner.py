@@ -57,13 +57,13 @@ def test_failures_and_infeasible_do_not_stop_the_study(local_ray, tmp_path):
     study = Study.from_dict(
         {**TINY, "dir": str(tmp_path / "tight"), "trials": 3, "constraints": {"params": 10.0}}
     )
-    table = runner.run(study)
-    assert table["status"].to_pylist() == ["infeasible"] * 3
+    with pytest.raises(ValueError, match="stopped: nothing fits params <= 10"):
+        runner.run(study)  # priced on the driver: no config fits, none is trained
     every = results.load(study.dir, every_step=True)
-    assert every.num_rows == 3  # rejected before training: no epoch was reported
+    assert set(every["status"].to_pylist()) == {"infeasible"} and all(every["refused"].to_pylist())
     state = json.loads((tmp_path / "tight" / "searcher.json").read_text())
-    assert [o["status"] for o in state["observations"]] == ["infeasible"] * 3
-    assert all(o["costs"]["params"] > 10 for o in state["observations"])
+    assert {o["status"] for o in state["observations"]} == {"infeasible"}
+    assert all(o["priced"] and o["costs"]["params"] > 10 for o in state["observations"])
 
 
 def test_a_second_run_refuses_the_folder_and_resume_is_a_no_op(local_ray, tmp_path):

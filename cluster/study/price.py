@@ -1,0 +1,129 @@
+"""A study's price: the costs its trials check before training (`trainers.estimate_cost`, with
+the trial's own settings: runtime, repeats, batch), measured on the driver, so the searcher
+proposes only configs that fit the study's bounds (`search.Price`). A config refused on its
+price is a row of its own (`refused`, status `infeasible`, final, its costs and violations, no
+accuracy), never a trial: it uses up none of the study's `trials:`."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import search
+from cluster.study.config import Study
+from cluster.study.errors import ConfigError
+from cluster.study.results import REFUSED
+from cluster.study.rows import make_row
+from trainers.settings import COST_METRICS
+
+# A study stops once its searcher refused more than this many configs per trial it asked
+REFUSALS_PER_TRIAL = 50
+
+
+def study_price(study: Study, *, settings=None, shape=None) -> search.Price | None:
+    """The price of `study`'s configs, or None where it has none: a study with its own
+    trainable, or without a bound on a cost known before training (`COST_METRICS`). `settings`:
+    the trial's (default `study.trial_settings()`; a runner passes them with its device
+    server's latency source bound); `shape`: the data's `(in_shape, num_classes)` (default:
+    the data loaded when first priced). Cached by the architecture and compression keys
+    (training hyperparameters change no cost). A config that cannot be measured is unpriced
+    (`{}`): its trial measures it and says why."""
+    bounds = [name for name in study.constraints if name in COST_METRICS]
+    if study.trainable or not bounds:
+        return None
+    settings = settings or study.trial_settings()
+    known = {} if shape is None else {"in_shape": shape[0], "num_classes": shape[1]}
+
+    def costs(config: dict) -> dict:
+        from trainers.estimate import estimate_cost
+
+        if not known:
+            data = study.check_data()
+            known.update(in_shape=data.in_shape, num_classes=data.num_classes)
+        try:
+            repeats = settings.cost.latency_repeats  # the trial's: priced as it is measured
+            measured = estimate_cost(config, settings, **known, repeats=repeats)
+        except Exception:  # noqa: BLE001 - any failure to measure is the trial's to report
+            return {}
+        return {k: float(measured[k]) for k in bounds if _finite(measured.get(k))}
+
+    keys = [key for key in study.space().params if key.partition(".")[0] != "train"]
+    return search.Price(costs, keys=keys)
+
+
+def _finite(value) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def priced_costs(trial, constraints) -> dict | None:
+    """The priced costs of an asked `trial` when they hold every cost `constraints` bound (its
+    trial then need not estimate them again), else None."""
+    costs = dict(getattr(trial, "costs", None) or {})
+    needed = [k for k in constraints if k in COST_METRICS]
+    return costs if needed and all(k in costs for k in needed) else None
+
+
+def spent(before: dict, after: dict) -> dict:
+    """A row's pricing columns: the calls and seconds between two `Searcher.pricing`s."""
+    return {
+        "price_calls": after["calls"] - before["calls"],
+        "price_s": after["seconds"] - before["seconds"],
+    }
+
+
+def refusal_rows(refused, *, study: Study, node: str = "driver") -> list[dict]:
+    """The rows of an ask's refusals (`search.Trial.refused`, `NothingFits.refused`)."""
+    rows = []
+    for record in refused:
+        costs = dict(record.get("costs") or {})
+        over = {k: (v - limit) / limit for k, v in costs.items() if v > (limit := _limit(study, k))}
+        values = {**costs, REFUSED: True, "violations": json.dumps(over), "node": node}
+        values["error"] = "refused on price: " + _over_text(costs, study.constraints)
+        rows.append(
+            make_row(
+                values,
+                study=study.name,
+                trial=record["id"],
+                status="infeasible",
+                config=record["config"],
+                final=True,
+            )
+        )
+    return rows
+
+
+def _limit(study: Study, name: str) -> float:
+    return study.constraints.get(name, math.inf)
+
+
+def _over_text(costs, constraints) -> str:
+    over = [k for k, limit in constraints.items() if costs.get(k, -math.inf) > limit]
+    return ", ".join(f"{k} {costs[k]:.4g} > {constraints[k]:.4g}" for k in over)
+
+
+def check_refusals(searcher: search.Searcher, *, asked: int, study: Study) -> None:
+    """Raise `ConfigError` when the searcher refused more than `REFUSALS_PER_TRIAL` configs on
+    their price per trial asked (`asked`, warm trials left out): the space barely fits the
+    bounds. The message names the bounds and the cheapest config priced."""
+    refused = [o for o in searcher.observations if o.get("priced")]
+    if not asked or len(refused) <= REFUSALS_PER_TRIAL * asked:
+        return
+    raise ConfigError(
+        f"study {study.name!r} stopped: its searcher refused {len(refused)} configs on their "
+        f"price for the {asked} trials it asked (more than {REFUSALS_PER_TRIAL} a trial): few "
+        f"models of the space fit {dict(study.constraints)}; {cheapest(refused, study)}. "
+        "Loosen the bound, or narrow the space to smaller models"
+    )
+
+
+def cheapest(refused: list[dict], study: Study) -> str:
+    """`the cheapest model priced: ...` among refusal records (least violation)."""
+    best = min(refused, key=lambda o: o.get("violation") or 0.0)
+    costs = best.get("costs") or {}
+    shown = ", ".join(f"{k} {v:.4g}" for k, v in costs.items())
+    return f"the cheapest model priced has {shown} ({_over_text(costs, study.constraints)})"
+
+
+def stopped(error: search.NothingFits, *, study: Study) -> ConfigError:
+    """The study's stop for a searcher that found no fitting config within its pricing budget."""
+    return ConfigError(f"study {study.name!r} stopped: {error}")

@@ -1,0 +1,21 @@
+"""What `ask` raises when it has nothing to propose."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+
+class Exhausted(Exception):
+    """Raised by `ask` when a searcher has no configuration left to propose."""
+
+
+class NothingFits(Exhausted):
+    """Raised by a priced `ask` whose pricing budget ran out (or whose searcher ran out of
+    configs) before a config fit every bound. Its message names the bounds and the cheapest
+    config priced; `refused` holds the refusal records that ask made (they are recorded);
+    `event` is the ask's replay event when it was made through `Searcher.record`."""
+
+    def __init__(self, message: str, refused: Sequence[dict] = ()):
+        super().__init__(message)
+        self.refused = tuple(refused)
+        self.event: dict | None = None

@@ -1,0 +1,178 @@
+"""Priced studies: the searcher prices configs on the driver with the trial's own cost function,
+refusals are rows that use none of the budget, resume keeps them refusals, and a space that
+barely fits the bound stops the study with a message naming it."""
+
+import json
+from types import SimpleNamespace
+
+import grpc
+import pytest
+
+import search
+from cluster.raytune import runner
+from cluster.study import results
+from cluster.study.config import ConfigError, Study
+from cluster.study.price import REFUSALS_PER_TRIAL, check_refusals, study_price
+from cluster.study.resume import open_store, prepare_dir
+from spaces import Choice, Float, Space
+
+# on 8x8 digits an MLP of width 16 runs in about 0.01 ms a batch, one of width 512 and
+# 2-3 layers in 0.1-0.3 ms: the bound refuses the wide ones by a wide margin
+PRICED = {
+    "arch": "mlp",
+    "arch_options": {"layers": [1, 3], "widths": [16, 512]},
+    "train": {"lr": [1e-3, 3e-2]},
+    "searcher": "random",
+    "scheduler": "fifo",
+    "trials": 4,
+    "parallel": 2,
+    "constraints": {"latency_ms": 0.05},
+    "trial": {"epochs": 1, "latency_repeats": 4},
+}
+
+
+def _study(tmp_path, **changes):
+    return Study.from_dict({**PRICED, "dir": str(tmp_path / "study"), **changes})
+
+
+def test_a_study_prices_with_the_trials_costs_cached_by_architecture(tmp_path):
+    study = _study(tmp_path)
+    price = study_price(study)
+    assert price.keys == ("arch.layers", "arch.width")  # not the learning rate
+    small = {"arch.layers": 1, "arch.width": 16, "train.lr": 1e-3}
+    costs = price(small)
+    assert set(costs) == {"latency_ms"} and 0 < costs["latency_ms"] < 0.05
+    assert price({**small, "train.lr": 2e-2}) == costs  # a hit: another lr, the same model
+    assert price.stats["calls"] == 1 and price.stats["hits"] == 1
+    assert price({"arch.layers": 3, "arch.width": 512, "train.lr": 1e-3})["latency_ms"] > 0.05
+    assert study_price(_study(tmp_path, constraints={})) is None  # no bound: nothing to price
+    assert study_price(_study(tmp_path, constraints={"params": 1e9})) is not None
+
+
+def test_too_many_refusals_a_trial_stop_naming_the_bound_and_the_cheapest(tmp_path):
+    study = _study(tmp_path)
+    refusal = {"priced": True, "config": {}, "costs": {"latency_ms": 0.2}, "violation": 3.0}
+    cheap = {**refusal, "costs": {"latency_ms": 0.07}, "violation": 0.4}
+    refused = [refusal] * (2 * REFUSALS_PER_TRIAL) + [cheap]
+    searcher = SimpleNamespace(observations=refused)
+    check_refusals(searcher, asked=3, study=study)  # 101 refusals for 3 trials: fine
+    with pytest.raises(ConfigError) as caught:
+        check_refusals(searcher, asked=2, study=study)
+    text = str(caught.value)
+    assert "refused 101 configs" in text and "{'latency_ms': 0.05}" in text
+    assert "latency_ms 0.07 > 0.05" in text  # the cheapest model priced
+
+
+def test_a_tight_bound_trains_the_budget_and_refusals_are_rows(local_ray, tmp_path):
+    study = _study(tmp_path)
+    table = runner.run(study)
+    trained = table.filter(table["refused"].is_null())
+    refused = table.filter(table["refused"].fill_null(False))
+    assert trained.num_rows == 4 and refused.num_rows >= 1
+    assert all(width == 16 or layers == 1 for width, layers in _arch(trained))
+    assert all(v is not None for v in trained["val_acc"].to_pylist())  # trained, all of them
+    assert set(refused["status"].to_pylist()) == {"infeasible"}
+    assert all(v > 0.05 for v in refused["latency_ms"].to_pylist())
+    assert refused["val_acc"].null_count == refused.num_rows  # never trained
+    assert all(e.startswith("refused on price: latency_ms") for e in refused["error"].to_pylist())
+    assert sum(trained["price_calls"].to_pylist()) >= 1 and min(trained["price_s"].to_pylist()) >= 0
+    state = json.loads((tmp_path / "study" / "searcher.json").read_text())
+    assert state["price"]["calls"] >= refused.num_rows  # the searcher's state keeps the pricing
+    # resumed after losing the searcher's state: the refusals come back as refusals
+    (tmp_path / "study" / "searcher.json").unlink()
+    (tmp_path / "study" / "searcher.journal").unlink(missing_ok=True)
+    store, done = open_store(study, tmp_path / "study", results.load(study.dir, every_step=True))
+    assert done == 4 and store.searcher.trained() == 4
+    lost = [o for o in store.searcher.observations if o.get("priced")]
+    assert sorted(o["id"] for o in lost) == sorted(refused["trial"].to_pylist())
+    again = runner.run(study, resume=True)  # the budget is spent: nothing more runs
+    assert again.num_rows == table.num_rows
+
+
+def _arch(table):
+    return zip(table["config.arch.width"].to_pylist(), table["config.arch.layers"].to_pylist())
+
+
+def test_a_bound_nothing_fits_stops_the_study_with_a_message(local_ray, tmp_path):
+    study = _study(tmp_path, constraints={"latency_ms": 1e-6})
+    with pytest.raises(
+        ConfigError, match=r"study 'study' stopped: nothing fits latency_ms <= 1e-06"
+    ):
+        runner.run(study)
+    table = results.load(study.dir)
+    assert table.num_rows >= 1 and all(table["refused"].to_pylist())  # refused, none trained
+
+
+def test_paretune_search_takes_a_price(local_ray):
+    from ray import tune
+
+    from cluster.raytune import ParetuneSearch
+
+    space = Space({"width": Choice((8, 16, 32, 64)), "lr": Float(1e-3, 1e-1, log=True)})
+    price = search.Price(lambda config: {"size": float(config["width"])}, keys=["width"])
+    tuner = tune.Tuner(
+        lambda config: {"acc": config["width"] * config["lr"], "size": float(config["width"])},
+        tune_config=tune.TuneConfig(
+            search_alg=ParetuneSearch(
+                "random", space, metric="acc", mode="max", constraints={"size": 20}, price=price
+            ),
+            num_samples=4,
+        ),
+    )
+    grid = tuner.fit()
+    assert all(r.config["width"] <= 16 for r in grid) and len(grid) == 4
+    searcher = tuner._local_tuner._tune_config.search_alg.paretune
+    assert searcher.trained() == 4 and any(o.get("priced") for o in searcher.observations)
+
+
+class _Aborted(Exception):
+    pass
+
+
+class _Context:
+    def abort(self, code, details):
+        raise _Aborted(code, details)
+
+    def peer(self):
+        return "test"
+
+
+def test_the_study_service_prices_on_the_driver(tmp_path):
+    from cluster.remote import service, wire
+
+    study = _study(tmp_path, trials=3)
+    prepare_dir(study, resume=False)
+    handlers = service.StudyService(tmp_path / "study").handlers()
+    asked = []
+    for _ in range(3):
+        answer, _ = wire.decode(handlers["Ask"](wire.encode({"study": "study"}), _Context()))
+        asked.append(answer["config"])
+    assert all(c["arch.width"] == 16 or c["arch.layers"] == 1 for c in asked)
+    table = results.load(study.dir)
+    assert table.num_rows >= 1 and all(table["refused"].to_pylist())  # refusals; none told yet
+    state, _ = wire.decode(handlers["State"](wire.encode({"study": "study"}), _Context()))
+    assert state["finished"] == 0 and len(state["pending"]) == 3
+    tight = _study(tmp_path / "tight", constraints={"latency_ms": 1e-6})
+    prepare_dir(tight, resume=False)
+    handlers = service.StudyService(tmp_path / "tight" / "study").handlers()
+    with pytest.raises(_Aborted) as caught:
+        handlers["Ask"](wire.encode({"study": "study"}), _Context())
+    code, details = caught.value.args
+    assert code == grpc.StatusCode.FAILED_PRECONDITION and "nothing fits latency_ms" in details
+
+
+def test_a_priced_trial_does_not_estimate_its_costs_again(tmp_path, monkeypatch):
+    import trainers.trial
+    from cluster.raytune.trainable import run_and_report
+
+    def estimated(*args, **kwargs):
+        raise AssertionError("estimated again")
+
+    monkeypatch.setattr(trainers.trial, "estimate_cost", estimated)
+    settings = _study(tmp_path).trial_settings()
+    config = {"arch.layers": 1, "arch.width": 16, "train.lr": 1e-2}
+    sent = []
+    run_and_report(config, settings, send=lambda m, s: sent.append(m), costs={"latency_ms": 0.01})
+    assert sent[-1]["final"] and sent[-1]["status"] == "completed", sent[-1].get("error")
+    run_and_report(config, settings, send=lambda m, s: sent.append(m), costs={"latency_ms": 1.0})
+    assert sent[-1]["status"] == "infeasible" and "val_acc" not in sent[-1]  # never trained
