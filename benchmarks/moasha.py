@@ -76,7 +76,7 @@ def _trial(config, *, configs, settings, data):
 def scheduler(method: str, *, max_t: int):
     from ray.tune.schedulers import ASHAScheduler
 
-    from cluster.raytune.schedulers import MOASHA
+    from cluster.raytune.moasha import MOASHA
 
     rungs = {"grace_period": 1, "reduction_factor": 3, "max_t": max_t}
     if method == "moasha":

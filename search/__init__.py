@@ -5,10 +5,11 @@ from __future__ import annotations
 import inspect
 import re
 
-from search.base import STATUSES, Exhausted, NothingFits, Objective, Searcher, Trial
+from search.base import STATUSES, Objective, Searcher, Trial
 from search.basic import GridSearcher, RandomSearcher
 from search.bo import BayesSearcher
 from search.darts import DartsSearcher
+from search.errors import Exhausted, NothingFits
 from search.evolution import EvolutionSearcher
 from search.forest import ForestSearcher
 from search.pareto import hypervolume, non_dominated, pareto_front

@@ -10,15 +10,13 @@ from dataclasses import dataclass
 import numpy as np
 
 from search import replay
-from search.errors import Exhausted, NothingFits
 from search.objective import Objective
 from search.pareto import pareto_front
-from search.price import Price, stats_of
+from search.price import PricedAsks
 from spaces import Space
 
 STATE_VERSION = 1
 STATUSES = ("completed", "failed", "infeasible", "stopped")
-PROPOSALS_PER_CALL = 10  # proposals an ask may price per call of its budget (cache hits too)
 
 
 @dataclass(frozen=True)
@@ -33,7 +31,7 @@ class Trial:
     costs: dict | None = None
 
 
-class Searcher:
+class Searcher(PricedAsks):
     """Base of every searcher: `ask` proposes, `tell` records, state round-trips as JSON.
 
     Subclasses implement `_propose()` (a config dict, drawing randomness only from
@@ -42,13 +40,7 @@ class Searcher:
     it: `record`'s events and `state_dict` hold no more). Every change is replayable:
     `record(change, ...)` makes it and returns a JSON event, `apply(event)` makes it again.
 
-    With a `price` (a `search.Price`, or a plain `config -> {cost: value}` callable wrapped as
-    `Price(fn)`; its costs a subset of the constraint names) `ask` never returns a config whose
-    priced costs break a bound while one that fits turns up within the price's per-ask budget:
-    each one over a bound is recorded as an observation of its own id (`status` "infeasible",
-    `metrics` None, its `costs` and `violation`, `"priced": True`; not a trained trial, see
-    `trained()`) and the searcher proposes again; past the budget `ask` raises `NothingFits`.
-    Subclasses may price while they choose (`_fits`).
+    With a `price`, `ask` proposes only configs that fit the bounds: see `PricedAsks`.
     """
 
     name = "base"
@@ -67,14 +59,7 @@ class Searcher:
             raise ValueError(f"space must be a spaces.Space, got {type(space).__name__}")
         self.space = space
         self.objective = Objective.build(metric, mode, constraints)
-        self.price = Price.wrap(price)
-        if self.price is not None and not self.objective.constraints:
-            raise ValueError(
-                "price: a price checks costs against the constraints' bounds; "
-                "give constraints={cost: bound} with it"
-            )
-        self._pricing = stats_of({})  # kept when the searcher has no price
-        self._asked: tuple[dict, list] | None = None  # an ask's price stats at start, refusals
+        self._set_price(price)
         self.seed = seed
         self.rng = np.random.default_rng(seed)
         self.pending: dict[str, dict] = {}
@@ -88,15 +73,7 @@ class Searcher:
     def ask(self) -> Trial:
         """A new trial; its config differs from every pending one where the space allows and,
         with a price, fits every bound (else `NothingFits`, see the class)."""
-        if self.price is None:
-            config, costs, refused = self._unpending(), None, []
-        else:
-            self._asked = (self.price.stats, [])
-            try:
-                config, costs = self._priced_proposal()
-            finally:
-                refused = self._asked[1]
-                self._asked = None
+        config, costs, refused = self._proposal()
         trial = Trial(str(self._next_id), config, tuple(refused), costs)
         self._hold(trial.id, config)
         return trial
@@ -107,121 +84,6 @@ class Searcher:
             if self._pending_keys[self.space.canonical(config)] == 0:
                 break
         return config
-
-    def _priced_proposal(self) -> tuple[dict, dict]:
-        """Proposals until one fits (its config and costs), recording those that do not."""
-        for _ in range(PROPOSALS_PER_CALL * self.price.calls):
-            try:
-                config = self._unpending()
-            except Exhausted as error:
-                if isinstance(error, NothingFits) or not self._asked[1]:
-                    raise
-                raise self._nothing_fits(f"the searcher ran out of configs ({error})") from error
-            if not self._priceable(config):
-                return config, {}
-            costs = self._cost(config)
-            if self.objective.violation(costs) == 0:
-                return config, costs
-            self._refuse(config, costs)
-            if not self._budget_left():
-                break
-        raise self._nothing_fits(self._budget_text())
-
-    def _cost(self, config: dict) -> dict:
-        costs = self.price(config)
-        bounds = dict(self.objective.constraints)
-        unknown = sorted(set(costs) - set(bounds))
-        if unknown:
-            raise ValueError(
-                f"price: returned costs {unknown} that are not constraint names; "
-                f"it may return only {sorted(bounds)}"
-            )
-        return costs
-
-    def _fits(self, config: dict) -> bool | None:
-        """During a priced ask: whether `config`'s priced costs fit every bound (a config over
-        one is recorded as refused), None once the ask's price budget is spent (it is not
-        priced); True without a price, outside an ask, or for a config the price skips."""
-        if not self._priced_ask or not self._priceable(config):
-            return True
-        if not self._budget_left():
-            return None
-        costs = self._cost(config)
-        if self.objective.violation(costs) == 0:
-            return True
-        self._refuse(config, costs)
-        return False
-
-    @property
-    def _priced_ask(self) -> bool:
-        """Whether an ask is under way with a price (`_fits` prices)."""
-        return self.price is not None and self._asked is not None
-
-    def _budget_left(self) -> bool:
-        start, now = self._asked[0], self.price.stats
-        return (
-            now["calls"] - start["calls"] < self.price.calls
-            and now["seconds"] - start["seconds"] < self.price.seconds
-        )
-
-    def _budget_text(self) -> str:
-        start, now = self._asked[0], self.price.stats
-        return (
-            f"the ask's price budget is spent ({now['calls'] - start['calls']} of "
-            f"{self.price.calls} calls, {now['seconds'] - start['seconds']:.1f} of "
-            f"{self.price.seconds:g} s)"
-        )
-
-    def _refuse(self, config: dict, costs: dict) -> None:
-        """Record `config`, priced over a bound, as refused (once: a config already observed
-        or pending is not recorded again)."""
-        key = self.space.canonical(config)
-        if key in self._seen or self._pending_keys[key]:
-            return
-        record = {"id": str(self._next_id), "config": dict(config), "metrics": None}
-        record |= {"status": "infeasible", "costs": dict(costs)}
-        record |= {"violation": self.objective.violation(costs), "priced": True}
-        self._next_id += 1
-        self._record(record)
-        self._asked[1].append(record)
-
-    def _nothing_fits(self, why: str) -> NothingFits:
-        bounds = ", ".join(f"{n} <= {b:g}" for n, b in self.objective.constraints)
-        priced = [o for o in self.observations if o.get("priced")]
-        text = f"nothing fits {bounds}: {why}"
-        if priced:
-            cheapest = min(priced, key=lambda o: o["violation"])
-            broken = ", ".join(
-                f"{n} {cheapest['costs'][n]:g} > {b:g}"
-                for n, b in self.objective.constraints
-                if cheapest["costs"].get(n, -math.inf) > b
-            )
-            text += (
-                f"; the cheapest config priced, {cheapest['config']}, costs "
-                f"{cheapest['costs']} ({broken})"
-            )
-        return NothingFits(text, self._asked[1])
-
-    def _restore_refused(self, records: Sequence[dict]) -> None:
-        """Record again the refusals an ask made (replay)."""
-        for record in records:
-            self._next_id = max(self._next_id, int(record["id"]) + 1)
-            self._record(dict(record))
-
-    @property
-    def pricing(self) -> dict:
-        """The price's `{"calls", "hits", "seconds"}` so far (kept in the state)."""
-        return self.price.stats if self.price is not None else dict(self._pricing)
-
-    @pricing.setter
-    def pricing(self, stats: Mapping) -> None:
-        self._pricing = stats_of(stats)
-        if self.price is not None:
-            self.price.stats = stats
-
-    def trained(self) -> int:
-        """The observations that are trials (told or added), not configs refused on price."""
-        return sum(not o.get("priced") for o in self.observations)
 
     def _hold(self, trial_id: str, config: dict) -> None:
         self._next_id = max(self._next_id, int(trial_id) + 1)
@@ -392,6 +254,7 @@ class Searcher:
         for trial_id, config in state["pending"].items():
             self._hold(str(trial_id), dict(config))
         self.observations = [dict(o) for o in state["observations"]]
+        self._refusals_indexed = (0, set())
         self._told_ids = {o["id"] for o in self.observations}
         self._seen = {self.space.canonical(o["config"]) for o in self.observations}
         self.pricing = state.get("price") or {}

@@ -5,7 +5,8 @@ from __future__ import annotations
 import itertools
 from collections.abc import Iterator, Mapping
 
-from search.base import Exhausted, Searcher
+from search.base import Searcher
+from search.errors import Exhausted
 from spaces import Space
 
 

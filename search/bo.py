@@ -24,20 +24,17 @@ FANTASIES = ("worst", "mean", "believer")
 class BayesSearcher(Searcher):
     """Bayesian optimization: a Gaussian process per objective and constraint.
 
-    Options: `acquisition` (the acquisition function: "ei", "ucb" or "pi"), `n_initial`
-    (Latin-hypercube design size), `kappa` (UCB's width), `candidates` (random candidates per
-    ask on large spaces),
-    `exhaustive_limit` (spaces with at most this many configs are scored whole),
+    Options: `acquisition` (the acquisition function: "ei", "ucb" or "pi"), `n_initial` (Latin-
+    hypercube design size), `kappa` (UCB's width), `candidates` (random candidates per ask on
+    large spaces), `exhaustive_limit` (spaces with at most this many configs are scored whole),
     `fantasy` (the objective's value at a pending trial: "worst" value seen, a constant liar;
     "mean" of the values seen; "believer", the GP's own prediction; constraints always take
-    their prediction), `feasibility_weight` (the acquisition times P(feasible) to this
-    power: 1 is classic constrained EI; the default 0.25 tempers an overconfident constraint
-    model, see benchmarks/README.md), `max_fit` (the most observations a GP is fitted on:
-    past it, the `max_fit // 2` nearest the three incumbents and a uniform draw of the others,
-    so an ask costs the same at 10,000 observations as at `max_fit`), `price_extra` (with a
-    price: candidates are priced in order of acquisition times P(feasible), the first that fits
-    is taken unless one of higher acquisition fits too; at most this many more are priced to
-    look for it)."""
+    their prediction), `feasibility_weight` (the acquisition times P(feasible) to this power: 1
+    is classic constrained EI; the default 0.25 tempers an overconfident constraint model, see
+    benchmarks/README.md), `max_fit` (the most observations a GP is fitted on: past it, the
+    `max_fit // 2` nearest the three incumbents and a uniform draw of the others, so an ask
+    costs the same at 10,000 observations as at `max_fit`), `price_extra` (with a price: after
+    the first candidate that fits, at most this many more priced, see `_priced_choice`)."""
 
     name = "bo"
 
@@ -144,10 +141,9 @@ class BayesSearcher(Searcher):
 
     def _priced_choice(self, configs: list[dict], feats: np.ndarray, score, taken) -> dict:
         """The fitting config of best acquisition among `configs` (`taken`: indices never to
-        propose), pricing few: candidates are priced in order of their acquisition times the
-        constraint models' P(feasible); after the first that fits, only those whose
-        acquisition alone (an upper bound) beats it, at most `price_extra` not priced before.
-        A random config when none fits within the ask's budget."""
+        propose), priced in order of acquisition times the constraint models' P(feasible);
+        after the first that fits, only those whose acquisition alone beats it, at most
+        `price_extra` not priced before. A random config when none fits within the budget."""
         gain, log_feasible = score.parts(feats)
         estimate = gain + log_feasible
         estimate[list(taken)] = -np.inf
@@ -213,11 +209,8 @@ class BayesSearcher(Searcher):
                 best_config, best_value = refined, value
         taken = self._seen | {k for k, n in self._pending_keys.items() if n}
         if self._priced_ask:
-            feats = gp.features(self.space, pool)
-            keys = [self.space.canonical(c) for c in pool]
-            return self._priced_choice(
-                pool, feats, score, [i for i, k in enumerate(keys) if k in taken]
-            )
+            out = [i for i, config in enumerate(pool) if self.space.canonical(config) in taken]
+            return self._priced_choice(pool, gp.features(self.space, pool), score, out)
         if self.space.canonical(best_config) not in taken:
             return best_config
         # the acquisition peaks on a config already run: the best of the others instead

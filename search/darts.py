@@ -7,7 +7,8 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from search.base import Exhausted, Searcher
+from search.base import Searcher
+from search.errors import Exhausted
 from spaces import Space, nb201_edge_names
 
 SUPERNET = "supernet"  # the reserved config key of the supernet trial (`trainers.supernet_trial`)

@@ -226,16 +226,9 @@ class Study:
         return json.loads(json.dumps(values))
 
 
-_OWNED = {
-    "dataset",
-    "data_path",
-    "constraints",
-    "seed",
-    "cache_dir",
-    "latency_source",
-    "runtime",  # the study's `deploy` key
-    "save_dir",  # STUDY/models
-}
+# the trial keys the study sets from its own (`runtime`: its `deploy`; `save_dir`: STUDY/models)
+_OWNED = {"dataset", "data_path", "constraints", "seed", "cache_dir", "latency_source", "runtime"}
+_OWNED |= {"save_dir"}
 
 
 def _choice(key: str, value, allowed) -> None:

@@ -115,22 +115,12 @@ def reconcile(
             continue
         if row.get(REFUSED):  # refused on price: a refusal again, never a trial
             costs = {k: row[k] for k, _ in searcher.objective.constraints if row.get(k) is not None}
-            searcher._restore_refused([refusal(searcher, trial, config_of(row), costs)])
+            searcher.add_refused(config_of(row), costs, trial_id=trial)
             continue
         metrics, status = told_as(row, row["status"], names)
         searcher.add(config_of(row), metrics, trial_id=trial, **status)
     # warm trials and refusals use none of the budget
     return sum(not (row.get(warm.WARM_FROM) or row.get(REFUSED)) for row in finals.values())
-
-
-def refusal(searcher: search.Searcher, trial: str, config: dict, costs: dict) -> dict:
-    """The searcher's record of `config` refused on its priced `costs` (`search.Searcher`)."""
-    record = {"id": trial, "config": config, "metrics": None, "status": "infeasible"}
-    return record | {
-        "costs": costs,
-        "violation": searcher.objective.violation(costs),
-        "priced": True,
-    }
 
 
 def open_store(

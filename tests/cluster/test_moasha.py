@@ -8,7 +8,9 @@ import pyarrow.compute as pc
 import pytest
 
 from cluster.raytune import runner
-from cluster.raytune.schedulers import MOASHA, PRICED, check_scheduler, continuing, make_scheduler
+from cluster.raytune.moasha import MOASHA, continuing
+from cluster.raytune.schedulers import check_scheduler, make_scheduler
+from cluster.raytune.trainable import PRICED
 from cluster.study.config import ConfigError
 from search.objective import Objective
 from tests.cluster.test_runner import _study
