@@ -321,7 +321,7 @@ def test_a_supernet_trial_reports_only_what_it_applied_and_keeps_its_model(tmp_p
     assert compressed(row) == [False]
     model, description = store.load(model_file(tmp_path / "models", reported))
     assert description["arch"] == {k[5:]: v for k, v in reported.items() if k[:5] == "arch."}
-    assert evaluate_digits(model) == pytest.approx(result["val_acc"])
+    assert evaluate_digits(model) == pytest.approx(result["torch_val_acc"])
 
 
 def evaluate_digits(model):
