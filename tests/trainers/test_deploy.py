@@ -14,7 +14,7 @@ from torch import nn
 from cluster.remote import device
 from cluster.study.config import ConfigError, Study
 from tests.trainers.conftest import SMALL_CHAIN
-from trainers import DEFAULT_CHAIN, TrialSettings, deploy, estimate_cost, quantize, run_trial
+from trainers import TrialSettings, deploy, estimate_cost, quantize, run_trial
 from trainers.cost import deployed_latency
 from trainers.models import MODELS, build_model
 from trainers.train import TrainSettings, evaluate, train
