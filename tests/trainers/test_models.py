@@ -113,8 +113,8 @@ def test_compression_and_every_cost_in_1d_and_2d(name, dataset):
     assert count_macs(model, shape) < 0.6 * count_macs(base, shape)
     assert packed_bytes(model) < 0.2 * packed_bytes(base)  # a quarter of the params at 1 byte
     assert peak_mem_bytes(model, shape) < peak_mem_bytes(base, shape) / 4  # uint8, pruned
-    timing = {"batch_size": 16, "repeats": 3, "calibration": data.x_train[:64]}
-    assert deployed_latency(model, shape, **timing) > 0  # ONNX Runtime's int8 kernels
+    timing = {"batch_size": 16, "repeats": 3}
+    assert deployed_latency(model, shape, **timing) > 0  # its QDQ graph in ONNX Runtime
     assert deployed_latency(base, shape, **timing) > 0
 
 

@@ -50,7 +50,7 @@ def test_full_trial_reports_each_epoch_and_saves(tmp_path, data):
     assert [r["phase"] for r in rows] == ["train", "train", "finetune", "qat"]
     assert [r["step"] for r in rows] == [1, 2, 3, 4]
     assert result["status"] == "completed" and 0 <= result["test_acc"] <= 100
-    assert [r["step"] for r in result["records"]] == ["prune", "quantize"]
+    assert [r["step"] for r in result["records"]] == ["prune", "quantize", "deploy"]
     assert result["macs"] > 0 and result["latency_ms"] > 0 and result["params"] > 0
     model, _ = load(tmp_path / "m.npz")
     assert evaluate(model, data.x_val, data.y_val) == pytest.approx(result["torch_val_acc"])
