@@ -76,7 +76,9 @@ def test_a_trials_int8_model_exports_as_the_file_its_row_measured(
 def test_a_file_that_is_not_the_measured_one_is_refused(study_dir, tmp_path, monkeypatch):
     from trainers import deploy_graph
 
-    monkeypatch.setattr(deploy_graph, "canonical", lambda graph: setattr(graph, "doc_string", "another"))
+    monkeypatch.setattr(
+        deploy_graph, "canonical", lambda graph: setattr(graph, "doc_string", "another")
+    )
     with pytest.raises(ValueError, match="is not the one it measured"):
         export_trial(study_dir, "0", tmp_path / "m.onnx")
     assert not (tmp_path / "m.onnx").exists()
