@@ -66,12 +66,14 @@ def kernels(model: nn.Module) -> str:
 
 
 def float_copy(model: nn.Module) -> nn.Module:
-    """A copy in eval mode without the activation fake-quantizers: what a runtime is given (it
-    quantizes activations itself, or runs them in float)."""
+    """A copy in eval mode without the activation fake-quantizers, batch norms at torch's
+    default momentum: what the exporter is given (`runtime_graph` adds the quantizers)."""
     twin = copy.deepcopy(model).eval()
     for module in twin.modules():
         for key in _fake_quantizers(module):
             del module._forward_pre_hooks[key]
+        if isinstance(module, nn.modules.batchnorm._BatchNorm):
+            module.momentum = 0.1  # training-only, yet exported: one file whatever it was
     return twin
 
 

@@ -106,3 +106,18 @@ def test_qat_ships_at_its_trained_ranges(data, tmp_path):
     assert row["test_acc"] > 30
     assert abs(row["test_acc"] - row["torch_test_acc"]) <= 2.0
     assert abs(row["val_acc"] - row["torch_val_acc"]) <= 2.0
+
+
+def test_the_file_does_not_depend_on_training_only_state():
+    """A supernet's recalibrated batch norms (momentum None) export as the stored model's."""
+    import torch
+
+    from trainers import build_model, deploy
+
+    torch.manual_seed(0)
+    model = build_model("chain", SMALL_CHAIN, in_shape=(1, 8, 8), num_classes=10)
+    graph = deploy.runtime_graph(model, (1, 8, 8))
+    for module in model.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.momentum = None
+    assert deploy.runtime_graph(model, (1, 8, 8)) == graph
