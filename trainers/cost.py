@@ -1,11 +1,14 @@
-"""What a model costs: parameters, multiply-accumulates, stored bytes, peak activation memory,
-latency measured as the model's runtime runs it (`trainers.deploy`); `measure` gives them all."""
+"""What a model costs: parameters, multiply-accumulates, the deployed file's bytes and
+paretune's packed ones, peak activation memory, latency measured as the model's runtime runs it
+(`trainers.deploy`); `measure` gives them all, `deployed` with the accuracy of the deployed
+graph."""
 
 from __future__ import annotations
 
 import math
 import statistics
 import time
+from collections.abc import Mapping
 from contextlib import contextmanager, suppress
 
 import torch
@@ -50,13 +53,21 @@ def count_macs(model: nn.Module, in_shape) -> int:
     return int(total)
 
 
-def size_bytes(model: nn.Module) -> int:
-    """Bytes to store the model, exactly as `trainers.store.save` writes its tensors
-    (`store.stored_bytes`): quantized weights packed at their bit width plus one float32
-    `(offset, step)` pair per tensor or channel, a float32 range per quantized activation, every
-    other float parameter and buffer float32. The runtime's graph (int8 codes for 2 to 8 bits)
-    is rebuilt from that storage, so it is not what is counted."""
+def packed_bytes(model: nn.Module) -> int:
+    """Bytes paretune's own storage takes (`trainers.store.stored_bytes`): quantized weights
+    packed at their bit width plus one float32 `(offset, step)` pair per tensor or channel, a
+    float32 range per quantized activation, every other parameter and buffer float32. The
+    row's `packed_bytes`; `size_bytes` is the deployed file's (`measure`)."""
     return stored_bytes(model)
+
+
+def size_bytes(model: nn.Module, in_shape, *, runtime: str = "onnxruntime") -> int:
+    """The deployed file's bytes (`measure`'s `size_bytes`): the ONNX file of
+    `deploy.runtime_graph` on `onnxruntime`, `packed_bytes` on `torch`."""
+    deploy.check_runtime(runtime)
+    if runtime == "torch":
+        return packed_bytes(model)
+    return len(deploy.runtime_graph(model, in_shape))
 
 
 @contextmanager
@@ -106,33 +117,37 @@ def deployed_latency(
     in_shape,
     *,
     runtime: str = "onnxruntime",
-    calibration: torch.Tensor | None = None,
     batch_size: int = 64,
     repeats: int = LATENCY_REPEATS,
     threads: int = 1,
     source=None,
 ) -> float:
     """Median milliseconds of one batch of `batch_size` through `model` as `runtime` runs it
-    (`trainers.deploy.RUNTIMES`): for `onnxruntime`, the graph of `deploy.runtime_graph` (int8
-    for a quantized model, its activations calibrated on `calibration`, `(n, *in_shape)`) in
-    one ONNX Runtime session on the CPU; for `torch`, `deploy.float_copy(model)` on the model's
+    (`trainers.deploy.RUNTIMES`): for `onnxruntime`, the graph of `deploy.runtime_graph` in one
+    ONNX Runtime session on the CPU; for `torch`, `deploy.float_copy(model)` on the model's
     device. `source(model, in_shape, *, batch_size, repeats, threads, onnx)` measures elsewhere
     (a device server), given the float copy and, for `onnxruntime`, the graph's bytes (else
     None). Raises `deploy.DeployError` when the runtime cannot export the model."""
     deploy.check_runtime(runtime)
-    runnable = deploy.float_copy(model)
-    graph = None
-    if runtime == "onnxruntime":
-        graph = deploy.runtime_graph(model, in_shape, calibration=calibration)
+    graph = deploy.runtime_graph(model, in_shape) if runtime == "onnxruntime" else None
     timing = {"batch_size": batch_size, "repeats": repeats, "threads": threads}
+    return _latency(model, graph, in_shape, source=source, **timing)[0]
+
+
+def _latency(model, graph: bytes | None, in_shape, *, source, threads: int, **timing):
+    """`(ms, session)`: `deployed_latency` of `model` whose runtime graph is `graph` (None on
+    `torch`), and the ONNX Runtime session that timed it (None when none did)."""
     if source is not None:
-        return source(runnable, in_shape, onnx=graph, **timing)
+        return source(
+            deploy.float_copy(model), in_shape, onnx=graph, threads=threads, **timing
+        ), None
     if graph is None:
-        return measure_latency(runnable, in_shape, **timing)
-    return deploy.onnx_latency(graph, in_shape, **timing)
+        return measure_latency(deploy.float_copy(model), in_shape, threads=threads, **timing), None
+    run = deploy.session(graph, threads)
+    return deploy.session_latency(run, in_shape, **timing), run
 
 
-def measure(
+def deployed(
     model: nn.Module,
     example: torch.Tensor,
     *,
@@ -142,33 +157,61 @@ def measure(
     threads: int = 1,
     source=None,
     strict: bool = True,
-) -> dict:
-    """The costs of `model` as deployed, for a batch `example` of shape `(n, *in_shape)`:
-    `params`, `macs` (one sample), `size_bytes` (as `trainers.store` stores it: quantized
-    weights packed), `peak_mem_bytes` (activation RAM of one sample; left out when `torch.fx`
-    cannot trace the model) and `latency_ms` (`deployed_latency`: median of `repeats` batches
-    of `batch_size` on `runtime`, `trainers.deploy.RUNTIMES`; int8 kernels for a quantized
-    model, activations calibrated on `example`). `source` measures latency elsewhere, e.g.
-    `cluster.remote.device.RemoteLatency("host:port")`, a device server
-    (`CostSettings.timing()` gives these keywords from a trial's settings). The model is left in
-    the mode it was in. A `trainers.deploy.DeployError` says why the runtime cannot run it;
-    with `strict` False any latency failure gives `latency_ms` None and the reason as `error`."""
+    splits: Mapping[str, tuple[torch.Tensor, torch.Tensor]] | None = None,
+) -> tuple[dict, bytes | None]:
+    """`(metrics, graph)`: `measure`'s costs of `model`, each split of `splits` (`{"val": (x,
+    y)}`) scored on the deployed graph as `<split>_acc` in the very ONNX Runtime session that
+    was timed (a new one when a `source` timed it elsewhere) with `score_seconds` the scoring
+    took, and the graph's bytes (None on `torch`, whose model is `model` itself: it scores
+    nothing here)."""
     in_shape = tuple(example.shape[1:])
     costs = {
         "params": count_params(model),
         "macs": count_macs(model, in_shape),
-        "size_bytes": size_bytes(model),
+        "packed_bytes": packed_bytes(model),
     }
     with suppress(ValueError):  # not traceable: the other costs stand
         costs["peak_mem_bytes"] = peak_mem_bytes(model, in_shape)
-    timing = {"batch_size": batch_size, "repeats": repeats, "threads": threads}
+    deploy.check_runtime(runtime)
+    graph = None
     try:
-        costs["latency_ms"] = deployed_latency(
-            model, in_shape, runtime=runtime, calibration=example, source=source, **timing
-        )
+        if runtime == "onnxruntime":
+            graph = deploy.runtime_graph(model, in_shape)
+        costs["size_bytes"] = costs["packed_bytes"] if graph is None else len(graph)
+        timing = {"batch_size": batch_size, "repeats": repeats, "threads": threads}
+        costs["latency_ms"], run = _latency(model, graph, in_shape, source=source, **timing)
     except Exception as error:  # a device server lost, a model the runtime cannot export
         if strict:
             raise
+        costs.setdefault("size_bytes", None)
         costs["latency_ms"] = None
         costs["error"] = f"latency not measured: {type(error).__name__}: {error}"
-    return costs
+        return costs, graph
+    if graph is not None and splits:
+        costs.update(scores(run or deploy.session(graph, threads), splits))
+    return costs, graph
+
+
+def scores(run, splits: Mapping[str, tuple[torch.Tensor, torch.Tensor]]) -> dict:
+    """`<split>_acc` of the ONNX Runtime session `run` on each split, and `score_seconds`."""
+    started = time.perf_counter()
+    accuracies = {f"{name}_acc": deploy.accuracy(run, x, y) for name, (x, y) in splits.items()}
+    return {**accuracies, "score_seconds": time.perf_counter() - started}
+
+
+def measure(model: nn.Module, example: torch.Tensor, **timing) -> dict:
+    """The costs of `model` as deployed, for a batch `example` of shape `(n, *in_shape)`:
+    `params`, `macs` (one sample), `size_bytes` (the deployed file's bytes: the ONNX file of
+    `trainers.deploy.runtime_graph` on `onnxruntime`, the stored model on `torch`),
+    `packed_bytes` (paretune's packed storage, `packed_bytes`), `peak_mem_bytes` (activation
+    RAM of one sample; left out when `torch.fx` cannot trace the model) and `latency_ms`
+    (`deployed_latency`: median of `repeats` batches of `batch_size` on `runtime`,
+    `trainers.deploy.RUNTIMES`). Keywords: `runtime`, `batch_size`, `repeats`, `threads`,
+    `source` (measures latency elsewhere, e.g. `cluster.remote.device.RemoteLatency(
+    "host:port")`, a device server; `CostSettings.timing()` gives these from a trial's
+    settings) and `strict`. The model is left in the mode it was in. A
+    `trainers.deploy.DeployError` says why the runtime cannot run it; with `strict` False any
+    latency failure gives `latency_ms` (and, unexported, `size_bytes`) None and the reason as
+    `error`. `example` is the shape only: the deployed graph carries the model's own
+    activation ranges."""
+    return deployed(model, example, **timing)[0]

@@ -1,13 +1,13 @@
 """Models as a runtime runs them (`RUNTIMES`, a study's `deploy` key).
 
-`onnxruntime`: the model exported to ONNX and run by ONNX Runtime on the CPU. A model quantized
-with activations of at most 8 bits runs as an integer graph: ONNX Runtime static quantization
-(QOperator format: `QLinearConv`, `QGemm`, `QLinearAdd`), int8 weights (per channel when the
-model's are), uint8 activations calibrated on real batches. ONNX Runtime has no narrower CPU
-kernels, so 2 to 6 bit weights and 4-bit activations run as 8-bit; it has no 16-bit or
-weight-only integer convolutions, so a model with 16- or 32-bit activations runs as a float graph
-of its quantized weights. `torch`: eager PyTorch, float kernels for every model (its int8
-convolutions need `torch.compile`).
+`onnxruntime`: the model exported to ONNX (`runtime_graph`: the file that ships, its weights as
+their codes and its activations at the ranges it was trained or calibrated with, see
+`trainers.deploy_graph`) and run by ONNX Runtime on the CPU; a model with activations of at most
+8 bits carries them as QDQ pairs, which ONNX Runtime runs on integer kernels where a layer's
+input and output are both quantized. Every weight scheme deploys at its own levels (log,
+binary and 2 to 16 bits included) and takes a byte a weight in the file (two above 8 bits).
+`torch`: eager PyTorch, float kernels for every model (its int8 convolutions need
+`torch.compile`); its model is the PyTorch model itself.
 """
 
 from __future__ import annotations
@@ -66,12 +66,14 @@ def kernels(model: nn.Module) -> str:
 
 
 def float_copy(model: nn.Module) -> nn.Module:
-    """A copy in eval mode without the activation fake-quantizers: what a runtime is given (it
-    quantizes activations itself, or runs them in float)."""
+    """A copy in eval mode without the activation fake-quantizers, batch norms at torch's
+    default momentum: what the exporter is given (`runtime_graph` adds the quantizers)."""
     twin = copy.deepcopy(model).eval()
     for module in twin.modules():
         for key in _fake_quantizers(module):
             del module._forward_pre_hooks[key]
+        if isinstance(module, nn.modules.batchnorm._BatchNorm):
+            module.momentum = 0.1  # training-only, yet exported: one file whatever it was
     return twin
 
 
@@ -118,63 +120,27 @@ def export_onnx(model: nn.Module, in_shape, path: str | Path, *, batch_size: int
     raise DeployError(f"the model cannot be exported to ONNX: {'; then '.join(reasons)}")
 
 
-def quantize_int8(
-    onnx_path: str | Path, calibration: torch.Tensor, path: str | Path, *, per_channel=True
-) -> Path:
-    """Static int8 quantization of an exported model (QOperator format, int8 weights per
-    channel or per tensor, uint8 activations calibrated on `calibration`, `(n, *in_shape)`)."""
-    _onnxruntime()
-    from onnxruntime.quantization import (
-        CalibrationDataReader,
-        QuantFormat,
-        QuantType,
-        quantize_static,
-    )
-    from onnxruntime.quantization.shape_inference import quant_pre_process
+def runtime_graph(model: nn.Module, in_shape) -> bytes:
+    """The ONNX file ONNX Runtime runs for `model` (see the module's docstring), serialized:
+    the same bytes for the same model, and the same size for any model of its architecture and
+    compression, trained or not. Raises `DeployError` when the model cannot be exported."""
+    import onnx
 
-    name = _session(onnx_path).get_inputs()[0].name
-    chunks = torch.split(calibration.detach().float().cpu(), 64)
-    batches = [{name: chunk.numpy()} for chunk in chunks]
+    from trainers import deploy_graph
 
-    class Reader(CalibrationDataReader):
-        def __init__(self):
-            self.batches = iter(batches)
-
-        def get_next(self):
-            return next(self.batches, None)
-
-    path = Path(path)
-    prepared = path.with_suffix(".pre.onnx")
-    quant_pre_process(str(onnx_path), str(prepared))
-    quantize_static(
-        str(prepared),
-        str(path),
-        Reader(),
-        quant_format=QuantFormat.QOperator,
-        per_channel=per_channel,
-        weight_type=QuantType.QInt8,
-        activation_type=QuantType.QUInt8,
-    )
-    prepared.unlink()
-    return path
-
-
-def runtime_graph(model: nn.Module, in_shape, *, calibration: torch.Tensor | None) -> bytes:
-    """The ONNX graph ONNX Runtime runs for `model` (see the module's docstring), serialized.
-    `calibration` (`(n, *in_shape)`) calibrates the activations of an int8 graph; a float graph
-    needs none. Raises `DeployError` when the model cannot be exported."""
     with TemporaryDirectory() as folder:
         path = export_onnx(float_copy(model), in_shape, Path(folder) / "model.onnx")
-        if kernels(model) == "int8":
-            if calibration is None:
-                raise ValueError("an int8 graph needs calibration inputs")
-            per_channel = model.quant_spec.per_channel
-            target = Path(folder) / "int8.onnx"
-            path = quantize_int8(path, calibration, target, per_channel=per_channel)
-        return path.read_bytes()
+        graph = onnx.load(str(path))
+    deploy_graph.canonical(graph)
+    if getattr(model, "quant_spec", None) is not None:
+        try:
+            deploy_graph.quantize_graph(graph, model, integer=kernels(model) == "int8")
+        except deploy_graph.GraphError as error:
+            raise DeployError(f"the quantized model cannot be deployed: {error}") from error
+    return graph.SerializeToString()
 
 
-def _session(model: str | Path | bytes, threads: int = 1):
+def session(model: str | Path | bytes, threads: int = 1):
     """An ONNX Runtime CPU session with `threads` intra- and inter-op threads."""
     ort = _onnxruntime()
     options = ort.SessionOptions()
@@ -182,6 +148,22 @@ def _session(model: str | Path | bytes, threads: int = 1):
     options.inter_op_num_threads = threads
     source = model if isinstance(model, bytes) else str(model)
     return ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
+
+
+def session_latency(
+    run, in_shape, *, batch_size: int = 64, repeats: int = LATENCY_REPEATS, warmup: int = 5
+) -> float:
+    """Median milliseconds of one batch through the ONNX Runtime session `run`, after `warmup`
+    runs."""
+    batch = np.random.default_rng(0).standard_normal((batch_size, *in_shape), dtype=np.float32)
+    feed = {run.get_inputs()[0].name: batch}
+    times = []
+    for i in range(warmup + repeats):
+        start = time.perf_counter()
+        run.run(None, feed)
+        if i >= warmup:
+            times.append(time.perf_counter() - start)
+    return 1000.0 * statistics.median(times)
 
 
 def onnx_latency(
@@ -193,22 +175,25 @@ def onnx_latency(
     warmup: int = 5,
     threads: int = 1,
 ) -> float:
-    """Median milliseconds of one batch through ONNX Runtime on the CPU, after `warmup` runs, in
-    one session with `threads` threads; `model` is a path or the graph's bytes."""
-    session = _session(model, threads)
-    batch = np.random.default_rng(0).standard_normal((batch_size, *in_shape), dtype=np.float32)
-    feed = {session.get_inputs()[0].name: batch}
-    times = []
-    for i in range(warmup + repeats):
-        start = time.perf_counter()
-        session.run(None, feed)
-        if i >= warmup:
-            times.append(time.perf_counter() - start)
-    return 1000.0 * statistics.median(times)
+    """`session_latency` in a new session of `model` (a path or the graph's bytes) with
+    `threads` threads."""
+    timing = {"batch_size": batch_size, "repeats": repeats, "warmup": warmup}
+    return session_latency(session(model, threads), in_shape, **timing)
+
+
+def predictions(run, x: torch.Tensor, *, batch: int = 1024) -> np.ndarray:
+    """The classes the ONNX Runtime session `run` predicts for `x`, `(n,)`."""
+    name = run.get_inputs()[0].name
+    chunks = torch.split(x.detach().float().cpu(), batch)
+    return np.concatenate([run.run(None, {name: c.numpy()})[0].argmax(1) for c in chunks])
+
+
+def accuracy(run, x: torch.Tensor, y: torch.Tensor) -> float:
+    """Accuracy in percent of the ONNX Runtime session `run` (`evaluate`'s rounding)."""
+    hits = int((predictions(run, x) == y.cpu().numpy()).sum())
+    return 100.0 * hits / len(y)
 
 
 def onnx_accuracy(model: str | Path | bytes, x: torch.Tensor, y: torch.Tensor) -> float:
-    """Accuracy in percent of an ONNX model."""
-    session = _session(model)
-    logits = session.run(None, {session.get_inputs()[0].name: x.cpu().numpy()})[0]
-    return 100.0 * float((logits.argmax(1) == y.cpu().numpy()).mean())
+    """`accuracy` of an ONNX model (a path or the graph's bytes)."""
+    return accuracy(session(model), x, y)

@@ -2,21 +2,21 @@
 
 Formats (`FORMATS`), and what each carries:
 
-- `onnx` (`.onnx`): the graph ONNX Runtime ran when the trial's latency was measured
-  (`trainers.deploy.runtime_graph`): pruned channels gone; a model quantized with activations
-  of at most 8 bits as an integer graph (`QLinearConv`, `QGemm`, `QLinearAdd`: int8 weights,
-  uint8 activations calibrated on the same training images as in the trial), any other model
-  as a float graph (quantized weights at their dequantized values, activations in float).
-- `torchscript` (`.pt`): the PyTorch model whose accuracy the trial reported, traced: pruned
-  channels gone, weights at their quantized values (stored as float32), activation
-  quantization simulated in float (fake quantization). It runs on float kernels, as
-  `deploy: torch` times it, so it is not smaller than a float model. TorchScript is deprecated
-  in torch 2.13 but still loads (`torch.jit.load`), without pickle.
+- `onnx` (`.onnx`): the file the trial timed, scored and sized, bit for bit
+  (`trainers.deploy.runtime_graph`; its row's `deploy` record holds its bytes and sha256):
+  pruned channels gone, quantized weights as their codes, activations quantized at the ranges
+  the model was trained or calibrated with (QDQ), any other model a float graph.
+- `torchscript` (`.pt`): the PyTorch model whose accuracy the trial reported as `torch_val_acc`
+  and `torch_test_acc`, traced: pruned channels gone, weights at their quantized values (stored
+  as float32), activation quantization simulated in float (fake quantization). It runs on
+  float kernels, as `deploy: torch` times it, so it is not smaller than a float model.
+  TorchScript is deprecated in torch 2.13 but still loads (`torch.jit.load`), without pickle.
 
 Both take float32 input `(batch, *in_shape)`, normalized as the study's dataset is
 (`(x - mean) / std`), and return logits `(batch, classes)`; `meta` (the input's shape and
-normalization, the trial's measured metrics) goes into the ONNX model's `metadata_props` (keys
-`paretune.<name>`, JSON values) or the TorchScript archive's extra file `paretune.json`.
+normalization, the trial's measured metrics) goes into a JSON file beside the ONNX file
+(`<out>.json`: the ONNX file stays the one that was measured) or the TorchScript archive's
+extra file `paretune.json`.
 """
 
 from __future__ import annotations
@@ -79,32 +79,24 @@ def carries(model: nn.Module, fmt: str) -> str:
         quantized = getattr(model, "quant_spec", None) is not None
         simulated = ", quantized weights and activations simulated in float" if quantized else ""
         return f"TorchScript of the PyTorch model as evaluated (float kernels{simulated})"
-    if deploy.kernels(model) == "int8":
-        return "ONNX integer graph as ONNX Runtime ran it (int8 weights, uint8 activations)"
-    return "ONNX float graph as ONNX Runtime ran it"
+    if getattr(model, "quant_spec", None) is None:
+        return "ONNX float graph as ONNX Runtime ran it"
+    activations = "QDQ at their own ranges" if deploy.kernels(model) == "int8" else "in float"
+    return f"ONNX graph as ONNX Runtime ran it (weights as their codes, activations {activations})"
 
 
 def export_model(
-    model: nn.Module,
-    in_shape,
-    out: str | Path,
-    *,
-    fmt: str,
-    calibration: torch.Tensor | None = None,
-    meta: Mapping | None = None,
+    model: nn.Module, in_shape, out: str | Path, *, fmt: str, meta: Mapping | None = None
 ) -> int:
     """Write `model` (eval mode, CPU) to `out` in `fmt`, with `meta` (see the module's
-    docstring); an int8 ONNX graph calibrates its activations on `calibration`
-    (`(n, *in_shape)`, the trial's own images). Returns the file's bytes. Raises
-    `deploy.DeployError` when the model cannot be exported, `ValueError` on a bad format."""
+    docstring). Returns the file's bytes. Raises `deploy.DeployError` when the model cannot be
+    exported, `ValueError` on a bad format."""
     format_of(out, fmt)
     out = Path(out)
     model = model.eval().cpu()
     if fmt == "onnx":
-        if deploy.kernels(model) != "int8":
-            calibration = None
-        graph = deploy.runtime_graph(model, in_shape, calibration=calibration)
-        out.write_bytes(_with_metadata(graph, meta or {}))
+        out.write_bytes(deploy.runtime_graph(model, in_shape))
+        Path(f"{out}.json").write_text(json.dumps(meta or {}, indent=1))
     else:
         example = torch.zeros(1, *in_shape)
         with torch.no_grad(), warnings.catch_warnings():
@@ -112,19 +104,6 @@ def export_model(
             traced = torch.jit.trace(traceable(model), example, check_trace=False)
             torch.jit.save(traced, str(out), _extra_files={"paretune.json": json.dumps(meta or {})})
     return out.stat().st_size
-
-
-def _with_metadata(graph: bytes, meta: Mapping) -> bytes:
-    """The serialized ONNX `graph` with `meta` in its `metadata_props`; the graph unchanged."""
-    if not meta:
-        return graph
-    import onnx
-
-    model = onnx.load_from_string(graph)
-    for key, value in meta.items():
-        entry = model.metadata_props.add()
-        entry.key, entry.value = f"paretune.{key}", json.dumps(value)
-    return model.SerializeToString()
 
 
 class _TracedActQuantizer:

@@ -3,14 +3,16 @@ kept."""
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import Mapping
+from contextlib import suppress
 from pathlib import Path
 
 from torch import nn
 
-from trainers import store
-from trainers.cost import measure
+from trainers import deploy, store
+from trainers.cost import deployed, scores
 from trainers.data import Dataset
 from trainers.export import model_file
 from trainers.settings import CostSettings, TrialSettings, violations
@@ -36,21 +38,49 @@ def final_result(
     started: float,
     costs: Mapping | None = None,
 ) -> dict:
-    """The final metrics of a trained `model`: `val_acc`, `test_acc`, its costs as
-    `settings.cost.runtime` runs it (`trainers.measure`, int8 activations calibrated on the
-    first training samples; `costs`: measured so already), `records`, `train_seconds` and the
-    status `judged` gives."""
+    """The final metrics of a trained `model`: its costs as `settings.cost.runtime` deploys it
+    (`trainers.cost.deployed`; `costs`: measured so already, then the graph is only scored),
+    `val_acc` and `test_acc` of the deployed model (on `onnxruntime`, its ONNX file scored in
+    the session that timed it, `score_seconds` that scoring's time; on `torch`, the PyTorch
+    model), `torch_val_acc` and `torch_test_acc` of the PyTorch model, `records` with a last
+    `deploy` record (the runtime, the file's bytes and sha256: what `paretune export` writes),
+    `train_seconds` and the status `judged` gives. A model the runtime cannot run is scored
+    in PyTorch (its trial `failed`)."""
+    splits = {"val": (data.x_val, data.y_val), "test": (data.x_test, data.y_test)}
+    torch_scores = {f"torch_{k}_acc": evaluate(model, x, y) for k, (x, y) in splits.items()}
+    timing = settings.cost.timing()
     if costs is None:
         calibration = data.x_train[: settings.compression.calibration_samples]
-        costs = measure(model, calibration, **settings.cost.timing(), strict=False)
+        costs, graph = deployed(model, calibration, **timing, strict=False, splits=splits)
+    else:
+        costs, graph = dict(costs), _graph(model, data.in_shape, timing["runtime"])
+        if graph is not None:
+            costs.update(scores(deploy.session(graph, timing["threads"]), splits))
+    fallback = {f"{k}_acc": torch_scores[f"torch_{k}_acc"] for k in splits}
     return {
         **judged(costs, settings.cost),
-        "val_acc": evaluate(model, data.x_val, data.y_val),
-        "test_acc": evaluate(model, data.x_test, data.y_test),
+        **fallback,
+        **torch_scores,
         **costs,
-        "records": records,
+        "records": [*records, deploy_record(graph, timing["runtime"])],
         "train_seconds": time.perf_counter() - started,
     }
+
+
+def _graph(model: nn.Module, in_shape, runtime: str) -> bytes | None:
+    if runtime != "onnxruntime":
+        return None
+    with suppress(deploy.DeployError):  # measured elsewhere, unexportable here: not scored
+        return deploy.runtime_graph(model, in_shape)
+    return None
+
+
+def deploy_record(graph: bytes | None, runtime: str) -> dict:
+    """The `deploy` record of a row: `runtime`, and the deployed file's `bytes` and `sha256`
+    (None without one: the `torch` runtime, or a model it could not export)."""
+    digest = hashlib.sha256(graph).hexdigest() if graph is not None else None
+    size = len(graph) if graph is not None else None
+    return {"step": "deploy", "runtime": runtime, "bytes": size, "sha256": digest}
 
 
 def save_model(

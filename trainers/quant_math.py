@@ -65,7 +65,9 @@ def _binary_params(x: torch.Tensor, per_channel: bool, mask):
 
 
 def quant_params(x: torch.Tensor, spec: QuantSpec, *, lo=None, hi=None, mask=None):
-    """`(offset, step)` for linear schemes, `(scale, 0)` for log, `(-scale, 2 * scale)` for
+    """`(offset, step)` for linear schemes (`offset = -zero_point * step` with a whole zero
+    point in `[0, 2**bits)`, the range `[min(lo, 0), max(hi, 0)]`, as ONNX's
+    `QuantizeLinear` takes it), `(scale, 0)` for log, `(-scale, 2 * scale)` for
     binary; `lo`/`hi` override the range; `mask` (bool, `x`'s shape) limits it to kept entries."""
     if spec.scheme == "binary":
         return _binary_params(x, spec.per_channel, mask)
@@ -74,9 +76,11 @@ def quant_params(x: torch.Tensor, spec: QuantSpec, *, lo=None, hi=None, mask=Non
         lo, hi = low if lo is None else lo, high if hi is None else hi
     lo, hi = torch.as_tensor(lo), torch.as_tensor(hi)
     lo, hi = torch.minimum(lo, hi), torch.maximum(lo, hi)
-    if spec.scheme == "linear":
+    if spec.scheme == "linear":  # the range widened to hold 0, at a whole zero point
+        lo, hi = lo.clamp_max(0.0), hi.clamp_min(0.0)
         step = (hi - lo) / (2**spec.bits - 1)
-        return lo, torch.where(step > 0, step, torch.ones_like(step))
+        step = torch.where(step > 0, step, torch.ones_like(step))
+        return -torch.round(-lo / step) * step, step
     bound = torch.maximum(lo.abs(), hi.abs())
     if spec.scheme == "log":
         return bound, torch.zeros_like(bound)

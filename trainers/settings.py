@@ -25,12 +25,18 @@ SWITCH_NEEDS = {
     "weight_prune": "weight_sparsity",
 }
 COST_METRICS = ("params", "macs", "size_bytes", "latency_ms", "peak_mem_bytes")
-# Every metric a trial row may hold, in the results' column order.
+# Every metric a trial row may hold, in the results' column order: `val_acc` and `test_acc`
+# are the deployed model's (`trainers.outcome.final_result`), `torch_*` the PyTorch model's;
+# `size_bytes` is the deployed file's, `packed_bytes` paretune's packed storage.
 METRICS = (
     "val_acc",
     "test_acc",
     "latency_ms",
     "size_bytes",
+    "torch_val_acc",
+    "torch_test_acc",
+    "packed_bytes",
+    "score_seconds",
     "macs",
     "params",
     "peak_mem_bytes",

@@ -3,6 +3,8 @@ for the device (formats and what they carry: `trainers.export`)."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 from pathlib import Path
 
 UNFINISHED = {
@@ -60,30 +62,48 @@ def stored_model(study_dir: str | Path, trial: str):
     return model, study, row
 
 
+def deploy_record(row: dict) -> dict | None:
+    """The row's `deploy` record (`trainers.outcome.deploy_record`): the file it measured."""
+    records = row.get("records")
+    records = json.loads(records) if isinstance(records, str) else records or []
+    return next((r for r in records if r.get("step") == "deploy"), None)
+
+
 def export_trial(study_dir: str | Path, trial: str, out: str | Path, *, fmt=None) -> dict:
     """Write trial `trial`'s model to `out` (`trainers.export` formats; `fmt` None: by the
-    suffix). Returns what was written: `format`, `bytes`, `carries`, and the row's `val_acc`,
-    `size_bytes`, `latency_ms`."""
+    suffix). An ONNX file is the one the trial timed, scored and sized, rebuilt bit for bit and
+    checked against the sha256 its row's `deploy` record holds (`ValueError` when it differs).
+    Returns what was written: `format`, `bytes`, `carries`, `checked` (the file is the one the
+    row measured), and the row's `val_acc`, `test_acc`, `torch_test_acc`, `size_bytes`,
+    `latency_ms`."""
     from trainers.data import load_dataset
-    from trainers.deploy import kernels
     from trainers.export import carries, export_model, format_of
 
     fmt = format_of(out, fmt)
     model, study, row = stored_model(study_dir, str(trial))
-    settings = study.trial_settings()
     data = load_dataset(study.dataset, study.data_path)
-    calibration = None
-    if fmt == "onnx" and kernels(model) == "int8":  # as in the trial: its first training images
-        calibration = data.x_train[: settings.compression.calibration_samples]
-    facts = {k: row.get(k) for k in ("val_acc", "test_acc", "size_bytes", "latency_ms")}
+    keys = ("val_acc", "test_acc", "torch_test_acc", "size_bytes", "latency_ms")
+    facts = {k: row.get(k) for k in keys}
     meta = {
         "input": {"shape": ["batch", *data.in_shape], "mean": data.mean, "std": data.std},
         "dataset": study.dataset,
         "classes": data.num_classes,
         "trial": {"study": str(study_dir), "trial": str(trial), **facts},
     }
-    written = export_model(model, data.in_shape, out, fmt=fmt, calibration=calibration, meta=meta)
-    return {"format": fmt, "bytes": written, "carries": carries(model, fmt), **meta, **facts}
+    written = export_model(model, data.in_shape, out, fmt=fmt, meta=meta)
+    record = deploy_record(row) or {}
+    checked = fmt == "onnx" and record.get("sha256") is not None
+    if checked:
+        digest = hashlib.sha256(Path(out).read_bytes()).hexdigest()
+        if digest != record["sha256"]:
+            Path(out).unlink()
+            raise ValueError(
+                f"the ONNX file rebuilt for trial {trial} (sha256 {digest[:12]}) is not the "
+                f"one it measured ({record['sha256'][:12]}): not written; the stored model or "
+                "this paretune differs from the run's"
+            )
+    done = {"format": fmt, "bytes": written, "carries": carries(model, fmt), "checked": checked}
+    return {**done, **meta, **facts}
 
 
 def _cmd_export(args) -> int:
@@ -92,10 +112,18 @@ def _cmd_export(args) -> int:
     shape, mean, std = (done["input"][k] for k in ("shape", "mean", "std"))
     values = f"the {done['dataset']} loader's values"
     print(f"input: float32 {tuple(shape)}, normalized as (x - {mean:.6g}) / {std:.6g} of {values}")
-    measured = [
-        f"{k} {done[k]:.6g}" for k in ("val_acc", "size_bytes", "latency_ms") if done[k] is not None
-    ]
-    print(f"trial {args.trial} measured {', '.join(measured)} (size_bytes: as paretune stores it)")
+    shown = ("val_acc", "test_acc", "size_bytes", "latency_ms")
+    measured = ", ".join(f"{k} {done[k]:.6g}" for k in shown if done[k] is not None)
+    if done["checked"]:
+        print(f"this file is the one trial {args.trial} measured: {measured}")
+    elif done["format"] == "onnx":
+        print(
+            f"trial {args.trial}'s row ({measured}) measured no ONNX file (a torch runtime, or "
+            "a study older than deployed scoring): these are not this file's figures"
+        )
+    else:
+        torch_measured = done.get("torch_test_acc")
+        print(f"trial {args.trial}: PyTorch test_acc {torch_measured}; deployed {measured}")
     return 0
 
 
@@ -108,7 +136,7 @@ def add_parser(commands) -> None:
     sub.add_argument(
         "--format",
         choices=("onnx", "torchscript"),
-        help="onnx: the graph ONNX Runtime timed (int8 when quantized to <= 8 bits); "
-        "torchscript: the PyTorch model as evaluated (default: by --out's suffix)",
+        help="onnx: the file ONNX Runtime timed, scored and sized; torchscript: the "
+        "PyTorch model (its row's torch_* accuracy) (default: by --out's suffix)",
     )
     sub.set_defaults(func=_cmd_export)

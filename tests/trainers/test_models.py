@@ -7,7 +7,7 @@ from torch import nn
 
 from tests.trainers.conftest import OPTIONS, SMALL, SMALL_CHAIN
 from trainers import TrialSettings, quantize, run_trial
-from trainers.cost import count_macs, count_params, deployed_latency, size_bytes
+from trainers.cost import count_macs, count_params, deployed_latency, packed_bytes
 from trainers.data import load_dataset
 from trainers.memory import peak_mem_bytes
 from trainers.models import IN_RANKS, MODELS, build_model, infer_model
@@ -111,10 +111,10 @@ def test_compression_and_every_cost_in_1d_and_2d(name, dataset):
     shape = data.in_shape
     assert count_params(model) < 0.5 * count_params(base)
     assert count_macs(model, shape) < 0.6 * count_macs(base, shape)
-    assert size_bytes(model) < 0.2 * size_bytes(base)  # a quarter of the params at 1 byte
+    assert packed_bytes(model) < 0.2 * packed_bytes(base)  # a quarter of the params at 1 byte
     assert peak_mem_bytes(model, shape) < peak_mem_bytes(base, shape) / 4  # uint8, pruned
-    timing = {"batch_size": 16, "repeats": 3, "calibration": data.x_train[:64]}
-    assert deployed_latency(model, shape, **timing) > 0  # ONNX Runtime's int8 kernels
+    timing = {"batch_size": 16, "repeats": 3}
+    assert deployed_latency(model, shape, **timing) > 0  # its QDQ graph in ONNX Runtime
     assert deployed_latency(base, shape, **timing) > 0
 
 
@@ -147,4 +147,4 @@ def test_a_full_trial_on_1d_data(tmp_path):
     assert result["latency_ms"] > 0 and result["macs"] > 0 and result["size_bytes"] > 0
     model, _ = load(tmp_path / "m.npz")
     data = load_dataset("mnist1d")
-    assert evaluate(model, data.x_val, data.y_val) == pytest.approx(result["val_acc"])
+    assert evaluate(model, data.x_val, data.y_val) == pytest.approx(result["torch_val_acc"])

@@ -8,8 +8,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tests.trainers.conftest import SMALL_CHAIN
-from trainers import store
-from trainers.cost import count_params, size_bytes
+from trainers import cost, store
+from trainers.cost import count_params
 from trainers.models import build_model
 from trainers.prune import prune
 from trainers.quant_codes import pack, packed_bytes, unpack
@@ -99,7 +99,8 @@ def test_binary_scale_and_linear_ranges_count_kept_weights_only():
     binary = fake_quantize(w, QuantSpec(1, "binary", per_channel=True), mask=mask)
     assert binary.tolist() == [[2.0, -2.0, 2.0, 0.0], [-3.0, 0.0, 3.0, 0.0]]
     offset, step = quant_params(w, QuantSpec(2, per_channel=True), mask=mask)
-    assert offset.flatten().tolist() == [-2.0, -4.0]  # the kept minimum of each row
+    # the kept minimum of each row, nudged to a whole zero point: round(2 / (5/3)) = 1 step
+    assert offset.flatten().tolist() == pytest.approx([-5 / 3, -4.0])
     assert step.flatten().tolist() == pytest.approx([5 / 3, 2.0])  # (3 - -2) / 3; the masked 8
     # would have made the second row's step (8 - -4) / 3
 
@@ -145,7 +146,7 @@ def test_size_counts_packed_storage(data):
     torch.manual_seed(0)
     plain = build_model("chain", SMALL_CHAIN, in_shape=(1, 8, 8), num_classes=10)
     floats = sum(b.numel() for n, b in plain.named_buffers() if b.is_floating_point())
-    assert size_bytes(plain) == 4 * (count_params(plain) + floats)
+    assert cost.packed_bytes(plain) == 4 * (count_params(plain) + floats)
     model, _, record = _quantized(data, QuantSpec(4, per_channel=True))
     expected = 0
     for module in model.modules():
@@ -154,7 +155,7 @@ def test_size_counts_packed_storage(data):
             expected += math.ceil(weight.numel() * 4 / 8) + 8 * weight.shape[0]
             expected += 4 * module.bias.numel() if module.bias is not None else 0
             expected += 8  # its input quantizer's float32 range, which trainers.store keeps
-    assert size_bytes(model) == expected
+    assert cost.packed_bytes(model) == expected
     assert set(record["layers"]) >= {"stem.0", "classifier"} and record["act_bits"] == 8
 
 

@@ -321,7 +321,7 @@ def test_a_supernet_trial_reports_only_what_it_applied_and_keeps_its_model(tmp_p
     assert compressed(row) == [False]
     model, description = store.load(model_file(tmp_path / "models", reported))
     assert description["arch"] == {k[5:]: v for k, v in reported.items() if k[:5] == "arch."}
-    assert evaluate_digits(model) == pytest.approx(result["val_acc"])
+    assert evaluate_digits(model) == pytest.approx(result["torch_val_acc"])
 
 
 def evaluate_digits(model):
@@ -348,7 +348,7 @@ def test_the_row_reports_the_latency_the_derivation_was_checked_by(tmp_path, mon
 
     calls = iter(range(1_000_000))
     monkeypatch.setattr(  # a runtime whose timing varies from one round to the next
-        deploy, "onnx_latency", lambda *a, **k: 1.0 if next(calls) % 2 else 3.0
+        deploy, "session_latency", lambda *a, **k: 1.0 if next(calls) % 2 else 3.0
     )
     flat = lambda *a, **k: lambda configs: [1.0] * len(configs)  # noqa: E731
     monkeypatch.setattr(supernet_trial, "measurer", flat)  # a table: every net fits the bound

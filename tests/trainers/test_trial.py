@@ -50,10 +50,10 @@ def test_full_trial_reports_each_epoch_and_saves(tmp_path, data):
     assert [r["phase"] for r in rows] == ["train", "train", "finetune", "qat"]
     assert [r["step"] for r in rows] == [1, 2, 3, 4]
     assert result["status"] == "completed" and 0 <= result["test_acc"] <= 100
-    assert [r["step"] for r in result["records"]] == ["prune", "quantize"]
+    assert [r["step"] for r in result["records"]] == ["prune", "quantize", "deploy"]
     assert result["macs"] > 0 and result["latency_ms"] > 0 and result["params"] > 0
     model, _ = load(tmp_path / "m.npz")
-    assert evaluate(model, data.x_val, data.y_val) == pytest.approx(result["val_acc"])
+    assert evaluate(model, data.x_val, data.y_val) == pytest.approx(result["torch_val_acc"])
     again = run_trial(config, settings=settings)
     assert again["val_acc"] == result["val_acc"]  # seeded, and the cached teacher is the same
 
@@ -64,7 +64,7 @@ def test_estimate_matches_the_trained_model():
     settings = TrialSettings.from_flat(FAST)
     estimate = estimate_cost(config, settings, in_shape=(1, 8, 8), num_classes=10)
     result = run_trial(config, settings=settings)
-    for key in ("params", "macs", "size_bytes"):
+    for key in ("params", "macs", "size_bytes", "packed_bytes"):
         assert estimate[key] == result[key]
 
 

@@ -49,13 +49,22 @@ X = torch.randn(32, 1, 8, 8, generator=torch.Generator().manual_seed(0))
 def test_measure_counts_a_user_model_as_deployed():
     model = Net()
     costs = trainers.measure(model, X, repeats=3)
-    assert set(costs) == {"params", "macs", "size_bytes", "latency_ms", "peak_mem_bytes"}
+    assert set(costs) == {
+        "params",
+        "macs",
+        "size_bytes",
+        "packed_bytes",
+        "latency_ms",
+        "peak_mem_bytes",
+    }
     assert costs["params"] == sum(p.numel() for p in model.parameters())
     # conv1 at 8x8, conv2 at 4x4, the head: out_numel * in_channels * kernel
     assert costs["macs"] == 8 * 64 * 9 + 16 * 16 * 8 * 9 + 10 * 16
     assert costs["latency_ms"] > 0 and costs["peak_mem_bytes"] > 0
     eager = trainers.measure(model, X, runtime="torch", repeats=3)
-    assert eager["size_bytes"] == costs["size_bytes"]
+    # the file each runtime ships: ONNX Runtime's ONNX file, torch's stored model
+    assert eager["size_bytes"] == eager["packed_bytes"] == costs["packed_bytes"]
+    assert costs["size_bytes"] == len(trainers.deploy.runtime_graph(model, X.shape[1:]))
 
 
 def test_quantization_shrinks_a_user_model_and_keeps_its_answers():
@@ -66,7 +75,8 @@ def test_quantization_shrinks_a_user_model_and_keeps_its_answers():
     quantize.calibrate(model, hooks, X)
     record = quantize.finalize(model, hooks)
     after = trainers.measure(model, X, repeats=3)
-    assert record and after["size_bytes"] < before["size_bytes"] / 3
+    assert record and after["packed_bytes"] < before["packed_bytes"] / 3
+    assert after["size_bytes"] < 0.7 * before["size_bytes"]  # a byte a weight, and the graph
     assert after["peak_mem_bytes"] == before["peak_mem_bytes"] // 4  # uint8 activations
     agree = (model(X).argmax(1) == reference.argmax(1)).float().mean()
     assert agree >= 0.8

@@ -67,12 +67,16 @@ def measurer(
     def measure_all(configs: list[Mapping]) -> list[float]:
         models = [build(c) for c in configs]
         if metric != "latency_ms":
-            count = {"params": count_params, "size_bytes": size_bytes}.get(metric)
-            return [float(count(m) if count else count_macs(m, in_shape)) for m in models]
+            counts = {
+                "params": count_params,
+                "size_bytes": lambda m: size_bytes(m, in_shape, runtime=runtime),
+                "macs": lambda m: count_macs(m, in_shape),
+            }
+            return [float(counts[metric](m)) for m in models]
         if runtime != "onnxruntime" or source is not None:
             where = {"runtime": runtime, "source": source}
             return [float(deployed_latency(m, in_shape, **timing, **where)) for m in models]
-        graphs = [deploy.runtime_graph(m, in_shape, calibration=None) for m in models]
+        graphs = [deploy.runtime_graph(m, in_shape) for m in models]
         best = [math.inf] * len(graphs)
         for _ in range(rounds):
             for i, graph in enumerate(graphs):
