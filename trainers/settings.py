@@ -28,36 +28,13 @@ COST_METRICS = ("params", "macs", "size_bytes", "latency_ms", "peak_mem_bytes")
 # Every metric a trial row may hold, in the results' column order: `val_acc` and `test_acc`
 # are the deployed model's (`trainers.outcome.final_result`), `torch_*` the PyTorch model's;
 # `size_bytes` is the deployed file's, `packed_bytes` paretune's packed storage.
-METRICS = (
-    "val_acc",
-    "test_acc",
-    "latency_ms",
-    "size_bytes",
-    "torch_val_acc",
-    "torch_test_acc",
-    "packed_bytes",
-    "score_seconds",
-    "macs",
-    "params",
-    "peak_mem_bytes",
-    "train_loss",
-    "train_seconds",
-)
+METRICS = ("val_acc", "test_acc", "latency_ms", "size_bytes", "torch_val_acc", "torch_test_acc")
+METRICS += ("packed_bytes", "score_seconds", "macs", "params", "peak_mem_bytes", "train_loss")
+METRICS += ("train_seconds",)
 # The default chain model of the benchmarks and of a trial given no architecture.
-DEFAULT_CHAIN = {
-    "s0_depth": 1,
-    "s0_width": 32,
-    "s0_kernel": 3,
-    "s0_expand": 3,
-    "s1_depth": 2,
-    "s1_width": 64,
-    "s1_kernel": 3,
-    "s1_expand": 6,
-    "s2_depth": 2,
-    "s2_width": 128,
-    "s2_kernel": 3,
-    "s2_expand": 6,
-}
+DEFAULT_CHAIN = {"s0_depth": 1, "s0_width": 32, "s0_kernel": 3, "s0_expand": 3}
+DEFAULT_CHAIN |= {"s1_depth": 2, "s1_width": 64, "s1_kernel": 3, "s1_expand": 6}
+DEFAULT_CHAIN |= {"s2_depth": 2, "s2_width": 128, "s2_kernel": 3, "s2_expand": 6}
 
 
 def check_runtime(runtime: str, *, key: str = "runtime") -> None:
