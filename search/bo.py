@@ -24,17 +24,17 @@ FANTASIES = ("worst", "mean", "believer")
 class BayesSearcher(Searcher):
     """Bayesian optimization: a Gaussian process per objective and constraint.
 
-    Options: `acquisition` (the acquisition function: "ei", "ucb" or "pi"), `n_initial` (Latin-
-    hypercube design size), `kappa` (UCB's width), `candidates` (random candidates per ask on
-    large spaces), `exhaustive_limit` (spaces with at most this many configs are scored whole),
-    `fantasy` (the objective's value at a pending trial: "worst" value seen, a constant liar;
-    "mean" of the values seen; "believer", the GP's own prediction; constraints always take
-    their prediction), `feasibility_weight` (the acquisition times P(feasible) to this power: 1
-    is classic constrained EI; the default 0.25 tempers an overconfident constraint model, see
-    benchmarks/README.md), `max_fit` (the most observations a GP is fitted on: past it, the
-    `max_fit // 2` nearest the three incumbents and a uniform draw of the others, so an ask
-    costs the same at 10,000 observations as at `max_fit`), `price_extra` (with a price: after
-    the first candidate that fits, at most this many more priced, see `_priced_choice`)."""
+    Options: `acquisition` (the acquisition function: "ei", "ucb" or "pi"), `n_initial`
+    (Latin-hypercube design size), `kappa` (UCB's width), `candidates` (random candidates per
+    ask on large spaces), `exhaustive_limit` (spaces with at most this many configs are scored
+    whole), `fantasy` (the objective's value at a pending trial: "worst" value seen, a constant
+    liar; "mean" of the values seen; "believer", the GP's own prediction; constraints always
+    take their prediction), `feasibility_weight` (the acquisition times P(feasible) to this
+    power: 1 is classic constrained EI; the default 0.25 tempers an overconfident constraint
+    model, see benchmarks/README.md), `max_fit` (the most observations a GP is fitted on: past
+    it, the `max_fit // 2` nearest the three incumbents and a uniform draw of the others, so an
+    ask costs the same at 10,000 observations as at `max_fit`), `price_extra` (with a price:
+    after the first candidate that fits, at most this many more priced, see `_priced_choice`)."""
 
     name = "bo"
 
