@@ -18,7 +18,14 @@ from search.replay import CHANGES, plain
 from search.rl import ControllerSearcher
 from spaces.util import did_you_mean
 
-COMMON = ("metric", "mode", "seed", "constraints", "price")  # every searcher's arguments
+COMMON = (
+    "metric",
+    "mode",
+    "seed",
+    "constraints",
+    "price",
+    "max_fidelity",
+)  # every searcher's arguments
 SEARCHERS = {
     "random": RandomSearcher,
     "grid": GridSearcher,
@@ -31,14 +38,24 @@ SEARCHERS = {
 
 
 def create(
-    name: str, space, *, metric, mode="max", seed=None, constraints=None, price=None, **options
+    name: str,
+    space,
+    *,
+    metric,
+    mode="max",
+    seed=None,
+    constraints=None,
+    price=None,
+    max_fidelity=None,
+    **options,
 ):
     """A searcher from the registry: `create("bo", space, metric="val_acc", mode="max")`.
 
     `metric`/`mode` may be lists for several objectives; `constraints` maps a reported
     metric to its upper bound; `price` (a `Price`, or a `config -> {cost: value}` callable)
-    prices a config's costs before it is proposed (see `Searcher`); `options` go to the
-    searcher (see its class).
+    prices a config's costs before it is proposed (see `Searcher`); `max_fidelity` is the full
+    fidelity (a study's epochs) that rung results are below (see `search.fidelity.Rungs`);
+    `options` go to the searcher (see its class).
     """
     if name not in SEARCHERS:
         hint = did_you_mean(name, SEARCHERS)
@@ -49,7 +66,7 @@ def create(
     if unknown:
         raise ValueError(f"searcher {name!r} has no option {unknown}; its options: {allowed}")
     common = {"metric": metric, "mode": mode, "seed": seed, "constraints": constraints}
-    return cls(space, **common, price=price, **options)
+    return cls(space, **common, price=price, max_fidelity=max_fidelity, **options)
 
 
 def searcher_options(name: str) -> list[str]:

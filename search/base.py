@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -10,6 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from search import replay
+from search.fidelity import Rungs
 from search.objective import Objective
 from search.pareto import pareto_front
 from search.price import PricedAsks
@@ -31,7 +31,7 @@ class Trial:
     costs: dict | None = None
 
 
-class Searcher(PricedAsks):
+class Searcher(PricedAsks, Rungs):
     """Base of every searcher: `ask` proposes, `tell` records, state round-trips as JSON.
 
     Subclasses implement `_propose()` (a config dict, drawing randomness only from
@@ -40,7 +40,8 @@ class Searcher(PricedAsks):
     it: `record`'s events and `state_dict` hold no more). Every change is replayable:
     `record(change, ...)` makes it and returns a JSON event, `apply(event)` makes it again.
 
-    With a `price`, `ask` proposes only configs that fit the bounds: see `PricedAsks`.
+    With a `price`, `ask` proposes only configs that fit the bounds: see `PricedAsks`; rung
+    results (`report`, a stopped trial's `fidelity`) and `max_fidelity`: see `Rungs`.
     """
 
     name = "base"
@@ -54,12 +55,14 @@ class Searcher(PricedAsks):
         seed: int | None = None,
         constraints: Mapping[str, float] | None = None,
         price=None,
+        max_fidelity: float | None = None,
     ):
         if not isinstance(space, Space):
             raise ValueError(f"space must be a spaces.Space, got {type(space).__name__}")
         self.space = space
         self.objective = Objective.build(metric, mode, constraints)
         self._set_price(price)
+        self._set_fidelity(max_fidelity)
         self.seed = seed
         self.rng = np.random.default_rng(seed)
         self.pending: dict[str, dict] = {}
@@ -95,12 +98,12 @@ class Searcher(PricedAsks):
         self._pending_keys[self.space.canonical(config)] -= 1
         return config
 
-    def tell(self, trial_id: str, metrics: Mapping | None, *, status: str | None = None) -> dict:
+    def tell(self, trial_id: str, metrics: Mapping | None, *, status=None, fidelity=None) -> dict:
         """Record a result; `None`, or a NaN/inf objective or cost, records a failure.
 
-        `status` may be given as `"stopped"` for a trial a scheduler ended early (kept out of
-        the model: its metrics are of a lower fidelity), or as `"infeasible"` with only the
-        costs of a config rejected before training. Returns the stored record.
+        `status` may be given as `"stopped"` for a trial a scheduler ended early at `fidelity`
+        (its metrics a rung result, out of `usable()`: see `Rungs`), or as `"infeasible"` with
+        only the costs of a config rejected before training. Returns the stored record.
         """
         if trial_id not in self.pending:
             known = "already told" if self._told(trial_id) else "unknown"
@@ -111,11 +114,16 @@ class Searcher(PricedAsks):
             raise ValueError(f"tell: status must be one of {list(STATUSES)}, got {status!r}")
         if status == "infeasible" and metrics is not None and self._lacks_objective(metrics):
             return self._tell_rejected(trial_id, metrics)
-        if status == "stopped" and (metrics is None or self._lacks_objective(metrics)):
-            metrics = None  # stopped before every objective was measured: nothing to model
-        values = None if metrics is None else self._clean(metrics)
+        rungs, stopped_at = self._rungs_at_end(trial_id, metrics, status=status, fidelity=fidelity)
+        if status == "stopped" and (metrics is None or self._lacks_objective(metrics, all=True)):
+            metrics = None  # stopped before every objective and cost was measured
+        values = None if metrics is None else self.objective.clean(metrics)
         record = {"id": trial_id, "config": self._release(trial_id), "metrics": None}
         record["status"] = "failed"
+        if self.rungs.pop(trial_id, None) or rungs:
+            record["rungs"] = rungs
+        if stopped_at is not None:
+            record["fidelity"] = stopped_at
         if values is not None:
             record["metrics"] = values
             record["violation"] = self.objective.violation(values)
@@ -133,8 +141,9 @@ class Searcher(PricedAsks):
         self._observe(record)
         return record
 
-    def _lacks_objective(self, metrics: Mapping) -> bool:
-        return any(name not in metrics for name in self.objective.metrics)
+    def _lacks_objective(self, metrics: Mapping, *, all: bool = False) -> bool:
+        names = self.objective.names if all else self.objective.metrics
+        return any(name not in metrics for name in names)
 
     def _tell_rejected(self, trial_id: str, metrics: Mapping) -> dict:
         """A config rejected before training on a cost known beforehand: its costs and violation
@@ -150,6 +159,7 @@ class Searcher(PricedAsks):
         perturbs configs): its result will be recorded under `config`."""
         self.space.validate(config)
         self._release(trial_id)
+        self.rungs.pop(trial_id, None)  # measured on the config it ran before
         self._hold(trial_id, dict(config))
 
     def reserve_ids(self, first_free: int) -> None:
@@ -160,6 +170,7 @@ class Searcher(PricedAsks):
         """Forget a pending trial that will never report (its worker was lost in a crash)."""
         if trial_id in self.pending:
             self._release(trial_id)
+            self.rungs.pop(trial_id, None)
 
     def add(
         self,
@@ -168,36 +179,20 @@ class Searcher(PricedAsks):
         *,
         status: str | None = None,
         trial_id: str | None = None,
+        fidelity: float | None = None,
     ) -> dict:
         """Record a result for a config that was not asked (warm start from earlier runs, or
-        a state rebuilt from results), told with `status` as `tell` is. `trial_id` keeps the
-        id it had (a number, not yet used); by default the next free one."""
+        a state rebuilt from results), told with `status` and `fidelity` as `tell` is.
+        `trial_id` keeps the id it had (a number, not yet used); by default the next free one."""
         self.space.validate(config)
         trial_id = str(self._next_id) if trial_id is None else str(trial_id)
         if not trial_id.isdigit() or trial_id in self.pending or self._told(trial_id):
             raise ValueError(f"add: trial id {trial_id!r} must be a new number")
         self._hold(trial_id, dict(config))
-        return self.tell(trial_id, metrics, status=status)
+        return self.tell(trial_id, metrics, status=status, fidelity=fidelity)
 
     def _told(self, trial_id: str) -> bool:
         return trial_id in self._told_ids
-
-    def _clean(self, metrics: Mapping) -> dict | None:
-        missing = [n for n in self.objective.names if n not in metrics]
-        if missing:
-            raise ValueError(
-                f"tell: metrics lack {missing}; got {sorted(metrics)} "
-                "(tell None for a failed trial)"
-            )
-        values = {}
-        for name in self.objective.names:
-            value = metrics[name]
-            if not isinstance(value, int | float | np.number) or isinstance(value, bool):
-                raise ValueError(f"tell: metric {name!r} must be a number, got {value!r}")
-            if not math.isfinite(value):
-                return None
-            values[name] = float(value)
-        return values
 
     # -- queries ----------------------------------------------------------------------------
     def usable(self, *, feasible_only: bool = False) -> list[dict]:
@@ -234,6 +229,7 @@ class Searcher(PricedAsks):
             "observations": list(self.observations),
             "price": self.pricing,
             "extra": self._extra_state(),
+            **(self._rung_state() if self.rungs else {}),
         }
 
     def load_state_dict(self, state: Mapping) -> None:
@@ -258,6 +254,7 @@ class Searcher(PricedAsks):
         self._told_ids = {o["id"] for o in self.observations}
         self._seen = {self.space.canonical(o["config"]) for o in self.observations}
         self.pricing = state.get("price") or {}
+        self.rungs = {str(i): [dict(r) for r in rs] for i, rs in state.get("rungs", {}).items()}
         self._load_extra_state(state.get("extra") or {})
 
     # -- replay -----------------------------------------------------------------------------
@@ -267,7 +264,7 @@ class Searcher(PricedAsks):
         return self._next_id
 
     def record(self, change: str, /, *args, **kwargs) -> tuple[object, dict]:
-        """Make `change` (`ask`, `tell`, `add`, `revise`, `discard` or `reserve_ids`, called
+        """Make `change` (`ask`, `tell`, `report`, `add`, `revise`, `discard`, `reserve_ids`, called
         with `args`/`kwargs`) and return its result with its event: a JSON dict (`op`, the
         change's arguments, `told` for a tell's or add's status) holding whatever the change
         drew, so `apply` makes it again without proposing: an ask's config, the random state

@@ -46,6 +46,27 @@ class Objective:
         """Every metric a result must carry: objectives, then constrained costs."""
         return self.metrics + tuple(n for n, _ in self.constraints if n not in self.metrics)
 
+    def clean(self, metrics: Mapping, *, what: str = "tell", partial: bool = False) -> dict | None:
+        """The values of `names` in `metrics` as floats; None when one is NaN or inf. A missing
+        name raises ValueError (with `partial`, only a missing objective does), as does a value
+        that is not a number."""
+        need = self.metrics if partial else self.names
+        missing = [n for n in need if n not in metrics]
+        if missing:
+            raise ValueError(
+                f"{what}: metrics lack {missing}; got {sorted(metrics)} "
+                "(tell None for a failed trial)"
+            )
+        values = {}
+        for name in (n for n in self.names if n in metrics):
+            value = metrics[name]
+            if not isinstance(value, int | float | np.number) or isinstance(value, bool):
+                raise ValueError(f"{what}: metric {name!r} must be a number, got {value!r}")
+            if not math.isfinite(value):
+                return None
+            values[name] = float(value)
+        return values
+
     def violations(self, metrics: Mapping) -> dict[str, float]:
         """Each bound `metrics` break, by its relative excess `(value - bound) / bound` (0.25:
         25% over); bounds whose metric is absent are skipped. Empty when feasible."""

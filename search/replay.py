@@ -15,6 +15,7 @@ from search.errors import NothingFits
 CHANGES = {
     "ask": "ask",
     "tell": "tell",
+    "report": "report",
     "add": "add",
     "revise": "revise",
     "discard": "discard",
@@ -70,10 +71,19 @@ def apply(searcher, event: Mapping) -> None:
         if "extra" in event:
             searcher._load_extra_state(event["extra"])
     elif op == "tell":
-        _check_told(event, searcher.tell(trial_id, event["metrics"], status=event["status"]))
+        told = searcher.tell(
+            trial_id, event["metrics"], status=event["status"], fidelity=event.get("fidelity")
+        )
+        _check_told(event, told)
+    elif op == "report":
+        searcher.report(trial_id, event["metrics"], fidelity=event["fidelity"])
     elif op == "add":
         record = searcher.add(
-            event["config"], event["metrics"], status=event["status"], trial_id=trial_id
+            event["config"],
+            event["metrics"],
+            status=event["status"],
+            trial_id=trial_id,
+            fidelity=event.get("fidelity"),
         )
         _check_told(event, record)
     elif op == "revise":
@@ -107,10 +117,13 @@ def _arguments(searcher, change: str, result, args: tuple, kwargs: dict) -> dict
     event = {"id": result["id"] if change == "add" else given["trial_id"]}
     if "config" in given:
         event["config"] = dict(given["config"])
-    if change in ("tell", "add"):
+    if change in ("tell", "add", "report"):
         metrics = given["metrics"]
         event["metrics"] = None if metrics is None else dict(metrics)
+    if change in ("tell", "add"):
         event |= {"status": given["status"], "told": result["status"]}
+    if given.get("fidelity") is not None:  # (tells without one keep the keys they always had)
+        event["fidelity"] = float(given["fidelity"])
     return event
 
 

@@ -50,9 +50,10 @@ def toy_price(config: dict) -> dict:
 
 
 def record_changes(searcher: search.Searcher, steps: int, metrics=toy_metrics) -> list[dict]:
-    """Every kind of change (asks; tells completed, failed and stopped; revise, discard, add,
-    reserve_ids) made through `searcher.record`, `steps` rounds; returns the events as read back
-    from JSON. A revised config is drawn from the space (for darts: the supernet's derivation)."""
+    """Every kind of change (asks; rung reports; tells completed, failed and stopped, at a
+    fidelity; revise, discard, add, reserve_ids) made through `searcher.record`, `steps`
+    rounds; returns the events as read back from JSON. A revised config is drawn from the
+    space (for darts: the supernet's derivation)."""
     events, draws = [], np.random.default_rng(0)
 
     def change(name, *args, **kwargs):
@@ -70,7 +71,10 @@ def record_changes(searcher: search.Searcher, steps: int, metrics=toy_metrics) -
             change("discard", second.id)
         else:
             status = "stopped" if step % 2 else None
-            change("tell", second.id, metrics(searcher.pending[second.id]), status=status)
+            change("report", second.id, metrics(searcher.pending[second.id]), fidelity=1 + step % 3)
+            fidelity = 4 if status and step % 4 == 1 else None  # else its highest rung
+            told = metrics(searcher.pending[second.id])
+            change("tell", second.id, told, status=status, fidelity=fidelity)
     config = searcher.space.sample(draws)
     change("add", config, metrics(config), status="completed")
     change("reserve_ids", searcher.next_id + 5)
@@ -152,6 +156,28 @@ class SearcherContract:
 
     def test_recorded_changes_replay_exactly(self):
         check_replay(self.make, steps=self.budget // 2)
+
+    def test_rung_results_replay_exactly(self):
+        check_replay(lambda seed: self.make(seed=seed, max_fidelity=8), steps=self.budget // 2)
+
+    def test_rungs_are_kept_but_never_a_result(self):
+        searcher = self.make(max_fidelity=8)
+        self.run(searcher, 3)
+        trial = searcher.ask()
+        rung = {"score": 1e6, "cost": 1.0}  # better than any full result
+        assert searcher.report(trial.id, rung, fidelity=2)["metrics"]["score"] == 1e6
+        record = searcher.tell(trial.id, rung, status="stopped")
+        assert record["fidelity"] == 2 and record["rungs"][0]["fidelity"] == 2
+        assert trial.id not in {o["id"] for o in searcher.usable()}
+        assert searcher.best()["metrics"]["score"] < 1e6
+        for bad in (0, -1, 9, float("nan"), "2"):
+            other = searcher.ask()
+            try:
+                searcher.report(other.id, rung, fidelity=bad)
+            except ValueError as err:
+                assert "fidelity" in str(err)
+            else:
+                raise AssertionError(f"fidelity {bad!r} must raise")
 
     def test_failed_and_nonfinite_results_are_failures(self):
         searcher = self.make()
