@@ -14,6 +14,7 @@ from search import gp
 from search.base import Searcher
 from search.basic import enumerate_configs
 from search.candidates import best_untaken, neighbours, random_candidates
+from search.fidelity import AtFull, join_rungs
 from search.history import History, fit_subset, incumbents, parego_targets
 from spaces import Choice, Int
 
@@ -34,7 +35,10 @@ class BayesSearcher(Searcher):
     model, see benchmarks/README.md), `max_fit` (the most observations a GP is fitted on: past
     it, the `max_fit // 2` nearest the three incumbents and a uniform draw of the others, so an
     ask costs the same at 10,000 observations as at `max_fit`), `price_extra` (with a price:
-    after the first candidate that fits, at most this many more priced, see `_priced_choice`)."""
+    after the first candidate that fits, at most this many more priced, see `_priced_choice`).
+    Rungs (`search.fidelity.Rungs`, the latest `max_fit // 2`) join the objective's GP with
+    their fidelity over `max_fidelity` as one more input (full results at 1, read at 1), as
+    BOCA and FABOLAS do: one GP, not BOHB's per-rung models that need many results a rung."""
 
     name = "bo"
 
@@ -60,26 +64,22 @@ class BayesSearcher(Searcher):
         ]:
             if value not in allowed:
                 raise ValueError(f"bo: {option} must be one of {list(allowed)}, got {value!r}")
-        if not isinstance(n_initial, int) or n_initial < 1:
-            raise ValueError(f"bo: n_initial must be a positive integer, got {n_initial!r}")
-        if not isinstance(max_fit, int) or max_fit < 4:
-            raise ValueError(f"bo: max_fit must be an integer >= 4, got {max_fit!r}")
+        for option, value, low in [("n_initial", n_initial, 1), ("max_fit", max_fit, 4)]:
+            if not isinstance(value, int) or value < low:
+                raise ValueError(f"bo: {option} must be an integer >= {low}, got {value!r}")
+        if not isinstance(price_extra, int) or price_extra < 0:
+            raise ValueError(f"bo: price_extra must be an integer >= 0, got {price_extra!r}")
         if not isinstance(feasibility_weight, int | float) or not feasibility_weight > 0:
             raise ValueError(
                 f"bo: feasibility_weight must be a positive number, got {feasibility_weight!r}"
             )
         self.acquisition, self.n_initial, self.kappa = acquisition, n_initial, float(kappa)
-        self.fantasy = fantasy
-        self.feasibility_weight = float(feasibility_weight)
+        self.fantasy, self.feasibility_weight = fantasy, float(feasibility_weight)
         self.n_candidates, self.exhaustive_limit = int(candidates), int(exhaustive_limit)
-        self.max_fit = max_fit
-        if not isinstance(price_extra, int) or price_extra < 0:
-            raise ValueError(f"bo: price_extra must be an integer >= 0, got {price_extra!r}")
-        self.price_extra = price_extra
+        self.max_fit, self.price_extra = max_fit, price_extra
         self.cat = gp.categorical_mask(space)
         self.history = History(space, self.objective)
-        self._design_seed = int(self.rng.integers(2**31))
-        self._design_used = 0
+        self._design_seed, self._design_used = int(self.rng.integers(2**31)), 0
         self._thetas: dict[str, list[float]] = {}
         self._all = self._enumerate()
 
@@ -171,8 +171,8 @@ class BayesSearcher(Searcher):
             return self._design_point()
         if data.n < 2:
             return self.space.sample(self.rng)
-        y = self._targets()
-        score = self._scorer(y)
+        y, rungs = self._targets()
+        score = self._scorer(y, rungs)
         if self._all is not None:
             configs, feats, rows = self._all
             taken = self._seen | {k for k, n in self._pending_keys.items() if n}
@@ -217,15 +217,18 @@ class BayesSearcher(Searcher):
         index = best_untaken(self.space, configs, values, taken.__contains__)
         return configs[index] if index is not None else self.space.sample(self.rng)
 
-    def _targets(self) -> np.ndarray:
-        """What the objective GP models over the usable observations (maximized): the
-        objective, or ParEGO's scalarization with weights drawn now."""
+    def _targets(self) -> tuple[np.ndarray, tuple]:
+        """What the objective GP models (maximized), the objective or ParEGO's scalarization
+        with weights drawn now, of the usable results and of the rungs: `(y, (x, level, y))`."""
         weights = None
         if len(self.objective.metrics) > 1:
             weights = self.rng.dirichlet(np.ones(len(self.objective.metrics)))
-        return parego_targets(self.history.sync(self.observations).signed, weights)
+        rung_x, level, rung_signed = self.rung_rows(limit=self.max_fit // 2)
+        signed = np.vstack([self.history.sync(self.observations).signed, rung_signed])
+        y = parego_targets(signed, weights)
+        return y[: self.history.n], (rung_x, level, y[self.history.n :])
 
-    def _scorer(self, y_all: np.ndarray):
+    def _scorer(self, y_all: np.ndarray, rungs: tuple):
         """A function of candidate features returning the log acquisition (higher is better),
         from GPs on at most `max_fit` observations (`y_all`: the targets of all of them)."""
         data = self.history.sync(self.observations)
@@ -233,7 +236,7 @@ class BayesSearcher(Searcher):
         x, y, feasible = data.x[rows], y_all[rows], data.feasible
         pending = gp.features(self.space, list(self.pending.values()))
         lie = {"worst": y_all.min(), "mean": y_all.mean(), "believer": None}[self.fantasy]
-        model = self._fit("objective", x, y, pending, lie=lie)
+        model = self._fit("objective", x, y, pending, lie=lie, rungs=rungs)
         constraints = []
         rejected_x, rejected_costs = data.rejected(self.max_fit // 2)
         for j, (name, bound) in enumerate(self.objective.constraints):
@@ -247,11 +250,11 @@ class BayesSearcher(Searcher):
             """The acquisition alone and the log P(feasible), each `(n,)`."""
             log_feasible = np.zeros(len(feats))
             for c_model, c_bound in constraints:
-                mean, std = _predict(c_model, feats)
+                mean, std = gp.predict_in_chunks(c_model, feats)
                 log_feasible += gp.log_probability_below(mean, std, c_bound)
             if best is None and constraints:
                 return np.zeros(len(feats)), log_feasible
-            mean, std = _predict(model, feats)
+            mean, std = gp.predict_in_chunks(model, feats)
             if self.acquisition == "ucb":
                 # UCB is in the objective's units, log P(feasible) in none: standardize it, so
                 # the trade-off is the same whatever the objective's scale
@@ -269,16 +272,19 @@ class BayesSearcher(Searcher):
         score.parts = parts
         return score
 
-    def _fit(self, key, x, y, pending, *, lie: float | None = None) -> gp.GP:
+    def _fit(self, key, x, y, pending, *, lie: float | None = None, rungs=None) -> gp.GP:
         """A GP on `(x, y)`, then conditioned on the pending points: at `lie` (a constant
-        liar, for the objective) or at the model's own mean (a kriging believer)."""
+        liar, for the objective) or at the model's own mean (a kriging believer). With
+        `rungs` rows `(x, level, y)`: over the fidelity level too, read at level 1."""
+        x, y, pending, cat = join_rungs(x, y, pending, self.cat, rungs)
+        key = key if cat is self.cat else f"{key}@fidelity"
         theta0 = self._thetas.get(key)
-        model = gp.GP(self.cat).fit(x, y, theta0=None if theta0 is None else np.array(theta0))
+        model = gp.GP(cat).fit(x, y, theta0=None if theta0 is None else np.array(theta0))
         self._thetas[key] = [float(t) for t in model.theta]
         if len(pending):
             values = model.predict(pending)[0] if lie is None else np.full(len(pending), lie)
             model = model.condition(pending, values)
-        return model
+        return model if cat is self.cat else AtFull(model)
 
     # -- state ----------------------------------------------------------------------------------
     def _extra_state(self) -> dict:
@@ -289,11 +295,5 @@ class BayesSearcher(Searcher):
         }
 
     def _load_extra_state(self, extra: Mapping) -> None:
-        self._design_seed = int(extra["design_seed"])
-        self._design_used = int(extra["design_used"])
+        self._design_seed, self._design_used = int(extra["design_seed"]), int(extra["design_used"])
         self._thetas = {k: list(v) for k, v in extra["thetas"].items()}
-
-
-def _predict(model: gp.GP, feats: np.ndarray, chunk: int = 4096):
-    parts = [model.predict(feats[i : i + chunk]) for i in range(0, len(feats), chunk)]
-    return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])

@@ -8,7 +8,7 @@ from collections.abc import Mapping
 import numpy as np
 
 from search.base import Searcher
-from search.pareto import non_dominated
+from search.pareto import dominating, non_dominated
 from spaces import Choice
 
 MUTATION_TRIES = 20  # children tried again while they repeat a config or do not fit
@@ -45,7 +45,9 @@ class EvolutionSearcher(Searcher):
 
     Options: `population` (P, the living models), `sample_size` (S, the tournament's size),
     `mutations` (parameters changed per child), `step` (the spread of a numeric mutation on
-    the unit interval). With a price, the parent is mutated until a new child fits."""
+    the unit interval). With a price, the parent is mutated until a new child fits. With rungs
+    (`search.fidelity.Rungs`), a trial stopped at a rung joins the population too, ranked by
+    its standing at its rung against a full result's among the full ones."""
 
     name = "evolution"
 
@@ -78,8 +80,12 @@ class EvolutionSearcher(Searcher):
         self.members: list[str] = []  # ids of the living population, oldest first
         self._living: list[dict] = []  # their records
 
+    def _at_rung(self, record: dict) -> bool:
+        return self.max_fidelity is not None and record.get("fidelity") is not None
+
     def _observe(self, record: dict) -> None:
-        if record["status"] in ("completed", "infeasible") and record["metrics"] is not None:
+        full = record["status"] in ("completed", "infeasible") and record["metrics"] is not None
+        if full or self._at_rung(record):
             self.members.append(record["id"])
             self._living.append(record)
             if len(self.members) > self.size:
@@ -104,7 +110,33 @@ class EvolutionSearcher(Searcher):
 
     def _ranking(self, living: list[dict]) -> np.ndarray:
         """Lower is better: feasible before infeasible (by violation), then by objectives."""
-        violation = np.array([o["violation"] for o in living])
+        violation = np.array([o.get("violation", 0.0) for o in living])
+        if any(self._at_rung(o) for o in living):
+            quality = self._standing_order(living)
+        else:
+            quality = self._quality(living)
+        feasible = violation == 0
+        return np.where(feasible, quality, len(living) + np.argsort(np.argsort(violation)))
+
+    def _standing_order(self, living: list[dict]) -> np.ndarray:
+        """Rank by standing (`rung_standings` at a rung; a full result's, the share of full
+        results not dominating it), the higher fidelity first on a tie."""
+        rungs = self.rung_standings([o["id"] for o in living if self._at_rung(o)])
+        full = [self.objective.signed(o["metrics"]) for o in self.usable()]
+        full = np.array(full).reshape(len(full), len(self.objective.metrics))
+        standing, fidelity = [], []
+        for o in living:
+            if self._at_rung(o):
+                standing.append(rungs[o["id"]] or 0.0)
+                fidelity.append(o["fidelity"])
+            else:
+                better = dominating(full, self.objective.signed(o["metrics"]))
+                standing.append(1.0 - float(better.mean()) if len(better) else 1.0)
+                fidelity.append(self.max_fidelity)
+        order = np.lexsort((-np.array(fidelity), -np.array(standing)))
+        return np.argsort(order, kind="stable")
+
+    def _quality(self, living: list[dict]) -> np.ndarray:
         signed = np.array([self.objective.signed(o["metrics"]) for o in living])
         if signed.shape[1] == 1:
             quality = np.argsort(np.argsort(signed[:, 0], kind="stable"), kind="stable")
@@ -115,8 +147,7 @@ class EvolutionSearcher(Searcher):
                 crowd[ranks == front] = crowding_distance(signed[ranks == front])
             order = np.lexsort((-crowd, ranks))
             quality = np.argsort(order, kind="stable")
-        feasible = violation == 0
-        return np.where(feasible, quality, len(living) + np.argsort(np.argsort(violation)))
+        return quality
 
     def mutate(self, config: dict) -> dict:
         """A copy of `config` with `mutations` active parameters changed; parameters a change

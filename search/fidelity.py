@@ -111,17 +111,44 @@ class Rungs:
         configs, level, signed = zip(*rows)
         return gp.features(self.space, list(configs)), np.array(level), np.array(signed)
 
-    def rung_standing(self, trial_id: str) -> float | None:
-        """How a trial stopped at a rung fares there: the share of the other trials' results
-        at that fidelity it is not dominated by (1: none better), at the highest fidelity it
+    def rung_standings(self, trial_ids) -> dict[str, float | None]:
+        """How each trial fares at its rungs: the share of the other trials' results at one
+        fidelity that do not dominate its own (1: none better), at the highest fidelity it
         shares with another trial; None when it shares none (or the searcher reads no rungs)."""
         at: dict[float, dict[str, np.ndarray]] = {}
         for trial, _, fidelity, metrics in self.rung_results():
             at.setdefault(fidelity, {})[trial] = self.objective.signed(metrics)
-        own = sorted((f for f, trials in at.items() if trial_id in trials), reverse=True)
-        for fidelity in own:
-            others = [v for t, v in at[fidelity].items() if t != trial_id]
-            if others:
-                better = dominating(np.array(others), at[fidelity][trial_id])
-                return 1.0 - float(better.mean())
-        return None
+        out = dict.fromkeys(trial_ids)
+        for trial_id in out:
+            for fidelity in sorted((f for f in at if trial_id in at[f]), reverse=True):
+                others = [v for t, v in at[fidelity].items() if t != trial_id]
+                if others:
+                    better = dominating(np.array(others), at[fidelity][trial_id])
+                    out[trial_id] = 1.0 - float(better.mean())
+                    break
+        return out
+
+
+def with_level(x: np.ndarray, level) -> np.ndarray:
+    """Feature rows `(n, d)` with their fidelity level (a number, or `(n,)`) as one more column."""
+    return np.column_stack([x, np.broadcast_to(level, (len(x),))])
+
+
+class AtFull:
+    """A model over `(features, fidelity level)` read at the full fidelity (level 1)."""
+
+    def __init__(self, model):
+        self.model = model
+
+    def predict(self, x: np.ndarray):
+        return self.model.predict(with_level(x, 1.0))
+
+
+def join_rungs(x, y, pending, cat, rungs):
+    """`(x, y, pending, cat)` of a GP over `(features, fidelity level)`: the full results and
+    the pending ones at level 1, the rung rows `rungs` (`(x, level, y)`) after them; all
+    unchanged when there are none."""
+    if rungs is None or not len(rungs[0]):
+        return x, y, pending, cat
+    x = np.vstack([with_level(x, 1.0), with_level(rungs[0], rungs[1])])
+    return x, np.concatenate([y, rungs[2]]), with_level(pending, 1.0), np.append(cat, False)

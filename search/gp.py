@@ -240,3 +240,9 @@ def log_probability_of_improvement(mean, std, best) -> np.ndarray:
 def log_probability_below(mean, std, bound) -> np.ndarray:
     """log P(value <= bound) under a normal posterior: a constraint's log feasibility."""
     return log_ndtr((bound - np.asarray(mean)) / std)
+
+
+def predict_in_chunks(model, feats: np.ndarray, chunk: int = 4096):
+    """`model.predict(feats)` a `chunk` of rows at a time (the kernel matrix stays small)."""
+    parts = [model.predict(feats[i : i + chunk]) for i in range(0, len(feats), chunk)]
+    return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
