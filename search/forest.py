@@ -13,6 +13,7 @@ import numpy as np
 from search import gp
 from search.base import Searcher
 from search.candidates import best_untaken, neighbours, random_candidates
+from search.fidelity import join_rungs, with_level
 from search.history import History, distances, fit_subset, incumbents, parego_targets
 
 MODELS = ("et", "rf")
@@ -33,7 +34,9 @@ class ForestSearcher(Searcher):
     rejected, grew by this share since the last fit, and at least every tell below
     `1 / refit` observations; 0 refits every tell),
     `feasibility_weight` (EI times P(feasible) to this power, as in `bo`). Pending configs
-    are never proposed again and lower the acquisition near them (local penalization)."""
+    are never proposed again and lower the acquisition near them (local penalization). Rungs
+    (`search.fidelity.Rungs`, of the trials told before a fit) join the objective forest with
+    their fidelity level as one more feature, as in `bo`; a stopped one counts for a refit."""
 
     name = "forest"
 
@@ -72,7 +75,7 @@ class ForestSearcher(Searcher):
         self.feasibility_weight = float(feasibility_weight)
         self.history = History(space, self.objective)
         self._fit_n, self._fit_seed, self._fit_weights = 0, 0, None  # the last fit, in state
-        self._fit_rejected = 0
+        self._fit_rejected, self._fit_told = 0, 0
         self._forests = None  # rebuilt from the three above when absent
 
     # -- proposal -------------------------------------------------------------------------------
@@ -81,8 +84,10 @@ class ForestSearcher(Searcher):
         if data.n < self.n_initial:
             return self.space.sample(self.rng)
         fitted = self._fit_n + self._fit_rejected  # configs rejected on their costs count
-        if data.n + data.n_rejected - fitted >= max(1, int(self.refit * fitted)):
+        grown = data.n + data.n_rejected - fitted + self._new_rungs()
+        if grown >= max(1, int(self.refit * fitted)):
             self._fit_n, self._fit_rejected = data.n, data.n_rejected
+            self._fit_told = len(self.observations)
             self._fit_seed = int(self.rng.integers(2**31))
             m = len(self.objective.metrics)
             self._fit_weights = self.rng.dirichlet(np.ones(m)).tolist() if m > 1 else None
@@ -96,6 +101,12 @@ class ForestSearcher(Searcher):
             self.space, configs, values, lambda k: k in self._seen or taken[k], self._fits
         )
         return self.space.sample(self.rng) if chosen is None else configs[chosen]
+
+    def _new_rungs(self) -> int:
+        """Trials stopped at a rung since the last fit (none without `max_fidelity`)."""
+        if self.max_fidelity is None:
+            return 0
+        return sum(o.get("fidelity") is not None for o in self.observations[self._fit_told :])
 
     def _candidates(self, score) -> tuple[list[dict], np.ndarray]:
         """Random candidates, then two rounds of moves around the best of them and the
@@ -120,11 +131,17 @@ class ForestSearcher(Searcher):
         all on the first `_fit_n` usable observations (a bounded subset past `max_fit`)."""
         data = self.history
         weights = None if self._fit_weights is None else np.array(self._fit_weights)
-        y = parego_targets(data.signed[: self._fit_n], weights)
+        rung_x, level, signed = self.rung_rows(
+            limit=self.max_fit // 2, pending=False, upto=self._fit_told
+        )
+        y = parego_targets(np.vstack([data.signed[: self._fit_n], signed]), weights)
+        y, rung_y = y[: self._fit_n], y[self._fit_n :]
         rng = np.random.default_rng(self._fit_seed)
         rows = fit_subset(data, y, size=self.max_fit, rng=rng)
         x = data.x[rows]
-        objective = self._forest(x, y[rows])
+        x_all, y_all, _, cat = join_rungs(x, y[rows], x[:0], data.cat, (rung_x, level, rung_y))
+        objective = self._forest(x_all, y_all)
+        objective.leveled = cat is not data.cat  # read at the full fidelity
         # configs rejected before training teach the constraint forests where the bounds lie
         rejected_x, rejected_costs = data.rejected(self.max_fit // 2, upto=self._fit_rejected)
         constraints = [
@@ -161,7 +178,7 @@ class ForestSearcher(Searcher):
             value = self.feasibility_weight * log_feasible + self._penalty(feats, pending)
             if best is None and constraints:
                 return value
-            mean, std = _predict(objective, feats)
+            mean, std = _predict(objective, with_level(feats, 1.0) if objective.leveled else feats)
             incumbent = best if best is not None else float(np.max(mean))
             return value + gp.log_expected_improvement(mean, std, incumbent)
 
@@ -181,6 +198,7 @@ class ForestSearcher(Searcher):
         return {
             "fit_n": self._fit_n,
             "fit_rejected": self._fit_rejected,
+            "fit_told": self._fit_told,
             "fit_seed": self._fit_seed,
             "fit_weights": self._fit_weights,
         }
@@ -188,6 +206,7 @@ class ForestSearcher(Searcher):
     def _load_extra_state(self, extra: Mapping) -> None:
         self._fit_n, self._fit_seed = int(extra["fit_n"]), int(extra["fit_seed"])
         self._fit_rejected = int(extra.get("fit_rejected", 0))  # older states had none
+        self._fit_told = int(extra.get("fit_told", 0))
         weights = extra.get("fit_weights")
         self._fit_weights = None if weights is None else [float(w) for w in weights]
         self._forests = None

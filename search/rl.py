@@ -35,7 +35,10 @@ class ControllerSearcher(Searcher):
     Proposals do not repeat a config already told or pending while the policy or, failing
     it, the prior yields a new one.
     With several objectives the metric is 1 minus the share of usable results that dominate
-    the result (1 on the Pareto front), which no scale or offset of an objective changes."""
+    the result (1 on the Pareto front), which no scale or offset of an objective changes.
+    With rungs (`search.fidelity.Rungs`), a trial stopped at a rung is rewarded by its standing
+    there (a quantile), less the median's: `(standing - 0.5) * sqrt(12)`, whatever `advantage`;
+    the baseline and the rewards stay those of full results."""
 
     name = "rl"
 
@@ -158,6 +161,11 @@ class ControllerSearcher(Searcher):
     def _observe(self, record: dict) -> None:
         if record.get("priced"):
             self._step(record, self._refusal_advantage())
+            return
+        if record["status"] == "stopped" and self.max_fidelity is not None:
+            standing = self.rung_standings([record["id"]])[record["id"]]
+            if standing is not None:
+                self._step(record, (standing - 0.5) * math.sqrt(12.0))
             return
         if record["status"] not in ("completed", "infeasible") or record["metrics"] is None:
             return  # a failed or stopped trial says nothing reliable about its choices

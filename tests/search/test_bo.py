@@ -180,7 +180,7 @@ def test_feasibility_weight_is_the_power_on_the_probability_of_feasibility():
         for x, y in points:
             searcher.add({"x": x, "y": y}, {"f": x - y, "cost": x + y})
         grid = np.random.default_rng(1).random((50, 2))
-        scores[weight] = searcher._scorer(searcher._targets())(grid)
+        scores[weight] = searcher._scorer(*searcher._targets())(grid)
     gap_full, gap_half = scores[1.0] - scores[0.25], scores[1.0] - scores[0.5]
     assert np.all(gap_full <= 1e-9) and gap_full.min() < -1.0  # log P(feasible) <= 0
     np.testing.assert_allclose(gap_full, 1.5 * gap_half, rtol=1e-6, atol=1e-9)

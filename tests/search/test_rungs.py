@@ -29,6 +29,8 @@ def _proposal_after_a_stopped_trial(name, *, fidelity, max_fidelity=10):
         if fidelity is not None:
             searcher.report(trial.id, metrics, fidelity=fidelity)
         searcher.tell(trial.id, metrics, status="stopped")
+    if name == "rl":  # its policy (a draw moves only once the probabilities have moved enough)
+        return searcher, searcher.state_dict()["extra"]["logits"]
     return searcher, searcher.ask().config
 
 
