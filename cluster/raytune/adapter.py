@@ -82,6 +82,7 @@ class ParetuneSearch(TuneSearcher):
             seed=spec["seed"],
             constraints=spec["constraints"],
             price=spec["price"],
+            max_fidelity=spec["max_t"],  # rungs below it teach the searcher
             **spec["options"],
         )
         self.ledger = TunerLedger(created, max_t=spec["max_t"])

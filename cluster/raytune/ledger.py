@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from typing import Protocol, runtime_checkable
 
 import search
-from cluster.study.resume import told_as
+from cluster.study.resume import rung_of, told_as
 
 
 @runtime_checkable
@@ -52,7 +52,11 @@ class TunerLedger:
 
     def result(self, tune_id: str, result: Mapping) -> None:
         if tune_id in self.ids:
-            self.seen[self.ids[tune_id]] = result.get("training_iteration", 0)
+            trial = self.ids[tune_id]
+            self.seen[trial] = result.get("training_iteration", 0)
+            rung = rung_of(result, self.searcher)  # a rung result (with a `max_fidelity`)
+            if rung is not None and trial in self.searcher.pending:
+                self.searcher.report(trial, rung[0], fidelity=rung[1])
 
     def complete(self, tune_id: str, result: Mapping | None, *, error: bool) -> None:
         trial = self.ids.pop(tune_id, None)

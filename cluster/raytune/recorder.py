@@ -15,7 +15,7 @@ from cluster.study import judge, warm
 from cluster.study.config import Study
 from cluster.study.errors import ConfigError
 from cluster.study.price import check_refusals, priced_costs, refusal_rows, spent, stopped
-from cluster.study.resume import told_as
+from cluster.study.resume import rung_of, told_as
 from cluster.study.rows import make_row, unprefixed
 from cluster.study.store import StudyStore
 from spaces.util import write_atomic
@@ -60,11 +60,11 @@ def _pricing(searcher: search.Searcher) -> str:
 
 class Recorder:
     """A `cluster.raytune.ledger.Ledger` for the study runner: writes every report of a trial to
-    Parquet and tells the searcher when it ends (a trial a scheduler ended is `stopped`, kept
-    out of the searcher's model); the searcher's JSON state is saved after every ask and tell.
-    Tune trial ids map to the study's own trial ids. Writing a row never changes the searcher: a
-    config that population-based training swapped in is carried by the rows and given to the
-    searcher only with the tell."""
+    Parquet, each a rung result the searcher learns from, and tells the searcher when it ends
+    (a trial a scheduler ended is `stopped` at its last rung); the searcher's JSON state is
+    saved after every change. Tune trial ids map to the study's own trial ids. Writing a row
+    never changes the searcher's configs: a config that population-based training swapped in
+    is carried by the rows and given to the searcher only with the tell."""
 
     def __init__(self, store: StudyStore, *, study: Study, writer, done: int, progress):
         self.store, self.study, self.writer = store, study, writer
@@ -164,7 +164,19 @@ class Recorder:
             self.last[trial] = result
             ran = self._config(trial, result, config)
             self.writer.add(self._row(trial, result, "running", ran))
+            self._report(trial, result, ran)
         self.show()
+
+    def _report(self, trial: str, result: dict, ran: dict) -> None:
+        """Every epoch's report is a rung result the searcher learns from (`rung_of`), under
+        the store's lock and journaled (a line per epoch: ASHA's rungs and the median rule's
+        epochs are all among them); not while population-based training runs another config."""
+        rung = rung_of(result, self.searcher)
+        if rung is None or ran != self.asked.get(trial):
+            return
+        with self.store.locked() as searcher:
+            if searcher.pending.get(trial) == ran:
+                searcher.report(trial, rung[0], fidelity=rung[1])
 
     def retried(self, tune_id: str, *, why: str) -> None:
         """Tune runs the trial again (its worker failed, `why`): the failed attempt's last

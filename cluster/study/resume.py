@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import warnings
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from cluster.study.results import REFUSED
 from cluster.study.rows import config_of
 from cluster.study.store import RUNNER_TRIALS, StateUnreadable, StudyStore
 from spaces.util import write_json
+from trainers.settings import max_steps
 
 STUDY_FILE = "study.json"
 # The status of a trial cut off by a stopped or killed run: it never counts in the budget.
@@ -38,6 +40,7 @@ def make_searcher(study: Study, *, price: search.Price | None = None) -> search.
         seed=study.seed,
         constraints=dict(study.constraints) or None,
         price=price,
+        max_fidelity=max_steps(study.trial_settings(), compress=bool(study.compress)),
         **study.searcher_options,
     )
 
@@ -45,16 +48,40 @@ def make_searcher(study: Study, *, price: search.Price | None = None) -> search.
 def told_as(result: dict, status: str, names) -> tuple[dict | None, dict]:
     """What to tell the searcher of a finished trial: `(metrics, {"status": ...})`. A trial
     rejected before training is told `infeasible` with its costs only; a stopped one `stopped`
-    (the searcher keeps it out of its model); a failed one, or one without its metrics, None."""
+    with the metrics it has and its training iteration as its fidelity (a rung result: see
+    `search.fidelity.Rungs`); a failed one, or one without its metrics, None."""
     if status == "infeasible":
         present = {k: v for k, v in result.items() if isinstance(v, int | float) and v == v}
         return present, {"status": "infeasible"}
     values = {n: result.get(n) for n in names}
+    if status == "stopped":
+        present = {n: v for n, v in values.items() if _number(v) and v == v}
+        fidelity = result.get("training_iteration", result.get("step"))
+        told = {"status": "stopped"} | ({"fidelity": fidelity} if _positive(fidelity) else {})
+        return present or None, told
     if any(v is None or (isinstance(v, float) and math.isnan(v)) for v in values.values()):
         values = None
-    if status == "stopped":
-        return values, {"status": "stopped"}
     return (values, {}) if status == "completed" else (None, {})
+
+
+def rung_of(result: Mapping, searcher: search.Searcher) -> tuple[dict, float] | None:
+    """An epoch's report as `searcher.report` takes it, `(metrics, fidelity)`: the numbers it
+    holds of the objectives and costs, at its training iteration; None where the searcher
+    reads no rungs (no `max_fidelity`), an objective is missing, or it is not below the full
+    fidelity (the final result is told)."""
+    fidelity, top = result.get("training_iteration"), searcher.max_fidelity
+    metrics = {n: result[n] for n in searcher.objective.names if _number(result.get(n))}
+    if top is None or not _positive(fidelity) or fidelity >= top:
+        return None
+    return (metrics, float(fidelity)) if set(searcher.objective.metrics) <= set(metrics) else None
+
+
+def _number(value) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _positive(value) -> bool:
+    return _number(value) and value > 0
 
 
 def final_rows(table: pa.Table | None, constraints=None) -> dict[str, dict]:
