@@ -283,3 +283,37 @@ def test_a_journal_written_before_replay_moved_into_search_still_replays(tmp_pat
         assert state.pop("price") == {"calls": 0, "hits": 0, "seconds": 0.0}  # then unpriced
         assert state == expected["state"]
         assert [searcher.ask().config for _ in range(2)] == expected["next"]
+
+
+def test_rung_reports_are_journaled_and_a_resume_replays_them(tmp_path):
+    def make(seed):
+        return search.create("evolution", mixed_space(), metric="score", seed=seed, max_fidelity=9)
+
+    store = StudyStore(tmp_path, make(1))
+    with store.locked() as searcher:
+        running, stopped = searcher.ask(), searcher.ask()
+    with store.locked() as searcher:  # epoch reports, as the recorder makes them
+        for trial in (running, stopped):
+            searcher.report(trial.id, toy_metrics(trial.config), fidelity=1)
+        searcher.report(stopped.id, {"score": 5.0}, fidelity=3)
+    with store.locked() as searcher:
+        searcher.tell(stopped.id, {"score": 5.0}, status="stopped", fidelity=3)
+    lines = (tmp_path / journal.JOURNAL_FILE).read_text().splitlines()
+    assert sum(json.loads(line).get("op") == "report" for line in lines) == 3
+    with StudyStore(tmp_path, make(99)).locked() as resumed:
+        assert resumed.state_dict() == store.searcher.state_dict()
+        assert resumed.rungs[running.id][0]["fidelity"] == 1.0
+        assert resumed.observations[-1]["fidelity"] == 3.0
+        assert resumed.members == [stopped.id]  # in the population at its rung
+
+
+def test_a_stopped_row_is_told_at_its_training_iteration():
+    from cluster.study.resume import rung_of, told_as
+
+    metrics, told = told_as({"score": 0.5, "step": 4}, "stopped", ["score", "cost"])
+    assert (metrics, told) == ({"score": 0.5}, {"status": "stopped", "fidelity": 4})
+    searcher = search.create("random", mixed_space(), metric="score", seed=0, max_fidelity=9)
+    report = {"score": 0.5, "cost": 2, "training_iteration": 3, "phase": "train"}
+    assert rung_of(report, searcher) == ({"score": 0.5}, 3.0)  # objectives and bounded costs
+    assert rung_of({**report, "training_iteration": 9}, searcher) is None  # the final
+    assert rung_of({"loss": 2, "training_iteration": 3}, searcher) is None
