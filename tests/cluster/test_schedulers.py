@@ -119,17 +119,22 @@ def test_a_paused_trial_a_scheduler_stops_keeps_its_last_report(tmp_path):
     from cluster.study.store import StudyStore
 
     study = _study(tmp_path)
-    searcher = search.create("random", study.space(), metric="val_acc", seed=0)
+    searcher = search.create("random", study.space(), metric="val_acc", seed=0, max_fidelity=9)
     writer = results.ResultWriter(tmp_path, results.schema(study.space()))
     store = StudyStore(tmp_path, searcher)
     recorder = Recorder(store, study=study, writer=writer, done=0, progress=Progress(study))
     recorder.ask("tune-1")
-    recorder.result("tune-1", {"step": 2, "phase": "train", "val_acc": 50.0, "final": False})
+    report = {"step": 2, "phase": "train", "val_acc": 50.0, "final": False}
+    recorder.result("tune-1", {**report, "training_iteration": 2})
+    assert searcher.rungs["0"] == [{"fidelity": 2.0, "metrics": {"val_acc": 50.0}}]  # a rung
     recorder.complete("tune-1", None, error=False)  # Tune ends a paused trial with no result
     row = results.load(tmp_path).to_pylist()[0]
     assert (row["status"], row["step"], row["val_acc"]) == ("stopped", 2, 50.0)
     told = searcher.observations[0]
     assert told["status"] == "stopped" and told["metrics"] == {"val_acc": 50.0}
+    assert told["fidelity"] == 2 and told["rungs"] == [
+        {"fidelity": 2.0, "metrics": {"val_acc": 50.0}}
+    ]
 
 
 def test_asha_stops_trials_and_the_searcher_knows(local_ray, tmp_path):
