@@ -19,6 +19,7 @@ from trainers.quantize import (
     fuse_batchnorm,
     layer_pairs,
     mask_of,
+    point_bits,
     quantized_layers,
     spec_of,
 )
@@ -67,7 +68,7 @@ def restore(model: nn.Module, record: dict, packed: dict[str, np.ndarray]) -> No
         _decode_into(layer, record["layers"][name], packed[name])
     for name, (module, index) in act_points(model).items():
         if name in record["act_ranges"]:
-            hook = ActQuantizer(record["act_bits"], index=index)
+            hook = ActQuantizer(point_bits(module, record["act_bits"]), index=index)
             hook.lo, hook.hi = record["act_ranges"][name]
             hook.observing = False
             module.register_forward_pre_hook(hook)

@@ -131,6 +131,12 @@ def act_points(model: nn.Module) -> dict[str, tuple[nn.Module, int]]:
     return points
 
 
+def point_bits(module: nn.Module, act_bits: int) -> int:
+    """The bits of an activation quantizer on `module`'s input: `act_bits`, and at least 8 on
+    a residual `Add`'s (a 4-bit sum of a projection and its skip loses too much)."""
+    return max(act_bits, 8) if isinstance(module, Add) else act_bits
+
+
 def act_hooks(model: nn.Module) -> dict[str, ActQuantizer]:
     """The activation quantizers hooked on `model`, by `act_points` name."""
     hooks = {n: act_hook(m, i) for n, (m, i) in act_points(model).items()}
@@ -181,7 +187,8 @@ def prepare(
         quantizer = WeightQuantizer(spec_of(layer), mask_of(layer))
         parametrize.register_parametrization(layer, "weight", quantizer)
     for name, (module, index) in act_points(model).items() if act_bits < 32 else ():
-        hooks[name] = ActQuantizer(act_bits, method=act_range, index=index)
+        bits = point_bits(module, act_bits)
+        hooks[name] = ActQuantizer(bits, method=act_range, index=index)
         module.register_forward_pre_hook(hooks[name])
     model.quant_spec = spec
     return hooks
@@ -229,7 +236,7 @@ def finalize(model: nn.Module, hooks: dict[str, ActQuantizer]) -> dict:
             for name, layer in quantized_layers(model).items()
             if spec_of(layer) != spec
         },
-        "act_bits": next(iter(hooks.values())).spec.bits if hooks else 32,
+        "act_bits": min((h.spec.bits for h in hooks.values()), default=32),
         "act_ranges": {n: [h.lo, h.hi] for n, h in hooks.items()},
         "layers": layers,
     }
