@@ -27,7 +27,7 @@ from torch import nn
 
 from trainers.quantize import (
     QuantSpec,
-    act_hook,
+    act_hooks,
     decode,
     encode,
     layer_pairs,
@@ -81,13 +81,56 @@ def quantize_graph(model: onnx.ModelProto, torch_model: nn.Module, *, integer: b
                 f"the exported graph has no initializer {key!r} feeding a conv or gemm"
             )
         graph.initializer.remove(tensors[key])
-        nodes = _weight(graph, layer, key, integer=integer)
-        hook = act_hook(layer)
-        if hook is not None:
-            node = users[key]
-            nodes += _activation(graph, hook.spec, hook.lo, hook.hi, node, f"{name}.input")
-        before[id(users[key])] = nodes
-    _set_nodes(graph, [m for n in graph.node for m in (*before.get(id(n), ()), n)])
+        before[id(users[key])] = _weight(graph, layer, key, integer=integer)
+    after = _activations(graph, torch_model, users)
+    nodes = [*after.get(None, ())]
+    for node in graph.node:
+        nodes += [*before.get(id(node), ()), node]
+        nodes += [m for out in node.output for m in after.get(out, ())]
+    _set_nodes(graph, nodes)
+
+
+def _activations(graph, torch_model: nn.Module, users: dict) -> dict:
+    """The nodes quantizing every hooked activation (`act_hooks`), rewiring its consumers; by
+    the tensor they follow (None: a graph input). A tensor quantized at one range is quantized
+    once, whoever reads it: a layer and the residual addition that share an input share its
+    codes, which ONNX Runtime needs to run the layer producing it on integer kernels."""
+    produced = {out for node in graph.node for out in node.output}
+    done: dict[tuple, str] = {}
+    after: dict[str | None, list] = {}
+    for point, hook in act_hooks(torch_model).items():
+        for node, index, prefix in _consumers(graph, point, users):
+            source = node.input[index]
+            key = (source, hook.spec, hook.lo, hook.hi)
+            if key not in done:
+                nodes, done[key] = _activation(graph, hook.spec, hook.lo, hook.hi, source, prefix)
+                after.setdefault(source if source in produced else None, []).extend(nodes)
+            node.input[index] = done[key]
+    return after
+
+
+def _consumers(graph, point: str, users: dict) -> list[tuple]:
+    """`(node, input index, name prefix)` of each graph node reading quantization point
+    `point` (`act_points`): a layer's by its weight, an `Add` module's by its scope (every
+    call of it)."""
+    if f"{point}.weight" in users:
+        return [(users[f"{point}.weight"], 0, f"{point}.input")]
+    module, _, index = point.rpartition(".")
+    adds = [n for n in graph.node if n.op_type == "Add" and _scope(n.name) == module]
+    if not adds:
+        raise GraphError(f"the exported graph has no Add node of module {module!r}")
+    return [(n, int(index), f"{point}.input" + (f".{k}" if k else "")) for k, n in enumerate(adds)]
+
+
+def _scope(name: str) -> str:
+    """The module path of an exported node from its name (`/blocks/blocks.0/add/Add` ->
+    `blocks.0.add`): a container's child is scoped `{container}.{child}`."""
+    parts, previous = [], None
+    for part in name.split("/")[1:-1]:
+        nested = previous is not None and part.startswith(f"{previous}.")
+        parts.append(part[len(previous) + 1 :] if nested else part)
+        previous = part
+    return ".".join(parts)
 
 
 def _constant(graph: onnx.GraphProto, name: str, value) -> str:
@@ -148,13 +191,12 @@ def _table(graph, key: str, codes: torch.Tensor, table: np.ndarray, scale) -> li
     ]
 
 
-def _activation(graph, spec: QuantSpec, lo: float, hi: float, node, prefix: str) -> list:
-    """The nodes quantizing `node`'s first input at `[lo, hi]` (frozen), rewiring it."""
+def _activation(graph, spec: QuantSpec, lo: float, hi: float, source: str, prefix: str):
+    """The nodes quantizing tensor `source` at `[lo, hi]` (frozen), and their output's name."""
     offset, step = quant_params(torch.zeros(()), spec, lo=lo, hi=hi)
     top = 2**spec.bits - 1
     zero = float(-offset / step)
-    source, out = node.input[0], f"{prefix}.quantized"
-    node.input[0] = out
+    out = f"{prefix}.quantized"
     if spec.bits <= 8 and abs(zero - round(zero)) < 1e-4 and 0 <= round(zero) <= 255:
         scale = _constant(graph, f"{prefix}.scale", step.numpy().astype(np.float32))
         point = _constant(graph, f"{prefix}.zero", np.uint8(round(zero)))
@@ -168,7 +210,7 @@ def _activation(graph, spec: QuantSpec, lo: float, hi: float, node, prefix: str)
             *nodes,
             helper.make_node("QuantizeLinear", [source, scale, point], [f"{prefix}.codes"]),
             helper.make_node("DequantizeLinear", [f"{prefix}.codes", scale, point], [out]),
-        ]
+        ], out
     names = {
         s: _constant(graph, f"{prefix}.{s}", v) for s, v in _float_constants(offset, step, top)
     }
@@ -184,7 +226,7 @@ def _activation(graph, spec: QuantSpec, lo: float, hi: float, node, prefix: str)
     return [
         helper.make_node(op, [local(i) for i in inputs], [f"{prefix}.{output}" if output else out])
         for op, inputs, output in steps
-    ]
+    ], out
 
 
 def _float_constants(offset, step, top: int):

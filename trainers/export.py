@@ -111,14 +111,15 @@ class _TracedActQuantizer:
     function (straight-through gradient) that tracing cannot record."""
 
     def __init__(self, hook: quantize.ActQuantizer):
-        self.spec, self.lo, self.hi = hook.spec, hook.lo, hook.hi
+        self.spec, self.lo, self.hi, self.index = hook.spec, hook.lo, hook.hi, hook.index
 
     def __call__(self, module, inputs):
-        (x,) = inputs
+        x = inputs[self.index]
         offset, step = quantize.quant_params(x, self.spec, lo=self.lo, hi=self.hi)
         offset, step = offset.to(x.dtype), step.to(x.dtype)
         codes = quantize.encode(x, self.spec, offset, step)
-        return (quantize.decode(codes, self.spec, offset, step),)
+        x = quantize.decode(codes, self.spec, offset, step)
+        return (*inputs[: self.index], x, *inputs[self.index + 1 :])
 
 
 def traceable(model: nn.Module) -> nn.Module:

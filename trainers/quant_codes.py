@@ -13,11 +13,13 @@ from torch import nn
 from trainers.quantize import (
     ActQuantizer,
     QuantSpec,
+    act_points,
     decode,
     encode,
     fuse_batchnorm,
     layer_pairs,
     mask_of,
+    point_bits,
     quantized_layers,
     spec_of,
 )
@@ -64,11 +66,12 @@ def restore(model: nn.Module, record: dict, packed: dict[str, np.ndarray]) -> No
     for name, layer in quantized_layers(model).items():
         layer.quant_spec = specs[name]
         _decode_into(layer, record["layers"][name], packed[name])
+    for name, (module, index) in act_points(model).items():
         if name in record["act_ranges"]:
-            hook = ActQuantizer(record["act_bits"])
+            hook = ActQuantizer(point_bits(module, record["act_bits"]), index=index)
             hook.lo, hook.hi = record["act_ranges"][name]
             hook.observing = False
-            layer.register_forward_pre_hook(hook)
+            module.register_forward_pre_hook(hook)
     model.quant_spec = QuantSpec(record["bits"], record["scheme"], record["per_channel"])
 
 

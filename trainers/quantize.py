@@ -17,6 +17,7 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
+from trainers.blocks import Add
 from trainers.quant_math import SCHEMES as SCHEMES
 from trainers.quant_math import QuantSpec as QuantSpec
 from trainers.quant_math import decode as decode
@@ -65,23 +66,27 @@ class WeightQuantizer(nn.Module):
 
 
 class ActQuantizer:
-    """A forward pre-hook quantizing a layer's input (linear, per tensor). While `observing`, it
-    records the range of what passes (min/max, or the mean of per-batch percentiles)."""
+    """A forward pre-hook quantizing a module's input number `index` (linear, per tensor). While
+    `observing`, it records the range of what passes (min/max, or the mean of per-batch
+    percentiles)."""
 
-    def __init__(self, bits: int, *, method: str = "minmax", percentile: float = 99.99):
+    def __init__(
+        self, bits: int, *, method: str = "minmax", percentile: float = 99.99, index: int = 0
+    ):
         if method not in RANGES:
             raise ValueError(f"activation range {method!r}: allowed {list(RANGES)}")
-        self.spec = QuantSpec(bits)
+        self.spec, self.index = QuantSpec(bits), index
         self.method, self.percentile = method, percentile
         self.observing, self.lows, self.highs = True, [], []
         self.lo = self.hi = None
 
     def __call__(self, module, inputs):
-        (x,) = inputs
+        x = inputs[self.index]
         if self.observing:
             self._observe(x.detach().float())
             return None
-        return (fake_quantize(x, self.spec, lo=self.lo, hi=self.hi),)
+        quantized = fake_quantize(x, self.spec, lo=self.lo, hi=self.hi)
+        return (*inputs[: self.index], quantized, *inputs[self.index + 1 :])
 
     def _observe(self, x):
         flat = x.flatten()
@@ -102,14 +107,40 @@ class ActQuantizer:
         self.observing = False
 
 
-def act_hook(layer: nn.Module) -> ActQuantizer | None:
-    """The activation quantizer hooked on a layer's input, if any."""
-    hooks = [h for h in layer._forward_pre_hooks.values() if isinstance(h, ActQuantizer)]
-    return hooks[0] if hooks else None
+def act_hook(module: nn.Module, index: int = 0) -> ActQuantizer | None:
+    """The activation quantizer hooked on a module's input number `index`, if any."""
+    hooks = [h for h in module._forward_pre_hooks.values() if isinstance(h, ActQuantizer)]
+    return next((h for h in hooks if h.index == index), None)
 
 
 def quantized_layers(model: nn.Module) -> dict[str, nn.Module]:
     return {n: m for n, m in model.named_modules() if isinstance(m, _CONVS | nn.Linear)}
+
+
+def act_points(model: nn.Module) -> dict[str, tuple[nn.Module, int]]:
+    """Where activations are quantized, as `(module, input index)` by name: each conv and linear
+    layer's input (the layer's name) and both inputs of each residual `Add` (`{name}.0`,
+    `{name}.1`), so that the runtime adds integers and the layers around it run on integer
+    kernels (ONNX Runtime fuses a layer whose inputs and output are all quantized)."""
+    points = {}
+    for name, module in model.named_modules():
+        if isinstance(module, _CONVS | nn.Linear):
+            points[name] = (module, 0)
+        elif isinstance(module, Add):
+            points |= {f"{name}.{i}": (module, i) for i in (0, 1)}
+    return points
+
+
+def point_bits(module: nn.Module, act_bits: int) -> int:
+    """The bits of an activation quantizer on `module`'s input: `act_bits`, and at least 8 on
+    a residual `Add`'s (a 4-bit sum of a projection and its skip loses too much)."""
+    return max(act_bits, 8) if isinstance(module, Add) else act_bits
+
+
+def act_hooks(model: nn.Module) -> dict[str, ActQuantizer]:
+    """The activation quantizers hooked on `model`, by `act_points` name."""
+    hooks = {n: act_hook(m, i) for n, (m, i) in act_points(model).items()}
+    return {n: h for n, h in hooks.items() if h is not None}
 
 
 def mask_of(layer: nn.Module) -> torch.Tensor | None:
@@ -138,7 +169,8 @@ def prepare(
 ) -> dict[str, ActQuantizer]:
     """Fuse batch norms, fake-quantize every conv and linear weight (at `overrides[name]` where
     given, else `spec`; a weight-pruned layer keeps its zeros), and hook an activation quantizer
-    (observing) on their inputs when `act_bits < 32`. Sets `model.quant_spec` and each layer's."""
+    (observing) on every `act_points` input when `act_bits < 32`. Sets `model.quant_spec` and
+    each layer's."""
     if act_bits != 32 and not 2 <= act_bits <= 16:
         raise ValueError(f"act_bits {act_bits!r}: allowed 2 to 16, or 32 for none")
     overrides = dict(overrides or {})
@@ -154,9 +186,10 @@ def prepare(
         layer.quant_spec, layer.quant_pairs = overrides.get(name, spec), None
         quantizer = WeightQuantizer(spec_of(layer), mask_of(layer))
         parametrize.register_parametrization(layer, "weight", quantizer)
-        if act_bits < 32:
-            hooks[name] = ActQuantizer(act_bits, method=act_range)
-            layer.register_forward_pre_hook(hooks[name])
+    for name, (module, index) in act_points(model).items() if act_bits < 32 else ():
+        bits = point_bits(module, act_bits)
+        hooks[name] = ActQuantizer(bits, method=act_range, index=index)
+        module.register_forward_pre_hook(hooks[name])
     model.quant_spec = spec
     return hooks
 
@@ -203,7 +236,7 @@ def finalize(model: nn.Module, hooks: dict[str, ActQuantizer]) -> dict:
             for name, layer in quantized_layers(model).items()
             if spec_of(layer) != spec
         },
-        "act_bits": next(iter(hooks.values())).spec.bits if hooks else 32,
+        "act_bits": min((h.spec.bits for h in hooks.values()), default=32),
         "act_ranges": {n: [h.lo, h.hi] for n, h in hooks.items()},
         "layers": layers,
     }

@@ -51,7 +51,7 @@ def stored_bytes(model: nn.Module) -> int:
     quantized activation (its float32 range) and 4 per entry of every other float parameter and
     buffer (the description and the file's headers are not counted)."""
     layers = quantized_layers(model)
-    ranges = sum(8 for m in layers.values() if quantize.act_hook(m) is not None)
+    ranges = 8 * len(quantize.act_hooks(model))
     others = sum(4 * t.numel() for t in _other_floats(model, layers))
     return sum(weight_bytes(m) for m in layers.values()) + ranges + others
 
@@ -82,8 +82,7 @@ def _payload(model: nn.Module) -> tuple[np.ndarray, np.ndarray]:
     raw += [quant_codes.layer_codes(m) for m in quantized.values()]
     pairs = [quantize.layer_pairs(m) for m in quantized.values()]
     floats = [offset.flatten() for offset, _ in pairs] + [step.flatten() for _, step in pairs]
-    hooks = [quantize.act_hook(m) for m in quantized.values()]
-    floats += [torch.tensor([h.lo, h.hi]) for h in hooks if h is not None]
+    floats += [torch.tensor([h.lo, h.hi]) for h in quantize.act_hooks(model).values()]
     floats += [m.weight.detach()[mask_of(m)] for n, m in masked.items() if n not in quantized]
     floats += [t.flatten() for t in _other_floats(model, {**masked, **quantized})]
     raw = np.concatenate(raw) if raw else np.zeros(0, np.uint8)
@@ -168,7 +167,8 @@ def _quantized(model: nn.Module, record: Mapping, raw: _Reader, floats: _Reader)
     counts = {n: layers[n].weight.shape[0] if s.per_channel else 1 for n, s in specs.items()}
     offsets = {n: floats.take(c).tolist() for n, c in counts.items()}
     pairs = {n: {"offset": offsets[n], "step": floats.take(c).tolist()} for n, c in counts.items()}
-    ranges = {n: floats.take(2).tolist() for n in layers if n in record["act_layers"]}
+    points = quantize.act_points(model)
+    ranges = {n: floats.take(2).tolist() for n in points if n in record["act_layers"]}
     return {**record, "layers": pairs, "act_ranges": ranges}, codes
 
 

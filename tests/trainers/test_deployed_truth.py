@@ -120,3 +120,26 @@ def test_the_file_does_not_depend_on_training_only_state():
     graph = deploy.runtime_graph(model, (1, 8, 8))
     model[2].momentum = None
     assert deploy.runtime_graph(model, (1, 8, 8)) == graph
+
+
+@pytest.mark.parametrize("in_shape", [(1, 8, 8), (1, 40)])
+def test_int8_chain_runs_every_conv_on_integer_kernels(in_shape, tmp_path):
+    """Residual additions are quantized (both inputs, one code per tensor and range), so ONNX
+    Runtime fuses every conv, projections included, into `QLinearConv` and adds in integers."""
+    import torch
+
+    from trainers import deploy, quantize
+    from trainers.models import build_model
+
+    torch.manual_seed(0)
+    model = build_model("chain", SMALL_CHAIN, in_shape=in_shape, num_classes=10).eval()
+    hooks = quantize.prepare(model, quantize.QuantSpec(8), act_bits=8)
+    quantize.calibrate(model, hooks, torch.randn(64, *in_shape))
+    quantize.finalize(model, hooks)
+    options = onnxruntime.SessionOptions()
+    options.optimized_model_filepath = str(tmp_path / "optimized.onnx")
+    onnxruntime.InferenceSession(deploy.runtime_graph(model, in_shape), options)
+    ops = [n.op_type for n in onnx.load(options.optimized_model_filepath).graph.node]
+    convs = sum(isinstance(m, torch.nn.Conv1d | torch.nn.Conv2d) for m in model.modules())
+    assert ops.count("QLinearConv") == convs and "Conv" not in ops and "FusedConv" not in ops
+    assert "QLinearAdd" in ops
