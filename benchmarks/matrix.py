@@ -167,35 +167,15 @@ def regret_tables(found: dict, cells, kinds, seeds: int) -> list[str]:
         tables.append(
             _table(f"Median regret at {budget} evaluations, {seeds} seeds", ["cell"] + kinds, rows)
         )
-    if "optuna-gp" in kinds:
-        tables.append(ratio_table(found, cells, kinds, "optuna-gp", "Optuna GP"))
-    if "random" in kinds:
-        tables.append(ratio_table(found, cells, kinds, "random", "random"))
-    pairs = [k for k in kinds if PRICED in k and k.replace(PRICED, "", 1) in kinds]
+    for against, name in (("optuna-gp", "Optuna GP"), ("random", "random")):
+        if against in kinds:
+            pairs = [(kind, against) for kind in kinds if kind != against]
+            tables.append(ratio_table(found, cells, pairs, f"Median regret / {name}'s"))
+    plain = {kind: kind.replace(PRICED, "", 1) for kind in kinds if PRICED in kind}
+    pairs = [(kind, against) for kind, against in plain.items() if against in kinds]
     if pairs:
-        tables.append(priced_table(found, cells, pairs))
+        tables.append(ratio_table(found, cells, pairs, "Median regret priced / unpriced"))
     return tables
-
-
-def priced_table(found: dict, cells, kinds) -> str:
-    """Per priced searcher and budget: the geometric mean over the cells of its median-regret
-    ratio to the same searcher unpriced, and the worst cell."""
-    rows = []
-    for kind in kinds:
-        plain = kind.replace(PRICED, "", 1)
-        row = [kind]
-        for b in range(len(BUDGETS)):
-            ratios = [
-                ratio(np.median(found[c, kind, 1][:, b]), np.median(found[c, plain, 1][:, b]))
-                for c in cells
-            ]
-            worst = int(np.argmax(ratios))
-            row += [f"{geomean(ratios):.2f}", f"{ratios[worst]:.2f} ({cells[worst].label})"]
-        rows.append(row)
-    header = ["searcher"]
-    for budget in BUDGETS:
-        header += [f"geo. mean @{budget}", f"worst cell @{budget}"]
-    return _table(f"Median regret priced / unpriced, over {len(cells)} cells", header, rows)
 
 
 def calls_table(calls: dict, cells, kinds) -> str:
@@ -218,11 +198,11 @@ def calls_table(calls: dict, cells, kinds) -> str:
     )
 
 
-def ratio_table(found: dict, cells, kinds, against: str, name: str) -> str:
-    """Per searcher and budget: the geometric mean of its median-regret ratio to `against`
-    over the cells, and the worst cell."""
+def ratio_table(found: dict, cells, pairs: list[tuple[str, str]], title: str) -> str:
+    """Per (searcher, against) pair and budget: the geometric mean over the cells of the
+    searcher's median-regret ratio to `against`'s, and the worst cell."""
     rows = []
-    for kind in (k for k in kinds if k != against):
+    for kind, against in pairs:
         row = [kind]
         for b in range(len(BUDGETS)):
             ratios = [
@@ -235,7 +215,7 @@ def ratio_table(found: dict, cells, kinds, against: str, name: str) -> str:
     header = ["searcher"]
     for budget in BUDGETS:
         header += [f"geo. mean @{budget}", f"worst cell @{budget}"]
-    return _table(f"Median regret / {name}'s, over {len(cells)} cells", header, rows)
+    return _table(f"{title}, over {len(cells)} cells", header, rows)
 
 
 def parallel_table(found: dict, cells, kinds, seeds: int) -> str:
