@@ -15,6 +15,7 @@ from cluster.study.config import ConfigError, Study
 from cluster.study.price import REFUSALS_PER_TRIAL, check_refusals, study_price
 from cluster.study.resume import open_store, prepare_dir
 from spaces import Choice, Float, Space
+from tests.cluster.test_services import _Aborted, _Context
 
 # on 8x8 digits an MLP of width 16 runs in about 0.01 ms a batch, one of width 512 and
 # 2-3 layers in 0.1-0.3 ms: the bound refuses the wide ones by a wide margin
@@ -123,18 +124,6 @@ def test_paretune_search_takes_a_price(local_ray):
     assert all(r.config["width"] <= 16 for r in grid) and len(grid) == 4
     searcher = tuner._local_tuner._tune_config.search_alg.paretune
     assert searcher.trained() == 4 and any(o.get("priced") for o in searcher.observations)
-
-
-class _Aborted(Exception):
-    pass
-
-
-class _Context:
-    def abort(self, code, details):
-        raise _Aborted(code, details)
-
-    def peer(self):
-        return "test"
 
 
 def test_the_study_service_prices_on_the_driver(tmp_path):
