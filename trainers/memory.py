@@ -34,12 +34,14 @@ from torch import fx, nn
 from torch.fx.passes.shape_prop import ShapeProp, TensorMetadata
 from torch.nn import functional as F
 
+from trainers.blocks import Add
 from trainers.deploy import activation_bits
 
 _VIEW_MODULES = (nn.Identity, nn.Flatten, nn.Unflatten)
 _VIEW_FUNCTIONS = {torch.flatten, torch.reshape, torch.squeeze, torch.unsqueeze, operator.getitem}
 _VIEW_METHODS = {"view", "reshape", "flatten", "squeeze", "unsqueeze", "contiguous"}
 _ELEMENTWISE_MODULES = (
+    Add,
     nn.modules.batchnorm._BatchNorm,
     nn.ReLU,
     nn.Hardtanh,  # ReLU6 too
@@ -162,11 +164,20 @@ def _numel(node: fx.Node) -> int:
     return sum(math.prod(m.shape) for m in metas if isinstance(m, TensorMetadata))
 
 
+class _Tracer(fx.Tracer):
+    """Keeps a module with a forward pre-hook (an activation quantizer, `trainers.quantize`)
+    whole: traced into, its hook would run on `torch.fx`'s proxies. A quantized `Add` is then
+    one operation, elementwise as its addition."""
+
+    def is_leaf_module(self, module: nn.Module, name: str) -> bool:
+        return bool(module._forward_pre_hooks) or super().is_leaf_module(module, name)
+
+
 @torch.no_grad()
 def _traced(model: nn.Module, in_shape) -> fx.GraphModule:
     """`model`'s graph with every node's output shape, from one sample in eval mode."""
     try:
-        graph = fx.symbolic_trace(model)
+        graph = fx.GraphModule(model, _Tracer().trace(model))
     except Exception as error:  # tracing raises many types for data-dependent control flow
         raise ValueError(
             f"peak memory needs a model torch.fx can trace: {type(error).__name__}: {error}"

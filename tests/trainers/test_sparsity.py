@@ -187,7 +187,8 @@ def test_store_round_trips_a_weight_pruned_quantized_model_exactly(tmp_path, dat
     assert all(torch.equal(state[k], again[k]) for k in floats)  # weights, masks, biases
     last = "quantize" if spec else "weight_prune"
     assert [r["step"] for r in description["records"]][-1] == last
-    assert 0 < size - store.stored_bytes(model) < 2500  # the JSON description and zip headers
+    # the JSON description (the records, every activation range) and zip headers
+    assert 0 < size - store.stored_bytes(model) < 3000
     with np.load(path) as arrays:  # three arrays, no pickle
         assert sorted(arrays.files) == ["bytes", "description", "floats"]
 
