@@ -9,8 +9,10 @@ paretune method of that benchmark (`joint`, `sequential`, `arch`).
         [--trials 40] [--methods joint,sequential,arch] [--arms priced,unpriced]
         [--bounds p10] [--out PATH]
 
-Per run: `trials` (the budget's rows: trained, or rejected before training), the share of them
-trained within the bound (target: at least 90% for every method, priced), the configs refused on
+Per run: `trials` (the budget's rows: trained, or rejected before training), `trained`, and of
+the trained trials that reached their final measurement (`measured`: not stopped by the
+scheduler at a rung, where no latency is measured) the share within the bound (target: at least
+90% for every method, priced), the configs refused on
 price (rows, not trials), the pricing calls, pricing seconds per trial (median, p95: the ask's
 pricing, `price_s` of its row) next to its training seconds (median, p95), the best test
 accuracy among the trials within the bound (by validation accuracy) and the wall time. A study
@@ -74,13 +76,15 @@ def figures(rows: list[dict], bound: float) -> dict:
     refused = [r for r in rows if r.get("refused")]
     trials = [r for r in rows if not r.get("refused")]
     trained = [r for r in trials if r.get("val_acc") is not None]
-    within = [r for r in trained if (r.get("latency_ms") or float("inf")) <= bound]
+    measured = [r for r in trained if r.get("latency_ms") is not None]  # not stopped at a rung
+    within = [r for r in measured if r["latency_ms"] <= bound]
     best = joint.best_feasible(trials, bound)
     return {
         "trials": len(trials),
         "trained": len(trained),
+        "measured": len(measured),
         "within_bound": len(within),
-        "within_share": len(within) / len(trials) if trials else 0.0,
+        "within_share": len(within) / len(measured) if measured else 0.0,
         "refused": len(refused),
         "price_calls": sum(r.get("price_calls") or 0 for r in trials),
         "price_s": spread([r.get("price_s") or 0.0 for r in trials]),
@@ -99,21 +103,23 @@ def spread(values: list[float]) -> dict:
 
 def print_table(runs: list[dict]) -> None:
     print(
-        "| task | bound | method | arm | trials within bound | share | refused | pricing s/trial "
-        "(median, p95) | training s/trial (median, p95) | best test acc | wall s | stopped |"
+        "| task | bound | method | arm | trained / trials | measured within bound | share "
+        "| refused | pricing s/trial (median, p95) | training s/trial (median, p95) "
+        "| best test acc | wall s | stopped |"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     keys = sorted({(r["task"], r["bound"], r["method"], r["arm"]) for r in runs})
     for key in keys:
         task, bound, method, arm = key
         mine = [r for r in runs if (r["task"], r["bound"], r["method"], r["arm"]) == key]
         within = sum(r["within_bound"] for r in mine)
-        total = sum(r["trials"] for r in mine)
+        total = sum(r["measured"] for r in mine)
         share = within / total if total else 0.0
+        trained = f"{sum(r['trained'] for r in mine)}/{sum(r['trials'] for r in mine)}"
         accs = [r["best_test_acc"] for r in mine if r["best_test_acc"] is not None]
         acc = f"{statistics.median(accs):.2f}" if accs else "none"
         print(
-            f"| {task} | {bound} | {method} | {arm} | {within}/{total} | {share:.0%} | "
+            f"| {task} | {bound} | {method} | {arm} | {trained} | {within}/{total} | {share:.0%} | "
             f"{sum(r['refused'] for r in mine)} | {_pair(mine, 'price_s')} | "
             f"{_pair(mine, 'train_s')} | {acc} | "
             f"{statistics.median(r['wall_s'] for r in mine):.0f} | "
