@@ -5,7 +5,6 @@ training judged), train, compress, measure and judge (`trainers.outcome`), save.
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable, Mapping
 
@@ -22,11 +21,6 @@ from trainers.settings import DEFAULT_CHAIN as DEFAULT_CHAIN
 from trainers.settings import TrialSettings
 from trainers.supernet.trial import run_supernet
 from trainers.train import TrainSettings, resolve_device
-
-# A latency priced on the driver within this share of its bound is measured again in the trial:
-# the driver's price and the trial's own measurement differ by a few percent under load
-# (benchmarks/README.md, "Priced asks in studies")
-NEAR = 0.1
 
 __all__ = ["DEFAULT_CHAIN", "TrialSettings", "estimate_cost", "run_trial"]
 
@@ -81,16 +75,12 @@ def run_trial(
 
 
 def _refused_before_training(config: Mapping, settings: TrialSettings, data: Dataset, costs):
-    """With constraints, the costs known before training (`costs` when priced already; a priced
-    latency within `NEAR` of its bound is measured again here, where the trial's own latency
-    will be, under the same load): when they break one, the `infeasible` result (else None)."""
-    bounds = settings.cost.constraints
-    if not bounds:
+    """With constraints, the costs known before training (`costs` when priced already): when
+    they break one, the `infeasible` result (else None)."""
+    if not settings.cost.constraints:
         return None
     shape = {"in_shape": data.in_shape, "num_classes": data.num_classes}
-    latency, bound = (costs or {}).get("latency_ms"), bounds.get("latency_ms", math.inf)
-    again = not costs or (latency is not None and (1 - NEAR) * bound < latency <= bound)
-    cost = estimate_cost(config, settings, **shape) if again else dict(costs)
+    cost = dict(costs) if costs else estimate_cost(config, settings, **shape)
     verdict = judged(cost, settings.cost)
     return {**verdict, **cost} if verdict["status"] == "infeasible" else None
 
