@@ -156,12 +156,12 @@ class PricedAsks:
                 raise self._nothing_fits(f"the searcher ran out of configs ({error})") from error
             if not self._priceable(config):
                 return config, {}
-            costs = self._cost(config)
+            if self.price.known(config) is None and not self._budget_left():
+                break  # spent (also while `_propose` priced): no call past the budget
+            costs = self._cost(config)  # a config priced already is a cache hit
             if self.objective.violation(costs) == 0:
                 return config, costs
             self._refuse(config, costs)
-            if not self._budget_left():
-                break
         raise self._nothing_fits(self._budget_text())
 
     def _cost(self, config: dict) -> dict:

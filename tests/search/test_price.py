@@ -161,3 +161,24 @@ def test_evolution_mutates_a_parent_until_the_child_fits():
         searcher.tell(trial.id, toy_metrics(trial.config))
     # past the first population, children come from mutating fitting parents
     assert searcher.trained() == 12
+
+
+@pytest.mark.parametrize("name", ["rl", "evolution", "bo"])
+def test_an_ask_never_prices_past_its_budget(name):
+    function, calls = _counting(lambda config: {"latency_ms": 10.0})  # nothing fits
+    price = search.Price(function, calls=3)
+    options = {"evolution": {"population": 4, "sample_size": 2}, "bo": {"n_initial": 2}}
+    searcher = search.create(
+        name,
+        mixed_space(),
+        metric="score",
+        seed=0,
+        constraints={"latency_ms": 1.0},
+        price=price,
+        **options.get(name, {}),
+    )
+    for _ in range(3):
+        before = len(calls)
+        with pytest.raises(search.NothingFits):
+            searcher.ask()
+        assert len(calls) - before <= 3
