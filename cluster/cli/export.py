@@ -97,6 +97,7 @@ def export_trial(study_dir: str | Path, trial: str, out: str | Path, *, fmt=None
         digest = hashlib.sha256(Path(out).read_bytes()).hexdigest()
         if digest != record["sha256"]:
             Path(out).unlink()
+            Path(f"{out}.json").unlink(missing_ok=True)  # its sidecar, written with it
             raise ValueError(
                 f"the ONNX file rebuilt for trial {trial} (sha256 {digest[:12]}) is not the "
                 f"one it measured ({record['sha256'][:12]}): not written; the stored model or "

@@ -125,8 +125,11 @@ class StudyService:
 
     def _refused(self, refused) -> None:
         """An ask's refusals on price, as rows (before the searcher's state holds them)."""
-        for row in refusal_rows(refused, study=self.study, node="service"):
-            self.writer.add(row, flush=True)
+        rows = refusal_rows(refused, study=self.study, node="service")
+        for row in rows:
+            self.writer.add(row)
+        if rows:
+            self.writer.flush()  # one part for the ask's refusals
 
     def heartbeat(self, message: bytes, context) -> bytes:
         header, _ = wire.decode(message)

@@ -163,5 +163,5 @@ def test_a_two_objective_study_runs_with_moasha_and_stops_trials(local_ray, tmp_
     statuses = table["status"].to_pylist()
     assert table.num_rows == 6 and "stopped" in statuses and "completed" in statuses
     stopped = table.filter(pc.equal(table["status"], "stopped"))
-    # stopped at a rung (1 or 3) before its final row: a rung at the last epoch stops one too
-    assert all(step <= 3 for step in stopped["step"].to_pylist())
+    # stopped at a rung (grace 1, factor 3: epochs 1 and 3) before its final row
+    assert set(stopped["step"].to_pylist()) <= {1, 3}

@@ -76,7 +76,7 @@ def test_a_tight_bound_trains_the_budget_and_refusals_are_rows(local_ray, tmp_pa
     assert all(v > 0.05 for v in refused["latency_ms"].to_pylist())
     assert refused["val_acc"].null_count == refused.num_rows  # never trained
     assert all(e.startswith("refused on price: latency_ms") for e in refused["error"].to_pylist())
-    assert sum(trained["price_calls"].to_pylist()) >= 1 and min(trained["price_s"].to_pylist()) >= 0
+    assert sum(trained["price_calls"].to_pylist()) >= 1 and sum(trained["price_s"].to_pylist()) > 0
     state = json.loads((tmp_path / "study" / "searcher.json").read_text())
     assert state["price"]["calls"] >= refused.num_rows  # the searcher's state keeps the pricing
     # resumed after losing the searcher's state: the refusals come back as refusals

@@ -155,7 +155,9 @@ def test_fake_quantization_uses_every_level_inside_bf16_autocast():
 
 def test_quantization_aware_training_keeps_its_gradient_through_fp32():
     x = torch.linspace(-1, 1, 64).bfloat16().requires_grad_()
-    fake_quantize(x, QuantSpec(8)).sum().backward()
+    out = fake_quantize(x, QuantSpec(8))
+    out.sum().backward()
+    assert out.dtype == torch.float32  # quantized in fp32, whatever the input's dtype
     assert x.grad.dtype == torch.bfloat16 and torch.all(x.grad == 1)
 
 
