@@ -22,7 +22,7 @@ from cluster.study.store import RUNNER_TRIALS, StateUnreadable, StudyStore
 from spaces.util import write_json
 from trainers.settings import max_steps
 
-STUDY_FILE = "study.json"
+STUDY_FILE = storage.STUDY_FILE
 # The status of a trial cut off by a stopped or killed run: it never counts in the budget.
 INTERRUPTED = "interrupted"
 CUT_OFF = "cut off when its run stopped; the resume that marked it runs the rest of the budget"

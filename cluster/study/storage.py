@@ -41,6 +41,7 @@ SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 TUNE = "ray"  # Tune's own files (`URI/ray`): written there by Tune, never mirrored
 SKIPPED = (TUNE, "cache")  # not copied for reading
 STATE_LAST = "results/"  # uploaded first; everything else after them
+STUDY_FILE = "study.json"  # what makes a folder (or a URI) a study
 STORE_LOCK = ".lock"  # `cluster.study.store.StudyStore.locked` holds it
 PASS_S = 0.1  # a pass starts this long after the write that wakes it
 _mirrors: dict[str, Mirror] = {}  # staged local folder -> its mirror
@@ -220,7 +221,7 @@ def staged(study, *, resume: bool):
     the URI and mirrored to it while the block runs; the folder is removed after the last push."""
     from cluster.study.errors import ConfigError
 
-    if not resume and read_text(study.dir, "study.json") is not None:
+    if not resume and read_text(study.dir, STUDY_FILE) is not None:
         raise ConfigError(
             f"{study.dir!r} already holds a study: `paretune resume {study.dir}` continues it, "
             "or choose another dir"
@@ -255,6 +256,6 @@ def reader(uri: str, *, models: bool = False) -> Mirror:
     atexit.register(shutil.rmtree, local, ignore_errors=True)
     mirror = Mirror(uri, local, skip=SKIPPED + (() if models else ("models",)))
     mirror.pull()
-    if read_text(local, "study.json") is None:
-        raise ValueError(f"no study in {uri!r} (no study.json)")
+    if read_text(local, STUDY_FILE) is None:
+        raise ValueError(f"no study in {uri!r} (no {STUDY_FILE})")
     return mirror

@@ -34,7 +34,7 @@ class StateUnreadable(ValueError):
 def _budget(folder: Path) -> int | None:
     """The study's trial budget, from its `study.json` (None where there is none)."""
     try:
-        return int(json.loads((folder / "study.json").read_text())["trials"])
+        return int(json.loads((folder / storage.STUDY_FILE).read_text())["trials"])
     except (OSError, ValueError, KeyError, TypeError):
         return None
 
