@@ -67,8 +67,10 @@ def run(
         preflight(study)
     folder = prepare_dir(study, resume=resume)
     # priced on the driver through the trial's own cost function (the built-in trainer only)
-    shape = None if data is None else (data.in_shape, data.num_classes)
-    price = study_price(study, settings=bound(study), shape=shape) if data is not None else None
+    price = None
+    if data is not None:
+        shape = (data.in_shape, data.num_classes)
+        price = study_price(study, settings=bound(study), shape=shape)
     with driver_lock(folder):
         try:
             table = results.load(folder, every_step=True)

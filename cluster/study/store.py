@@ -227,10 +227,10 @@ class StudyStore:
     def _finished(self) -> bool:
         """The study's budget is told (warm start rows not counted), nothing pending: its final
         state is saved whole."""
-        searcher, budget = self.searcher, self._budget
-        if not budget or searcher.pending or searcher.trained() < budget:
+        if not self._budget or self.searcher.pending:
             return False
-        return searcher.trained() - warm.count(self.folder) >= budget
+        trained = self.searcher.trained()
+        return trained >= self._budget and trained - warm.count(self.folder) >= self._budget
 
     def _snapshot(self) -> None:
         """The whole state, atomically, then a new journal that continues it. Killed between
