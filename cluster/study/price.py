@@ -10,6 +10,7 @@ import json
 import math
 
 import search
+from cluster.study import judge
 from cluster.study.config import Study
 from cluster.study.errors import ConfigError
 from cluster.study.results import REFUSED
@@ -76,7 +77,7 @@ def refusal_rows(refused, *, study: Study, node: str = "driver") -> list[dict]:
     rows = []
     for record in refused:
         costs = dict(record.get("costs") or {})
-        over = {k: (v - limit) / limit for k, v in costs.items() if v > (limit := _limit(study, k))}
+        over = judge.violations(costs, study.constraints)  # the study's one feasibility rule
         values = {**costs, REFUSED: True, "violations": json.dumps(over), "node": node}
         values["error"] = "refused on price: " + _over_text(costs, study.constraints)
         rows.append(
@@ -90,10 +91,6 @@ def refusal_rows(refused, *, study: Study, node: str = "driver") -> list[dict]:
             )
         )
     return rows
-
-
-def _limit(study: Study, name: str) -> float:
-    return study.constraints.get(name, math.inf)
 
 
 def _over_text(costs, constraints) -> str:
