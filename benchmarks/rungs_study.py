@@ -16,8 +16,9 @@ wall-time budget per run, for
   final row) on the same trainable (`trainers.run_trial`, snapshots in Tune checkpoints so a
   trial BOHB pauses at a rung goes on from there) and the same joint space;
 - `optuna-hb`: Optuna's TPE (seeded) with its `HyperbandPruner` (min resource 1, the study's
-  `max_t`, reduction factor 3) directly: `study.optimize(n_jobs=2)`, each trial reporting its
-  validation accuracy epoch by epoch and pruned when the pruner says so.
+  `max_t`, reduction factor 3) directly: one Optuna study (a journal file) optimized by 2
+  processes, each trial reporting its validation accuracy epoch by epoch and pruned when the
+  pruner says so (`run_optuna_hb` says why not `n_jobs=2`).
 
     python -W ignore -m benchmarks.rungs_study [--tasks mnist1d,digits] [--seeds 10]
         [--budget 150] [--methods bo-rungs,bo-asha,random-asha,tunebohb,optuna-hb]
@@ -210,7 +211,7 @@ def tune_trainable(config, *, settings, space, data) -> None:
     config = active(space, {k.replace("__", "."): v for k, v in config.items()})
     resumed = _resumed(tune.get_checkpoint())
     result = run_trial(config, report, settings=settings, data=data, resume=resumed)
-    tune.report({**scored(result), "at": time.time()})
+    tune.report({**scored(result), "at": time.time(), "resumed": resumed is not None})
 
 
 def active(space, config: dict) -> dict:
@@ -226,20 +227,52 @@ def scored(result: dict) -> dict:
 
 
 def run_optuna_hb(task, folder, *, seed, bound, budget) -> list[dict]:
-    """Optuna's TPE with its `HyperbandPruner`, 2 trials at a time (threads), `budget` s."""
+    """Optuna's TPE with its `HyperbandPruner`, `budget` seconds: one study in a journal file
+    that 2 processes optimize (`optuna_worker`), a trial at a time each. Not 2 threads of one
+    process (`n_jobs=2`): torch's FX tracing, which quantization uses, patches every module's
+    call while it traces, and the other thread's trial then fails."""
+    import multiprocessing
+
     import optuna
+    from optuna.storages.journal import JournalFileBackend
+
+    start = time.time()
+    storage = optuna.storages.JournalStorage(JournalFileBackend(str(folder / "optuna.log")))
+    optuna.create_study(study_name="optuna-hb", storage=storage, direction="maximize")
+    work = {"task": task, "folder": str(folder), "seed": seed, "bound": bound}
+    work |= {"start": start, "deadline": start + budget}
+    with multiprocessing.get_context("spawn").Pool(2) as pool:
+        parts = pool.starmap(optuna_worker, [(work, worker) for worker in range(2)])
+    return [trial for part in parts for trial in part]
+
+
+def optuna_worker(work: dict, worker: int) -> list[dict]:
+    """One process of `run_optuna_hb`: trials until `work["deadline"]`, torch on one thread
+    (as Ray's 1-CPU workers), TPE seeded `seed + 1000 * worker`; each trial reports its
+    validation accuracy epoch by epoch and is pruned when the pruner says so (or when the
+    deadline passes); a config over the bound ends untrained, validation accuracy 0."""
+    import optuna
+    import torch
+    from optuna.storages.journal import JournalFileBackend
 
     from trainers import run_trial
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = joint.study(task, folder, seed=seed, trials=1, bound=bound)
-    start = time.time()
-    settings, space, data = study.trial_settings(), study.space(), study.check_data()
-    pruner = optuna.pruners.HyperbandPruner(
-        min_resource=1, max_resource=max_steps(study), reduction_factor=3
+    torch.set_num_threads(1)
+    start, deadline = work["start"], work["deadline"]
+    study = joint.study(
+        work["task"], Path(work["folder"]), seed=work["seed"], trials=1, bound=work["bound"]
     )
-    search = optuna.create_study(
-        direction="maximize", sampler=optuna.samplers.TPESampler(seed=seed), pruner=pruner
+    settings, space, data = study.trial_settings(), study.space(), study.check_data()
+    search = optuna.load_study(
+        study_name="optuna-hb",
+        storage=optuna.storages.JournalStorage(
+            JournalFileBackend(str(Path(work["folder"]) / "optuna.log"))
+        ),
+        sampler=optuna.samplers.TPESampler(seed=work["seed"] + 1000 * worker),
+        pruner=optuna.pruners.HyperbandPruner(
+            min_resource=1, max_resource=max_steps(study), reduction_factor=3
+        ),
     )
     trials: list[dict] = []
 
@@ -248,7 +281,7 @@ def run_optuna_hb(task, folder, *, seed, bound, budget) -> list[dict]:
 
         def report(row: dict) -> None:
             trial.report(row["val_acc"], row["step"])
-            if trial.should_prune() or time.time() > start + budget:
+            if trial.should_prune() or time.time() > deadline:
                 trials.append({**config, "status": "stopped", "val_acc": row["val_acc"]})
                 trials[-1]["finish_s"] = time.time() - start
                 raise optuna.TrialPruned()
@@ -257,7 +290,9 @@ def run_optuna_hb(task, folder, *, seed, bound, budget) -> list[dict]:
         trials.append({**config, **result, "finish_s": time.time() - start})
         return result["val_acc"]
 
-    search.optimize(objective, n_trials=UNBOUNDED, timeout=budget, n_jobs=2)
+    left = deadline - time.time()
+    if left > 0:
+        search.optimize(objective, n_trials=UNBOUNDED, timeout=left)
     return trials
 
 
@@ -302,7 +337,7 @@ def missing(method: str) -> str | None:
 
 
 # -- runs, the JSON and the table -----------------------------------------------------------------
-KEPT = ("status", "finish_s", "val_acc", "test_acc", "latency_ms", "size_bytes")
+KEPT = ("status", "finish_s", "val_acc", "test_acc", "latency_ms", "size_bytes", "resumed")
 
 
 def one_run(task: str, method: str, *, seed: int, bound: float, budget: float) -> dict:
