@@ -224,7 +224,8 @@ def seed_figures(rows: list[dict], bound: float) -> dict:
         "measured_within": sum(r["latency_ms"] <= bound for r in measured),
         "best_compressed": bool(best and _compressed(best)),
         "hypervolume": volume / (90.0 * bound),
-        "trials": len(rows),
+        "trials": sum(not r.get("refused") for r in rows),  # refused on price: not trials
+        "refused": sum(bool(r.get("refused")) for r in rows),
         "feasible": len(kept),
     }
 
