@@ -6,7 +6,6 @@ from __future__ import annotations
 import hashlib
 import time
 from collections.abc import Mapping
-from contextlib import suppress
 from pathlib import Path
 
 from torch import nn
@@ -53,9 +52,8 @@ def final_result(
         calibration = data.x_train[: settings.compression.calibration_samples]
         costs, graph = deployed(model, calibration, **timing, strict=False, splits=splits)
     else:
-        costs, graph = dict(costs), _graph(model, data.in_shape, timing["runtime"])
-        if graph is not None:
-            costs.update(scores(deploy.session(graph, timing["threads"]), splits))
+        found, graph = scored_graph(model, splits, cost=settings.cost)
+        costs = {**costs, **found}
     fallback = {f"{k}_acc": torch_scores[f"torch_{k}_acc"] for k in splits}
     return {
         **judged(costs, settings.cost),
@@ -67,12 +65,20 @@ def final_result(
     }
 
 
-def _graph(model: nn.Module, in_shape, runtime: str) -> bytes | None:
-    if runtime != "onnxruntime":
-        return None
-    with suppress(deploy.DeployError):  # measured elsewhere, unexportable here: not scored
-        return deploy.runtime_graph(model, in_shape)
-    return None
+def scored_graph(model: nn.Module, splits: Mapping, *, cost: CostSettings):
+    """`(scores, graph)`: the graph `cost.runtime` runs for `model` (`deploy.runtime_graph` on
+    `onnxruntime`; None on `torch`, whose model is `model` itself, and for a model it cannot
+    export) and each split of `splits` (`{"val": (x, y)}`, `x` of shape `(n, *in_shape)`)
+    scored on it in one untimed ONNX Runtime session of `cost.latency_threads` threads
+    (`trainers.cost.scores`; `{}` without a graph)."""
+    if cost.runtime != "onnxruntime":
+        return {}, None
+    x = next(iter(splits.values()))[0]
+    try:
+        graph = deploy.runtime_graph(model, tuple(x.shape[1:]))
+    except deploy.DeployError:  # measured elsewhere, unexportable here: not scored
+        return {}, None
+    return scores(deploy.session(graph, cost.latency_threads), splits), graph
 
 
 def deploy_record(graph: bytes | None, runtime: str) -> dict:

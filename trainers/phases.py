@@ -5,7 +5,7 @@ the step numbers of their reports running on from one phase to the next."""
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -17,6 +17,7 @@ from trainers.compress_steps import prepare_quantization, prune_model
 from trainers.data import Dataset
 from trainers.distill import Distiller, cached_teacher
 from trainers.models import FEATURE_LAYERS, build_model, infer_model
+from trainers.outcome import scored_graph
 from trainers.settings import DEFAULT_CHAIN, TrialSettings
 from trainers.train import TrainSettings, train
 
@@ -142,7 +143,30 @@ def quantize_phase(run: Run, steps: int) -> dict:
     if mode == "qat":
         schedule = run.settings.schedule
         fit = run.base.but(epochs=schedule.qat_count, **schedule.qat)
-        train_phase(run, fit, phase="qat", steps=steps)
+        train_phase(replace(run, report=deployed_report(run)), fit, phase="qat", steps=steps)
     record = quantize.finalize(run.model, hooks)
     record["mode"] = mode
     return record
+
+
+def deployed_report(run: Run) -> Callable[[dict], None] | None:
+    """`run.report` for the epochs whose model ships as another function than the PyTorch
+    module trained (quantization-aware training: fake-quantized weights, which ship as their
+    codes): each row's `val_acc` is that of the model as deployed at that epoch (a copy
+    baked, `quantize.baked`, its runtime graph scored on the validation split in one
+    untimed ONNX Runtime session: `trainers.outcome.scored_graph`, as the final result is) and
+    `torch_val_acc` the PyTorch figure. On the `torch` runtime, and for a model the runtime
+    cannot export, the row keeps the PyTorch figure. Fp32 epochs (training, and pruning's
+    fine-tuning, whose masked weights ship as zeros: the same function) report the PyTorch
+    figure, paying no export."""
+    if run.report is None or run.settings.cost.runtime == "torch":
+        return run.report
+    split = {"val": (run.data.x_val, run.data.y_val)}
+
+    def report(row: dict) -> None:
+        found = scored_graph(quantize.baked(run.model), split, cost=run.settings.cost)[0]
+        if found:
+            row = {**row, "val_acc": found["val_acc"], "torch_val_acc": row["val_acc"]}
+        run.report(row)
+
+    return report

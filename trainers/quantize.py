@@ -11,6 +11,7 @@ masked weights stay exactly zero.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Mapping
 
 import torch
@@ -240,3 +241,17 @@ def finalize(model: nn.Module, hooks: dict[str, ActQuantizer]) -> dict:
         "act_ranges": {n: [h.lo, h.hi] for n, h in hooks.items()},
         "layers": layers,
     }
+
+
+def baked(model: nn.Module) -> nn.Module:
+    """A copy of `model` under quantization-aware training as `finalize` leaves it (its record
+    dropped); `model` trains on. Each parametrized layer of the copy gets a class of its own:
+    torch's parametrized class is shared by a module and its deep copy, and `finalize` removes
+    the weight's property from the class."""
+    twin = copy.deepcopy(model)
+    for layer in quantized_layers(twin).values():
+        if parametrize.is_parametrized(layer):
+            shared = type(layer)
+            layer.__class__ = type(shared.__name__, shared.__bases__, dict(shared.__dict__))
+    finalize(twin, act_hooks(twin))
+    return twin

@@ -36,7 +36,10 @@ def run_trial(
     costs: Mapping | None = None,
 ) -> dict:
     """Build, train, prune and fine-tune, quantize (PTQ, or QAT), distill throughout, measure.
-    `report(row)` after every epoch (`step`, `phase`, `epoch`, `train_loss`, `val_acc`). Returns
+    `report(row)` after every epoch (`step`, `phase`, `epoch`, `train_loss`, `val_acc`: the
+    PyTorch model's in fp32 epochs, whose deployed graph is the same function; in
+    quantization-aware training epochs the deployed graph's, with the PyTorch figure as
+    `torch_val_acc`, `trainers.phases.deployed_report`). Returns
     `val_acc`, `test_acc` (percent), `latency_ms`, `size_bytes`, `macs`, `params`,
     `peak_mem_bytes`, `status` and `records` (one JSON record per compression step). Costs are
     those of the model as `settings.cost.runtime` runs it (`trainers.deploy`), timed after
