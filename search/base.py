@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from search import replay
+from search.calibrate import Calibration
 from search.fidelity import Rungs
 from search.objective import Objective
 from search.pareto import pareto_front
@@ -31,7 +32,7 @@ class Trial:
     costs: dict | None = None
 
 
-class Searcher(PricedAsks, Rungs):
+class Searcher(PricedAsks, Rungs, Calibration):
     """Base of every searcher: `ask` proposes, `tell` records, state round-trips as JSON.
 
     Subclasses implement `_propose()` (a config dict, drawing randomness only from
@@ -41,8 +42,8 @@ class Searcher(PricedAsks, Rungs):
     `record(change, ...)` makes it and returns a JSON event, `apply(event)` makes it again.
 
     With a `price`, `ask` proposes only configs that fit the bounds: see `PricedAsks`; rung
-    results (`report`, a stopped trial's `fidelity`) and `max_fidelity`: see `Rungs`.
-    """
+    results (`report`, a stopped trial's `fidelity`) and `max_fidelity`: see `Rungs`; the
+    price calibrated on what trials measure: see `Calibration`."""
 
     name = "base"
 
@@ -63,6 +64,7 @@ class Searcher(PricedAsks, Rungs):
         self.objective = Objective.build(metric, mode, constraints)
         self._set_price(price)
         self._set_fidelity(max_fidelity)
+        self._start_calibration()
         self.seed = seed
         self.rng = np.random.default_rng(seed)
         self.pending: dict[str, dict] = {}
@@ -79,6 +81,7 @@ class Searcher(PricedAsks, Rungs):
         config, costs, refused = self._proposal()
         trial = Trial(str(self._next_id), config, tuple(refused), costs)
         self._hold(trial.id, config)
+        self._keep_price(trial.id, config, costs)
         return trial
 
     def _unpending(self) -> dict:
@@ -106,7 +109,7 @@ class Searcher(PricedAsks, Rungs):
         only the costs of a config rejected before training. Returns the stored record.
         """
         if trial_id not in self.pending:
-            known = "already told" if self._told(trial_id) else "unknown"
+            known = "already told" if trial_id in self._told_ids else "unknown"
             raise ValueError(
                 f"tell: trial id {trial_id!r} is {known}; pending: {sorted(self.pending)}"
             )
@@ -135,6 +138,7 @@ class Searcher(PricedAsks, Rungs):
         return self._record(record)
 
     def _record(self, record: dict) -> dict:
+        self._attach_price(record)
         self.observations.append(record)
         self._told_ids.add(record["id"])
         self._seen.add(self.space.canonical(record["config"]))
@@ -160,6 +164,7 @@ class Searcher(PricedAsks, Rungs):
         self.space.validate(config)
         self._release(trial_id)
         self.rungs.pop(trial_id, None)  # measured on the config it ran before
+        self.asked_costs.pop(trial_id, None)  # priced as the config it ran before
         self._hold(trial_id, dict(config))
 
     def reserve_ids(self, first_free: int) -> None:
@@ -171,6 +176,7 @@ class Searcher(PricedAsks, Rungs):
         if trial_id in self.pending:
             self._release(trial_id)
             self.rungs.pop(trial_id, None)
+            self.asked_costs.pop(trial_id, None)
 
     def add(
         self,
@@ -186,13 +192,10 @@ class Searcher(PricedAsks, Rungs):
         `trial_id` keeps the id it had (a number, not yet used); by default the next free one."""
         self.space.validate(config)
         trial_id = str(self._next_id) if trial_id is None else str(trial_id)
-        if not trial_id.isdigit() or trial_id in self.pending or self._told(trial_id):
+        if not trial_id.isdigit() or trial_id in self.pending or trial_id in self._told_ids:
             raise ValueError(f"add: trial id {trial_id!r} must be a new number")
         self._hold(trial_id, dict(config))
         return self.tell(trial_id, metrics, status=status, fidelity=fidelity)
-
-    def _told(self, trial_id: str) -> bool:
-        return trial_id in self._told_ids
 
     # -- queries ----------------------------------------------------------------------------
     def usable(self, *, feasible_only: bool = False) -> list[dict]:
@@ -230,6 +233,7 @@ class Searcher(PricedAsks, Rungs):
             "price": self.pricing,
             "extra": self._extra_state(),
             **(self._rung_state() if self.rungs else {}),
+            **self._calibration_state(),
         }
 
     def load_state_dict(self, state: Mapping) -> None:
@@ -255,6 +259,7 @@ class Searcher(PricedAsks, Rungs):
         self._seen = {self.space.canonical(o["config"]) for o in self.observations}
         self.pricing = state.get("price") or {}
         self.rungs = {str(i): [dict(r) for r in rs] for i, rs in state.get("rungs", {}).items()}
+        self._load_calibration(state)
         self._load_extra_state(state.get("extra") or {})
 
     # -- replay -----------------------------------------------------------------------------

@@ -7,6 +7,7 @@ import math
 import time
 from collections.abc import Callable, Mapping, Sequence
 
+from search.calibrate import PRICE_QUANTILE
 from search.errors import Exhausted, NothingFits
 
 PRICE_CALLS = 50  # pricing calls (cache misses) one ask may make before it gives up
@@ -22,7 +23,9 @@ class Price:
     None: every key) and answers repeats from its cache at no cost. `calls` and `seconds` are
     the budget of one `ask` (`PRICE_CALLS`, `PRICE_SECONDS`): past either, an ask that found no
     fitting config raises `search.NothingFits`. `stats` counts `calls` (to `function`), `hits`
-    (answered from the cache) and `seconds` (spent in `function`)."""
+    (answered from the cache) and `seconds` (spent in `function`). `quantile` (in (0, 1], or
+    None for none): a searcher calibrates the price on what its trials measure, so that about
+    this share of the trials priced to fit measure within the bound (`search.calibrate`)."""
 
     def __init__(
         self,
@@ -31,6 +34,7 @@ class Price:
         keys: Sequence[str] | None = None,
         calls: int = PRICE_CALLS,
         seconds: float = PRICE_SECONDS,
+        quantile: float | None = PRICE_QUANTILE,
     ):
         if not callable(function):
             raise ValueError(f"price: the function must be callable, got {function!r}")
@@ -38,11 +42,13 @@ class Price:
             raise ValueError(f"price: calls must be an integer >= 1, got {calls!r}")
         if isinstance(seconds, bool) or not isinstance(seconds, int | float) or not seconds > 0:
             raise ValueError(f"price: seconds must be a positive number, got {seconds!r}")
+        if quantile is not None and not (_number(quantile) and 0 < quantile <= 1):
+            raise ValueError(f"price: quantile must be in (0, 1] or None, got {quantile!r}")
         if isinstance(keys, str):
             raise ValueError(f"price: keys must be a list of parameter names, got {keys!r}")
         self.function = function
         self.keys = None if keys is None else tuple(sorted(keys))
-        self.calls, self.seconds = calls, float(seconds)
+        self.calls, self.seconds, self.quantile = calls, float(seconds), quantile
         self._cache: dict[str, dict[str, float]] = {}
         self._stats = stats_of({})
 
@@ -92,6 +98,10 @@ def stats_of(value: Mapping) -> dict:
         "hits": int(value.get("hits", 0)),
         "seconds": float(value.get("seconds", 0.0)),
     }
+
+
+def _number(value) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 def _numbers(costs) -> dict[str, float]:
@@ -173,7 +183,7 @@ class PricedAsks:
                 f"price: returned costs {unknown} that are not constraint names; "
                 f"it may return only {sorted(bounds)}"
             )
-        return costs
+        return self._calibrated(costs)
 
     def _fits(self, config: dict) -> bool | None:
         """During a priced ask: whether `config`'s priced costs fit every bound (a config over
@@ -223,7 +233,7 @@ class PricedAsks:
         from its rows; `trial_id` as `add` takes it); returns the record."""
         self.space.validate(config)
         trial_id = str(self._next_id) if trial_id is None else str(trial_id)
-        if not trial_id.isdigit() or trial_id in self.pending or self._told(trial_id):
+        if not trial_id.isdigit() or trial_id in self.pending or trial_id in self._told_ids:
             raise ValueError(f"add_refused: trial id {trial_id!r} must be a new number")
         record = {"id": trial_id, "config": dict(config), "metrics": None}
         record |= {"status": "infeasible", "costs": {k: float(v) for k, v in costs.items()}}

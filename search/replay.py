@@ -49,6 +49,8 @@ def record(searcher, change: str, args: tuple, kwargs: dict) -> tuple[object, di
             event["refused"] = [dict(r) for r in refused]
         if searcher.price is not None:
             event["price"] = searcher.pricing
+        if result is not None and result.id in searcher.asked_costs:
+            event["costs"] = dict(searcher.asked_costs[result.id])  # its raw price
         now = json.dumps(searcher._extra_state(), default=plain)
         if now != extra:
             event["extra"] = json.loads(now)
@@ -68,6 +70,8 @@ def apply(searcher, event: Mapping) -> None:
             searcher.pricing = event["price"]
         if event.get("config") is not None:  # None: the ask raised NothingFits
             searcher._hold(str(trial_id), dict(event["config"]))
+        if "costs" in event:
+            searcher.asked_costs[str(trial_id)] = dict(event["costs"])
         if "extra" in event:
             searcher._load_extra_state(event["extra"])
     elif op == "tell":

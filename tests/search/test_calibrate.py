@@ -1,0 +1,107 @@
+"""A price calibrated on what trials measure (issue 33): the 90% quantile of measured / priced
+scales every price once enough trials were priced and then measured."""
+
+import json
+
+import pytest
+
+import search
+from search.calibrate import CALIBRATE_AFTER, factors
+from search.testing import mixed_space, toy_metrics, toy_price
+
+BOUND = 4.0  # n in 1..4 fits on price
+
+
+def _make(*, quantile=0.9, name="random", seed=0):
+    price = search.Price(toy_price, keys=["n"], quantile=quantile)
+    space = mixed_space()
+    return search.create(
+        name, space, metric="score", seed=seed, constraints={"cost": BOUND}, price=price
+    )
+
+
+def _slower(config, ratio):
+    """What a trial measures: the price times `ratio` (a loaded machine)."""
+    return {**toy_metrics(config), "cost": toy_price(config)["cost"] * ratio}
+
+
+def _run(searcher, asks, ratio):
+    trials = []
+    for _ in range(asks):
+        trial = searcher.ask()
+        trials.append(trial)
+        searcher.tell(trial.id, _slower(trial.config, ratio))
+    return trials
+
+
+def test_the_quantile_of_measured_over_priced_scales_prices_after_enough_trials():
+    searcher = _make()
+    first = _run(searcher, CALIBRATE_AFTER, ratio=1.2)
+    assert all(t.costs == toy_price(t.config) for t in first)  # too few trials: raw prices
+    told = [o for o in searcher.observations if not o.get("priced")]
+    assert all(o["price"] == toy_price(o["config"]) for o in told)  # the raw price is kept
+    assert searcher.price_factors() == {"cost": pytest.approx(1.2)}
+    later = _run(searcher, 30, ratio=1.2)
+    # calibrated: n = 4 prices at 4.8 > 4, refused; n <= 3 prices at <= 3.6 and is proposed
+    assert {t.config["n"] for t in later} <= {1, 2, 3}
+    assert all(t.costs["cost"] == pytest.approx(1.2 * t.config["n"]) for t in later)
+    refused = [o for o in searcher.observations if o.get("priced") and o["config"]["n"] == 4]
+    assert refused and refused[0]["costs"]["cost"] == pytest.approx(4.8)
+
+
+def test_the_factor_is_the_quantile_of_the_ratios_of_measured_trials_only():
+    observations = [
+        {"status": "completed", "price": {"cost": 1.0}, "metrics": {"cost": r}}
+        for r in (1.0, 1.1, 1.2, 1.3, 1.4, 2.0)
+    ]
+    observations += [
+        {"status": "stopped", "price": {"cost": 1.0}, "metrics": {"cost": 9.0}},  # a rung
+        {"status": "failed", "price": {"cost": 1.0}, "metrics": None},
+        {"status": "completed", "metrics": {"cost": 9.0}},  # not priced (added, warm)
+        {"status": "infeasible", "priced": True, "costs": {"cost": 9.0}, "metrics": None},
+    ]
+    assert factors(observations, 0.5) == {"cost": pytest.approx(1.25)}
+    assert factors(observations, 1.0) == {"cost": pytest.approx(2.0)}
+    assert factors(observations[:4], 0.9) == {}  # fewer than CALIBRATE_AFTER
+
+
+def test_faster_trials_relax_the_price_and_none_turns_calibration_off():
+    searcher = _make()
+    _run(searcher, CALIBRATE_AFTER, ratio=0.75)
+    later = _run(searcher, 40, ratio=0.75)
+    assert 5 in {t.config["n"] for t in later}  # 5 prices at 3.75: fits
+    plain = _make(quantile=None)
+    later = _run(plain, 40, ratio=0.75)
+    assert {t.config["n"] for t in later} <= {1, 2, 3, 4} and plain.price_factors() == {}
+
+
+@pytest.mark.parametrize("quantile", [0, 1.5, "0.9", True])
+def test_a_bad_quantile_is_refused(quantile):
+    with pytest.raises(ValueError, match=r"quantile must be in \(0, 1\] or None"):
+        search.Price(toy_price, quantile=quantile)
+
+
+def test_a_pending_trials_raw_price_survives_state_and_journal_replay():
+    searcher = _make()
+    _run(searcher, CALIBRATE_AFTER, ratio=1.2)
+    before = json.loads(json.dumps(searcher.state_dict()))
+    trial, event = searcher.record("ask")
+    event = json.loads(json.dumps(event))
+    assert event["costs"] == toy_price(trial.config)  # the raw price, not the calibrated one
+    assert trial.costs["cost"] == pytest.approx(1.2 * trial.config["n"])
+    loaded, replayed = _make(), _make()
+    loaded.load_state_dict(json.loads(json.dumps(searcher.state_dict())))
+    replayed.load_state_dict(before)
+    replayed.apply(event)  # the journal's line after the snapshot
+    for copy in (loaded, replayed):
+        record = copy.tell(trial.id, _slower(trial.config, 1.2))
+        assert record["price"] == toy_price(trial.config)
+
+
+def test_revise_and_discard_forget_the_raw_price():
+    searcher = _make()
+    revised, discarded = searcher.ask(), searcher.ask()
+    searcher.revise(revised.id, {**revised.config, "x": 0.1})
+    searcher.discard(discarded.id)
+    assert searcher.asked_costs == {}
+    assert "price" not in searcher.tell(revised.id, toy_metrics(revised.config))
