@@ -64,7 +64,6 @@ class Searcher(PricedAsks, Rungs, Calibration):
         self.objective = Objective.build(metric, mode, constraints)
         self._set_price(price)
         self._set_fidelity(max_fidelity)
-        self._start_calibration()
         self.seed = seed
         self.rng = np.random.default_rng(seed)
         self.pending: dict[str, dict] = {}

@@ -141,6 +141,7 @@ class PricedAsks:
         self._pricing = stats_of({})  # kept when the searcher has no price
         self._asked: tuple[dict, list] | None = None  # an ask's price stats at start, refusals
         self._refusals_indexed: tuple[int, set] = (0, set())  # see `_refused_keys`
+        self._start_calibration()  # `search.calibrate.Calibration`, the searcher's too
 
     def _proposal(self) -> tuple[dict, dict | None, list[dict]]:
         """What an ask returns: its config, the config's priced costs (None unpriced), and

@@ -2,7 +2,10 @@
 the trial's own settings: runtime, repeats, batch), measured on the driver, so the searcher
 proposes only configs that fit the study's bounds (`search.Price`). A config refused on its
 price is a row of its own (`refused`, status `infeasible`, final, its costs and violations, no
-accuracy), never a trial: it uses up none of the study's `trials:`."""
+accuracy), never a trial: it uses up none of the study's `trials:`. The searcher calibrates the
+price on what its trials measure (`search.calibrate`: after 5 trials priced and measured, each
+price is scaled by the 90% quantile of measured / priced), so a refused row's costs, and the
+costs a trial is given, are the calibrated ones."""
 
 from __future__ import annotations
 
