@@ -227,7 +227,7 @@ class Searcher(PricedAsks, Rungs):
             "next_id": self._next_id,
             "pending": dict(self.pending),
             "observations": list(self.observations),
-            "price": self.pricing,
+            "price": replay.price_state(self),
             "extra": self._extra_state(),
             **(self._rung_state() if self.rungs else {}),
         }

@@ -8,6 +8,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 
 from search.errors import Exhausted, NothingFits
+from search.screen import Screen
 
 PRICE_CALLS = 50  # pricing calls (cache misses) one ask may make before it gives up
 PRICE_SECONDS = 60.0  # seconds of pricing one ask may spend before it gives up
@@ -22,7 +23,13 @@ class Price:
     None: every key) and answers repeats from its cache at no cost. `calls` and `seconds` are
     the budget of one `ask` (`PRICE_CALLS`, `PRICE_SECONDS`): past either, an ask that found no
     fitting config raises `search.NothingFits`. `stats` counts `calls` (to `function`), `hits`
-    (answered from the cache) and `seconds` (spent in `function`)."""
+    (answered from the cache), `screened` (answered by the screen) and `seconds` (in `function`).
+
+    `screen` (None: price every config exactly; an integer >= 10, say 20, for a slow `function`,
+    a device server or slow runtime): past that many exact prices, `price(config, bounds=...)`
+    (a searcher's) lets a model fit on them (`search.screen.Screen`) answer for a config clearly
+    over a bound (its predicted costs: refused unpriced) or clearly under all (`{}`: its trial
+    measures them); only those near a bound are priced exactly (and refit the model)."""
 
     def __init__(
         self,
@@ -31,6 +38,7 @@ class Price:
         keys: Sequence[str] | None = None,
         calls: int = PRICE_CALLS,
         seconds: float = PRICE_SECONDS,
+        screen: int | None = None,
     ):
         if not callable(function):
             raise ValueError(f"price: the function must be callable, got {function!r}")
@@ -40,7 +48,7 @@ class Price:
             raise ValueError(f"price: seconds must be a positive number, got {seconds!r}")
         if isinstance(keys, str):
             raise ValueError(f"price: keys must be a list of parameter names, got {keys!r}")
-        self.function = function
+        self.function, self.screen = function, Screen.of(screen)
         self.keys = None if keys is None else tuple(sorted(keys))
         self.calls, self.seconds = calls, float(seconds)
         self._cache: dict[str, dict[str, float]] = {}
@@ -49,20 +57,23 @@ class Price:
     @classmethod
     def wrap(cls, price) -> Price | None:
         """`price` as a `Price`: None stays None, a plain callable is `Price(price)`."""
-        if price is None or isinstance(price, Price):
-            return price
-        return cls(price)
+        return price if price is None or isinstance(price, Price) else cls(price)
 
     def key(self, config: Mapping) -> str:
         """The cache key of `config`: its cost-relevant part as canonical JSON."""
         part = config if self.keys is None else {k: config[k] for k in self.keys if k in config}
         return json.dumps(dict(part), sort_keys=True, default=str)
 
-    def __call__(self, config: Mapping) -> dict[str, float]:
+    def __call__(self, config: Mapping, *, bounds: Mapping[str, float] | None = None) -> dict:
         key = self.key(config)
         if key in self._cache:
             self._stats["hits"] += 1
             return dict(self._cache[key])
+        if self.screen is not None and bounds:
+            screened = self.screen.judge(json.loads(key), bounds, self._cache)
+            if screened is not None:
+                self._stats["screened"] += 1
+                return screened
         start = time.perf_counter()
         costs = self.function(dict(config))
         self._stats["seconds"] += time.perf_counter() - start
@@ -75,9 +86,18 @@ class Price:
         costs = self._cache.get(self.key(config))
         return None if costs is None else dict(costs)
 
+    def prices(self) -> list[list]:
+        """The exact prices so far, `[price key, costs]` in the order priced."""
+        return [[key, dict(costs)] for key, costs in self._cache.items()]
+
+    def learn(self, prices) -> None:
+        """Take `prices` (`prices()`'s) into the cache, keeping those it holds."""
+        for key, costs in prices:
+            self._cache.setdefault(str(key), _numbers(costs))
+
     @property
     def stats(self) -> dict:
-        """`{"calls": int, "hits": int, "seconds": float}` so far (a copy)."""
+        """`{"calls", "hits", "screened": int, "seconds": float}` so far (a copy)."""
         return dict(self._stats)
 
     @stats.setter
@@ -85,13 +105,12 @@ class Price:
         self._stats = stats_of(value)
 
 
+STATS = {"calls": int, "hits": int, "screened": int, "seconds": float}
+
+
 def stats_of(value: Mapping) -> dict:
     """Pricing stats with every count present (0 where `value` lacks it)."""
-    return {
-        "calls": int(value.get("calls", 0)),
-        "hits": int(value.get("hits", 0)),
-        "seconds": float(value.get("seconds", 0.0)),
-    }
+    return {name: kind(value.get(name, 0)) for name, kind in STATS.items()}
 
 
 def _numbers(costs) -> dict[str, float]:
@@ -165,8 +184,8 @@ class PricedAsks:
         raise self._nothing_fits(self._budget_text())
 
     def _cost(self, config: dict) -> dict:
-        costs = self.price(config)
         bounds = dict(self.objective.constraints)
+        costs = self.price(config, bounds=bounds)
         unknown = sorted(set(costs) - set(bounds))
         if unknown:
             raise ValueError(
@@ -266,7 +285,7 @@ class PricedAsks:
 
     @property
     def pricing(self) -> dict:
-        """The price's `{"calls", "hits", "seconds"}` so far (kept in the state)."""
+        """The price's `stats` so far (kept in the state: see `search.replay.price_state`)."""
         return self.price.stats if self.price is not None else dict(self._pricing)
 
     @pricing.setter
@@ -274,6 +293,7 @@ class PricedAsks:
         self._pricing = stats_of(stats)
         if self.price is not None:
             self.price.stats = stats
+            self.price.learn(stats.get("prices", ()))
 
     def trained(self) -> int:
         """The observations that are trials (told or added), not configs refused on price."""
