@@ -1,6 +1,6 @@
-"""A price's screen: a ridge regression of each cost (its log where every cost seen is positive)
-on the configs priced exactly, answering for the candidates it places clearly over or clearly
-under a bound so that only those near one are priced exactly (see `search.Price`'s `screen`)."""
+"""A price's screen: a ridge regression of each cost (or its log) on the configs priced exactly,
+answering for the candidates it places clearly over or clearly under a bound so that only those
+near one are priced exactly (see `search.Price`'s `screen`)."""
 
 from __future__ import annotations
 
@@ -16,17 +16,17 @@ ABSENT = "<absent>"  # the category of a key a config lacks (a conditional param
 
 
 class Screen:
-    """Fit once `after` configs are priced exactly (refit as more are): per cost, a ridge
-    regression on `Encoding`'s rows with its margin the largest leave-one-out residual on the
-    priced set (the worst the model did on a config it had not seen; in log units where it
-    fits the log). `judge` places a candidate clearly over a bound (predicted minus margin
+    """Fit once `after` configs are priced exactly (refit as more are): per cost, a `Ridge` on
+    `Encoding`'s rows (`models`), its `margin` the largest leave-one-out residual on the priced
+    set (the worst it did on a config it had not seen; in log units where it fits the log,
+    `log`). `judge` places a candidate clearly over a bound (predicted minus margin
     above it), clearly under (plus margin below), or near; a candidate the fit cannot place
     (a key, category or range it has not seen) is near."""
 
     def __init__(self, after: int):
         self.after = after
-        self.margins: dict[str, float] = {}  # per cost, from the latest fit
-        self._size, self._encoding, self._models = -1, None, {}
+        self.models: dict[str, Ridge] = {}  # per cost, the latest fit
+        self._size, self._encoding = -1, None
 
     @classmethod
     def of(cls, after) -> Screen | None:
@@ -54,9 +54,9 @@ class Screen:
             return None
         predicted, placed = {}, set()
         for name, bound in bounds.items():
-            if name not in self._models:
+            if name not in self.models:
                 return None
-            model = self._models[name]
+            model = self.models[name]
             value, level = model.predict(row), model.level(bound)
             predicted[name] = model.cost(value)
             if value - model.margin > level:
@@ -76,35 +76,38 @@ class Screen:
         self._encoding = Encoding(parts)
         rows = np.array([self._encoding.row(p) for p in parts]).reshape(len(parts), -1)
         names = sorted({n for costs in prices.values() for n in costs})
-        self._models = {}
+        self.models = {}
         for name in names:
             y = np.array([c.get(name, math.nan) for c in prices.values()], dtype=float)
             keep = np.isfinite(y)
             if keep.sum() >= 3:
-                self._models[name] = Ridge(rows[keep], y[keep])
-        self.margins = {n: m.margin for n, m in self._models.items()}
+                self.models[name] = Ridge(rows[keep], y[keep])
         self._size = len(prices)
 
 
 class Ridge:
-    """`y` on the rows `x`, with an intercept: the log of `y` where it is all positive."""
+    """`y` on the rows `x`, with an intercept: on `y` itself or, where `y` is all positive, on
+    its log, with the penalty (`PENALTIES`), whichever predicts `y` best left out one at a time
+    (relative to `y` where it is positive)."""
 
     def __init__(self, x: np.ndarray, y: np.ndarray):
-        log = bool(np.all(y > 0))
-        z = np.log(y) if log else y
-        self.x_mean, self.z_mean = x.mean(axis=0), z.mean()
+        self.x_mean = x.mean(axis=0)
         u, s, vt = np.linalg.svd(x - self.x_mean, full_matrices=False)
-        uz = u.T @ (z - self.z_mean)
-        best = None
-        for penalty in PENALTIES:
-            shrink = s**2 / (s**2 + penalty)
-            residual = z - self.z_mean - u @ (shrink * uz)
-            leverage = 1.0 / len(z) + (u**2) @ shrink
-            loo = np.where(leverage < 1 - 1e-9, residual / (1 - leverage), np.inf)
-            error = float(np.mean(loo**2))
-            if best is None or error < best[0]:
-                best = (error, vt.T @ (s / (s**2 + penalty) * uz), float(np.max(np.abs(loo))))
-        self.log, self.weights, self.margin = log, best[1], best[2]
+        positive, best = bool(np.all(y > 0)), None
+        for log in (False, True) if positive else (False,):
+            z = np.log(y) if log else y
+            uz = u.T @ (z - z.mean())
+            for penalty in PENALTIES:
+                shrink = s**2 / (s**2 + penalty)
+                residual = z - z.mean() - u @ (shrink * uz)
+                leverage = 1.0 / len(z) + (u**2) @ shrink
+                loo = np.where(leverage < 1 - 1e-9, residual / (1 - leverage), np.inf)
+                miss = np.expm1(-loo) if log else loo / y if positive else loo
+                error = float(np.mean(miss**2))
+                if best is None or error < best[0]:
+                    weights = vt.T @ (s / (s**2 + penalty) * uz)
+                    best = (error, log, z.mean(), weights, float(np.max(np.abs(loo))))
+        _, self.log, self.z_mean, self.weights, self.margin = best
 
     def predict(self, row: np.ndarray) -> float:
         """The fit's value at `row` (a log cost where the fit is on logs)."""

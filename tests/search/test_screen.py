@@ -66,7 +66,8 @@ def test_past_its_warm_up_the_screen_prices_exactly_only_the_configs_near_the_bo
     for i, config in enumerate(distinct_configs(300)):
         before = len(calls)
         answer = price(config, bounds=bounds)
-        margin = price.screen.margins.get("latency_ms")  # the fit's that placed it
+        model = price.screen.models.get("latency_ms")  # the fit that placed it
+        margin = model and model.margin
         distance = abs(math.log(latency(config)["latency_ms"]) - level)
         if i < 20:
             assert len(calls) == before + 1 and answer == latency(config)  # the warm-up
@@ -79,7 +80,8 @@ def test_past_its_warm_up_the_screen_prices_exactly_only_the_configs_near_the_bo
     assert price.stats["calls"] == len(calls) == 20 + near
     assert price.stats["screened"] == screened and price.stats["hits"] == 0
     assert screened > 2 * near and far > 0
-    assert 0 < price.screen.margins["latency_ms"] < 1.0  # log units: a learned, honest error
+    model = price.screen.models["latency_ms"]
+    assert model.log and 0 < model.margin < 1.0  # a product: its log fits best; a learned error
 
 
 def test_the_screen_never_places_a_config_beyond_its_margin_on_the_wrong_side():
@@ -87,7 +89,8 @@ def test_the_screen_never_places_a_config_beyond_its_margin_on_the_wrong_side():
     level, checked = math.log(BOUND), 0
     for config in distinct_configs(300, seed=1):
         answer = price(config, bounds={"latency_ms": BOUND})
-        margin = price.screen.margins.get("latency_ms")
+        model = price.screen.models.get("latency_ms")
+        margin = model and model.margin
         if price.known(config) is not None:
             continue  # priced exactly
         true = math.log(latency(config)["latency_ms"])
