@@ -21,12 +21,12 @@ class Screen:
     set (the worst it did on a config it had not seen; in log units where it fits the log,
     `log`). `judge` places a candidate clearly over a bound (predicted minus margin
     above it), clearly under (plus margin below), or near; a candidate the fit cannot place
-    (a key, category or range it has not seen) is near."""
+    (a key, category or range it has not seen; out of a `Ridge`'s reach) is near."""
 
     def __init__(self, after: int):
         self.after = after
         self.models: dict[str, Ridge] = {}  # per cost, the latest fit
-        self._size, self._encoding = -1, None
+        self._size, self.encoding = -1, None
 
     @classmethod
     def of(cls, after) -> Screen | None:
@@ -49,7 +49,7 @@ class Screen:
         if len(prices) < self.after or not bounds:
             return None
         self._refit(prices)
-        row = self._encoding.row(part)
+        row = self.encoding.row(part)
         if row is None:
             return None
         predicted, placed = {}, set()
@@ -58,6 +58,8 @@ class Screen:
                 return None
             model = self.models[name]
             value, level = model.predict(row), model.level(bound)
+            if value is None:
+                return None
             predicted[name] = model.cost(value)
             if value - model.margin > level:
                 placed.add("over")
@@ -73,8 +75,8 @@ class Screen:
         if len(prices) == self._size:
             return
         parts = [json.loads(key) for key in prices]
-        self._encoding = Encoding(parts)
-        rows = np.array([self._encoding.row(p) for p in parts]).reshape(len(parts), -1)
+        self.encoding = Encoding(parts)
+        rows = np.array([self.encoding.row(p) for p in parts]).reshape(len(parts), -1)
         names = sorted({n for costs in prices.values() for n in costs})
         self.models = {}
         for name in names:
@@ -88,7 +90,10 @@ class Screen:
 class Ridge:
     """`y` on the rows `x`, with an intercept: on `y` itself or, where `y` is all positive, on
     its log, with the penalty (`PENALTIES`), whichever predicts `y` best left out one at a time
-    (relative to `y` where it is positive)."""
+    (relative to `y` where it is positive). It predicts only within reach of `x`: in the span
+    of its rows (an op seen only together with another is not told apart from it) and at no
+    higher leverage than a row of `x` has (where its leave-one-out residuals say how far off
+    it may be)."""
 
     def __init__(self, x: np.ndarray, y: np.ndarray):
         self.x_mean = x.mean(axis=0)
@@ -106,12 +111,22 @@ class Ridge:
                 error = float(np.mean(miss**2))
                 if best is None or error < best[0]:
                     weights = vt.T @ (s / (s**2 + penalty) * uz)
-                    best = (error, log, z.mean(), weights, float(np.max(np.abs(loo))))
-        _, self.log, self.z_mean, self.weights, self.margin = best
+                    margin, reach = float(np.max(np.abs(loo))), float(np.max(leverage))
+                    best = (error, log, z.mean(), weights, margin, penalty, reach)
+        _, self.log, self.z_mean, self.weights, self.margin, penalty, self.reach = best
+        kept = s > 1e-8 * s.max(initial=0.0)
+        self.basis, self.inverse = vt[kept], 1.0 / (s[kept] ** 2 + penalty)
+        self.n = len(y)
 
-    def predict(self, row: np.ndarray) -> float:
-        """The fit's value at `row` (a log cost where the fit is on logs)."""
-        return float(self.z_mean + (row - self.x_mean) @ self.weights)
+    def predict(self, row: np.ndarray) -> float | None:
+        """The fit's value at `row` (a log cost where the fit is on logs); None out of reach."""
+        d = row - self.x_mean
+        along = self.basis @ d
+        if np.linalg.norm(d - self.basis.T @ along) > 1e-6 * (1.0 + np.linalg.norm(d)):
+            return None
+        if 1.0 / self.n + along**2 @ self.inverse > self.reach + 1e-9:
+            return None
+        return float(self.z_mean + d @ self.weights)
 
     def level(self, bound: float) -> float:
         """`bound` where `predict`'s values are."""

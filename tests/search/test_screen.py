@@ -66,17 +66,20 @@ def test_past_its_warm_up_the_screen_prices_exactly_only_the_configs_near_the_bo
     for i, config in enumerate(distinct_configs(300)):
         before = len(calls)
         answer = price(config, bounds=bounds)
-        model = price.screen.models.get("latency_ms")  # the fit that placed it
-        margin = model and model.margin
-        distance = abs(math.log(latency(config)["latency_ms"]) - level)
         if i < 20:
             assert len(calls) == before + 1 and answer == latency(config)  # the warm-up
-        elif len(calls) > before:  # priced exactly: the model could not place it
+            continue
+        model = price.screen.models["latency_ms"]  # the fit that placed it
+        row = price.screen.encoding.row({k: config[k] for k in KEYS})
+        reach = row is not None and model.predict(row) is not None
+        distance = abs(math.log(latency(config)["latency_ms"]) - level)
+        if len(calls) > before:  # priced exactly: near the bound, or out of the fit's reach
             near += 1
-            assert distance <= 2 * margin, (config, distance, margin)
+            assert not reach or distance <= 2 * model.margin, (config, distance, model.margin)
         else:
             screened += 1
-            far += distance > 2 * margin
+            far += distance > 2 * model.margin
+            assert reach
     assert price.stats["calls"] == len(calls) == 20 + near
     assert price.stats["screened"] == screened and price.stats["hits"] == 0
     assert screened > 2 * near and far > 0
@@ -123,6 +126,24 @@ def test_a_config_outside_what_the_fit_has_seen_is_priced_exactly():
     for unseen in ({**seen[0], "op": "pool"}, {**seen[0], "depth": 8}):
         price(unseen, bounds={"latency_ms": 1e-3})  # far over, yet outside the fit
     assert len(calls) == before + 2
+
+
+def test_costs_seen_only_together_are_not_told_apart_by_the_screen():
+    calls = []
+
+    def cost(config):  # "a" and "b" add their own costs, seen only as a pair below
+        calls.append(config)
+        return {"ms": config["n"] * (1 + 3 * (config["a"] == "big") + 5 * (config["b"] == "big"))}
+
+    price = search.Price(cost, screen=10)
+    for flip in (0, 1):
+        for n in range(1, 21):
+            size = "big" if (n + flip) % 2 else "small"
+            price({"a": size, "b": size, "n": n}, bounds={"ms": 1000.0})
+    assert price.stats["screened"] > 10  # the pairs it has seen it places
+    before = len(calls)
+    price({"a": "big", "b": "small", "n": 1}, bounds={"ms": 1000.0})
+    assert len(calls) == before + 1  # a new mix: priced exactly
 
 
 @pytest.mark.parametrize("name", ["bo", "evolution"])
