@@ -37,7 +37,7 @@ def record(searcher, change: str, args: tuple, kwargs: dict) -> tuple[object, di
         json.dumps(searcher._extra_state(), default=plain),
         searcher.rng.bit_generator.state,
     )
-    nothing, priced = None, len(searcher.price.prices()) if searcher.price is not None else 0
+    nothing, priced = None, len(price_state(searcher).get("prices", ()))
     try:
         result = getattr(searcher, change)(*args, **kwargs)
     except NothingFits as error:  # the refusals it recorded are a change all the same
