@@ -13,7 +13,7 @@ from search.calibrate import Calibration
 from search.fidelity import Rungs
 from search.objective import Objective
 from search.pareto import pareto_front
-from search.price import PricedAsks
+from search.priced import PricedAsks
 from spaces import Space
 
 STATE_VERSION = 1
@@ -229,7 +229,7 @@ class Searcher(PricedAsks, Rungs, Calibration):
             "next_id": self._next_id,
             "pending": dict(self.pending),
             "observations": list(self.observations),
-            "price": self.pricing,
+            "price": replay.price_state(self),
             "extra": self._extra_state(),
             **(self._rung_state() if self.rungs else {}),
             **self._calibration_state(),

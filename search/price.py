@@ -8,7 +8,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 
 from search.calibrate import PRICE_QUANTILE
-from search.errors import Exhausted, NothingFits
+from search.screen import Screen
 
 PRICE_CALLS = 50  # pricing calls (cache misses) one ask may make before it gives up
 PRICE_SECONDS = 60.0  # seconds of pricing one ask may spend before it gives up
@@ -23,9 +23,16 @@ class Price:
     None: every key) and answers repeats from its cache at no cost. `calls` and `seconds` are
     the budget of one `ask` (`PRICE_CALLS`, `PRICE_SECONDS`): past either, an ask that found no
     fitting config raises `search.NothingFits`. `stats` counts `calls` (to `function`), `hits`
-    (answered from the cache) and `seconds` (spent in `function`). `quantile` (in (0, 1], or
-    None for none): a searcher calibrates the price on what its trials measure, so that about
-    this share of the trials priced to fit measure within the bound (`search.calibrate`)."""
+    (answered from the cache), `screened` (answered by the screen) and `seconds` (in `function`).
+    `quantile` (in (0, 1], or None for none): a searcher calibrates the price on what its trials
+    measure, so that about this share of those priced to fit measure within the bound
+    (`search.calibrate`).
+
+    `screen` (None: price every config exactly; an integer >= 10, say 20, for a slow `function`,
+    a device server or slow runtime): past that many exact prices, `price(config, bounds=...)`
+    (a searcher's) lets a model fit on them (`search.screen.Screen`) answer for a config clearly
+    over a bound (its predicted costs: refused unpriced) or clearly under all (`{}`: its trial
+    measures them); only those near a bound are priced exactly (and refit the model)."""
 
     def __init__(
         self,
@@ -34,6 +41,7 @@ class Price:
         keys: Sequence[str] | None = None,
         calls: int = PRICE_CALLS,
         seconds: float = PRICE_SECONDS,
+        screen: int | None = None,
         quantile: float | None = PRICE_QUANTILE,
     ):
         if not callable(function):
@@ -46,7 +54,7 @@ class Price:
             raise ValueError(f"price: quantile must be in (0, 1] or None, got {quantile!r}")
         if isinstance(keys, str):
             raise ValueError(f"price: keys must be a list of parameter names, got {keys!r}")
-        self.function = function
+        self.function, self.screen = function, Screen.of(screen)
         self.keys = None if keys is None else tuple(sorted(keys))
         self.calls, self.seconds, self.quantile = calls, float(seconds), quantile
         self._cache: dict[str, dict[str, float]] = {}
@@ -55,20 +63,23 @@ class Price:
     @classmethod
     def wrap(cls, price) -> Price | None:
         """`price` as a `Price`: None stays None, a plain callable is `Price(price)`."""
-        if price is None or isinstance(price, Price):
-            return price
-        return cls(price)
+        return price if price is None or isinstance(price, Price) else cls(price)
 
     def key(self, config: Mapping) -> str:
         """The cache key of `config`: its cost-relevant part as canonical JSON."""
         part = config if self.keys is None else {k: config[k] for k in self.keys if k in config}
         return json.dumps(dict(part), sort_keys=True, default=str)
 
-    def __call__(self, config: Mapping) -> dict[str, float]:
+    def __call__(self, config: Mapping, *, bounds: Mapping[str, float] | None = None) -> dict:
         key = self.key(config)
         if key in self._cache:
             self._stats["hits"] += 1
             return dict(self._cache[key])
+        if self.screen is not None and bounds:
+            screened = self.screen.judge(json.loads(key), bounds, self._cache)
+            if screened is not None:
+                self._stats["screened"] += 1
+                return screened
         start = time.perf_counter()
         costs = self.function(dict(config))
         self._stats["seconds"] += time.perf_counter() - start
@@ -81,9 +92,18 @@ class Price:
         costs = self._cache.get(self.key(config))
         return None if costs is None else dict(costs)
 
+    def prices(self) -> list[list]:
+        """The exact prices so far, `[price key, costs]` in the order priced."""
+        return [[key, dict(costs)] for key, costs in self._cache.items()]
+
+    def learn(self, prices) -> None:
+        """Take `prices` (`prices()`'s) into the cache, keeping those it holds."""
+        for key, costs in prices:
+            self._cache.setdefault(str(key), _numbers(costs))
+
     @property
     def stats(self) -> dict:
-        """`{"calls": int, "hits": int, "seconds": float}` so far (a copy)."""
+        """`{"calls", "hits", "screened": int, "seconds": float}` so far (a copy)."""
         return dict(self._stats)
 
     @stats.setter
@@ -91,13 +111,12 @@ class Price:
         self._stats = stats_of(value)
 
 
+STATS = {"calls": int, "hits": int, "screened": int, "seconds": float}
+
+
 def stats_of(value: Mapping) -> dict:
     """Pricing stats with every count present (0 where `value` lacks it)."""
-    return {
-        "calls": int(value.get("calls", 0)),
-        "hits": int(value.get("hits", 0)),
-        "seconds": float(value.get("seconds", 0.0)),
-    }
+    return {name: kind(value.get(name, 0)) for name, kind in STATS.items()}
 
 
 def _number(value) -> bool:
@@ -116,176 +135,3 @@ def _numbers(costs) -> dict[str, float]:
                 raise ValueError(f"price: cost {name!r} must be a number, got {value!r}") from None
         out[str(name)] = float(value) if math.isfinite(float(value)) else math.inf
     return out
-
-
-PROPOSALS_PER_CALL = 10  # proposals an ask may price per call of its budget (cache hits too)
-
-
-class PricedAsks:
-    """The part of `search.Searcher` that asks with a price: a `search.Price`, or a plain
-    `config -> {cost: value}` callable wrapped as `Price(fn)`, its costs a subset of the
-    constraint names. `ask` never returns a config whose priced costs break a bound while one
-    that fits turns up within the price's per-ask budget: each one over a bound is recorded
-    (once per price key) as an observation of its own id (`status` "infeasible", `metrics`
-    None, its `costs` and `violation`, `"priced": True`; not a trained trial, see `trained()`)
-    and the searcher proposes again; past the budget `ask` raises `NothingFits`. Subclasses
-    may price while they choose (`_fits`)."""
-
-    def _set_price(self, price) -> None:
-        self.price = Price.wrap(price)
-        if self.price is not None and not self.objective.constraints:
-            raise ValueError(
-                "price: a price checks costs against the constraints' bounds; "
-                "give constraints={cost: bound} with it"
-            )
-        self._pricing = stats_of({})  # kept when the searcher has no price
-        self._asked: tuple[dict, list] | None = None  # an ask's price stats at start, refusals
-        self._refusals_indexed: tuple[int, set] = (0, set())  # see `_refused_keys`
-        self._start_calibration()  # `search.calibrate.Calibration`, the searcher's too
-
-    def _proposal(self) -> tuple[dict, dict | None, list[dict]]:
-        """What an ask returns: its config, the config's priced costs (None unpriced), and
-        the refusals it recorded."""
-        if self.price is None:
-            return self._unpending(), None, []
-        self._asked = (self.price.stats, [])
-        try:
-            config, costs = self._priced_proposal()
-        finally:
-            refused = self._asked[1]
-            self._asked = None
-        return config, costs, refused
-
-    def _priced_proposal(self) -> tuple[dict, dict]:
-        """Proposals until one fits (its config and costs), recording those that do not."""
-        for _ in range(PROPOSALS_PER_CALL * self.price.calls):
-            try:
-                config = self._unpending()
-            except Exhausted as error:
-                if isinstance(error, NothingFits) or not self._asked[1]:
-                    raise
-                raise self._nothing_fits(f"the searcher ran out of configs ({error})") from error
-            if not self._priceable(config):
-                return config, {}
-            if self.price.known(config) is None and not self._budget_left():
-                break  # spent (also while `_propose` priced): no call past the budget
-            costs = self._cost(config)  # a config priced already is a cache hit
-            if self.objective.violation(costs) == 0:
-                return config, costs
-            self._refuse(config, costs)
-        raise self._nothing_fits(self._budget_text())
-
-    def _cost(self, config: dict) -> dict:
-        costs = self.price(config)
-        bounds = dict(self.objective.constraints)
-        unknown = sorted(set(costs) - set(bounds))
-        if unknown:
-            raise ValueError(
-                f"price: returned costs {unknown} that are not constraint names; "
-                f"it may return only {sorted(bounds)}"
-            )
-        return self._calibrated(costs)
-
-    def _fits(self, config: dict) -> bool | None:
-        """During a priced ask: whether `config`'s priced costs fit every bound (a config over
-        one is recorded as refused), None once the ask's price budget is spent (it is not
-        priced); True without a price, outside an ask, or for a config the price skips."""
-        if not self._priced_ask or not self._priceable(config):
-            return True
-        if not self._budget_left():
-            return None
-        costs = self._cost(config)
-        if self.objective.violation(costs) == 0:
-            return True
-        self._refuse(config, costs)
-        return False
-
-    @property
-    def _priced_ask(self) -> bool:
-        """Whether an ask is under way with a price (`_fits` prices)."""
-        return self.price is not None and self._asked is not None
-
-    def _budget_left(self) -> bool:
-        start, now = self._asked[0], self.price.stats
-        return (
-            now["calls"] - start["calls"] < self.price.calls
-            and now["seconds"] - start["seconds"] < self.price.seconds
-        )
-
-    def _budget_text(self) -> str:
-        start, now = self._asked[0], self.price.stats
-        return (
-            f"the ask's price budget is spent ({now['calls'] - start['calls']} of "
-            f"{self.price.calls} calls, {now['seconds'] - start['seconds']:.1f} of "
-            f"{self.price.seconds:g} s)"
-        )
-
-    def _refuse(self, config: dict, costs: dict) -> None:
-        """Record `config`, priced over a bound, as refused: once per price key (the configs
-        that differ from a refused one only where the costs do not depend are not recorded
-        again: they cost nothing to skip, and a study would write a row for each)."""
-        if self.price.key(config) in self._refused_keys():
-            return
-        record = self.add_refused(config, costs)
-        self._asked[1].append(record)
-
-    def add_refused(self, config: Mapping, costs: Mapping, *, trial_id: str | None = None):
-        """Record `config` as refused on its priced `costs` (a study rebuilding its searcher
-        from its rows; `trial_id` as `add` takes it); returns the record."""
-        self.space.validate(config)
-        trial_id = str(self._next_id) if trial_id is None else str(trial_id)
-        if not trial_id.isdigit() or trial_id in self.pending or trial_id in self._told_ids:
-            raise ValueError(f"add_refused: trial id {trial_id!r} must be a new number")
-        record = {"id": trial_id, "config": dict(config), "metrics": None}
-        record |= {"status": "infeasible", "costs": {k: float(v) for k, v in costs.items()}}
-        record |= {"violation": self.objective.violation(record["costs"]), "priced": True}
-        self._restore_refused([record])
-        return record
-
-    def _refused_keys(self) -> set[str]:
-        """The price keys of the refusals recorded, indexed as observations grow (a loaded
-        state starts the index again: `_refusals_indexed`, set by `Searcher`)."""
-        seen, keys = self._refusals_indexed
-        for record in self.observations[seen:]:
-            if record.get("priced"):
-                keys.add(self.price.key(record["config"]))
-        self._refusals_indexed = (len(self.observations), keys)
-        return keys
-
-    def _nothing_fits(self, why: str) -> NothingFits:
-        bounds = ", ".join(f"{n} <= {b:g}" for n, b in self.objective.constraints)
-        priced = [o for o in self.observations if o.get("priced")]
-        text = f"nothing fits {bounds}: {why}"
-        if priced:
-            cheapest = min(priced, key=lambda o: o["violation"])
-            broken = ", ".join(
-                f"{n} {cheapest['costs'][n]:g} > {b:g}"
-                for n, b in self.objective.constraints
-                if cheapest["costs"].get(n, -math.inf) > b
-            )
-            text += (
-                f"; the cheapest config priced, {cheapest['config']}, costs "
-                f"{cheapest['costs']} ({broken})"
-            )
-        return NothingFits(text, self._asked[1])
-
-    def _restore_refused(self, records: Sequence[dict]) -> None:
-        """Record again the refusals an ask made (replay)."""
-        for record in records:
-            self._next_id = max(self._next_id, int(record["id"]) + 1)
-            self._record(dict(record))
-
-    @property
-    def pricing(self) -> dict:
-        """The price's `{"calls", "hits", "seconds"}` so far (kept in the state)."""
-        return self.price.stats if self.price is not None else dict(self._pricing)
-
-    @pricing.setter
-    def pricing(self, stats: Mapping) -> None:
-        self._pricing = stats_of(stats)
-        if self.price is not None:
-            self.price.stats = stats
-
-    def trained(self) -> int:
-        """The observations that are trials (told or added), not configs refused on price."""
-        return sum(not o.get("priced") for o in self.observations)

@@ -37,7 +37,7 @@ def record(searcher, change: str, args: tuple, kwargs: dict) -> tuple[object, di
         json.dumps(searcher._extra_state(), default=plain),
         searcher.rng.bit_generator.state,
     )
-    nothing = None
+    nothing, priced = None, len(price_state(searcher).get("prices", ()))
     try:
         result = getattr(searcher, change)(*args, **kwargs)
     except NothingFits as error:  # the refusals it recorded are a change all the same
@@ -48,7 +48,7 @@ def record(searcher, change: str, args: tuple, kwargs: dict) -> tuple[object, di
         if refused:
             event["refused"] = [dict(r) for r in refused]
         if searcher.price is not None:
-            event["price"] = searcher.pricing
+            event["price"] = price_state(searcher, since=priced)
         if result is not None and result.id in searcher.asked_costs:
             event["costs"] = dict(searcher.asked_costs[result.id])  # its raw price
         now = json.dumps(searcher._extra_state(), default=plain)
@@ -100,6 +100,15 @@ def apply(searcher, event: Mapping) -> None:
         raise ValueError(f"apply: unknown event {op!r}; known: {list(CHANGES.values())}")
     if "rng" in event:
         searcher.rng.bit_generator.state = event["rng"]
+
+
+def price_state(searcher, since: int = 0) -> dict:
+    """`searcher.pricing` as its state and an ask's event keep it: with a screen, also the
+    exact prices from the `since`th on (`"prices"`), which the screen's fit is restored from."""
+    state = searcher.pricing
+    if searcher.price is not None and searcher.price.screen is not None:
+        state["prices"] = searcher.price.prices()[since:]
+    return state
 
 
 def _arguments(searcher, change: str, result, args: tuple, kwargs: dict) -> dict:

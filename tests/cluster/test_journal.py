@@ -280,7 +280,7 @@ def test_a_journal_written_before_replay_moved_into_search_still_replays(tmp_pat
     expected = json.loads((OLD_JOURNALS / name / "expected.json").read_text())
     with StudyStore(tmp_path, _make(name, seed=99)).locked() as searcher:
         state = json.loads(json.dumps(searcher.state_dict(), default=journal.plain))
-        assert state.pop("price") == {"calls": 0, "hits": 0, "seconds": 0.0}  # then unpriced
+        assert state.pop("price") == {"calls": 0, "hits": 0, "screened": 0, "seconds": 0.0}
         assert state == expected["state"]
         assert [searcher.ask().config for _ in range(2)] == expected["next"]
 
