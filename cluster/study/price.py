@@ -22,6 +22,8 @@ from trainers.settings import COST_METRICS
 
 # A study stops once its searcher refused more than this many configs per trial it asked
 REFUSALS_PER_TRIAL = 50
+# A study timing latency on a device server screens configs after this many exact prices
+SCREEN_AFTER = 20
 
 
 def study_price(study: Study, *, settings=None, shape=None) -> search.Price | None:
@@ -31,7 +33,10 @@ def study_price(study: Study, *, settings=None, shape=None) -> search.Price | No
     server's latency source bound); `shape`: the data's `(in_shape, num_classes)` (default:
     the data loaded when first priced). Cached by the architecture and compression keys
     (training hyperparameters change no cost). A config that cannot be measured is unpriced
-    (`{}`): its trial measures it and says why."""
+    (`{}`): its trial measures it and says why. With a device server (`settings`' latency
+    source), each exact price is a round trip: past `SCREEN_AFTER` of them a learned model
+    screens configs first (`search.Price`'s `screen`) and prices exactly only those near a
+    bound."""
     bounds = [name for name in study.constraints if name in COST_METRICS]
     if study.trainable or not bounds:
         return None
@@ -52,7 +57,8 @@ def study_price(study: Study, *, settings=None, shape=None) -> search.Price | No
         return {k: float(measured[k]) for k in bounds if _finite(measured.get(k))}
 
     keys = [key for key in study.space().params if key.partition(".")[0] != "train"]
-    return search.Price(costs, keys=keys)
+    screen = SCREEN_AFTER if settings.cost.latency_source is not None else None
+    return search.Price(costs, keys=keys, screen=screen)
 
 
 def _finite(value) -> bool:

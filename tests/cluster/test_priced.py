@@ -2,6 +2,7 @@
 refusals are rows that use none of the budget, resume keeps them refusals, and a space that
 barely fits the bound stops the study with a message naming it."""
 
+import dataclasses
 import json
 from types import SimpleNamespace
 
@@ -12,7 +13,7 @@ import search
 from cluster.raytune import runner
 from cluster.study import results
 from cluster.study.config import ConfigError, Study
-from cluster.study.price import REFUSALS_PER_TRIAL, check_refusals, study_price
+from cluster.study.price import REFUSALS_PER_TRIAL, SCREEN_AFTER, check_refusals, study_price
 from cluster.study.resume import open_store, prepare_dir
 from spaces import Choice, Float, Space
 from tests.cluster.test_services import _Aborted, _Context
@@ -48,6 +49,17 @@ def test_a_study_prices_with_the_trials_costs_cached_by_architecture(tmp_path):
     assert price({"arch.layers": 3, "arch.width": 512, "train.lr": 1e-3})["latency_ms"] > 0.05
     assert study_price(_study(tmp_path, constraints={})) is None  # no bound: nothing to price
     assert study_price(_study(tmp_path, constraints={"params": 1e9})) is not None
+    assert price.screen is None  # timed here: every config priced exactly
+
+
+def test_a_study_timing_on_a_device_server_screens_its_prices(tmp_path):
+    study = _study(tmp_path)
+    settings = study.trial_settings()
+    remote = lambda model, in_shape, **timing: 0.01  # noqa: E731 - a device server's answer
+    cost = dataclasses.replace(settings.cost, latency_source=remote)
+    price = study_price(study, settings=dataclasses.replace(settings, cost=cost))
+    assert price.screen is not None and price.screen.after == SCREEN_AFTER
+    assert price({"arch.layers": 1, "arch.width": 16}) == {"latency_ms": 0.01}
 
 
 def test_too_many_refusals_a_trial_stop_naming_the_bound_and_the_cheapest(tmp_path):
