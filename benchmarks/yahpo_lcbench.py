@@ -48,7 +48,10 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
+for _threads in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_threads, "1")  # one core: BLAS threads only contend (10x slower)
+
+import numpy as np  # noqa: E402
 
 EPOCHS = 52
 ETA = 3
@@ -253,23 +256,34 @@ def _curve_trainable(config: dict) -> None:
             )
 
 
+def budget_stopper(budget: int):
+    """A Tune stopper that counts each reported epoch as one spent, into a ledger of its own
+    (the `Tuner` pickles its stopper: the surrogate's session cannot be), and stops all trials
+    at `budget` epochs."""
+    from ray import tune
+
+    class Budget(tune.Stopper):
+        def __init__(self):
+            self.ledger = Run(None, budget=budget)
+
+        def __call__(self, trial_id, result):
+            self.ledger.spent += 1
+            self.ledger.trace.append([self.ledger.spent, result[METRIC], result["epoch"]])
+            return False
+
+        def stop_all(self):
+            return not self.ledger.left()
+
+    return Budget()
+
+
 def bohb(run: Run, *, seed: int) -> None:
     import ConfigSpace as CS
     from ray import tune
     from ray.tune.schedulers import HyperBandForBOHB
     from ray.tune.search.bohb import TuneBOHB
 
-    class Budget(tune.Stopper):
-        """Counts each reported epoch as one spent; stops all at the budget."""
-
-        def __call__(self, trial_id, result):
-            run.spent += 1
-            run.trace.append([run.spent, float(result[METRIC]), int(result["epoch"])])
-            return False
-
-        def stop_all(self):
-            return not run.left()
-
+    budget = budget_stopper(run.budget)
     cs = run.surrogate.config_space(seed=seed)
     cs.add_hyperparameter(CS.Constant("instance", run.surrogate.instance))
     with tempfile.TemporaryDirectory(prefix="bohb-") as folder:
@@ -278,19 +292,24 @@ def bohb(run: Run, *, seed: int) -> None:
             tune_config=tune.TuneConfig(
                 search_alg=TuneBOHB(space=cs, metric=METRIC, mode="max", seed=seed),
                 scheduler=HyperBandForBOHB(
-                    time_attr="training_iteration", max_t=EPOCHS, reduction_factor=ETA
+                    time_attr="training_iteration",
+                    metric=METRIC,
+                    mode="max",
+                    max_t=EPOCHS,
+                    reduction_factor=ETA,
                 ),
                 num_samples=-1,
                 reuse_actors=True,
             ),
             run_config=tune.RunConfig(
                 storage_path=folder,
-                stop=Budget(),
+                stop=budget,
                 verbose=0,
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
             ),
         )
         tuner.fit()
+    run.spent, run.trace = budget.ledger.spent, budget.ledger.trace
 
 
 def run_method(method: str, surrogate: Surrogate, *, seed: int, budget: int) -> dict:
@@ -308,12 +327,11 @@ def run_method(method: str, surrogate: Surrogate, *, seed: int, budget: int) -> 
 
 
 # -- the figure --------------------------------------------------------------------------------
-def best_known(surrogate: Surrogate, *, count: int, rows: list[dict]) -> float:
-    """The best accuracy over every epoch of `count` random configs and of `rows`' traces."""
+def sampled_best(surrogate: Surrogate, *, count: int) -> float:
+    """The best accuracy over every epoch of `count` random configs' curves."""
     cs = surrogate.config_space(seed=12345)
-    sampled = [surrogate.curve(c.get_dictionary()).max() for c in cs.sample_configuration(count)]
-    found = [a for r in rows for _, a, _ in r["trace"]]
-    return max(sampled + found)
+    configs = cs.sample_configuration(count) if count > 1 else [cs.sample_configuration()]
+    return max(float(surrogate.curve(c.get_dictionary()).max()) for c in configs)
 
 
 def regret(trace: list, *, best: float, spent: float, full: bool) -> float:
@@ -371,24 +389,31 @@ def main(argv=None) -> None:
     if "bohb" in methods:
         start_ray()
     budget = args.budget * EPOCHS
-    rows, best = [], {}
-    for instance in args.instances.split(","):
-        surrogate = Surrogate(instance)
-        mine = []
-        for seed in range(args.first_seed, args.first_seed + args.seeds):
+    surrogates = {i: Surrogate(i) for i in args.instances.split(",")}
+    sampled = {i: sampled_best(s, count=args.reference) for i, s in surrogates.items()}
+    rows = []
+    for seed in range(args.first_seed, args.first_seed + args.seeds):
+        for instance, surrogate in surrogates.items():
             for method in methods:
-                mine.append(run_method(method, surrogate, seed=seed, budget=budget))
-                print(f"{instance} seed {seed} {method}: {mine[-1]['seconds']:.1f}s", flush=True)
-        best[instance] = best_known(surrogate, count=args.reference, rows=mine)
-        rows += mine
+                rows.append(run_method(method, surrogate, seed=seed, budget=budget))
+                print(f"{instance} seed {seed} {method}: {rows[-1]['seconds']:.1f}s", flush=True)
+        report(rows, sampled, args=args, seeds=seed + 1 - args.first_seed)  # a cut run keeps it
+
+
+def report(rows: list[dict], sampled: dict, *, args, seeds: int) -> None:
+    """Print the tables and write the JSON of the runs so far."""
+    best = {i: max([b] + [a for r in rows if r["instance"] == i for _, a, _ in r["trace"]])
+            for i, b in sampled.items()}  # fmt: skip
+    budget = args.budget * EPOCHS
     for full in (False, True):
         kind = "full (52-epoch results only)" if full else "held (a result at any epoch)"
-        print(f"\nRegret in accuracy points, {kind}, median over {args.seeds} seeds, "
+        print(f"\nRegret in accuracy points, {kind}, median over {seeds} seeds, "
               f"share of {budget} epochs:\n")  # fmt: skip
-        print(table(rows, best, budget=budget, full=full))
+        print(table(rows, best, budget=budget, full=full), flush=True)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"args": vars(args), "best": best, "rows": rows}))
+    body = {"args": vars(args), "seeds": seeds, "sampled": sampled, "best": best, "rows": rows}
+    out.write_text(json.dumps(body))
 
 
 def start_ray() -> None:
