@@ -26,7 +26,7 @@ class Calibration:
 
     def _start_calibration(self) -> None:
         self.asked_costs: dict[str, dict] = {}  # pending trials' raw prices
-        self._factors: tuple[int, dict] = (-1, {})  # (observations counted, factors)
+        self._ratios: tuple[int, dict, dict] = (0, {}, {})  # (records read, ratios, factors)
 
     def _keep_price(self, trial_id: str, config: dict, costs: dict | None) -> None:
         raw = None if costs is None else self.price.known(config)
@@ -48,16 +48,23 @@ class Calibration:
         quantile = getattr(self.price, "quantile", None)
         if quantile is None:
             return {}
-        if self._factors[0] != len(self.observations):
-            self._factors = (len(self.observations), factors(self.observations, quantile))
-        return self._factors[1]
+        read, ratios, known = self._ratios
+        new = [pair for record in self.observations[read:] for pair in _ratios(record)]
+        for name, ratio in new:
+            ratios.setdefault(name, []).append(ratio)
+        self._ratios = (
+            len(self.observations),
+            ratios,
+            _factors(ratios, quantile) if new else known,
+        )
+        return self._ratios[2]
 
     def _calibration_state(self) -> dict:
         return {"asked_costs": dict(self.asked_costs)} if self.asked_costs else {}
 
     def _load_calibration(self, state: Mapping) -> None:
         self.asked_costs = {str(k): dict(v) for k, v in state.get("asked_costs", {}).items()}
-        self._factors = (-1, {})
+        self._ratios = (0, {}, {})
 
 
 def factors(observations: list[dict], quantile: float) -> dict[str, float]:
@@ -65,18 +72,31 @@ def factors(observations: list[dict], quantile: float) -> dict[str, float]:
     `price` (costs with fewer than `CALIBRATE_AFTER` of them left out)."""
     ratios: dict[str, list[float]] = {}
     for record in observations:
-        price, metrics = record.get("price"), record.get("metrics")
-        if not price or not metrics or record["status"] not in ("completed", "infeasible"):
-            continue
-        for name, priced in price.items():
-            measured = metrics.get(name)
-            if _positive(priced) and _positive(measured):
-                ratios.setdefault(name, []).append(measured / priced)
+        for name, ratio in _ratios(record):
+            ratios.setdefault(name, []).append(ratio)
+    return _factors(ratios, quantile)
+
+
+def _factors(ratios: Mapping[str, list[float]], quantile: float) -> dict[str, float]:
+    """The empirical `quantile` (the observed ratio at or below it: one outlier among a few
+    trials does not move it) of each cost's ratios, for costs with enough of them."""
     return {
-        name: float(np.quantile(values, quantile))
+        name: float(np.quantile(values, quantile, method="lower"))
         for name, values in ratios.items()
         if len(values) >= CALIBRATE_AFTER
     }
+
+
+def _ratios(record: Mapping) -> list[tuple[str, float]]:
+    """`(cost, measured / priced)` of a told record priced at its ask and measured at its end."""
+    price, metrics = record.get("price"), record.get("metrics")
+    if not price or not metrics or record["status"] not in ("completed", "infeasible"):
+        return []
+    return [
+        (name, metrics[name] / priced)
+        for name, priced in price.items()
+        if _positive(priced) and _positive(metrics.get(name))
+    ]
 
 
 def _positive(value) -> bool:

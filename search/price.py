@@ -31,8 +31,9 @@ class Price:
     `screen` (None: price every config exactly; an integer >= 10, say 20, for a slow `function`,
     a device server or slow runtime): past that many exact prices, `price(config, bounds=...)`
     (a searcher's) lets a model fit on them (`search.screen.Screen`) answer for a config clearly
-    over a bound (its predicted costs: refused unpriced) or clearly under all (`{}`: its trial
-    measures them); only those near a bound are priced exactly (and refit the model)."""
+    over a bound (refused) or clearly under all (proposed), its predicted costs standing for the
+    price (a trial is given them as priced, and they are not cached); only those near a bound are
+    priced exactly (and refit the model)."""
 
     def __init__(
         self,

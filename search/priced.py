@@ -63,7 +63,8 @@ class PricedAsks:
             if self.objective.violation(costs) == 0:
                 return config, costs
             self._refuse(config, costs)
-        raise self._nothing_fits(self._budget_text())
+        spent = not self._budget_left()
+        raise self._nothing_fits(self._budget_text() if spent else "every proposal is over it")
 
     def _cost(self, config: dict) -> dict:
         bounds, factors = dict(self.objective.constraints), self.price_factors()
@@ -158,6 +159,8 @@ class PricedAsks:
                 f"; the cheapest config priced, {cheapest['config']}, costs "
                 f"{cheapest['costs']} ({broken})"
             )
+        if self.price_factors():
+            text += f"; prices scaled by measured / priced {self.price_factors()} (calibrated)"
         return NothingFits(text, self._asked[1])
 
     def _restore_refused(self, records: Sequence[dict]) -> None:

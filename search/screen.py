@@ -45,7 +45,7 @@ class Screen:
     ) -> dict | None:
         """`part` (a config's cost-relevant part) against `bounds`, the model fit on `prices`
         (`{price key: costs}`, the priced set): its predicted costs when one is clearly over a
-        bound, `{}` when every bounded cost is clearly under, None when it must be priced."""
+        bound or every one is clearly under, None when it must be priced."""
         if len(prices) < self.after or not bounds:
             return None
         self._refit(prices)
@@ -67,9 +67,7 @@ class Screen:
                 placed.add("under")
             else:
                 placed.add("near")
-        if "over" in placed:
-            return predicted
-        return None if "near" in placed else {}
+        return predicted if "over" in placed or placed == {"under"} else None
 
     def _refit(self, prices: Mapping[str, Mapping]) -> None:
         if len(prices) == self._size:

@@ -8,6 +8,7 @@ import pytest
 import search
 from search.calibrate import CALIBRATE_AFTER, factors
 from search.testing import mixed_space, toy_metrics, toy_price
+from spaces import Float, Int, Space
 
 BOUND = 4.0  # n in 1..4 fits on price
 
@@ -60,7 +61,7 @@ def test_the_factor_is_the_quantile_of_the_ratios_of_measured_trials_only():
         {"status": "completed", "metrics": {"cost": 9.0}},  # not priced (added, warm)
         {"status": "infeasible", "priced": True, "costs": {"cost": 9.0}, "metrics": None},
     ]
-    assert factors(observations, 0.5) == {"cost": pytest.approx(1.25)}
+    assert factors(observations, 0.5) == {"cost": pytest.approx(1.2)}  # the observed one below
     assert factors(observations, 1.0) == {"cost": pytest.approx(2.0)}
     assert factors(observations[:4], 0.9) == {}  # fewer than CALIBRATE_AFTER
 
@@ -105,3 +106,38 @@ def test_revise_and_discard_forget_the_raw_price():
     searcher.discard(discarded.id)
     assert searcher.asked_costs == {}
     assert "price" not in searcher.tell(revised.id, toy_metrics(revised.config))
+
+
+def test_one_outlier_among_few_trials_does_not_move_the_factor():
+    ratios = [1.0, 1.0, 1.0, 1.0, 5.0]  # one trial timed on a loaded machine
+    observations = [
+        {"status": "completed", "price": {"cost": 2.0}, "metrics": {"cost": 2.0 * r}}
+        for r in ratios
+    ]
+    assert factors(observations, 0.9) == {"cost": 1.0}
+    assert factors(observations + observations, 0.9) == {"cost": 5.0}  # two in ten: it is real
+
+
+def test_nothing_fitting_once_calibrated_says_the_prices_were_scaled():
+    searcher = _make()
+    _run(searcher, CALIBRATE_AFTER, ratio=9.0)  # every trial measures 9 x its price
+    with pytest.raises(search.NothingFits, match=r"scaled by measured / priced \{'cost': 9\.0\}"):
+        searcher.ask()
+
+
+def test_a_screened_price_is_calibrated_and_given_to_the_trial():
+    price = search.Price(toy_price, keys=["n"], screen=10)
+    space = Space({"n": Int(1, 40), "x": Float(0.0, 1.0)})
+    searcher = search.create(
+        "random", space, metric="score", seed=0, constraints={"cost": 20.0}, price=price
+    )
+    for _ in range(60):
+        trial = searcher.ask()
+        n = trial.config["n"]
+        assert trial.costs["cost"] <= 20.0  # priced or screened: the costs a trial is given
+        if searcher.price_factors():
+            assert trial.costs["cost"] == pytest.approx(0.7 * n, rel=0.2)
+        searcher.tell(trial.id, {"score": -n, "cost": 0.7 * n})  # trials measure 0.7 x price
+    assert searcher.price_factors() == {"cost": pytest.approx(0.7)}
+    assert searcher.pricing["screened"] > 0
+    assert max(o["config"]["n"] for o in searcher.usable()) > 20  # raw over 20, calibrated under
