@@ -41,8 +41,10 @@ os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
 
 from cluster.raytune import runner  # noqa: E402
+from cluster.study import results  # noqa: E402
 from cluster.study.config import Study  # noqa: E402
 from cluster.study.defaults import ARCH, COMPRESS, TRAIN  # noqa: E402  (the default study's space)
+from cluster.study.errors import ConfigError  # noqa: E402
 from search.pareto import hypervolume  # noqa: E402
 from spaces import Choice, Float, Int, Space  # noqa: E402
 
@@ -74,6 +76,22 @@ def study(task: str, folder: Path, *, seed: int, trials: int, bound: float, **ch
     return Study.from_dict({**base.to_dict(), **changes})
 
 
+STOPS: list[str] = []  # the messages of the studies their price stopped, in order
+
+
+def run_study(study: Study) -> list[dict]:
+    """`runner.run(study)`'s rows (`rows_of`); a study its price stopped (nothing fits, or too
+    many refusals a trial) keeps the rows it wrote, and its message goes to `STOPS`."""
+    try:
+        table = runner.run(study)
+    except ConfigError as error:
+        if "stopped" not in str(error):
+            raise
+        STOPS.append(str(error))
+        table = results.load(study.dir)
+    return rows_of(table)
+
+
 def rows_of(table) -> list[dict]:
     """Each trial's final row, its config keys as the searcher names them (`arch.s0_width`)."""
     rows = [row for row in table.to_pylist() if row.get("status")]
@@ -86,12 +104,12 @@ def best_feasible(rows: list[dict], bound: float) -> dict | None:
 
 
 def run_joint(task, folder, *, seed, trials, bound) -> list[dict]:
-    return rows_of(runner.run(study(task, folder, seed=seed, trials=trials, bound=bound)))
+    return run_study(study(task, folder, seed=seed, trials=trials, bound=bound))
 
 
 def run_arch(task, folder, *, seed, trials, bound) -> list[dict]:
     plain = study(task, folder, seed=seed, trials=trials, bound=bound, compress=False)
-    return rows_of(runner.run(plain))
+    return run_study(plain)
 
 
 def run_arch_long(task, folder, *, seed, trials, bound) -> list[dict]:
@@ -99,9 +117,7 @@ def run_arch_long(task, folder, *, seed, trials, bound) -> list[dict]:
     fine-tuning after pruning, quantization-aware epochs): the control for extra epochs."""
     epochs = TRIAL["epochs"] + TRIAL["finetune_epochs"] + TRIAL["qat_epochs"]
     options = {"compress": False, "trial": {**TRIAL, "epochs": epochs}}
-    return rows_of(
-        runner.run(study(task, folder, seed=seed, trials=trials, bound=bound, **options))
-    )
+    return run_study(study(task, folder, seed=seed, trials=trials, bound=bound, **options))
 
 
 def run_sequential(task, folder, *, seed, trials, bound) -> list[dict]:
@@ -112,7 +128,7 @@ def run_sequential(task, folder, *, seed, trials, bound) -> list[dict]:
     second = study(
         task, folder / "compress", seed=seed, trials=trials - trials // 2, bound=bound, fixed=fixed
     )
-    return first + rows_of(runner.run(second))
+    return first + run_study(second)
 
 
 def tune_space(space: Space) -> dict:
@@ -270,6 +286,7 @@ def summary(runs: list[dict]) -> list[dict]:
                     "median_trials": statistics.median(r["trials"] for r in mine),
                     "within": _within(mine),
                     "torch_acc": _median_of(mine, "best_torch_test_acc"),
+                    "stopped": sum(r.get("stopped") is not None for r in mine),
                     "seeds": len(mine),
                 }
             )
@@ -293,15 +310,16 @@ def print_table(task: str, bounds: dict, table: list[dict]) -> None:
     print(f"\n{task}: bounds {json.dumps({k: round(v, 3) for k, v in bounds.items()})} ms")
     print(
         "| bound | method | median test acc | per seed | median HV | median wall s | trials "
-        "| best is compressed | measured within bound | best's PyTorch test acc |"
+        "| best is compressed | measured within bound | best's PyTorch test acc | stopped |"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for r in table:
         seeds = " ".join(f"{a:.1f}" for a in r["per_seed"])
         print(
             f"| {r['bound']} | {r['method']} | {r['median_acc']:.2f} | {seeds} | "
             f"{r['median_hv']:.4f} | {r['median_wall_s']:.0f} | {r['median_trials']:.0f} | "
-            f"{r['compressed_best']}/{r['seeds']} | {r['within']} | {r['torch_acc']} |"
+            f"{r['compressed_best']}/{r['seeds']} | {r['within']} | {r['torch_acc']} | "
+            f"{r['stopped']}/{r['seeds']} |"
         )
 
 
@@ -326,11 +344,13 @@ def one_run(task, seed, bound_name, method, bounds, runs, args) -> dict:
         if not joint:
             raise SystemExit(f"optuna-time on seed {seed}, {bound_name}: run joint first")
         options["seconds"] = joint[0]["wall_s"]
+    stops = len(STOPS)
     with tempfile.TemporaryDirectory() as folder:
         start = time.perf_counter()
         rows = RUNS[method](task, Path(folder), **options)
         wall = time.perf_counter() - start
     run = {"seed": seed, "bound": bound_name, "method": method, "wall_s": wall}
+    run["stopped"] = STOPS[stops] if len(STOPS) > stops else None
     run |= seed_figures(rows, bound)
     print(json.dumps(run), flush=True)
     return run | {"rows": [_kept(row) for row in rows]}
