@@ -88,8 +88,9 @@ def _factors(ratios: Mapping[str, list[float]], quantile: float) -> dict[str, fl
 
 
 def _ratios(record: Mapping) -> list[tuple[str, float]]:
-    """`(cost, measured / priced)` of a told record priced at its ask and measured at its end."""
-    price, metrics = record.get("price"), record.get("metrics")
+    """`(cost, measured / priced)` of a told record priced at its ask and measured: at its end,
+    or before training (a trial that found itself over a bound: its `costs`)."""
+    price, metrics = record.get("price"), record.get("metrics") or record.get("costs")
     if not price or not metrics or record["status"] not in ("completed", "infeasible"):
         return []
     return [

@@ -59,10 +59,11 @@ def test_the_factor_is_the_quantile_of_the_ratios_of_measured_trials_only():
         {"status": "stopped", "price": {"cost": 1.0}, "metrics": {"cost": 9.0}},  # a rung
         {"status": "failed", "price": {"cost": 1.0}, "metrics": None},
         {"status": "completed", "metrics": {"cost": 9.0}},  # not priced (added, warm)
+        {"status": "infeasible", "price": {"cost": 1.0}, "costs": {"cost": 3.0}, "metrics": None},
         {"status": "infeasible", "priced": True, "costs": {"cost": 9.0}, "metrics": None},
     ]
-    assert factors(observations, 0.5) == {"cost": pytest.approx(1.2)}  # the observed one below
-    assert factors(observations, 1.0) == {"cost": pytest.approx(2.0)}
+    assert factors(observations, 0.5) == {"cost": pytest.approx(1.3)}  # the observed one below
+    assert factors(observations, 1.0) == {"cost": pytest.approx(3.0)}  # measured before training
     assert factors(observations[:4], 0.9) == {}  # fewer than CALIBRATE_AFTER
 
 
