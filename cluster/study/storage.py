@@ -9,8 +9,10 @@ staging folder on the driver (`staged`), first filled from the URI (so `paretune
 continues on any machine), then mirrored back by a `Mirror` thread that every part and state
 write wakes (`changed`), and once more when the run ends. One pass reads the changed state files
 (searcher state, journal, trial list, models) into memory *before* it lists the results, uploads
-the new parts, then those state files, and deletes last what compaction removed: the URI never
-holds a tell whose Parquet row it lacks, nor loses a row a compacted part had covered. What a
+the new parts, then those state files (the searcher's snapshot, then its journal, last: an ask's
+claim in `runner-trials.txt` is up before the journal line that asked it), and deletes last what
+compaction removed: the URI never holds a tell whose Parquet row it lacks, an ask no runner
+claimed, nor loses a row a compacted part had covered. What a
 kill -9 of the driver can lose is what was written after the last pass began (`PASS_S` plus
 one pass: a few tenths of a second on a near store): those trials' rows are missing, so the
 resume runs them again and the budget stays exact. Read-only commands read a local copy
@@ -37,12 +39,15 @@ from pathlib import Path
 
 import pyarrow.fs as pafs
 
+from cluster.study.journal import JOURNAL_FILE, STATE_FILE
+
 SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 TUNE = "ray"  # Tune's own files (`URI/ray`): written there by Tune, never mirrored
 SKIPPED = (TUNE, "cache")  # not copied for reading
 STATE_LAST = "results/"  # uploaded first; everything else after them
 STUDY_FILE = "study.json"  # what makes a folder (or a URI) a study
 STORE_LOCK = ".lock"  # `cluster.study.store.StudyStore.locked` holds it
+SEARCHER_LAST = (STATE_FILE, JOURNAL_FILE)  # uploaded after the other state files, in this order
 PASS_S = 0.1  # a pass starts this long after the write that wakes it
 _mirrors: dict[str, Mirror] = {}  # staged local folder -> its mirror
 
@@ -144,7 +149,7 @@ class Mirror:
                 if self.pushed.get(name) != key:
                     with contextlib.suppress(FileNotFoundError):
                         self._upload(name, (self.local / name).read_bytes(), key)
-            for name, (data, key) in held.items():
+            for name, (data, key) in sorted(held.items(), key=lambda item: _last(item[0])):
                 self._upload(name, data, key)
             for name in sorted(set(self.pushed) - set(state) - set(rows)):
                 with contextlib.suppress(FileNotFoundError):
@@ -196,6 +201,10 @@ class Mirror:
             self._wake.set()
             self._thread.join()
         self.push()
+
+
+def _last(name: str) -> int:
+    return SEARCHER_LAST.index(name) + 1 if name in SEARCHER_LAST else 0
 
 
 def changed(path) -> None:

@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pytest
 import yaml
 from sklearn.datasets import load_digits
@@ -171,3 +172,29 @@ def test_a_pass_reads_the_searchers_files_as_one_change_left_them(bucket, tmp_pa
     copy = StudyStore(tmp_path / "copy", searcher())
     with copy.locked() as loaded:
         assert trial.id in loaded.pending and copy.runner_trials() == {trial.id}
+
+
+def test_a_pass_cut_off_anywhere_leaves_no_ask_its_runner_did_not_claim(
+    bucket, tmp_path, monkeypatch
+):
+    import search
+    from cluster.study.results import ResultWriter
+    from cluster.study.store import JOURNAL_FILE, RUNNER_TRIALS, STATE_FILE, StudyStore
+    from search.testing import mixed_space
+
+    store = StudyStore(tmp_path, search.create("random", mixed_space(), metric="score", seed=1))
+    with store.locked() as asking:
+        told = asking.ask()
+        asking.tell(told.id, {"score": 1.0})
+        store.claim(told.id)
+    writer = ResultWriter(tmp_path, pa.schema([("trial", pa.string())]))
+    writer.add({"trial": told.id}, flush=True)  # its row
+    with store.locked() as asking:  # the next ask, as the runner makes it: claim, journal line
+        store.claim(asking.ask().id)
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models" / "model.onnx").write_bytes(b"onnx")
+    uploaded = []
+    monkeypatch.setattr(storage.Mirror, "_upload", lambda self, name, *_: uploaded.append(name))
+    storage.Mirror(f"s3://studies/cut?{bucket}", tmp_path).push()
+    assert uploaded[0].startswith("results/") and uploaded[-2:] == [STATE_FILE, JOURNAL_FILE]
+    assert uploaded.index(RUNNER_TRIALS) < uploaded.index(STATE_FILE)  # a kill -9 between any two
