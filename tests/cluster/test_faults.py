@@ -139,7 +139,7 @@ def test_a_worker_node_dies_mid_trial(tmp_path):
     try:
         address, worker = nodes.stdout.readline().split()
         assert address.startswith("127.0.0.1:")
-        trial = {"epochs": 200, "latency_repeats": 4}  # some 4 s a trial: time to see it run
+        trial = {"epochs": 500, "latency_repeats": 4}  # some 10 s a trial: time to see it run
         config, folder = write_study(
             tmp_path, trials=3, searcher="random", searcher_options={}, trial=trial
         )

@@ -46,7 +46,7 @@ def _wait(driver, done, *, seconds=240):
 
 
 def test_ctrl_c_a_second_driver_and_resume_keep_the_budget(tmp_path):
-    slow = {"epochs": 20, "latency_repeats": 4}  # trials last long enough to be interrupted
+    slow = {"epochs": 60, "latency_repeats": 4}  # trials last long enough to be interrupted
     config, folder = write_study(tmp_path, trials=5, trial=slow)
     driver = paretune("run", config, "--cpus", "2", stderr=subprocess.PIPE)
     try:

@@ -239,13 +239,13 @@ def test_requeue_hands_a_dead_clients_trial_to_the_next_ask(tmp_path):
 
 def test_the_client_heartbeats_while_a_trial_runs(tmp_path):
     folder = _study_folder(tmp_path, trials=4)
-    server, port = service.serve(folder, lease_s=0.6)
+    server, port = service.serve(folder, lease_s=2.0)
     try:
         client = service.StudyClient(f"127.0.0.1:{port}", "svc")
         alive, _ = client.ask()
         with client.running(alive):
             dead, _ = client.ask()  # never heartbeaten
-            time.sleep(1.5)
+            time.sleep(5.0)
         assert client.tell(alive, {"val_acc": 1.0}) == "completed"
         code, details = status_of(lambda: client.tell(dead, {"val_acc": 1.0}))
         assert code == grpc.StatusCode.NOT_FOUND and "lease" in details

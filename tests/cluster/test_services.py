@@ -107,19 +107,28 @@ def test_bad_requests_get_the_rightstatus_of(device_server, onnx_model):
     assert code == grpc.StatusCode.INVALID_ARGUMENT and "failed on input" in details
 
 
-def test_busy_past_the_queue(device_server, slow_onnx):
-    payload = slow_onnx
-    slow = {"format": "onnx", "input_shape": [1, 32, 32], "batch_sizes": [32], "repeats": 120}
+def test_busy_past_the_queue(device_server, onnx_model, monkeypatch):
+    started, release = threading.Event(), threading.Event()
+    measure = device.measure
+
+    def held(*args, **kwargs):  # the first request measures until the second one is answered
+        started.set()
+        release.wait(60)
+        return measure(*args, **kwargs)
+
+    monkeypatch.setattr(device, "measure", held)
+    onnx = {"format": "onnx", "input_shape": [1, 8, 8], "repeats": 5}
     outcome = {}
 
     def first():
-        outcome["first"] = device.DeviceClient(device_server).measure_bytes(payload, **slow)
+        outcome["first"] = device.DeviceClient(device_server).measure_bytes(onnx_model, **onnx)
 
     thread = threading.Thread(target=first)
     thread.start()
-    time.sleep(1.0)  # the first is measuring for several seconds
+    assert started.wait(60)
     client = device.DeviceClient(device_server)
-    code, details = status_of(lambda: client.measure_bytes(payload, **{**slow, "repeats": 119}))
+    code, details = status_of(lambda: client.measure_bytes(onnx_model, **{**onnx, "repeats": 4}))
+    release.set()
     thread.join()
     assert code == grpc.StatusCode.RESOURCE_EXHAUSTED and "busy" in details
     assert outcome["first"]["results"][0]["median_ms"] > 0
