@@ -35,7 +35,7 @@ over seeds of `random-asha`'s final best; B (harder), A + `HARDER` points. Per m
 median over seeds of the time each run's curve first reaches a target (a run that never does
 counts as the budget, and is counted as missed), and the ratios `bo-rungs` / `bo-asha` and
 `bo-rungs` / `tunebohb` of those medians (the issue's target: at most 0.5, and below 1). The
-JSON keeps every run (`benchmarks/out/rungs_study.json`); runs already there are skipped.
+JSON keeps every run (`benchmarks/out/rungs_study.json.gz`); runs already there are skipped.
 `tunebohb` needs `hpbandster` and `ConfigSpace` (not project dependencies): without them it is
 left out with a line saying why.
 """
@@ -56,7 +56,7 @@ from unittest import mock
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
 
-from benchmarks import joint  # noqa: E402
+from benchmarks import joint, records  # noqa: E402
 from cluster.raytune import runner  # noqa: E402
 from cluster.raytune.schedulers import max_steps  # noqa: E402
 from cluster.study import resume  # noqa: E402
@@ -435,7 +435,7 @@ def main(argv=None):
     parser.add_argument("--budget", type=float, default=150.0, help="wall seconds per run")
     parser.add_argument("--methods", default=",".join(METHODS))
     parser.add_argument("--bounds", default="p10", help="p10 and/or p25 (joint's percentiles)")
-    parser.add_argument("--out", default="benchmarks/out/rungs_study.json")
+    parser.add_argument("--out", default="benchmarks/out/rungs_study.json.gz")
     args = parser.parse_args(argv)
     for name, given, allowed in (
         ("tasks", args.tasks, joint.TASKS),
@@ -455,7 +455,7 @@ def main(argv=None):
         else:
             methods.append(method)
     out = Path(args.out)
-    saved = json.loads(out.read_text()) if out.exists() else {}
+    saved = records.read(out) or {}
     bounds, runs = saved.get("bounds", {}), saved.get("runs", [])
     import ray
 
@@ -475,8 +475,7 @@ def main(argv=None):
                     runs.append(key | run)
                     shown = {k: v for k, v in run.items() if k not in ("rows", "curve")}
                     print(json.dumps(key | shown), flush=True)
-                    out.parent.mkdir(parents=True, exist_ok=True)
-                    out.write_text(json.dumps({"bounds": bounds, "runs": runs}, indent=1))
+                    records.write(out, {"bounds": bounds, "runs": runs})
     same = [r for r in runs if r["budget"] == args.budget and r["task"] in args.tasks.split(",")]
     print_table(summary(same, budget=args.budget), budget=args.budget)
 

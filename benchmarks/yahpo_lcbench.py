@@ -53,6 +53,8 @@ for _threads in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
 
 import numpy as np  # noqa: E402
 
+from benchmarks import records  # noqa: E402
+
 EPOCHS = 52
 ETA = 3
 RUNGS = tuple(round(EPOCHS / ETA**k) for k in (3, 2, 1, 0))  # 2, 6, 17, 52
@@ -369,7 +371,7 @@ def main(argv=None) -> None:
     parser.add_argument("--budget", type=int, default=100, help="full-fidelity evaluations")
     parser.add_argument("--methods", default=",".join(METHODS))
     parser.add_argument("--reference", type=int, default=1000, help="random configs")
-    parser.add_argument("--out", default="benchmarks/out/yahpo_lcbench.json")
+    parser.add_argument("--out", default="benchmarks/out/yahpo_lcbench.json.gz")
     args = parser.parse_args(argv)
     methods = [m for m in args.methods.split(",") if m]
     unknown = sorted(set(methods) - set(METHODS))
@@ -410,10 +412,8 @@ def report(rows: list[dict], sampled: dict, *, args, seeds: int) -> None:
         print(f"\nRegret in accuracy points, {kind}, median over {seeds} seeds, "
               f"share of {budget} epochs:\n")  # fmt: skip
         print(table(rows, best, budget=budget, full=full), flush=True)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
     body = {"args": vars(args), "seeds": seeds, "sampled": sampled, "best": best, "rows": rows}
-    out.write_text(json.dumps(body))
+    records.write(args.out, body)
 
 
 def start_ray() -> None:
