@@ -174,7 +174,7 @@ def test_a_pass_reads_the_searchers_files_as_one_change_left_them(bucket, tmp_pa
         assert trial.id in loaded.pending and copy.runner_trials() == {trial.id}
 
 
-def test_a_pass_cut_off_anywhere_leaves_no_ask_its_runner_did_not_claim(
+def test_a_pass_uploads_an_asks_claim_before_the_journal_line_that_asked_it(
     bucket, tmp_path, monkeypatch
 ):
     import search
