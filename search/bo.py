@@ -7,13 +7,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 import numpy as np
-from scipy.optimize import minimize
 from scipy.stats import qmc
 
 from search import gp
 from search.base import Searcher
 from search.basic import enumerate_configs
-from search.candidates import best_untaken, neighbours, random_candidates
+from search.candidates import best_untaken, neighbours, random_candidates, refine
 from search.fidelity import AtFull, join_rungs
 from search.history import History, fit_subset, incumbents, parego_targets
 from spaces import Choice, Int
@@ -107,38 +106,6 @@ class BayesSearcher(Searcher):
         self._design_used += 1
         return self.space.decode(point)
 
-    def _refine(self, score, config: dict) -> tuple[dict, float]:
-        """L-BFGS-B on the active numeric dimensions of `config`, categories held fixed."""
-        free = np.array([not c and n in config for c, n in zip(self.cat, self.space.names)])
-        base = gp.features(self.space, [config])[0]
-        if not free.any():
-            return config, float(score(base[None])[0])
-
-        k, step = int(free.sum()), 1e-6
-
-        def loss_and_grad(v):
-            # the point and its k forward-difference neighbours, scored in one batch
-            # (a step backwards where a coordinate sits at the upper bound)
-            steps = np.where(v + step > 1.0, -step, step)
-            feats = np.repeat(base[None], k + 1, axis=0)
-            feats[:, free] = v
-            feats[1:, free] += np.diag(steps)
-            values = -score(feats)
-            return float(values[0]), (values[1:] - values[0]) / steps
-
-        result = minimize(
-            loss_and_grad,
-            base[free],
-            jac=True,
-            method="L-BFGS-B",
-            bounds=[(0.0, 1.0)] * k,
-            options={"maxiter": 50},
-        )
-        unit = self.space.encode(config)
-        unit[free] = result.x
-        refined = self.space.decode(unit)
-        return refined, float(score(gp.features(self.space, [refined]))[0])
-
     def _priced_choice(self, configs: list[dict], feats: np.ndarray, score, taken) -> dict:
         """The fitting config of best acquisition among `configs` (`taken`: indices never to
         propose), priced in order of acquisition times the constraint models' P(feasible);
@@ -169,10 +136,13 @@ class BayesSearcher(Searcher):
         data = self.history.sync(self.observations)
         if data.n < self.n_initial and self._design_used < self.n_initial:
             return self._design_point()
-        if data.n < 2:
+        if data.n >= 2:
+            y, rungs = self._targets()
+            score = self._scorer(y, rungs)
+        elif self.objective.constraints and data.n + data.n_rejected >= 2:
+            y, score = np.zeros(data.n), self._feasibility_scorer()
+        else:
             return self.space.sample(self.rng)
-        y, rungs = self._targets()
-        score = self._scorer(y, rungs)
         if self._all is not None:
             configs, feats, rows = self._all
             taken = self._seen | {k for k, n in self._pending_keys.items() if n}
@@ -203,7 +173,7 @@ class BayesSearcher(Searcher):
             if near_values[order[0]] > best_value:
                 best_config, best_value = near[order[0]], float(near_values[order[0]])
         for start in [best_config] + starts[:2] + starts_best:
-            refined, value = self._refine(score, start)
+            refined, value = refine(self.space, self.cat, score, start)
             pool.append(refined)
             if value > best_value:
                 best_config, best_value = refined, value
@@ -237,21 +207,13 @@ class BayesSearcher(Searcher):
         pending = gp.features(self.space, list(self.pending.values()))
         lie = {"worst": y_all.min(), "mean": y_all.mean(), "believer": None}[self.fantasy]
         model = self._fit("objective", x, y, pending, lie=lie, rungs=rungs)
-        constraints = []
-        rejected_x, rejected_costs = data.rejected(self.max_fit // 2)
-        for j, (name, bound) in enumerate(self.objective.constraints):
-            values = np.concatenate([data.costs[rows, j], rejected_costs[:, j]])
-            c_model = self._fit(f"constraint:{name}", np.vstack([x, rejected_x]), values, pending)
-            constraints.append((c_model, bound))
+        constraints = self._constraint_models(rows, pending)
         best = float(y_all[feasible].max()) if feasible.any() else None
         center, spread = float(y_all.mean()), float(y_all.std()) or 1.0
 
         def parts(feats: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
             """The acquisition alone and the log P(feasible), each `(n,)`."""
-            log_feasible = np.zeros(len(feats))
-            for c_model, c_bound in constraints:
-                mean, std = gp.predict_in_chunks(c_model, feats)
-                log_feasible += gp.log_probability_below(mean, std, c_bound)
+            log_feasible = _log_feasible(constraints, feats)
             if best is None and constraints:
                 return np.zeros(len(feats)), log_feasible
             mean, std = gp.predict_in_chunks(model, feats)
@@ -268,6 +230,34 @@ class BayesSearcher(Searcher):
         def score(feats: np.ndarray) -> np.ndarray:
             gain, log_feasible = parts(feats)
             return gain + self.feasibility_weight * log_feasible
+
+        score.parts = parts
+        return score
+
+    def _constraint_models(self, rows: np.ndarray, pending: np.ndarray) -> list[tuple]:
+        """`(GP, bound)` per constraint, fit on the costs of the usable results `rows` and of
+        the latest configs rejected on their costs alone (refused on price, say)."""
+        data = self.history
+        rejected_x, rejected_costs = data.rejected(self.max_fit // 2)
+        x = np.vstack([data.x[rows], rejected_x])
+        models = []
+        for j, (name, bound) in enumerate(self.objective.constraints):
+            values = np.concatenate([data.costs[rows, j], rejected_costs[:, j]])
+            models.append((self._fit(f"constraint:{name}", x, values, pending), bound))
+        return models
+
+    def _feasibility_scorer(self):
+        """Before two usable results (no objective to model) but after configs over a bound:
+        a score of log P(feasible) alone, so the first trials head where configs fit, not
+        where random draws fall (a tight bound refuses most of a joint space)."""
+        pending = gp.features(self.space, list(self.pending.values()))
+        constraints = self._constraint_models(np.arange(self.history.n), pending)
+
+        def parts(feats: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            return np.zeros(len(feats)), _log_feasible(constraints, feats)
+
+        def score(feats: np.ndarray) -> np.ndarray:
+            return parts(feats)[1]
 
         score.parts = parts
         return score
@@ -297,3 +287,12 @@ class BayesSearcher(Searcher):
     def _load_extra_state(self, extra: Mapping) -> None:
         self._design_seed, self._design_used = int(extra["design_seed"]), int(extra["design_used"])
         self._thetas = {k: list(v) for k, v in extra["thetas"].items()}
+
+
+def _log_feasible(constraints: list[tuple], feats: np.ndarray) -> np.ndarray:
+    """The log probability that each row of `feats` meets every `(GP, bound)`, `(n,)`."""
+    out = np.zeros(len(feats))
+    for model, bound in constraints:
+        mean, std = gp.predict_in_chunks(model, feats)
+        out += gp.log_probability_below(mean, std, bound)
+    return out

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+from scipy.optimize import minimize
 
 from search import gp
 from spaces import Space
@@ -45,3 +46,36 @@ def best_untaken(
             if fit:
                 return int(i)
     return None
+
+
+def refine(space: Space, cat: np.ndarray, score, config: dict) -> tuple[dict, float]:
+    """L-BFGS-B on the active numeric dimensions of `config`, categories held fixed."""
+    free = np.array([not c and n in config for c, n in zip(cat, space.names)])
+    base = gp.features(space, [config])[0]
+    if not free.any():
+        return config, float(score(base[None])[0])
+
+    k, step = int(free.sum()), 1e-6
+
+    def loss_and_grad(v):
+        # the point and its k forward-difference neighbours, scored in one batch
+        # (a step backwards where a coordinate sits at the upper bound)
+        steps = np.where(v + step > 1.0, -step, step)
+        feats = np.repeat(base[None], k + 1, axis=0)
+        feats[:, free] = v
+        feats[1:, free] += np.diag(steps)
+        values = -score(feats)
+        return float(values[0]), (values[1:] - values[0]) / steps
+
+    result = minimize(
+        loss_and_grad,
+        base[free],
+        jac=True,
+        method="L-BFGS-B",
+        bounds=[(0.0, 1.0)] * k,
+        options={"maxiter": 50},
+    )
+    unit = space.encode(config)
+    unit[free] = result.x
+    refined = space.decode(unit)
+    return refined, float(score(gp.features(space, [refined]))[0])

@@ -13,9 +13,11 @@ class NothingFits(Exhausted):
     """Raised by a priced `ask` whose pricing budget ran out (or whose searcher ran out of
     configs) before a config fit every bound. Its message names the bounds and the cheapest
     config priced; `refused` holds the refusal records that ask made (they are recorded);
-    `event` is the ask's replay event when it was made through `Searcher.record`."""
+    `spent` whether the ask's pricing budget ran out (another ask may find a fit: its
+    refusals taught the searcher); `event` is the ask's replay event when it was made through
+    `Searcher.record`."""
 
-    def __init__(self, message: str, refused: Sequence[dict] = ()):
+    def __init__(self, message: str, refused: Sequence[dict] = (), *, spent: bool = False):
         super().__init__(message)
-        self.refused = tuple(refused)
+        self.refused, self.spent = tuple(refused), spent
         self.event: dict | None = None

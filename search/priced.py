@@ -63,8 +63,9 @@ class PricedAsks:
             if self.objective.violation(costs) == 0:
                 return config, costs
             self._refuse(config, costs)
-        spent = not self._budget_left()
-        raise self._nothing_fits(self._budget_text() if spent else "every proposal is over it")
+        if self._budget_left():
+            raise self._nothing_fits("every proposal is over it")
+        raise self._nothing_fits(self._budget_text(), spent=True)
 
     def _cost(self, config: dict) -> dict:
         bounds, factors = dict(self.objective.constraints), self.price_factors()
@@ -144,7 +145,7 @@ class PricedAsks:
         self._refusals_indexed = (len(self.observations), keys)
         return keys
 
-    def _nothing_fits(self, why: str) -> NothingFits:
+    def _nothing_fits(self, why: str, *, spent: bool = False) -> NothingFits:
         bounds = ", ".join(f"{n} <= {b:g}" for n, b in self.objective.constraints)
         priced = [o for o in self.observations if o.get("priced")]
         text = f"nothing fits {bounds}: {why}"
@@ -161,7 +162,7 @@ class PricedAsks:
             )
         if self.price_factors():
             text += f"; prices scaled by measured / priced {self.price_factors()} (calibrated)"
-        return NothingFits(text, self._asked[1])
+        return NothingFits(text, self._asked[1], spent=spent)
 
     def _restore_refused(self, records: Sequence[dict]) -> None:
         """Record again the refusals an ask made (replay)."""

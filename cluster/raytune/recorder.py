@@ -14,7 +14,7 @@ from cluster.raytune.trainable import MODEL, PRICED
 from cluster.study import judge, warm
 from cluster.study.config import Study
 from cluster.study.errors import ConfigError
-from cluster.study.price import check_refusals, priced_costs, refusal_rows, spent, stopped
+from cluster.study.price import ask_within_refusals, priced_costs, refusal_rows, spent, stopped
 from cluster.study.resume import rung_of, told_as
 from cluster.study.rows import make_row, unprefixed
 from cluster.study.store import StudyStore
@@ -95,7 +95,7 @@ class Recorder:
     def priced_ask(self) -> search.Trial | None:
         """`searcher.ask()` under the store's lock and claimed, or None when the study's budget
         is taken. A priced searcher's refusals are written as rows; when its price stops the
-        study (nothing fits, or too many refusals: `check_refusals`) `stop` says why and
+        study (nothing fits, or too many refusals: `ask_within_refusals`) `stop` says why and
         `search.NothingFits` is raised."""
         with self.store.locked() as searcher:
             taken = warm.counted(searcher, self.study.dir)  # warm rows are free
@@ -103,15 +103,14 @@ class Recorder:
                 return None
             before = searcher.pricing
             try:
-                check_refusals(searcher, asked=taken, study=self.study)
-                trial = searcher.ask()
+                trial = ask_within_refusals(
+                    searcher, asked=taken, study=self.study, refused=self._refused
+                )
             except search.NothingFits as error:
-                self._refused(error.refused)
                 self.stop = str(stopped(error, study=self.study))
             except ConfigError as error:
                 self.stop = str(error)
             else:
-                self._refused(trial.refused)
                 self.store.claim(trial.id)
                 self.pricing[trial.id] = spent(before, searcher.pricing)
                 return trial

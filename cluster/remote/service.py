@@ -28,7 +28,7 @@ from cluster.remote.leases import EXPIRIES, Leases
 from cluster.remote.service_client import SERVICE, StudyClient, StudyError
 from cluster.study import results, warm
 from cluster.study.errors import ConfigError
-from cluster.study.price import check_refusals, refusal_rows, stopped, study_price
+from cluster.study.price import ask_within_refusals, refusal_rows, stopped, study_price
 from cluster.study.resume import load_study, make_searcher
 from cluster.study.rows import make_row
 from cluster.study.store import StudyStore
@@ -105,11 +105,11 @@ class StudyService:
                     grpc.StatusCode.FAILED_PRECONDITION,
                     f"the study's budget of {self.study.trials} trials is taken",
                 )
-            try:
-                check_refusals(searcher, asked=taken, study=self.study)
-                trial = searcher.ask()
-            except NothingFits as error:  # its refusals are kept: the abort comes after the block
-                self._refused(error.refused)
+            try:  # its refusals are kept: an abort comes after the block
+                trial = ask_within_refusals(
+                    searcher, asked=taken, study=self.study, refused=self._refused
+                )
+            except NothingFits as error:
                 why = str(stopped(error, study=self.study))
             except ConfigError as error:  # too many refusals a trial
                 why = str(error)
@@ -119,7 +119,6 @@ class StudyService:
                     f"{taken} of the study's {self.study.trials} trials were asked"
                 )
             else:
-                self._refused(trial.refused)
                 return self._answer(trial.id, trial.config)
         context.abort(grpc.StatusCode.FAILED_PRECONDITION, why)
 

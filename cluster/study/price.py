@@ -109,10 +109,11 @@ def _over_text(costs, constraints) -> str:
 
 def check_refusals(searcher: search.Searcher, *, asked: int, study: Study) -> None:
     """Raise `ConfigError` when the searcher refused more than `REFUSALS_PER_TRIAL` configs on
-    their price per trial asked (`asked`, warm trials left out): the space barely fits the
-    bounds. The message names the bounds and the cheapest config priced."""
+    their price per trial asked and the one it asks now (`asked`, warm trials left out): the
+    space barely fits the bounds. The message names the bounds and the cheapest config
+    priced."""
     refused = [o for o in searcher.observations if o.get("priced")]
-    if not asked or len(refused) <= REFUSALS_PER_TRIAL * asked:
+    if len(refused) <= REFUSALS_PER_TRIAL * (asked + 1):
         return
     raise ConfigError(
         f"study {study.name!r} stopped: its searcher refused {len(refused)} configs on their "
@@ -120,6 +121,26 @@ def check_refusals(searcher: search.Searcher, *, asked: int, study: Study) -> No
         f"models of the space fit {dict(study.constraints)}; {cheapest(refused, study)}. "
         "Loosen the bound, or narrow the space to smaller models"
     )
+
+
+def ask_within_refusals(
+    searcher: search.Searcher, *, asked: int, study: Study, refused
+) -> search.Trial:
+    """`searcher.ask()`, asked again while an ask spends its pricing budget (its refusals
+    taught the searcher where configs fit) until `check_refusals` raises `ConfigError`;
+    `refused(records)` gets each ask's refusals. Raises `search.NothingFits` when the
+    searcher proposes nothing that fits within a budget, or runs out of configs."""
+    while True:
+        check_refusals(searcher, asked=asked, study=study)
+        try:
+            trial = searcher.ask()
+        except search.NothingFits as error:
+            refused(error.refused)
+            if not error.spent:
+                raise
+        else:
+            refused(trial.refused)
+            return trial
 
 
 def cheapest(refused: list[dict], study: Study) -> str:

@@ -13,7 +13,13 @@ import search
 from cluster.raytune import runner
 from cluster.study import results
 from cluster.study.config import ConfigError, Study
-from cluster.study.price import REFUSALS_PER_TRIAL, SCREEN_AFTER, check_refusals, study_price
+from cluster.study.price import (
+    REFUSALS_PER_TRIAL,
+    SCREEN_AFTER,
+    ask_within_refusals,
+    check_refusals,
+    study_price,
+)
 from cluster.study.resume import open_store, prepare_dir
 from spaces import Choice, Float, Space
 from tests.cluster.test_services import _Aborted, _Context
@@ -68,12 +74,37 @@ def test_too_many_refusals_a_trial_stop_naming_the_bound_and_the_cheapest(tmp_pa
     cheap = {**refusal, "costs": {"latency_ms": 0.07}, "violation": 0.4}
     refused = [refusal] * (2 * REFUSALS_PER_TRIAL) + [cheap]
     searcher = SimpleNamespace(observations=refused)
-    check_refusals(searcher, asked=3, study=study)  # 101 refusals for 3 trials: fine
+    check_refusals(searcher, asked=2, study=study)  # 101 refusals for 2 trials and a third
     with pytest.raises(ConfigError) as caught:
-        check_refusals(searcher, asked=2, study=study)
+        check_refusals(searcher, asked=1, study=study)
     text = str(caught.value)
     assert "refused 101 configs" in text and "{'latency_ms': 0.05}" in text
     assert "latency_ms 0.07 > 0.05" in text  # the cheapest model priced
+
+
+@pytest.mark.parametrize("floor", [0.0, 1.0])
+def test_an_ask_that_spent_its_budget_asks_again_until_refusals_stop_it(tmp_path, floor):
+    # 1 config in 20 fits (none with a floor of 1) and an ask may price 3: asks spend their
+    # budget in vain, and the study asks again (it does not stop) until more than 50
+    # refusals a trial say few configs fit
+    price = search.Price(lambda config: {"latency_ms": floor + config["x"]}, calls=3)
+    searcher = search.create(
+        "random",
+        Space({"x": Float(0.0, 1.0)}),
+        metric="y",
+        mode="max",
+        seed=3,  # its first 5 asks find nothing
+        constraints={"latency_ms": 0.05},
+        price=price,
+    )
+    recorded, study = [], _study(tmp_path)
+    if not floor:
+        trial = ask_within_refusals(searcher, asked=0, study=study, refused=recorded.extend)
+        assert trial.config["x"] <= 0.05 and len(recorded) == 15  # 5 asks past their budget
+        return
+    with pytest.raises(ConfigError, match="refused 51 configs"):
+        ask_within_refusals(searcher, asked=0, study=study, refused=recorded.extend)
+    assert len(recorded) == REFUSALS_PER_TRIAL + 1
 
 
 def test_a_tight_bound_trains_the_budget_and_refusals_are_rows(local_ray, tmp_path):

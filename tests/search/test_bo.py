@@ -278,3 +278,17 @@ def test_local_search_starts_from_feasible_incumbents_not_the_best_violators(mon
     searcher.ask()
     incumbents = [x for x in seen[0] if x in told]
     assert sorted(incumbents) == [0.15, 0.3, 0.45]
+
+
+def test_a_priced_first_ask_heads_for_the_corner_that_fits_from_its_refusals():
+    # a cost that fits in 1 draw of ~3,000: random draws would spend the ask's 50 prices in
+    # vain; the constraint model fit on the refusals points to the corner that fits
+    space = Space({f"x{i}": Float(0.0, 1.0) for i in range(4)})
+    price = search.Price(lambda config: {"cost": sum(config.values())}, calls=50)
+    for seed in range(3):
+        searcher = search.create(
+            "bo", space, metric="y", mode="max", seed=seed, constraints={"cost": 0.3}, price=price
+        )
+        trial = searcher.ask()
+        assert sum(trial.config.values()) <= 0.3
+        assert len(trial.refused) < 50
