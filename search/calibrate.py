@@ -78,13 +78,18 @@ def factors(observations: list[dict], quantile: float) -> dict[str, float]:
 
 
 def _factors(ratios: Mapping[str, list[float]], quantile: float) -> dict[str, float]:
-    """The empirical `quantile` (the observed ratio at or below it: one outlier among a few
-    trials does not move it) of each cost's ratios, for costs with enough of them."""
-    return {
-        name: float(np.quantile(values, quantile, method="lower"))
-        for name, values in ratios.items()
-        if len(values) >= CALIBRATE_AFTER
-    }
+    """Each cost's factor, for costs with enough ratios: the `k`-th smallest of its `n` ratios
+    with `k = ceil(quantile * (n + 1))`, as split-conformal prediction picks it, so the next
+    trial's ratio is at most the factor with probability at least `quantile` (the plain
+    empirical quantile covers less: 18 of 21 at 20 trials against 19 of 21); but never the
+    largest ratio while `quantile` < 1, so one outlier does not move it."""
+    out = {}
+    for name, values in ratios.items():
+        n = len(values)
+        if n >= CALIBRATE_AFTER:
+            k = min(math.ceil(quantile * (n + 1)), n if quantile >= 1 else n - 1)
+            out[name] = float(np.partition(values, k - 1)[k - 1])
+    return out
 
 
 def _ratios(record: Mapping) -> list[tuple[str, float]]:

@@ -3,6 +3,7 @@ scales every price once enough trials were priced and then measured."""
 
 import json
 
+import numpy as np
 import pytest
 
 import search
@@ -142,3 +143,18 @@ def test_a_screened_price_is_calibrated_and_given_to_the_trial():
     assert searcher.price_factors() == {"cost": pytest.approx(0.7)}
     assert searcher.pricing["screened"] > 0
     assert max(o["config"]["n"] for o in searcher.usable()) > 20  # raw over 20, calibrated under
+
+
+def test_the_factor_covers_the_next_trial_at_the_quantile_as_conformal_prediction_does():
+    # closed form: the k-th smallest of n exchangeable ratios bounds the next one with
+    # probability k / (n + 1); at 20 trials and 0.9 the factor is the 19th (19 / 21 >= 0.9)
+    rng = np.random.default_rng(0)
+    covered = []
+    for _ in range(4000):
+        ratios = 1.0 + rng.exponential(0.1, size=21)  # 20 trials measured, then the next
+        observations = [
+            {"status": "completed", "price": {"cost": 1.0}, "metrics": {"cost": r}}
+            for r in ratios[:20]
+        ]
+        covered.append(ratios[20] <= factors(observations, 0.9)["cost"])
+    assert np.mean(covered) == pytest.approx(19 / 21, abs=0.01)
