@@ -146,6 +146,24 @@ def test_costs_seen_only_together_are_not_told_apart_by_the_screen():
     assert len(calls) == before + 1  # a new mix: priced exactly
 
 
+def test_a_bound_on_a_cost_the_price_never_returns_leaves_the_screen_to_the_others():
+    function, calls = counting()
+    price = search.Price(function, keys=KEYS, screen=10)
+    bounds = {"latency_ms": BOUND, "accuracy_drop": 0.01}  # a cost only training measures
+    for config in distinct_configs(10, seed=4):
+        price(config, bounds=bounds)
+    far = 0
+    for config in distinct_configs(200, seed=5)[10:]:
+        distance = abs(math.log(latency(config)["latency_ms"] / BOUND))
+        before = len(calls)
+        answer = price(config, bounds=bounds)
+        assert set(answer) == {"latency_ms"}  # screened or priced: the price's costs only
+        if distance > 2 * price.screen.models["latency_ms"].margin:
+            far += 1
+            assert len(calls) == before or price.known(config) is not None, config
+    assert far > 50 and price.stats["screened"] >= far
+
+
 @pytest.mark.parametrize("name", ["bo", "evolution"])
 def test_a_screened_searcher_proposes_only_fitting_configs_with_fewer_exact_calls(name):
     def run(screen):
