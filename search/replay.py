@@ -37,7 +37,7 @@ def record(searcher, change: str, args: tuple, kwargs: dict) -> tuple[object, di
         json.dumps(searcher._extra_state(), default=plain),
         searcher.rng.bit_generator.state,
     )
-    nothing, priced = None, len(price_state(searcher).get("prices", ()))
+    nothing, priced = None, 0 if searcher.price is None else searcher.price.exact
     try:
         result = getattr(searcher, change)(*args, **kwargs)
     except NothingFits as error:  # the refusals it recorded are a change all the same
@@ -107,7 +107,7 @@ def price_state(searcher, since: int = 0) -> dict:
     exact prices from the `since`th on (`"prices"`), which the screen's fit is restored from."""
     state = searcher.pricing
     if searcher.price is not None and searcher.price.screen is not None:
-        state["prices"] = searcher.price.prices()[since:]
+        state["prices"] = searcher.price.prices(since)
     return state
 
 

@@ -210,6 +210,41 @@ def test_a_screened_searcher_replays_and_resumes_identically():
     assert [resumed.pricing[k] for k in counts] == [searcher.pricing[k] for k in counts]
 
 
+def test_a_screened_searchers_ask_events_carry_each_exact_price_once():
+    price = search.Price(latency, keys=KEYS, screen=10)
+    searcher = search.create(
+        "evolution", SPACE, metric="score", seed=0, constraints={"latency_ms": BOUND}, price=price
+    )
+    copied, prices = [], price.prices
+
+    def counted(*args, **kwargs):  # the prices an event copies out of the cache
+        out = prices(*args, **kwargs)
+        copied.append(len(out))
+        return out
+
+    price.prices, events = counted, []
+    for _ in range(40):
+        trial, event = searcher.record("ask")
+        events.append(json.loads(json.dumps(event)))
+        searcher.tell(trial.id, metrics(trial.config))
+    carried = [key for event in events for key, _ in event["price"]["prices"]]
+    assert sorted(carried) == sorted(key for key, _ in prices())  # each one, in one event
+    assert sum(copied) == len(carried) == len(prices()) > 10  # copied once, when it is new
+    replayed = search.create(
+        "evolution",
+        SPACE,
+        metric="score",
+        seed=0,
+        constraints={"latency_ms": BOUND},
+        price=search.Price(latency, keys=KEYS, screen=10),
+    )
+    for event in events:
+        replayed.apply(event)
+        if event["config"] is not None:
+            replayed.tell(event["id"], metrics(event["config"]))
+    assert replayed.price.prices() == prices() and replayed.state_dict() == searcher.state_dict()
+
+
 @pytest.mark.parametrize("screen", [5, 0, True, 20.0, "20"])
 def test_a_bad_screen_names_the_argument_and_what_is_allowed(screen):
     with pytest.raises(ValueError, match=r"price: screen must be None .* an integer >= 10"):
