@@ -238,7 +238,7 @@ class BayesSearcher(Searcher):
         lie = {"worst": y_all.min(), "mean": y_all.mean(), "believer": None}[self.fantasy]
         model = self._fit("objective", x, y, pending, lie=lie, rungs=rungs)
         constraints = []
-        rejected_x, rejected_costs = data.rejected(self.max_fit // 2)
+        rejected_x, rejected_costs = data.rejected(self.max_fit // 2, factors=self.price_factors())
         for j, (name, bound) in enumerate(self.objective.constraints):
             values = np.concatenate([data.costs[rows, j], rejected_costs[:, j]])
             c_model = self._fit(f"constraint:{name}", np.vstack([x, rejected_x]), values, pending)

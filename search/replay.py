@@ -88,6 +88,7 @@ def apply(searcher, event: Mapping) -> None:
             status=event["status"],
             trial_id=trial_id,
             fidelity=event.get("fidelity"),
+            price=event.get("costs"),
         )
         _check_told(event, record)
     elif op == "revise":
@@ -137,6 +138,8 @@ def _arguments(searcher, change: str, result, args: tuple, kwargs: dict) -> dict
         event |= {"status": given["status"], "told": result["status"]}
     if given.get("fidelity") is not None:  # (tells without one keep the keys they always had)
         event["fidelity"] = float(given["fidelity"])
+    if given.get("price"):  # an add's raw price, as an ask's event keeps it
+        event["costs"] = dict(given["price"])
     return event
 
 
