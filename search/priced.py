@@ -162,11 +162,12 @@ class PricedAsks:
         (`price_factors()`) where it kept its raw `price` (else as recorded)."""
         out = []
         for record in self.observations:
-            if record.get("priced") and record.get("price") is not None:
+            if not record.get("priced"):
+                continue
+            if record.get("price") is not None:
                 costs = self._calibrated(record["price"])
                 record = record | {"costs": costs, "violation": self.objective.violation(costs)}
-            if record.get("priced"):
-                out.append(record)
+            out.append(record)
         return out
 
     def _refused_keys(self) -> set[str]:

@@ -115,13 +115,14 @@ def check_refusals(searcher: search.Searcher, *, asked: int, study: Study) -> No
     their price per trial asked (`asked`, warm trials left out): the space barely fits the
     bounds. The message names the bounds and the cheapest config priced (at the calibration
     of now)."""
-    refused = searcher.refusals()
-    if not asked or len(refused) <= REFUSALS_PER_TRIAL * asked:
+    refused = len(searcher.observations) - searcher.trained()
+    if not asked or refused <= REFUSALS_PER_TRIAL * asked:
         return
+    least = cheapest(searcher.refusals(), study)
     raise ConfigError(
-        f"study {study.name!r} stopped: its searcher refused {len(refused)} configs on their "
+        f"study {study.name!r} stopped: its searcher refused {refused} configs on their "
         f"price for the {asked} trials it asked (more than {REFUSALS_PER_TRIAL} a trial): few "
-        f"models of the space fit {dict(study.constraints)}; {cheapest(refused, study)}. "
+        f"models of the space fit {dict(study.constraints)}; {least}. "
         "Loosen the bound, or narrow the space to smaller models"
     )
 

@@ -67,7 +67,7 @@ def test_too_many_refusals_a_trial_stop_naming_the_bound_and_the_cheapest(tmp_pa
     refusal = {"priced": True, "config": {}, "costs": {"latency_ms": 0.2}, "violation": 3.0}
     cheap = {**refusal, "costs": {"latency_ms": 0.07}, "violation": 0.4}
     refused = [refusal] * (2 * REFUSALS_PER_TRIAL) + [cheap]
-    searcher = SimpleNamespace(refusals=lambda: refused)
+    searcher = SimpleNamespace(observations=refused, refusals=lambda: refused, trained=lambda: 0)
     check_refusals(searcher, asked=3, study=study)  # 101 refusals for 3 trials: fine
     with pytest.raises(ConfigError) as caught:
         check_refusals(searcher, asked=2, study=study)
