@@ -80,7 +80,7 @@ class Searcher(PricedAsks, Rungs, Calibration):
         config, costs, refused = self._proposal()
         trial = Trial(str(self._next_id), config, tuple(refused), costs)
         self._hold(trial.id, config)
-        self._keep_price(trial.id, config, costs)
+        self._keep_price(trial.id, costs and self.price.known(config))  # screened: None
         return trial
 
     def _unpending(self) -> dict:
@@ -185,15 +185,15 @@ class Searcher(PricedAsks, Rungs, Calibration):
         status: str | None = None,
         trial_id: str | None = None,
         fidelity: float | None = None,
+        price: Mapping | None = None,
     ) -> dict:
         """Record a result for a config that was not asked (warm start from earlier runs, or
         a state rebuilt from results), told with `status` and `fidelity` as `tell` is.
-        `trial_id` keeps the id it had (a number, not yet used); by default the next free one."""
-        self.space.validate(config)
-        trial_id = str(self._next_id) if trial_id is None else str(trial_id)
-        if not trial_id.isdigit() or trial_id in self.pending or trial_id in self._told_ids:
-            raise ValueError(f"add: trial id {trial_id!r} must be a new number")
+        `trial_id` keeps the id it had (a number, not yet used); by default the next free one.
+        `price`: the raw price its config had when asked (kept as a tell keeps an ask's)."""
+        trial_id = self._new_id(config, trial_id, change="add")
         self._hold(trial_id, dict(config))
+        self._keep_price(trial_id, price)
         return self.tell(trial_id, metrics, status=status, fidelity=fidelity)
 
     # -- queries ----------------------------------------------------------------------------

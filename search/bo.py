@@ -238,7 +238,7 @@ class BayesSearcher(Searcher):
         """`(GP, bound)` per constraint, fit on the costs of the usable results `rows` and of
         the latest configs rejected on their costs alone (refused on price, say)."""
         data = self.history
-        rejected_x, rejected_costs = data.rejected(self.max_fit // 2)
+        rejected_x, rejected_costs = data.rejected(self.max_fit // 2, factors=self.price_factors())
         x = np.vstack([data.x[rows], rejected_x])
         models = []
         for j, (name, bound) in enumerate(self.objective.constraints):

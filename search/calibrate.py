@@ -21,17 +21,20 @@ class Calibration:
     measured (told `completed` or `infeasible` with that cost), each price of it is scaled by
     the `price.quantile` quantile of measured / priced over them: a config is proposed when
     its calibrated price fits, so about that share of the trials priced to fit measure within
-    the bound. Refusals and `Trial.costs` hold calibrated costs; a price that matches what
-    trials measure (a table, a MAC count) calibrates by 1."""
+    the bound. `Trial.costs` holds calibrated costs; a refusal holds those of its ask and its
+    raw `price` too, which every reader scales by the factors of the time it reads
+    (`PricedAsks.refusals`, `History.rejected`); a price that matches what trials measure (a
+    table, a MAC count) calibrates by 1."""
 
     def _start_calibration(self) -> None:
         self.asked_costs: dict[str, dict] = {}  # pending trials' raw prices
         self._ratios: tuple[int, dict, dict] = (0, {}, {})  # (records read, ratios, factors)
 
-    def _keep_price(self, trial_id: str, config: dict, costs: dict | None) -> None:
-        raw = None if costs is None else self.price.known(config)
+    def _keep_price(self, trial_id: str, raw: Mapping | None) -> None:
+        """Keep `raw`, the raw price of pending `trial_id`'s config, for its tell (None, {}:
+        none)."""
         if raw:
-            self.asked_costs[trial_id] = raw
+            self.asked_costs[trial_id] = {name: float(value) for name, value in raw.items()}
 
     def _attach_price(self, record: dict) -> None:
         raw = self.asked_costs.pop(record["id"], None)
@@ -43,11 +46,14 @@ class Calibration:
         factors = self.price_factors()
         return {name: value * factors.get(name, 1.0) for name, value in costs.items()}
 
-    def price_factors(self) -> dict[str, float]:
-        """Each cost's calibration factor so far (a cost without enough trials: absent)."""
+    def price_factors(self, *, upto: int | None = None) -> dict[str, float]:
+        """Each cost's calibration factor so far, or after the first `upto` observations (a
+        cost without enough trials: absent)."""
         quantile = getattr(self.price, "quantile", None)
         if quantile is None:
             return {}
+        if upto is not None:
+            return factors(self.observations[:upto], quantile)
         read, ratios, known = self._ratios
         new = [pair for record in self.observations[read:] for pair in _ratios(record)]
         for name, ratio in new:
@@ -94,9 +100,12 @@ def _factors(ratios: Mapping[str, list[float]], quantile: float) -> dict[str, fl
 
 def _ratios(record: Mapping) -> list[tuple[str, float]]:
     """`(cost, measured / priced)` of a told record priced at its ask and measured: at its end,
-    or before training (a trial that found itself over a bound: its `costs`)."""
+    or before training (a trial that found itself over a bound: its `costs`); a refusal
+    (`priced`) measured nothing."""
     price, metrics = record.get("price"), record.get("metrics") or record.get("costs")
-    if not price or not metrics or record["status"] not in ("completed", "infeasible"):
+    if not price or not metrics or record.get("priced"):
+        return []
+    if record["status"] not in ("completed", "infeasible"):
         return []
     return [
         (name, metrics[name] / priced)

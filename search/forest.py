@@ -143,7 +143,11 @@ class ForestSearcher(Searcher):
         objective = self._forest(x_all, y_all)
         objective.leveled = cat is not data.cat  # read at the full fidelity
         # configs rejected before training teach the constraint forests where the bounds lie
-        rejected_x, rejected_costs = data.rejected(self.max_fit // 2, upto=self._fit_rejected)
+        rejected_x, rejected_costs = data.rejected(
+            self.max_fit // 2,
+            upto=self._fit_rejected,
+            factors=self.price_factors(upto=self._fit_told),  # the fit's: it is rebuilt on load
+        )
         constraints = [
             (
                 self._forest(

@@ -3,6 +3,8 @@ compute from them: ParEGO targets, incumbents, and a bounded subset to fit a mod
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import numpy as np
 
 from search import gp
@@ -14,7 +16,8 @@ class History:
     """Arrays over the usable observations (completed or infeasible, with metrics), in the
     order they were told: `x` feature rows `(n, d)` (see `gp.features`), `signed` objectives
     to minimize `(n, m)`, `costs` constrained values `(n, c)`, `feasible` `(n,)`, `violation`
-    `(n,)`, and their `configs`; configs rejected on their costs alone apart (`rejected`).
+    `(n,)`, and their `configs`; configs rejected on their costs alone apart (`rejected`: a
+    refusal on price by its raw `price`, scaled when read).
     `sync(observations)` appends what is new; a replaced list is read again."""
 
     def __init__(self, space: Space, objective: Objective):
@@ -26,13 +29,14 @@ class History:
         self.configs: list[dict] = []
         self._rejected_x: list[np.ndarray] = []
         self._rejected_costs: list[list[float]] = []
+        self._rejected_raw: list[bool] = []  # costs that are a refusal's raw price
         widths = (len(space), len(objective.metrics), len(objective.constraints), 1, 1)
         self._arrays = [np.empty((64, w)) for w in widths]
 
     def sync(self, observations: list[dict]) -> History:
         if observations is not self._source or len(observations) < self._read:
             self._source, self._read, self.n, self.configs = observations, 0, 0, []
-            self._rejected_x, self._rejected_costs = [], []
+            self._rejected_x, self._rejected_costs, self._rejected_raw = [], [], []
         for record in observations[self._read :]:
             if record["status"] in ("completed", "infeasible") and record["metrics"] is not None:
                 self._append(record)
@@ -45,24 +49,31 @@ class History:
         """A config rejected before training: no objective, but its costs teach the constraint
         models where the bounds lie (else a searcher proposes it again and again)."""
         names = [name for name, _ in self.objective.constraints]
-        if all(name in record["costs"] for name in names):
+        raw = record.get("price") if record.get("priced") else None
+        costs = record["costs"] if raw is None else raw
+        if all(name in costs for name in names):
             self._rejected_x.append(gp.features(self.space, [record["config"]])[0])
-            self._rejected_costs.append([float(record["costs"][name]) for name in names])
+            self._rejected_costs.append([float(costs[name]) for name in names])
+            self._rejected_raw.append(raw is not None)
 
     @property
     def n_rejected(self) -> int:
         return len(self._rejected_x)
 
-    def rejected(self, limit: int, *, upto: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    def rejected(
+        self, limit: int, *, upto: int | None = None, factors: Mapping[str, float] | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
         """The latest `limit` of the first `upto` (default: all) rejected configs: feature
-        rows `(k, d)` and their constrained costs `(k, c)`, for the constraint models only."""
+        rows `(k, d)` and their constrained costs `(k, c)`, for the constraint models only; a
+        refusal's raw price scaled by `factors` (`Searcher.price_factors()`, of each cost)."""
         end = self.n_rejected if upto is None else upto
-        rows = self._rejected_x[:end][-limit:] if limit else []
-        costs = self._rejected_costs[:end][-limit:] if limit else []
+        keep = slice(max(end - limit, 0), end) if limit else slice(0, 0)
+        rows, raw = self._rejected_x[keep], np.array(self._rejected_raw[keep], dtype=bool)
         width = len(self.objective.constraints)
-        return np.array(rows).reshape(len(rows), len(self.space)), np.array(costs).reshape(
-            len(costs), width
-        )
+        costs = np.array(self._rejected_costs[keep], dtype=float).reshape(len(rows), width)
+        scale = [(factors or {}).get(name, 1.0) for name, _ in self.objective.constraints]
+        costs = np.where(raw[:, None], costs * np.array(scale), costs)
+        return np.array(rows).reshape(len(rows), len(self.space)), costs
 
     def _append(self, record: dict) -> None:
         metrics = record["metrics"]

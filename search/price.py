@@ -6,6 +6,7 @@ import json
 import math
 import time
 from collections.abc import Callable, Mapping, Sequence
+from itertools import islice
 
 from search.calibrate import PRICE_QUANTILE
 from search.screen import Screen
@@ -93,9 +94,15 @@ class Price:
         costs = self._cache.get(self.key(config))
         return None if costs is None else dict(costs)
 
-    def prices(self) -> list[list]:
-        """The exact prices so far, `[price key, costs]` in the order priced."""
-        return [[key, dict(costs)] for key, costs in self._cache.items()]
+    def prices(self, since: int = 0) -> list[list]:
+        """The exact prices so far from the `since`th on (all by default), `[price key, costs]`
+        in the order priced; `exact` counts them."""
+        return [[key, dict(costs)] for key, costs in islice(self._cache.items(), since, None)]
+
+    @property
+    def exact(self) -> int:
+        """How many configs were priced exactly so far (the cache's size)."""
+        return len(self._cache)
 
     def learn(self, prices) -> None:
         """Take `prices` (`prices()`'s) into the cache, keeping those it holds."""

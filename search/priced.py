@@ -17,7 +17,8 @@ class PricedAsks:
     constraint names. `ask` never returns a config whose priced costs break a bound while one
     that fits turns up within the price's per-ask budget: each one over a bound is recorded
     (once per price key) as an observation of its own id (`status` "infeasible", `metrics`
-    None, its `costs` and `violation`, `"priced": True`; not a trained trial, see `trained()`)
+    None, its `costs` and `violation` as calibrated then, its raw `price`, `"priced": True`;
+    not a trained trial, see `trained()`; `refusals()` reads them at the calibration of now)
     and the searcher proposes again; past the budget `ask` raises `NothingFits`. Subclasses
     may price while they choose (`_fits`)."""
 
@@ -59,15 +60,25 @@ class PricedAsks:
                 return config, {}
             if self.price.known(config) is None and not self._budget_left():
                 break  # spent (also while `_propose` priced): no call past the budget
-            costs = self._cost(config)  # a config priced already is a cache hit
-            if self.objective.violation(costs) == 0:
+            costs = self._priced(config)  # a config priced already is a cache hit
+            if costs is not None:
                 return config, costs
-            self._refuse(config, costs)
         if self._budget_left():
             raise self._nothing_fits("every proposal is over it")
         raise self._nothing_fits(self._budget_text(), spent=True)
 
+    def _priced(self, config: dict) -> dict | None:
+        """`config`'s calibrated costs when they fit every bound; else None, and `config` is
+        recorded as refused."""
+        raw = self._cost(config)
+        costs = self._calibrated(raw)
+        if self.objective.violation(costs) == 0:
+            return costs
+        self._refuse(config, raw, costs)
+        return None
+
     def _cost(self, config: dict) -> dict:
+        """`config`'s raw price (a screen judges it against the bounds over the factors)."""
         bounds, factors = dict(self.objective.constraints), self.price_factors()
         raw = {name: bound / factors.get(name, 1.0) for name, bound in bounds.items()}
         costs = self.price(config, bounds=raw)  # a screen judges raw prices
@@ -77,7 +88,7 @@ class PricedAsks:
                 f"price: returned costs {unknown} that are not constraint names; "
                 f"it may return only {sorted(bounds)}"
             )
-        return self._calibrated(costs)
+        return costs
 
     def _fits(self, config: dict) -> bool | None:
         """During a priced ask: whether `config`'s priced costs fit every bound (a config over
@@ -87,11 +98,7 @@ class PricedAsks:
             return True
         if not self._budget_left():
             return None
-        costs = self._cost(config)
-        if self.objective.violation(costs) == 0:
-            return True
-        self._refuse(config, costs)
-        return False
+        return self._priced(config) is not None
 
     @property
     def _priced_ask(self) -> bool:
@@ -113,27 +120,56 @@ class PricedAsks:
             f"{self.price.seconds:g} s)"
         )
 
-    def _refuse(self, config: dict, costs: dict) -> None:
+    def _refuse(self, config: dict, raw: dict, costs: dict) -> None:
         """Record `config`, priced over a bound, as refused: once per price key (the configs
         that differ from a refused one only where the costs do not depend are not recorded
         again: they cost nothing to skip, and a study would write a row for each)."""
         if self.price.key(config) in self._refused_keys():
             return
-        record = self.add_refused(config, costs)
+        record = self.add_refused(config, costs, price=raw)
         self._asked[1].append(record)
 
-    def add_refused(self, config: Mapping, costs: Mapping, *, trial_id: str | None = None):
+    def add_refused(
+        self,
+        config: Mapping,
+        costs: Mapping,
+        *,
+        price: Mapping | None = None,
+        trial_id: str | None = None,
+    ) -> dict:
         """Record `config` as refused on its priced `costs` (a study rebuilding its searcher
-        from its rows; `trial_id` as `add` takes it); returns the record."""
-        self.space.validate(config)
-        trial_id = str(self._next_id) if trial_id is None else str(trial_id)
-        if not trial_id.isdigit() or trial_id in self.pending or trial_id in self._told_ids:
-            raise ValueError(f"add_refused: trial id {trial_id!r} must be a new number")
+        from its rows; `trial_id` as `add` takes it), calibrated from the raw `price` (None: a
+        row from before refusals kept it); returns the record."""
+        trial_id = self._new_id(config, trial_id, change="add_refused")
         record = {"id": trial_id, "config": dict(config), "metrics": None}
         record |= {"status": "infeasible", "costs": {k: float(v) for k, v in costs.items()}}
         record |= {"violation": self.objective.violation(record["costs"]), "priced": True}
+        if price is not None:
+            record["price"] = {k: float(v) for k, v in price.items()}
         self._restore_refused([record])
         return record
+
+    def _new_id(self, config: Mapping, trial_id: str | None, *, change: str) -> str:
+        """The id of a config recorded without an ask (`add`, `add_refused`): `trial_id`, a
+        number not used yet, or by default the next free one; `config` checked too."""
+        self.space.validate(config)
+        trial_id = str(self._next_id) if trial_id is None else str(trial_id)
+        if not trial_id.isdigit() or trial_id in self.pending or trial_id in self._told_ids:
+            raise ValueError(f"{change}: trial id {trial_id!r} must be a new number")
+        return trial_id
+
+    def refusals(self) -> list[dict]:
+        """The refusal records, each with its `costs` and `violation` at the calibration of now
+        (`price_factors()`) where it kept its raw `price` (else as recorded)."""
+        out = []
+        for record in self.observations:
+            if not record.get("priced"):
+                continue
+            if record.get("price") is not None:
+                costs = self._calibrated(record["price"])
+                record = record | {"costs": costs, "violation": self.objective.violation(costs)}
+            out.append(record)
+        return out
 
     def _refused_keys(self) -> set[str]:
         """The price keys of the refusals recorded, indexed as observations grow (a loaded
@@ -147,7 +183,7 @@ class PricedAsks:
 
     def _nothing_fits(self, why: str, *, spent: bool = False) -> NothingFits:
         bounds = ", ".join(f"{n} <= {b:g}" for n, b in self.objective.constraints)
-        priced = [o for o in self.observations if o.get("priced")]
+        priced = self.refusals()
         text = f"nothing fits {bounds}: {why}"
         if priced:
             cheapest = min(priced, key=lambda o: o["violation"])

@@ -37,7 +37,7 @@ def record(searcher, change: str, args: tuple, kwargs: dict) -> tuple[object, di
         json.dumps(searcher._extra_state(), default=plain),
         searcher.rng.bit_generator.state,
     )
-    nothing, priced = None, len(price_state(searcher).get("prices", ()))
+    nothing, priced = None, 0 if searcher.price is None else searcher.price.exact
     try:
         result = getattr(searcher, change)(*args, **kwargs)
     except NothingFits as error:  # the refusals it recorded are a change all the same
@@ -88,6 +88,7 @@ def apply(searcher, event: Mapping) -> None:
             status=event["status"],
             trial_id=trial_id,
             fidelity=event.get("fidelity"),
+            price=event.get("costs"),
         )
         _check_told(event, record)
     elif op == "revise":
@@ -107,7 +108,7 @@ def price_state(searcher, since: int = 0) -> dict:
     exact prices from the `since`th on (`"prices"`), which the screen's fit is restored from."""
     state = searcher.pricing
     if searcher.price is not None and searcher.price.screen is not None:
-        state["prices"] = searcher.price.prices()[since:]
+        state["prices"] = searcher.price.prices(since)
     return state
 
 
@@ -137,6 +138,8 @@ def _arguments(searcher, change: str, result, args: tuple, kwargs: dict) -> dict
         event |= {"status": given["status"], "told": result["status"]}
     if given.get("fidelity") is not None:  # (tells without one keep the keys they always had)
         event["fidelity"] = float(given["fidelity"])
+    if given.get("price"):  # an add's raw price, as an ask's event keeps it
+        event["costs"] = dict(given["price"])
     return event
 
 

@@ -26,6 +26,7 @@ class Screen:
     def __init__(self, after: int):
         self.after = after
         self.models: dict[str, Ridge] = {}  # per cost, the latest fit
+        self.priced: set[str] = set()  # the costs some exact price holds
         self._size, self.encoding = -1, None
 
     @classmethod
@@ -49,8 +50,9 @@ class Screen:
         if len(prices) < self.after or not bounds:
             return None
         self._refit(prices)
+        bounds = {name: bound for name, bound in bounds.items() if name in self.priced}
         row = self.encoding.row(part)
-        if row is None:
+        if row is None or not bounds:
             return None
         predicted, placed = {}, set()
         for name, bound in bounds.items():
@@ -75,9 +77,9 @@ class Screen:
         parts = [json.loads(key) for key in prices]
         self.encoding = Encoding(parts)
         rows = np.array([self.encoding.row(p) for p in parts]).reshape(len(parts), -1)
-        names = sorted({n for costs in prices.values() for n in costs})
+        self.priced = {n for costs in prices.values() for n in costs}
         self.models = {}
-        for name in names:
+        for name in sorted(self.priced):
             y = np.array([c.get(name, math.nan) for c in prices.values()], dtype=float)
             keep = np.isfinite(y)
             if keep.sum() >= 3:

@@ -15,6 +15,7 @@ from cluster.study import judge, warm
 from cluster.study.config import Study
 from cluster.study.errors import ConfigError
 from cluster.study.price import ask_within_refusals, priced_costs, refusal_rows, spent, stopped
+from cluster.study.results import PRICE
 from cluster.study.resume import rung_of, told_as
 from cluster.study.rows import make_row, unprefixed
 from cluster.study.store import StudyStore
@@ -211,9 +212,10 @@ class Recorder:
         ran = self._config(trial, result, config)
         noted(result, self._file(self.models.pop(tune_id, None), ran))
         with self.store.locked() as searcher:
-            self.writer.add(self._row(trial, result, status, ran), flush=True)
             if ran != searcher.pending.get(trial, ran):
                 searcher.revise(trial, ran)
+            result[PRICE] = searcher.asked_costs.get(trial)  # its raw price, as the tell keeps it
+            self.writer.add(self._row(trial, result, status, ran), flush=True)
             metrics, status_told = told_as(result, status, searcher.objective.names)
             searcher.tell(trial, metrics, **status_told)
         self.asked.pop(trial, None)

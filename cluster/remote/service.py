@@ -170,9 +170,8 @@ class StudyService:
             except ValueError as error:  # e.g. the metrics lack an objective
                 raise wire.BadMessage(str(error)) from error
             self.leases.release(trial)
-            self._write(
-                trial, config, record["status"], metrics or {}, node=f"service:{context.peer()}"
-            )
+            values = {**(metrics or {}), results.PRICE: record.get("price")}  # its raw price
+            self._write(trial, config, record["status"], values, node=f"service:{context.peer()}")
         return wire.encode({"status": record["status"]})
 
     def state(self, message: bytes, context) -> bytes:

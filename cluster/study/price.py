@@ -5,7 +5,8 @@ price is a row of its own (`refused`, status `infeasible`, final, its costs and 
 accuracy), never a trial: it uses up none of the study's `trials:`. The searcher calibrates the
 price on what its trials measure (`search.calibrate`: after 5 trials priced and measured, each
 price is scaled by the 90% quantile of measured / priced), so a refused row's costs, and the
-costs a trial is given, are the calibrated ones."""
+costs a trial is given, are the calibrated ones; a refused row and a trial's final row keep the
+raw price too (`PRICE`), so a searcher rebuilt from the rows calibrates as the lost one did."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ import search
 from cluster.study import judge
 from cluster.study.config import Study
 from cluster.study.errors import ConfigError
-from cluster.study.results import REFUSED
+from cluster.study.results import PRICE, REFUSED
 from cluster.study.rows import make_row
 from trainers.settings import COST_METRICS
 
@@ -82,12 +83,14 @@ def spent(before: dict, after: dict) -> dict:
 
 
 def refusal_rows(refused, *, study: Study, node: str = "driver") -> list[dict]:
-    """The rows of an ask's refusals (`search.Trial.refused`, `NothingFits.refused`)."""
+    """The rows of an ask's refusals (`search.Trial.refused`, `NothingFits.refused`), written
+    as it makes them: their costs at its calibration, their raw price (`PRICE`) too."""
     rows = []
     for record in refused:
         costs = dict(record.get("costs") or {})
         over = judge.violations(costs, study.constraints)  # the study's one feasibility rule
         values = {**costs, REFUSED: True, "violations": json.dumps(over), "node": node}
+        values[PRICE] = record.get("price")  # raw: scaled again by whoever reads it back
         values["error"] = "refused on price: " + _over_text(costs, study.constraints)
         rows.append(
             make_row(
@@ -110,15 +113,16 @@ def _over_text(costs, constraints) -> str:
 def check_refusals(searcher: search.Searcher, *, asked: int, study: Study) -> None:
     """Raise `ConfigError` when the searcher refused more than `REFUSALS_PER_TRIAL` configs on
     their price per trial asked and the one it asks now (`asked`, warm trials left out): the
-    space barely fits the bounds. The message names the bounds and the cheapest config
-    priced."""
-    refused = [o for o in searcher.observations if o.get("priced")]
-    if len(refused) <= REFUSALS_PER_TRIAL * (asked + 1):
+    space barely fits the bounds. The message names the bounds and the cheapest config priced
+    (at the calibration of now)."""
+    refused = len(searcher.observations) - searcher.trained()
+    if refused <= REFUSALS_PER_TRIAL * (asked + 1):
         return
+    least = cheapest(searcher.refusals(), study)
     raise ConfigError(
-        f"study {study.name!r} stopped: its searcher refused {len(refused)} configs on their "
+        f"study {study.name!r} stopped: its searcher refused {refused} configs on their "
         f"price for the {asked} trials it asked (more than {REFUSALS_PER_TRIAL} a trial): few "
-        f"models of the space fit {dict(study.constraints)}; {cheapest(refused, study)}. "
+        f"models of the space fit {dict(study.constraints)}; {least}. "
         "Loosen the bound, or narrow the space to smaller models"
     )
 

@@ -37,9 +37,15 @@ CORE = [
     ("node", pa.string()),
 ]
 # the searcher's pricing (`cluster.study.price`): a row of a config refused on its price
-# (`refused`, never trained, no budget used), and a trial's ask's pricing calls and seconds
-REFUSED = "refused"
-PRICING = [(REFUSED, pa.bool_()), ("price_calls", pa.int64()), ("price_s", pa.float64())]
+# (`refused`, never trained, no budget used), a trial's ask's pricing calls and seconds, and
+# the raw price (before calibration, JSON) of a refused config or of a trial's final row
+REFUSED, PRICE = "refused", "price"
+PRICING = [
+    (REFUSED, pa.bool_()),
+    ("price_calls", pa.int64()),
+    ("price_s", pa.float64()),
+    (PRICE, pa.string()),
+]
 TAIL = [("records", pa.string()), ("violations", pa.string()), ("error", pa.string())]
 
 

@@ -16,7 +16,7 @@ import pyarrow.compute as pc
 import search
 from cluster.study import judge, results, storage, warm
 from cluster.study.config import ConfigError, Study
-from cluster.study.results import REFUSED
+from cluster.study.results import PRICE, REFUSED
 from cluster.study.rows import config_of
 from cluster.study.store import RUNNER_TRIALS, StateUnreadable, StudyStore
 from spaces.util import write_json
@@ -127,7 +127,7 @@ def reconcile(
     start rows not counted. A pending trial with a final row is told it; one without is
     forgotten when a runner asked it (its worker is gone; `runner_trials` None: any) and kept
     for its service client otherwise; a final row the searcher never heard of is added under
-    its own id and status."""
+    its own id and status, with its raw price (`PRICE`: the searcher's calibration pairs)."""
     names = searcher.objective.names
     for trial in list(searcher.pending):
         if trial in finals:
@@ -142,12 +142,18 @@ def reconcile(
             continue
         if row.get(REFUSED):  # refused on price: a refusal again, never a trial
             costs = {k: row[k] for k, _ in searcher.objective.constraints if row.get(k) is not None}
-            searcher.add_refused(config_of(row), costs, trial_id=trial)
+            searcher.add_refused(config_of(row), costs, price=_price(row), trial_id=trial)
             continue
         metrics, status = told_as(row, row["status"], names)
-        searcher.add(config_of(row), metrics, trial_id=trial, **status)
+        searcher.add(config_of(row), metrics, trial_id=trial, price=_price(row), **status)
     # warm trials and refusals use none of the budget
     return sum(not (row.get(warm.WARM_FROM) or row.get(REFUSED)) for row in finals.values())
+
+
+def _price(row: Mapping) -> dict | None:
+    """The raw price a row keeps (None in rows from before it was kept)."""
+    text = row.get(PRICE)
+    return json.loads(text) if text else None
 
 
 def open_store(

@@ -73,7 +73,7 @@ def test_too_many_refusals_a_trial_stop_naming_the_bound_and_the_cheapest(tmp_pa
     refusal = {"priced": True, "config": {}, "costs": {"latency_ms": 0.2}, "violation": 3.0}
     cheap = {**refusal, "costs": {"latency_ms": 0.07}, "violation": 0.4}
     refused = [refusal] * (2 * REFUSALS_PER_TRIAL) + [cheap]
-    searcher = SimpleNamespace(observations=refused)
+    searcher = SimpleNamespace(observations=refused, refusals=lambda: refused, trained=lambda: 0)
     check_refusals(searcher, asked=2, study=study)  # 101 refusals for 2 trials and a third
     with pytest.raises(ConfigError) as caught:
         check_refusals(searcher, asked=1, study=study)
@@ -120,6 +120,7 @@ def test_a_tight_bound_trains_the_budget_and_refusals_are_rows(local_ray, tmp_pa
     assert refused["val_acc"].null_count == refused.num_rows  # never trained
     assert all(e.startswith("refused on price: latency_ms") for e in refused["error"].to_pylist())
     assert sum(trained["price_calls"].to_pylist()) >= 1 and sum(trained["price_s"].to_pylist()) > 0
+    assert trained["price"].null_count == 0 and refused["price"].null_count == 0  # raw prices
     state = json.loads((tmp_path / "study" / "searcher.json").read_text())
     assert state["price"]["calls"] >= refused.num_rows  # the searcher's state keeps the pricing
     # resumed after losing the searcher's state: the refusals come back as refusals
@@ -214,3 +215,30 @@ def test_a_priced_trial_does_not_estimate_its_costs_again(tmp_path, monkeypatch)
     assert sent[-1]["final"] and sent[-1]["status"] == "completed", sent[-1].get("error")
     run_and_report(config, settings, send=lambda m, s: sent.append(m), costs={"latency_ms": 1.0})
     assert sent[-1]["status"] == "infeasible" and "val_acc" not in sent[-1]  # never trained
+
+
+def test_a_searcher_rebuilt_from_the_rows_calibrates_as_the_lost_one(tmp_path):
+    from cluster.remote import service, wire
+
+    study = _study(tmp_path, trials=8)
+    folder = prepare_dir(study, resume=False)
+    served = service.StudyService(folder)
+    handlers, searcher = served.handlers(), served.store.searcher
+    for _ in range(7):  # each trial measures 1.5 x its price (a loaded machine)
+        answer, _ = wire.decode(handlers["Ask"](wire.encode({"study": "study"}), _Context()))
+        trial = answer["trial_id"]
+        measured = 1.5 * searcher.asked_costs[trial]["latency_ms"]
+        tell = {"study": "study", "trial_id": trial}
+        tell["metrics"] = {"val_acc": 0.5, "latency_ms": measured}
+        handlers["Tell"](wire.encode(tell), _Context())
+    factors = searcher.price_factors()
+    assert factors == {"latency_ms": pytest.approx(1.5)}
+    table = results.load(study.dir, every_step=True)
+    told = table.filter(table["refused"].is_null())
+    assert told.num_rows == 7 and told["price"].null_count == 0  # the rows keep the raw price
+    (folder / "searcher.json").unlink()  # the state lost: the searcher is rebuilt from the rows
+    (folder / "searcher.journal").unlink(missing_ok=True)
+    store, done = open_store(study, folder, table, price=study_price(study))
+    assert done == 7 and store.searcher.price_factors() == factors
+    refused = [o for o in searcher.observations if o.get("priced")]
+    assert store.searcher.refusals() == searcher.refusals() and refused  # with their raw price

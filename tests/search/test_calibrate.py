@@ -62,6 +62,7 @@ def test_the_factor_is_the_quantile_of_the_ratios_of_measured_trials_only():
         {"status": "completed", "metrics": {"cost": 9.0}},  # not priced (added, warm)
         {"status": "infeasible", "price": {"cost": 1.0}, "costs": {"cost": 3.0}, "metrics": None},
         {"status": "infeasible", "priced": True, "costs": {"cost": 9.0}, "metrics": None},
+        {"status": "infeasible", "priced": True, "price": {"cost": 1.0}, "costs": {"cost": 9.0}},
     ]
     assert factors(observations, 0.5) == {"cost": pytest.approx(1.3)}  # the observed one below
     assert factors(observations, 1.0) == {"cost": pytest.approx(3.0)}  # measured before training
@@ -158,3 +159,66 @@ def test_the_factor_covers_the_next_trial_at_the_quantile_as_conformal_predictio
         ]
         covered.append(ratios[20] <= factors(observations, 0.9)["cost"])
     assert np.mean(covered) == pytest.approx(19 / 21, abs=0.01)
+
+
+def test_refusals_are_read_at_the_calibration_of_now_and_old_states_still_load():
+    searcher = _make()
+    _run(searcher, 20, ratio=1.0)  # calibrated by 1: n = 5..8 refused, at their raw price
+    early = {o["id"] for o in searcher.observations if o.get("priced")}
+    _run(searcher, 2, ratio=9.0)  # trials now measure 9 x their price: the factor moves to 9
+    assert early and searcher.price_factors() == {"cost": 9.0}
+    with pytest.raises(search.NothingFits) as caught:  # even n = 1 prices at 9 > 4
+        searcher.ask()
+    assert "costs {'cost': 9.0}" in str(caught.value)  # the cheapest now, not an n = 5 of then
+    for record in searcher.refusals():
+        assert record["price"] == toy_price(record["config"])  # the raw price, kept
+        assert record["costs"] == {"cost": 9.0 * record["config"]["n"]}
+        assert record["violation"] == pytest.approx((9.0 * record["config"]["n"] - BOUND) / BOUND)
+    stored = [o for o in searcher.observations if o["id"] in early]
+    assert all(o["costs"] == toy_price(o["config"]) for o in stored)  # as priced then
+    state = json.loads(json.dumps(searcher.state_dict()))
+    for record in state["observations"]:
+        record.pop("price", None)  # a state from before refusals kept their raw price
+    old = _make()
+    old.load_state_dict(state)
+    assert [o["costs"] for o in old.refusals()] == [o["costs"] for o in stored] + [
+        o["costs"] for o in searcher.observations if o.get("priced") and o["id"] not in early
+    ]
+    assert old.price_factors() == {}  # the trials' raw prices went with it: uncalibrated
+
+
+def test_bo_fits_its_constraint_model_to_refusals_at_the_calibration_of_now():
+    searcher = _make(name="bo")
+    _run(searcher, 16, ratio=1.0)  # n = 5..8 refused at factor 1
+    _run(searcher, 3, ratio=2.0)  # then the factor moves to 2
+    assert searcher.price_factors() == {"cost": 2.0}
+    refused = [o for o in searcher.observations if o.get("priced")]
+    fitted, fit = {}, searcher._fit
+
+    def spy(key, x, y, pending, **options):  # what each model is fit on
+        fitted[key] = np.asarray(y)
+        return fit(key, x, y, pending, **options)
+
+    searcher._fit = spy
+    searcher.ask()
+    expected = [2.0 * toy_price(o["config"])["cost"] for o in refused][-(searcher.max_fit // 2) :]
+    assert refused and fitted["constraint:cost"][-len(expected) :].tolist() == expected
+
+
+def test_an_added_trials_raw_price_calibrates_and_its_event_replays():
+    searcher = _make()
+    _run(searcher, 8, ratio=1.5)
+    rebuilt, replayed, events = _make(seed=1), _make(seed=2), []
+    for o in searcher.observations:  # as a study rebuilds its searcher from its rows
+        if o.get("priced"):
+            rebuilt.add_refused(o["config"], o["costs"], price=o["price"], trial_id=o["id"])
+            continue
+        _, event = rebuilt.record(
+            "add", o["config"], o["metrics"], trial_id=o["id"], price=o["price"]
+        )
+        events.append(json.loads(json.dumps(event)))
+    for event in events:
+        replayed.apply(event)
+    assert searcher.price_factors() == {"cost": pytest.approx(1.5)}
+    assert rebuilt.price_factors() == replayed.price_factors() == searcher.price_factors()
+    assert rebuilt.state_dict()["observations"] == searcher.state_dict()["observations"]

@@ -146,6 +146,24 @@ def test_costs_seen_only_together_are_not_told_apart_by_the_screen():
     assert len(calls) == before + 1  # a new mix: priced exactly
 
 
+def test_a_bound_on_a_cost_the_price_never_returns_leaves_the_screen_to_the_others():
+    function, calls = counting()
+    price = search.Price(function, keys=KEYS, screen=10)
+    bounds = {"latency_ms": BOUND, "accuracy_drop": 0.01}  # a cost only training measures
+    for config in distinct_configs(10, seed=4):
+        price(config, bounds=bounds)
+    far = 0
+    for config in distinct_configs(200, seed=5)[10:]:
+        distance = abs(math.log(latency(config)["latency_ms"] / BOUND))
+        before = len(calls)
+        answer = price(config, bounds=bounds)
+        assert set(answer) == {"latency_ms"}  # screened or priced: the price's costs only
+        if distance > 2 * price.screen.models["latency_ms"].margin:
+            far += 1
+            assert len(calls) == before or price.known(config) is not None, config
+    assert far > 50 and price.stats["screened"] >= far
+
+
 @pytest.mark.parametrize("name", ["bo", "evolution"])
 def test_a_screened_searcher_proposes_only_fitting_configs_with_fewer_exact_calls(name):
     def run(screen):
@@ -190,6 +208,41 @@ def test_a_screened_searcher_replays_and_resumes_identically():
     assert [resumed.ask().config for _ in range(3)] == [searcher.ask().config for _ in range(3)]
     counts = ("calls", "hits", "screened")
     assert [resumed.pricing[k] for k in counts] == [searcher.pricing[k] for k in counts]
+
+
+def test_a_screened_searchers_ask_events_carry_each_exact_price_once():
+    price = search.Price(latency, keys=KEYS, screen=10)
+    searcher = search.create(
+        "evolution", SPACE, metric="score", seed=0, constraints={"latency_ms": BOUND}, price=price
+    )
+    copied, prices = [], price.prices
+
+    def counted(*args, **kwargs):  # the prices an event copies out of the cache
+        out = prices(*args, **kwargs)
+        copied.append(len(out))
+        return out
+
+    price.prices, events = counted, []
+    for _ in range(40):
+        trial, event = searcher.record("ask")
+        events.append(json.loads(json.dumps(event)))
+        searcher.tell(trial.id, metrics(trial.config))
+    carried = [key for event in events for key, _ in event["price"]["prices"]]
+    assert sorted(carried) == sorted(key for key, _ in prices())  # each one, in one event
+    assert sum(copied) == len(carried) == len(prices()) > 10  # copied once, when it is new
+    replayed = search.create(
+        "evolution",
+        SPACE,
+        metric="score",
+        seed=0,
+        constraints={"latency_ms": BOUND},
+        price=search.Price(latency, keys=KEYS, screen=10),
+    )
+    for event in events:
+        replayed.apply(event)
+        if event["config"] is not None:
+            replayed.tell(event["id"], metrics(event["config"]))
+    assert replayed.price.prices() == prices() and replayed.state_dict() == searcher.state_dict()
 
 
 @pytest.mark.parametrize("screen", [5, 0, True, 20.0, "20"])
