@@ -24,8 +24,10 @@ class RayPricer:
     actor that `start` makes once per Tune fit (named `pricer-NAME`, in `NAMESPACE`) and `stop`
     ends. The actor takes no CPU (a price waiting for a CPU that trials hold would stall Tune's
     event loop, which waits on it) and sits on a node with CPUs other than the driver's where
-    the cluster has one (soft node affinity: on another node when that one is gone), else on
-    the driver's. It takes no GPU either (one held for a fit is one trial fewer; one waited for
+    the cluster has one, else on the driver's: pinned there (node affinity, not soft: Ray's
+    soft affinity put it on the driver's node in 5 of 6 tries on a two-node cluster whose
+    worker had just run a task); should that node go, the pricer is lost (below) until the
+    next fit. It takes no GPU either (one held for a fit is one trial fewer; one waited for
     stalls the ask): it measures on the CPU, which changes no cost but the latency a GPU trial
     times on the `torch` runtime (on its GPU): that one it leaves to the trial.
 
@@ -47,7 +49,7 @@ class RayPricer:
         here = ray.get_runtime_context().get_node_id()
         nodes = [n["NodeID"] for n in ray.nodes() if n["Alive"] and n["Resources"].get("CPU")]
         away = [node for node in nodes if node != here]
-        strategy = NodeAffinitySchedulingStrategy((away or [here])[0], soft=True)
+        strategy = NodeAffinitySchedulingStrategy((away or [here])[0], soft=False)
         options = {"name": f"pricer-{name}", "namespace": NAMESPACE}
         self.actor = Measurer.options(scheduling_strategy=strategy, **options).remote(
             self.settings, self.shape
