@@ -118,3 +118,30 @@ def test_a_pricer_lost_mid_study_leaves_the_rest_to_their_trials(two_nodes, tmp_
     prices = _prices(folder)
     assert prices[0] and None in prices  # priced at first; unpriced once the pricer was lost
     assert all(v is not None for v in rows["latency_ms"].to_pylist())  # each trial measured
+
+
+def test_a_gpu_trials_pricer_measures_on_the_cpu_and_leaves_gpu_latency_to_the_trial(
+    local_ray, tmp_path, capsys
+):
+    from cluster.raytune.pricer import RayPricer
+    from cluster.study.config import Study
+
+    base = {"arch": "mlp", "trials": 1, "dir": str(tmp_path / "study"), "dataset": "digits"}
+    base |= {"constraints": {"latency_ms": 1.0, "params": 1e6}, "trial": {"device": "cuda"}}
+    config = {"arch.layers": 1, "arch.width": 32}
+    gpu = {"gpus_per_trial": 0.5}
+    for changes, timed in [({}, True), (gpu, True), ({**gpu, "deploy": "torch"}, False)]:
+        study = Study.from_dict({**base, **changes})
+        pricer = RayPricer(study, settings=study.trial_settings(), shape=((64,), 10))
+        pricer.start(f"test-{len(changes)}")
+        try:
+            costs = pricer(config)  # this machine has no GPU: priced on its CPU
+            assert costs["params"] > 0 and ("latency_ms" in costs) == timed, (changes, costs)
+            pricer.ask(1e-9)  # the ask's pricing seconds all but spent: unpriced, said once
+            assert pricer(config) == {} and pricer(config) == {}
+        finally:
+            pricer.stop()
+    said = capsys.readouterr().err
+    assert (
+        said.count("[study] pricing on Ray: ") == 3 and "left of its ask's pricing budget" in said
+    )
