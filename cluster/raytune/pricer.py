@@ -37,12 +37,12 @@ class RayPricer:
     measures its costs before training) and is said once on stderr. `node`: the Ray node id
     of the last price measured ("driver" before any)."""
 
-    def __init__(self, study, *, settings, shape, seconds: float = PRICE_SECONDS):
+    def __init__(self, study, *, settings, shape):
         gpu = study.gpus_per_trial > 0 and settings.device != "cpu"
         self.drop = {"latency_ms"} if gpu and settings.cost.runtime == "torch" else set()
         self.settings = dataclasses.replace(settings, device="cpu")
-        self.study, self.shape, self.seconds = study.name, tuple(shape), seconds
-        self.actor, self.node, self.left, self.said = None, "driver", seconds, set()
+        self.study, self.shape = study.name, tuple(shape)
+        self.actor, self.node, self.left, self.said = None, "driver", PRICE_SECONDS, set()
 
     def start(self, name: str) -> None:
         """The actor of one Tune fit, `name` its own (a fit's), placed as above."""
