@@ -16,7 +16,7 @@ for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
 # in this process (made once, not once per worker), and those that run `paretune` drivers and
 # clusters of their own (one killed study, made once). Two Rays starting at once on two cores
 # slow each other; two groups keep it to two.
-DRIVER_MODULES = {"test_faults", "test_first_hour", "test_resume_and_nodes"}
+DRIVER_MODULES = {"test_faults", "test_first_hour", "test_pricer", "test_resume_and_nodes"}
 
 
 def pytest_itemcollected(item):  # as each test is collected: before xdist reads the groups

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import sys
 import time
 from dataclasses import replace
@@ -65,9 +66,10 @@ class Recorder:
     (a trial a scheduler ended is `stopped` at its last rung); the searcher's JSON state is
     saved after every change. Tune trial ids map to the study's own trial ids. Writing a row
     never changes the searcher's configs: a config that population-based training swapped in
-    is carried by the rows and given to the searcher only with the tell."""
+    is carried by the rows and given to the searcher only with the tell. `pricer`: the
+    `cluster.raytune.pricer.RayPricer` that measures the searcher's price (None: the driver)."""
 
-    def __init__(self, store: StudyStore, *, study: Study, writer, done: int, progress):
+    def __init__(self, store: StudyStore, *, study: Study, writer, done, progress, pricer=None):
         self.store, self.study, self.writer = store, study, writer
         self.ids: dict[str, str] = {}
         self.asked: dict[str, dict] = {}  # the config each trial was asked with
@@ -77,6 +79,7 @@ class Recorder:
         self.done, self.progress = done, progress
         self.pricing: dict[str, dict] = {}  # each trial's ask's pricing calls and seconds
         self.stop: str | None = None  # why the searcher's price stopped the study
+        self.pricer = pricer
 
     @property
     def searcher(self) -> search.Searcher:
@@ -103,9 +106,12 @@ class Recorder:
             if taken >= self.study.trials:
                 return None
             before = searcher.pricing
+            each = None  # each ask's price budget is its own
+            if self.pricer is not None:
+                each = functools.partial(self.pricer.ask, searcher.price.seconds)
             try:
                 trial = ask_within_refusals(
-                    searcher, asked=taken, study=self.study, refused=self._refused
+                    searcher, asked=taken, study=self.study, refused=self._refused, each=each
                 )
             except search.NothingFits as error:
                 self.stop = str(stopped(error, study=self.study))
@@ -118,7 +124,8 @@ class Recorder:
         raise search.NothingFits(self.stop)
 
     def _refused(self, refused) -> None:
-        for row in refusal_rows(refused, study=self.study):
+        node = "driver" if self.pricer is None else self.pricer.node  # where it was priced
+        for row in refusal_rows(refused, study=self.study, node=node):
             self.writer.add(row)
         if refused:
             self.writer.flush()  # before the searcher's state that holds them is saved

@@ -19,6 +19,7 @@ import pyarrow as pa
 from cluster.raytune.adapter import tune_searcher
 from cluster.raytune.nodes import connect, preflight
 from cluster.raytune.own import OwnSettings, own_trainable
+from cluster.raytune.pricer import RayPricer
 from cluster.raytune.recorder import Progress, Recorder, TrialEvents
 from cluster.raytune.schedulers import check_scheduler, make_scheduler, population
 from cluster.raytune.teachers import shipped
@@ -66,11 +67,7 @@ def run(
         connect(study, **options)
         preflight(study)
     folder = prepare_dir(study, resume=resume)
-    # priced on the driver through the trial's own cost function (the built-in trainer only)
-    price = None
-    if data is not None:
-        shape = (data.in_shape, data.num_classes)
-        price = study_price(study, settings=bound(study), shape=shape)
+    price, pricer = _price(study, data)
     with driver_lock(folder):
         try:
             table = results.load(folder, every_step=True)
@@ -83,7 +80,7 @@ def run(
             left = study.trials - done  # per trial grows with the trials one fit holds; PBT
             told = _told(store)  # needs one fit
             chunk = left if study.scheduler == "pbt" else min(left, CHUNK)
-            fit = {"options": options, "function": function, "data": data}
+            fit = {"options": options, "function": function, "data": data, "pricer": pricer}
             stop = _fit(study, store, done=done, left=chunk, **fit)
             fitted = _told(store) - told
             if fitted == 0:  # nothing more to ask (exhausted, or clients hold it)
@@ -96,11 +93,20 @@ def run(
         return results.load(folder)
 
 
-def _fit(study, store, *, done, left, options, function, data) -> str | None:
-    """One Tune fit of `left` trials; returns why the searcher's price stopped the study, if
-    it did."""
-    from ray import tune
+def _price(study: Study, data) -> tuple:
+    """The study's price (`study_price`, None: unpriced) and the `RayPricer` that measures it
+    through the trial's own cost function where trials run (the built-in trainer only)."""
+    if data is None:
+        return None, None
+    settings, shape = bound(study), (data.in_shape, data.num_classes)
+    pricer = RayPricer(study, settings=settings, shape=shape)
+    price = study_price(study, settings=settings, shape=shape, measure=pricer)
+    return price, None if price is None else pricer
 
+
+def _fit(study, store, *, done, left, options, function, data, pricer) -> str | None:
+    """One Tune fit of `left` trials, priced by `pricer`'s actor of the fit (None: unpriced);
+    returns why the searcher's price stopped the study, if it did."""
     os.environ.setdefault("TUNE_DISABLE_STRICT_METRIC_CHECKING", "1")
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # our progress line instead of Ray's tables
     # Ctrl-C raises KeyboardInterrupt at once (Tune's own handler would end `fit` as if done)
@@ -116,7 +122,26 @@ def _fit(study, store, *, done, left, options, function, data) -> str | None:
     settings = OwnSettings.of(study) if study.trainable else bound(study)
     if study.scheduler == "pbt":
         settings = dataclasses.replace(settings, snapshots=True)
-    recorder = Recorder(store, study=study, writer=writer, done=done, progress=Progress(study))
+    name = f"{study.name}-{int(time.time())}-{done}"  # one per fit
+    parts = {"writer": writer, "done": done, "progress": Progress(study), "pricer": pricer}
+    recorder = Recorder(store, study=study, **parts)
+    if pricer is not None:
+        pricer.start(name)
+    try:  # the pricer's actor ends with the fit, however it ends
+        fit = {"function": function, "data": data, "settings": settings, "options": options}
+        _tuner(study, recorder, name=name, left=left, **fit).fit()
+    finally:
+        writer.flush()
+        recorder.show(force=True)
+        if pricer is not None:
+            pricer.stop()
+    return recorder.stop
+
+
+def _tuner(study, recorder, *, name, left, function, data, settings, options):
+    """The fit's `tune.Tuner`: `left` trials of `function`, asked of `recorder`."""
+    from ray import tune
+
     metric, mode = study.objectives[0]
     resources = {"cpu": study.cpus_per_trial, "gpu": study.gpus_per_trial}
     tune_config = {"scheduler": make_scheduler(_final_counted(study)), "metric": metric}
@@ -132,24 +157,18 @@ def _fit(study, store, *, done, left, options, function, data) -> str | None:
     parameters = {"settings": settings}
     if data is not None:  # the built-in trainer: the data and the teacher by reference
         parameters |= {"data": data, "teachers": shipped(study, settings, data)}
-    tuner = tune.Tuner(
+    return tune.Tuner(
         tune.with_resources(tune.with_parameters(function, **parameters), resources),
         param_space=space,
         tune_config=tune.TuneConfig(**tune_config),
         run_config=tune.RunConfig(
-            name=f"{study.name}-{int(time.time())}-{done}",  # one per fit
+            name=name,
             **storage.tune_storage(study.dir),  # STUDY/ray, or the URI's ray/
             verbose=2 if options["verbose"] else 0,
             callbacks=callbacks,
             failure_config=tune.FailureConfig(max_failures=RETRIES),
         ),
     )
-    try:
-        tuner.fit()
-    finally:
-        writer.flush()
-        recorder.show(force=True)
-    return recorder.stop
 
 
 def _told(store) -> int:

@@ -1,12 +1,13 @@
-"""A study's price: the costs its trials check before training (`trainers.estimate_cost`, with
-the trial's own settings: runtime, repeats, batch), measured on the driver, so the searcher
-proposes only configs that fit the study's bounds (`search.Price`). A config refused on its
-price is a row of its own (`refused`, status `infeasible`, final, its costs and violations, no
-accuracy), never a trial: it uses up none of the study's `trials:`. The searcher calibrates the
-price on what its trials measure (`search.calibrate`: after 5 trials priced and measured, each
-price is scaled by the 90% quantile of measured / priced), so a refused row's costs, and the
-costs a trial is given, are the calibrated ones; a refused row and a trial's final row keep the
-raw price too (`PRICE`), so a searcher rebuilt from the rows calibrates as the lost one did."""
+"""A study's price: the costs its trials check before training (`measure_costs`: the trial's own
+cost function and settings: runtime, repeats, batch), measured on the driver or, in a study on
+Ray, where its trials run (`cluster.raytune.pricer`), so the searcher proposes only configs that
+fit the study's bounds (`search.Price`). A config refused on its price is a row of its own
+(`refused`, status `infeasible`, final, its costs and violations, no accuracy), never a trial:
+it uses up none of the study's `trials:`. The searcher calibrates the price on what its trials
+measure (`search.calibrate`: after 5 trials priced and measured, prices are scaled by a
+conformal quantile of measured / priced), so a refused row's costs, and the costs a trial is
+given, are the calibrated ones; a refused row and a trial's final row keep the raw price too
+(`PRICE`), so a searcher rebuilt from the rows calibrates as the lost one did."""
 
 from __future__ import annotations
 
@@ -27,32 +28,33 @@ REFUSALS_PER_TRIAL = 50
 SCREEN_AFTER = 20
 
 
-def study_price(study: Study, *, settings=None, shape=None) -> search.Price | None:
+def study_price(study: Study, *, settings=None, shape=None, measure=None) -> search.Price | None:
     """The price of `study`'s configs, or None where it has none: a study with its own
     trainable, or without a bound on a cost known before training (`COST_METRICS`). `settings`:
     the trial's (default `study.trial_settings()`; a runner passes them with its device
     server's latency source bound); `shape`: the data's `(in_shape, num_classes)` (default:
-    the data loaded when first priced). Cached by the architecture and compression keys
-    (training hyperparameters change no cost). A config that cannot be measured is unpriced
-    (`{}`): its trial measures it and says why. With a device server (`settings`' latency
-    source), each exact price is a round trip: past `SCREEN_AFTER` of them a learned model
-    screens configs first (`search.Price`'s `screen`) and prices exactly only those near a
-    bound."""
+    the data loaded when first priced). `measure(config) -> costs`: measures in place of
+    `measure_costs` here, on the driver (the study runner's measures on a Ray actor,
+    `cluster.raytune.pricer`). Cached by the architecture and compression keys (training
+    hyperparameters change no cost). A config that cannot be measured is unpriced (`{}`): its
+    trial measures it and says why. With a device server (`settings`' latency source), each
+    exact price is a round trip: past `SCREEN_AFTER` of them a learned model screens configs
+    first (`search.Price`'s `screen`) and prices exactly only those near a bound."""
     bounds = [name for name in study.constraints if name in COST_METRICS]
     if study.trainable or not bounds:
         return None
     settings = settings or study.trial_settings()
-    known = {} if shape is None else {"in_shape": shape[0], "num_classes": shape[1]}
+    known = [] if shape is None else [tuple(shape)]
 
-    def costs(config: dict) -> dict:
-        from trainers.estimate import estimate_cost
-
+    def here(config: dict) -> dict:
         if not known:
             data = study.check_data()
-            known.update(in_shape=data.in_shape, num_classes=data.num_classes)
+            known.append((data.in_shape, data.num_classes))
+        return measure_costs(config, settings=settings, shape=known[0])
+
+    def costs(config: dict) -> dict:
         try:
-            repeats = settings.cost.latency_repeats  # the trial's: priced as it is measured
-            measured = estimate_cost(config, settings, **known, repeats=repeats)
+            measured = (measure or here)(config)
         except Exception:  # noqa: BLE001 - any failure to measure is the trial's to report
             return {}
         return {k: float(measured[k]) for k in bounds if _finite(measured.get(k))}
@@ -60,6 +62,19 @@ def study_price(study: Study, *, settings=None, shape=None) -> search.Price | No
     keys = [key for key in study.space().params if key.partition(".")[0] != "train"]
     screen = SCREEN_AFTER if settings.cost.latency_source is not None else None
     return search.Price(costs, keys=keys, screen=screen)
+
+
+def measure_costs(config: dict, *, settings, shape) -> dict:
+    """The costs of `config` known before training as its trial measures them
+    (`trainers.estimate_cost` with the trial's `settings`, its runtime, batch and repeats);
+    `shape`: the data's `(in_shape, num_classes)`."""
+    from trainers.estimate import estimate_cost
+
+    in_shape, num_classes = shape
+    repeats = settings.cost.latency_repeats  # the trial's: priced as it is measured
+    return estimate_cost(
+        config, settings, in_shape=in_shape, num_classes=num_classes, repeats=repeats
+    )
 
 
 def _finite(value) -> bool:
@@ -128,14 +143,17 @@ def check_refusals(searcher: search.Searcher, *, asked: int, study: Study) -> No
 
 
 def ask_within_refusals(
-    searcher: search.Searcher, *, asked: int, study: Study, refused
+    searcher: search.Searcher, *, asked: int, study: Study, refused, each=None
 ) -> search.Trial:
     """`searcher.ask()`, asked again while an ask spends its pricing budget (its refusals
     taught the searcher where configs fit) until `check_refusals` raises `ConfigError`;
-    `refused(records)` gets each ask's refusals. Raises `search.NothingFits` when the
-    searcher proposes nothing that fits within a budget, or runs out of configs."""
+    `refused(records)` gets each ask's refusals, `each()` (if given) is called before each
+    ask. Raises `search.NothingFits` when the searcher proposes nothing that fits within a
+    budget, or runs out of configs."""
     while True:
         check_refusals(searcher, asked=asked, study=study)
+        if each is not None:
+            each()
         try:
             trial = searcher.ask()
         except search.NothingFits as error:
