@@ -64,10 +64,18 @@ class Recording:
         object.__setattr__(self, "after", summary(self._searcher))
 
     def _record(self, change: str, /, *args, **kwargs):
-        result, event = self._searcher.record(change, *args, **kwargs)
+        try:
+            result, event = self._searcher.record(change, *args, **kwargs)
+        except search.NothingFits as error:  # its refusals and prices are a change all the same
+            if error.event is not None:
+                self._keep(error.event)
+            raise
+        self._keep(event)
+        return result
+
+    def _keep(self, event: dict) -> None:
         self.lines.append(line(event))
         object.__setattr__(self, "after", summary(self._searcher))
-        return result
 
 
 def replay(searcher: search.Searcher, events: list[dict]) -> None:

@@ -1,6 +1,7 @@
 """The study's searcher journal: every change appended, a snapshot now and then, every kill -9
 guarantee kept, older state files read, and the bytes written per trial flat."""
 
+import contextlib
 import json
 import subprocess
 import sys
@@ -262,6 +263,27 @@ def test_a_block_that_raises_keeps_nothing_of_its_own(tmp_path):
         assert _state(store) == saved and trial.id in searcher.pending
         searcher.tell(trial.id, toy_metrics(trial.config))
     reader = StudyStore(tmp_path, _searcher())
+    with reader.locked():
+        assert _state(reader) == _state(store)
+
+
+def test_asks_that_spent_their_pricing_budget_are_journaled_before_the_one_that_fit(tmp_path):
+    def priced():  # 1 config in 20 fits, an ask prices 3: its first 5 asks find nothing
+        price = search.Price(lambda config: {"latency_ms": config["x"]}, calls=3)
+        space = Space({"x": Float(0.0, 1.0)})
+        return search.create(
+            "random", space, metric="score", seed=3, constraints={"latency_ms": 0.05}, price=price
+        )
+
+    store = StudyStore(tmp_path, priced())
+    with store.locked():
+        pass  # the snapshot: what follows is journaled
+    with store.locked() as searcher:  # as a study asks again after a spent budget
+        for _ in range(6):
+            with contextlib.suppress(search.NothingFits):
+                trial = searcher.ask()
+    assert trial.config["x"] <= 0.05 and len(store.searcher.refusals()) == 15
+    reader = StudyStore(tmp_path, priced())
     with reader.locked():
         assert _state(reader) == _state(store)
 
