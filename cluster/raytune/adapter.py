@@ -11,6 +11,7 @@ from ray.tune.search import Searcher as TuneSearcher
 
 import search
 from cluster.raytune.ledger import Ledger, TunerLedger
+from cluster.study.price import AskLater
 from search import Exhausted
 from spaces import Space
 from spaces.util import write_json
@@ -111,6 +112,8 @@ class ParetuneSearch(TuneSearcher):
             return None  # Tune asks again when a trial ends
         try:
             trial = ledger.ask(trial_id)
+        except AskLater:
+            return None  # Tune asks again on a later turn of its loop
         except Exhausted:
             trial = None
         return TuneSearcher.FINISHED if trial is None else dict(trial.config)

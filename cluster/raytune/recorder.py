@@ -12,10 +12,9 @@ from ray.tune import Callback
 
 import search
 from cluster.raytune.trainable import MODEL, PRICED
-from cluster.study import judge, warm
+from cluster.study import judge, price, warm
 from cluster.study.config import Study
 from cluster.study.errors import ConfigError
-from cluster.study.price import ask_within_refusals, priced_costs, refusal_rows, spent, stopped
 from cluster.study.results import PRICE
 from cluster.study.resume import rung_of, told_as
 from cluster.study.rows import make_row, unprefixed
@@ -93,39 +92,40 @@ class Recorder:
         if trial is None:
             return None
         self.adopt(tune_id, trial.id, trial.config)
-        costs = priced_costs(trial, self.study.constraints)
+        costs = price.priced_costs(trial, self.study.constraints)
         return trial if costs is None else replace(trial, config={**trial.config, PRICED: costs})
 
     def priced_ask(self) -> search.Trial | None:
         """`searcher.ask()` under the store's lock and claimed, or None when the study's budget
-        is taken. A priced searcher's refusals are written as rows; when its price stops the
-        study (nothing fits, or too many refusals: `ask_within_refusals`) `stop` says why and
-        `search.NothingFits` is raised."""
+        is taken. Refusals are written as rows; `AskLater` is raised after the block (its
+        refusals kept); when the price stops the study (`ask_within_refusals`) `stop` says why
+        and `search.NothingFits` is raised."""
+        later = None
         with self.store.locked() as searcher:
             taken = warm.counted(searcher, self.study.dir)  # warm rows are free
             if taken >= self.study.trials:
                 return None
-            before = searcher.pricing
-            each = None  # each ask's price budget is its own
-            if self.pricer is not None:
-                each = functools.partial(self.pricer.ask, searcher.price.seconds)
+            before = searcher.pricing  # each ask's price budget is its own:
+            each = self.pricer and functools.partial(self.pricer.ask, searcher.price.seconds)
             try:
-                trial = ask_within_refusals(
+                trial = price.ask_within_refusals(
                     searcher, asked=taken, study=self.study, refused=self._refused, each=each
                 )
+            except price.AskLater as error:
+                later = error
             except search.NothingFits as error:
-                self.stop = str(stopped(error, study=self.study))
+                self.stop = str(price.stopped(error, study=self.study))
             except ConfigError as error:
                 self.stop = str(error)
             else:
                 self.store.claim(trial.id)
-                self.pricing[trial.id] = spent(before, searcher.pricing)
+                self.pricing[trial.id] = price.spent(before, searcher.pricing)
                 return trial
-        raise search.NothingFits(self.stop)
+        raise later or search.NothingFits(self.stop)
 
     def _refused(self, refused) -> None:
         node = "driver" if self.pricer is None else self.pricer.node  # where it was priced
-        for row in refusal_rows(refused, study=self.study, node=node):
+        for row in price.refusal_rows(refused, study=self.study, node=node):
             self.writer.add(row)
         if refused:
             self.writer.flush()  # before the searcher's state that holds them is saved

@@ -28,7 +28,7 @@ from cluster.remote.leases import EXPIRIES, Leases
 from cluster.remote.service_client import SERVICE, StudyClient, StudyError
 from cluster.study import results, warm
 from cluster.study.errors import ConfigError
-from cluster.study.price import ask_within_refusals, refusal_rows, stopped, study_price
+from cluster.study.price import AskLater, ask_within_refusals, refusal_rows, stopped, study_price
 from cluster.study.resume import load_study, make_searcher
 from cluster.study.rows import make_row
 from cluster.study.store import StudyStore
@@ -105,10 +105,13 @@ class StudyService:
                     grpc.StatusCode.FAILED_PRECONDITION,
                     f"the study's budget of {self.study.trials} trials is taken",
                 )
+            code = grpc.StatusCode.FAILED_PRECONDITION
             try:  # its refusals are kept: an abort comes after the block
                 trial = ask_within_refusals(
                     searcher, asked=taken, study=self.study, refused=self._refused
                 )
+            except AskLater as error:
+                code, why = grpc.StatusCode.UNAVAILABLE, f"nothing fit yet, ask again: {error}"
             except NothingFits as error:
                 why = str(stopped(error, study=self.study))
             except ConfigError as error:  # too many refusals a trial
@@ -120,7 +123,7 @@ class StudyService:
                 )
             else:
                 return self._answer(trial.id, trial.config)
-        context.abort(grpc.StatusCode.FAILED_PRECONDITION, why)
+        context.abort(code, why)
 
     def _refused(self, refused) -> None:
         """An ask's refusals on price, as rows (before the searcher's state holds them)."""

@@ -17,7 +17,8 @@ SERVICE = "paretune.Study"
 class StudyError(RuntimeError):
     """A study service call that failed: `code` is the `grpc.StatusCode`, `details` the
     server's reason (`FAILED_PRECONDITION`: nothing left to ask; `NOT_FOUND`: no such study or
-    pending trial; `INVALID_ARGUMENT`: a bad request; `UNAVAILABLE`: no server there)."""
+    pending trial; `INVALID_ARGUMENT`: a bad request; `UNAVAILABLE`: no server there, or an
+    `ask` for which no config fit the bounds within a pricing budget yet: ask again)."""
 
     def __init__(self, method: str, code: grpc.StatusCode, details: str | None):
         super().__init__(f"{method} failed ({code.name}): {details}")

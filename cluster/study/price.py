@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 
 import search
 from cluster.study import judge
@@ -142,14 +143,22 @@ def check_refusals(searcher: search.Searcher, *, asked: int, study: Study) -> No
     )
 
 
+class AskLater(Exception):
+    """No config fit within one pricing budget of wall time of asking again: the caller asks
+    later (Tune polls its searcher again; a service client is told `UNAVAILABLE`), so no ask
+    holds Tune's event loop or the study's lock for long."""
+
+
 def ask_within_refusals(
     searcher: search.Searcher, *, asked: int, study: Study, refused, each=None
 ) -> search.Trial:
     """`searcher.ask()`, asked again while an ask spends its pricing budget (its refusals
-    taught the searcher where configs fit) until `check_refusals` raises `ConfigError`;
-    `refused(records)` gets each ask's refusals, `each()` (if given) is called before each
-    ask. Raises `search.NothingFits` when the searcher proposes nothing that fits within a
-    budget, or runs out of configs."""
+    taught the searcher where configs fit), for at most the price's `seconds` of wall time
+    (then `AskLater`), and until `check_refusals` raises `ConfigError`; `refused(records)`
+    gets each ask's refusals, `each()` (if given) is called before each ask. Raises
+    `search.NothingFits` when the searcher proposes nothing that fits within a budget, or
+    runs out of configs."""
+    started = time.monotonic()
     while True:
         check_refusals(searcher, asked=asked, study=study)
         if each is not None:
@@ -160,6 +169,8 @@ def ask_within_refusals(
             refused(error.refused)
             if not error.spent:
                 raise
+            if time.monotonic() - started > searcher.price.seconds:
+                raise AskLater(str(error)) from error
         else:
             refused(trial.refused)
             return trial

@@ -4,6 +4,7 @@ barely fits the bound stops the study with a message naming it."""
 
 import dataclasses
 import json
+import time
 from types import SimpleNamespace
 
 import grpc
@@ -16,6 +17,7 @@ from cluster.study.config import ConfigError, Study
 from cluster.study.price import (
     REFUSALS_PER_TRIAL,
     SCREEN_AFTER,
+    AskLater,
     ask_within_refusals,
     check_refusals,
     study_price,
@@ -105,6 +107,27 @@ def test_an_ask_that_spent_its_budget_asks_again_until_refusals_stop_it(tmp_path
     with pytest.raises(ConfigError, match="refused 51 configs"):
         ask_within_refusals(searcher, asked=0, study=study, refused=recorded.extend)
     assert len(recorded) == REFUSALS_PER_TRIAL + 1
+
+
+def test_asking_again_stops_after_one_budget_of_seconds_and_says_ask_later(tmp_path):
+    def slow(config):  # never fits; 3 calls of 20 ms spend an ask's calls, not its 0.1 s
+        time.sleep(0.02)
+        return {"latency_ms": 1.0 + config["x"]}
+
+    price = search.Price(slow, calls=3, seconds=0.1)
+    searcher = search.create(
+        "random",
+        Space({"x": Float(0.0, 1.0)}),
+        metric="y",
+        seed=0,
+        constraints={"latency_ms": 0.05},
+        price=price,
+    )
+    recorded = []
+    with pytest.raises(AskLater, match="price budget is spent"):
+        ask_within_refusals(searcher, asked=0, study=_study(tmp_path), refused=recorded.extend)
+    assert 3 < len(recorded) < REFUSALS_PER_TRIAL  # a few asks, not the refusal rule's stop
+    assert len(recorded) == len(searcher.refusals())
 
 
 def test_a_tight_bound_trains_the_budget_and_refusals_are_rows(local_ray, tmp_path):
