@@ -9,7 +9,7 @@ from search.base import STATUSES, Objective, Searcher, Trial
 from search.basic import GridSearcher, RandomSearcher
 from search.bo import BayesSearcher
 from search.darts import DartsSearcher
-from search.errors import Exhausted, NothingFits
+from search.errors import Exhausted, NothingFits, Unpriced
 from search.evolution import EvolutionSearcher
 from search.forest import ForestSearcher
 from search.pareto import hypervolume, non_dominated, pareto_front
@@ -101,6 +101,7 @@ __all__ = [
     "EvolutionSearcher",
     "Exhausted",
     "NothingFits",
+    "Unpriced",
     "PRICE_CALLS",
     "PRICE_SECONDS",
     "Price",

@@ -21,3 +21,9 @@ class NothingFits(Exhausted):
         super().__init__(message)
         self.refused, self.spent = tuple(refused), spent
         self.event: dict | None = None
+
+
+class Unpriced(Exception):
+    """Raised by a price function for a config it cannot price now (a timeout, a lost
+    pricer): `search.Price` answers `{}` for it this once (the config is unpriced, so its
+    trial measures its costs) and does not cache that, so a later ask prices it again."""

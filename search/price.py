@@ -9,6 +9,7 @@ from collections.abc import Callable, Mapping, Sequence
 from itertools import islice
 
 from search.calibrate import PRICE_QUANTILE
+from search.errors import Unpriced
 from search.screen import Screen
 
 PRICE_CALLS = 50  # pricing calls (cache misses) one ask may make before it gives up
@@ -83,9 +84,14 @@ class Price:
                 self._stats["screened"] += 1
                 return screened
         start = time.perf_counter()
-        costs = self.function(dict(config))
+        try:
+            costs = self.function(dict(config))
+        except Unpriced:
+            costs = None  # unpriced this once, not cached
         self._stats["seconds"] += time.perf_counter() - start
         self._stats["calls"] += 1
+        if costs is None:
+            return {}
         self._cache[key] = _numbers(costs)
         return dict(self._cache[key])
 

@@ -7,12 +7,14 @@ import contextlib
 import dataclasses
 import sys
 import time
+import uuid
 
 import ray
 from ray.exceptions import GetTimeoutError, RayActorError, RayError
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from cluster.study.price import measure_costs
+from search.errors import Unpriced
 from search.price import PRICE_SECONDS
 
 NAMESPACE = "paretune"  # the pricers' Ray namespace: `ray list actors`, or `ray.get_actor`
@@ -33,9 +35,9 @@ class RayPricer:
 
     Each call waits at most what is left of the ask's `seconds` (`ask` starts them again, as
     `search.Price`'s per-ask budget does); a call past them, a lost actor (every later call then
-    unpriced at once) or a failure to measure leaves the config unpriced (`{}`: its trial
-    measures its costs before training) and is said once on stderr. `node`: the Ray node id
-    of the last price measured ("driver" before any)."""
+    unpriced at once) or a failure to measure leaves the config unpriced this once
+    (`search.Unpriced`: not cached; its trial measures its costs before training) and is said
+    once on stderr. `node`: the Ray node id of the last price measured ("driver" before any)."""
 
     def __init__(self, study, *, settings, shape):
         gpu = study.gpus_per_trial > 0 and settings.device != "cpu"
@@ -50,7 +52,7 @@ class RayPricer:
         nodes = [n["NodeID"] for n in ray.nodes() if n["Alive"] and n["Resources"].get("CPU")]
         away = [node for node in nodes if node != here]
         strategy = NodeAffinitySchedulingStrategy((away or [here])[0], soft=False)
-        options = {"name": f"pricer-{name}", "namespace": NAMESPACE}
+        options = {"name": f"pricer-{name}-{uuid.uuid4().hex[:8]}", "namespace": NAMESPACE}
         self.actor = Measurer.options(scheduling_strategy=strategy, **options).remote(
             self.settings, self.shape
         )
@@ -74,9 +76,9 @@ class RayPricer:
 
     def _measured(self, config: dict) -> dict:
         if self.actor is None:
-            return {}  # lost: its trials measure their own costs
+            raise Unpriced("the pricer was lost")  # its trials measure their own costs
         if self.left <= 0:
-            return self._unpriced("timeout", "the ask's pricing seconds are spent")
+            raise self._unpriced("timeout", "the ask's pricing seconds are spent")
         answer = self.actor.measure.remote(config)
         try:
             self.node, costs = ray.get(answer, timeout=self.left)
@@ -84,15 +86,16 @@ class RayPricer:
             with contextlib.suppress(RayError):
                 ray.cancel(answer)  # a price nobody waits for is not measured (when queued)
             why = f"a config took over the {self.left:.1f} s left of its ask's pricing budget"
-            return self._unpriced("timeout", why)
+            raise self._unpriced("timeout", why) from None
         except RayActorError as error:
             self.actor = None
-            return self._unpriced("lost", f"the pricer was lost ({_first_line(error)})")
+            raise self._unpriced("lost", f"the pricer was lost ({_first_line(error)})") from None
         except RayError as error:
-            return self._unpriced("error", f"a config failed to price ({_first_line(error)})")
+            why = f"a config failed to price ({_first_line(error)})"
+            raise self._unpriced("error", why) from None
         return {k: v for k, v in costs.items() if k not in self.drop}
 
-    def _unpriced(self, kind: str, why: str) -> dict:
+    def _unpriced(self, kind: str, why: str) -> Unpriced:
         if kind not in self.said:
             self.said.add(kind)
             print(
@@ -101,7 +104,7 @@ class RayPricer:
                 file=sys.stderr,
                 flush=True,
             )
-        return {}
+        return Unpriced(why)
 
 
 def _first_line(error: BaseException) -> str:

@@ -131,10 +131,10 @@ def _fit(study, store, *, done, left, options, function, data, pricer) -> str | 
         fit = {"function": function, "data": data, "settings": settings, "options": options}
         _tuner(study, recorder, name=name, left=left, **fit).fit()
     finally:
-        writer.flush()
-        recorder.show(force=True)
         if pricer is not None:
             pricer.stop()
+        writer.flush()
+        recorder.show(force=True)
     return recorder.stop
 
 

@@ -284,11 +284,11 @@ def test_a_priced_first_ask_heads_for_the_corner_that_fits_from_its_refusals():
     # a cost that fits in 1 draw of ~3,000: random draws would spend the ask's 50 prices in
     # vain; the constraint model fit on the refusals points to the corner that fits
     space = Space({f"x{i}": Float(0.0, 1.0) for i in range(4)})
-    price = search.Price(lambda config: {"cost": sum(config.values())}, calls=50)
     for seed in range(3):
+        price = search.Price(lambda config: {"cost": sum(config.values())}, calls=50)
         searcher = search.create(
             "bo", space, metric="y", mode="max", seed=seed, constraints={"cost": 0.3}, price=price
         )
         trial = searcher.ask()
         assert sum(trial.config.values()) <= 0.3
-        assert len(trial.refused) < 50
+        assert len(trial.refused) < 25  # its 10 design points, then a few steps to the corner

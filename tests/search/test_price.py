@@ -182,3 +182,17 @@ def test_an_ask_never_prices_past_its_budget(name):
         with pytest.raises(search.NothingFits):
             searcher.ask()
         assert len(calls) - before <= 3
+
+
+def test_a_config_the_function_cannot_price_now_is_unpriced_once_and_not_cached():
+    answers = iter([search.Unpriced("a timeout"), {"cost": 2.0}])
+
+    def flaky(config):
+        answer = next(answers)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    price = search.Price(flaky)
+    assert price({"n": 1}) == {} and price.known({"n": 1}) is None  # unpriced, not cached
+    assert price({"n": 1}) == {"cost": 2.0} and price.stats["calls"] == 2
