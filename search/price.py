@@ -35,7 +35,13 @@ class Price:
     (a searcher's) lets a model fit on them (`search.screen.Screen`) answer for a config clearly
     over a bound (refused) or clearly under all (proposed), its predicted costs standing for the
     price (a trial is given them as priced, and they are not cached); only those near a bound are
-    priced exactly (and refit the model)."""
+    priced exactly (and refit the model).
+
+    `twin` (None, or `config -> config`): a plainer config a searcher proposes instead of one
+    that fits, when the twin fits every bound too and was neither run nor is pending: a study
+    whose costs are bounds only, not objectives, gives the config with its pruning and
+    quantization switched off, since compression that a config does not need to fit only
+    costs accuracy (and on small inputs it may not even buy latency)."""
 
     def __init__(
         self,
@@ -46,6 +52,7 @@ class Price:
         seconds: float = PRICE_SECONDS,
         screen: int | None = None,
         quantile: float | None = PRICE_QUANTILE,
+        twin: Callable[[dict], dict] | None = None,
     ):
         if not callable(function):
             raise ValueError(f"price: the function must be callable, got {function!r}")
@@ -55,11 +62,14 @@ class Price:
             raise ValueError(f"price: seconds must be a positive number, got {seconds!r}")
         if quantile is not None and not (_number(quantile) and 0 < quantile <= 1):
             raise ValueError(f"price: quantile must be in (0, 1] or None, got {quantile!r}")
+        if twin is not None and not callable(twin):
+            raise ValueError(f"price: twin must be callable or None, got {twin!r}")
         if isinstance(keys, str):
             raise ValueError(f"price: keys must be a list of parameter names, got {keys!r}")
         self.function, self.screen = function, Screen.of(screen)
         self.keys = None if keys is None else tuple(sorted(keys))
         self.calls, self.seconds, self.quantile = calls, float(seconds), quantile
+        self.twin = twin
         self._cache: dict[str, dict[str, float]] = {}
         self._stats = stats_of({})
 

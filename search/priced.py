@@ -62,10 +62,28 @@ class PricedAsks:
                 break  # spent (also while `_propose` priced): no call past the budget
             costs = self._priced(config)  # a config priced already is a cache hit
             if costs is not None:
-                return config, costs
+                return self._plainer(config, costs)
         if self._budget_left():
             raise self._nothing_fits("every proposal is over it")
         raise self._nothing_fits(self._budget_text(), spent=True)
+
+    def _plainer(self, config: dict, costs: dict) -> tuple[dict, dict]:
+        """`(config, costs)`, or the price's `twin` of `config` with its costs when the twin
+        fits every bound too, was neither run nor is pending, and is priced within the ask's
+        budget (a twin over a bound is not a refusal: nobody proposed it)."""
+        twin = self.price.twin(dict(config)) if self.price.twin is not None else None
+        if not twin or twin == config:
+            return config, costs
+        self.space.validate(twin)
+        key = self.space.canonical(twin)
+        if key in self._seen or self._pending_keys[key]:
+            return config, costs
+        if self.price.known(twin) is None and not self._budget_left():
+            return config, costs
+        twin_costs = self._calibrated(self._cost(twin))
+        if self.objective.violation(twin_costs) == 0:
+            return twin, twin_costs
+        return config, costs
 
     def _priced(self, config: dict) -> dict | None:
         """`config`'s calibrated costs when they fit every bound; else None, and `config` is

@@ -23,6 +23,10 @@ from cluster.study.results import PRICE, REFUSED
 from cluster.study.rows import make_row
 from trainers.settings import COST_METRICS
 
+# the compression switches a price's twin turns off (`uncompressed`)
+COMPRESSION_SWITCHES = tuple(
+    f"compress.{name}" for name in ("prune", "neuron_prune", "weight_prune", "quantize")
+)
 # A study stops once its searcher refused more than this many configs per trial it asked
 REFUSALS_PER_TRIAL = 50
 # A study timing latency on a device server screens configs after this many exact prices
@@ -56,13 +60,35 @@ def study_price(study: Study, *, settings=None, shape=None, measure=None) -> sea
     def costs(config: dict) -> dict:
         try:
             measured = (measure or here)(config)
+        except search.Unpriced:
+            raise  # unpriced this once (the Ray pricer's timeout): not cached
         except Exception:  # noqa: BLE001 - any failure to measure is the trial's to report
             return {}
         return {k: float(measured[k]) for k in bounds if _finite(measured.get(k))}
 
     keys = [key for key in study.space().params if key.partition(".")[0] != "train"]
     screen = SCREEN_AFTER if settings.cost.latency_source is not None else None
-    return search.Price(costs, keys=keys, screen=screen)
+    priced_objective = any(metric in COST_METRICS for metric, _ in study.objectives)
+    twin = None if priced_objective else uncompressed(study.space())
+    return search.Price(costs, keys=keys, screen=screen, twin=twin)
+
+
+def uncompressed(space):
+    """`config -> config` with its pruning and quantization switched off (distillation kept),
+    a `search.Price`'s `twin`; None for a space that cannot switch them off."""
+    switches = [
+        key
+        for key in COMPRESSION_SWITCHES
+        if key in space.params and False in getattr(space[key], "options", ())
+    ]
+    if not switches:
+        return None
+
+    def twin(config: dict) -> dict:
+        plain = {**config, **{key: False for key in switches if key in config}}
+        return {key: value for key, value in plain.items() if space.is_active(key, plain)}
+
+    return twin
 
 
 def measure_costs(config: dict, *, settings, shape) -> dict:

@@ -70,6 +70,19 @@ def test_a_study_timing_on_a_device_server_screens_its_prices(tmp_path):
     assert price({"arch.layers": 1, "arch.width": 16}) == {"latency_ms": 0.01}
 
 
+def test_a_study_bounding_costs_only_prices_the_uncompressed_twin_of_a_config(tmp_path):
+    compress = {"prune": [False, True], "prune_ratio": [0.1, 0.5], "quantize": [False, True]}
+    study = _study(tmp_path, compress=compress)
+    twin = study_price(study).twin
+    config = {"arch.layers": 1, "arch.width": 16, "train.lr": 1e-3, "compress.prune": True}
+    config |= {"compress.prune_ratio": 0.3, "compress.quantize": True}
+    plain = {"arch.layers": 1, "arch.width": 16, "train.lr": 1e-3}
+    assert twin(config) == plain | {"compress.prune": False, "compress.quantize": False}
+    both = {"val_acc": "max", "latency_ms": "min"}  # latency an objective: compression pays
+    assert study_price(_study(tmp_path, compress=compress, objectives=both)).twin is None
+    assert study_price(_study(tmp_path)).twin is None  # nothing to switch off
+
+
 def test_too_many_refusals_a_trial_stop_naming_the_bound_and_the_cheapest(tmp_path):
     study = _study(tmp_path)
     refusal = {"priced": True, "config": {}, "costs": {"latency_ms": 0.2}, "violation": 3.0}

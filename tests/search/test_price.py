@@ -7,7 +7,7 @@ import pytest
 
 import search
 from search.testing import PRICED_BOUND, mixed_space, toy_metrics, toy_price
-from spaces import Int, Space
+from spaces import Choice, Float, Int, Space
 
 
 def _make(name="random", *, price=toy_price, bound=PRICED_BOUND, seed=0, **options):
@@ -196,3 +196,32 @@ def test_a_config_the_function_cannot_price_now_is_unpriced_once_and_not_cached(
     price = search.Price(flaky)
     assert price({"n": 1}) == {} and price.known({"n": 1}) is None  # unpriced, not cached
     assert price({"n": 1}) == {"cost": 2.0} and price.stats["calls"] == 2
+
+
+@pytest.mark.parametrize("name", ["random", "bo", "evolution"])
+def test_a_config_that_fits_without_its_compression_is_proposed_plain(name):
+    # quantizing halves the cost: only configs that need it to fit (x > 0.4) keep it
+    space = Space({"x": Float(0.0, 1.0), "quantize": Choice((False, True))})
+    price = search.Price(
+        lambda config: {"cost": config["x"] * (0.5 if config["quantize"] else 1.0)},
+        twin=lambda config: {**config, "quantize": False},
+    )
+    searcher = search.create(
+        name, space, metric="y", mode="max", seed=0, constraints={"cost": 0.4}, price=price
+    )
+    proposed = []
+    for _ in range(30):
+        trial = searcher.ask()
+        proposed.append(trial.config)
+        assert trial.costs == price(trial.config)  # the costs of the config proposed
+        searcher.tell(trial.id, {"y": trial.config["x"], "cost": trial.costs["cost"]})
+    for k, config in enumerate(proposed):  # one that fits plain stays quantized only when
+        if config["quantize"] and config["x"] <= 0.4:  # its plain twin was proposed before
+            assert {**config, "quantize": False} in proposed[:k]
+    assert any(c["quantize"] and c["x"] > 0.4 for c in proposed)
+    assert any(not c["quantize"] for c in proposed)
+
+
+def test_a_twin_must_be_callable():
+    with pytest.raises(ValueError, match="twin must be callable or None"):
+        search.Price(toy_price, twin={"quantize": False})
