@@ -288,6 +288,9 @@ def summary(runs: list[dict]) -> list[dict]:
                     "torch_acc": _median_of(mine, "best_torch_test_acc"),
                     "stopped": sum(r.get("stopped") is not None for r in mine),
                     "seeds": len(mine),
+                    "refused": statistics.median(r.get("refused", 0) for r in mine),
+                    "price_s": _spread(mine, "price_s"),
+                    "train_s": _spread(mine, "train_seconds"),
                 }
             )
     return table
@@ -306,20 +309,34 @@ def _median_of(runs: list[dict], key: str) -> str:
     return f"{statistics.median(values):.2f}" if values else "-"
 
 
+def _spread(runs: list[dict], name: str) -> str:
+    """`median, p95` of `name` over the trained trials of `runs` (their kept rows)."""
+    values = [
+        row[name]
+        for run in runs
+        for row in run.get("rows", ())
+        if not row.get("refused") and isinstance(row.get(name), int | float)
+    ]
+    if not values:
+        return "-"
+    return f"{np.median(values):.2f}, {np.quantile(values, 0.95):.2f}"
+
+
 def print_table(task: str, bounds: dict, table: list[dict]) -> None:
     print(f"\n{task}: bounds {json.dumps({k: round(v, 3) for k, v in bounds.items()})} ms")
     print(
         "| bound | method | median test acc | per seed | median HV | median wall s | trials "
-        "| best is compressed | measured within bound | best's PyTorch test acc | stopped |"
+        "| best is compressed | measured within bound | best's PyTorch test acc | stopped "
+        "| refused (median) | pricing s / trial (median, p95) | training s / trial |"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in table:
         seeds = " ".join(f"{a:.1f}" for a in r["per_seed"])
         print(
             f"| {r['bound']} | {r['method']} | {r['median_acc']:.2f} | {seeds} | "
             f"{r['median_hv']:.4f} | {r['median_wall_s']:.0f} | {r['median_trials']:.0f} | "
             f"{r['compressed_best']}/{r['seeds']} | {r['within']} | {r['torch_acc']} | "
-            f"{r['stopped']}/{r['seeds']} |"
+            f"{r['stopped']}/{r['seeds']} | {r['refused']:.0f} | {r['price_s']} | {r['train_s']} |"
         )
 
 
