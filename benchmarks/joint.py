@@ -40,6 +40,7 @@ import numpy as np
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
 
+from benchmarks import records  # noqa: E402
 from cluster.raytune import runner  # noqa: E402
 from cluster.study import results  # noqa: E402
 from cluster.study.config import Study  # noqa: E402
@@ -381,14 +382,17 @@ def main(argv=None):
     parser.add_argument("--trials", type=int, default=40)
     parser.add_argument("--methods", default=",".join(METHODS))
     parser.add_argument("--bounds", default="p25,p10")
-    parser.add_argument("--out", help="JSON of every run (default benchmarks/out/joint-TASK.json)")
+    parser.add_argument(
+        "--out",
+        help="JSON of every run, gzipped if .gz (default benchmarks/out/joint-TASK.json.gz)",
+    )
     args = parser.parse_args(argv)
     methods = args.methods.split(",")
     unknown = sorted(set(methods) - set(METHODS))
     if unknown:
         parser.error(f"--methods: unknown {unknown}; allowed {list(METHODS)}")
-    out = Path(args.out or f"benchmarks/out/joint-{args.task}.json")
-    saved = json.loads(out.read_text()) if out.exists() else {}
+    out = Path(args.out or f"benchmarks/out/joint-{args.task}.json.gz")
+    saved = records.read(out) or {}
     import ray
 
     ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
@@ -400,8 +404,7 @@ def main(argv=None):
             for method in _order(methods, seed):
                 if not any(_same(r, seed, bound_name, method) for r in runs):
                     runs.append(one_run(args.task, seed, bound_name, method, bounds, runs, args))
-                    out.parent.mkdir(parents=True, exist_ok=True)
-                    out.write_text(json.dumps({"bounds": bounds, "runs": runs}, indent=1))
+                    records.write(out, {"bounds": bounds, "runs": runs})
     print_table(args.task, bounds, summary(runs))
 
 
