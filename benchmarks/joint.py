@@ -257,7 +257,7 @@ def _measured(row: dict) -> bool:
 def _kept(row: dict) -> dict:
     """What the JSON keeps of a trial: its config and the figures above."""
     names = ("status", "val_acc", "test_acc", "latency_ms", "size_bytes", "train_seconds")
-    names += ("torch_test_acc", "refused", "price_s")
+    names += ("torch_test_acc", "refused", "price_s", "price", "start_latency_ms")
     return {
         k: v for k, v in row.items() if k in names or k.startswith(("arch.", "train.", "compress."))
     }

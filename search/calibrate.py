@@ -9,22 +9,24 @@ from collections.abc import Mapping
 
 import numpy as np
 
-CALIBRATE_AFTER = 5  # trials priced and then measured before a cost's prices are calibrated
+# trials priced and then measured from which on one outlier among them never sets the factor
+OUTLIER_AFTER = 5
 PRICE_QUANTILE = 0.9  # the share of trials priced to fit that should measure within the bound
 
 
 class Calibration:
     """The part of `search.Searcher` that calibrates its price (a mixin, as `PricedAsks` is).
 
-    An ask keeps the raw price of its config (`asked_costs`, by trial id); its tell stores it
-    in the record as `price`. Once `CALIBRATE_AFTER` trials of a cost were priced and then
-    measured (told `completed` or `infeasible` with that cost), each price of it is scaled by
-    the `price.quantile` quantile of measured / priced over them: a config is proposed when
-    its calibrated price fits, so about that share of the trials priced to fit measure within
-    the bound. `Trial.costs` holds calibrated costs; a refusal holds those of its ask and its
-    raw `price` too, which every reader scales by the factors of the time it reads
-    (`PricedAsks.refusals`, `History.rejected`); a price that matches what trials measure (a
-    table, a MAC count) calibrates by 1."""
+    An ask keeps the raw price of its config (`asked_costs`, by trial id); its tell stores it in
+    the record as `price`. Once a trial of a cost was priced and then measured (told
+    `completed`, `infeasible` or `stopped` with that cost: a study's trial measures its latency
+    before training too), each price of it is scaled by the `price.quantile` conformal quantile
+    of measured / priced over them (`_factors`): a config is proposed when its calibrated price
+    fits, so about that share of the trials priced to fit measure within the bound.
+    `Trial.costs` holds calibrated costs; a refusal holds those of its ask and its raw `price`
+    too, which every reader scales by the factors of the time it reads (`PricedAsks.refusals`,
+    `History.rejected`); a price that matches what trials measure (a table, a MAC count)
+    calibrates by 1."""
 
     def _start_calibration(self) -> None:
         self.asked_costs: dict[str, dict] = {}  # pending trials' raw prices
@@ -75,7 +77,7 @@ class Calibration:
 
 def factors(observations: list[dict], quantile: float) -> dict[str, float]:
     """The `quantile` of measured / priced per cost, over the measured observations with a
-    `price` (costs with fewer than `CALIBRATE_AFTER` of them left out)."""
+    `price` (see `_factors`; a cost none of them measured: left out)."""
     ratios: dict[str, list[float]] = {}
     for record in observations:
         for name, ratio in _ratios(record):
@@ -84,30 +86,33 @@ def factors(observations: list[dict], quantile: float) -> dict[str, float]:
 
 
 def _factors(ratios: Mapping[str, list[float]], quantile: float) -> dict[str, float]:
-    """Each cost's factor, for costs with enough ratios: the `k`-th smallest of its `n` ratios
-    with `k = ceil(quantile * (n + 1))`, as split-conformal prediction picks it, so the next
+    """Each cost's factor, for costs with ratios: the `k`-th smallest of its `n` ratios with
+    `k = ceil(quantile * (n + 1))`, as split-conformal prediction picks it, so the next
     trial's ratio is at most the factor with probability at least `quantile` (the plain
-    empirical quantile covers less: 18 of 21 at 20 trials against 19 of 21); but never the
-    largest ratio while `quantile` < 1, so one outlier does not move it: below
-    `(1 + quantile) / (1 - quantile)` ratios (19 at 0.9) the second largest, which covers
+    empirical quantile covers less: 18 of 21 at 20 trials against 19 of 21). With fewer than
+    `(1 + quantile) / (1 - quantile)` ratios (19 at 0.9) `k` passes `n`: before
+    `OUTLIER_AFTER` ratios the largest (covering `n / (n + 1)`: the best a few can say, where
+    no factor covers about half the trials near a bound), from then on never the largest
+    while `quantile` < 1, so one outlier does not move it: the second largest, which covers
     `(n - 1) / (n + 1)` (4 in 6 at 5 trials, 9 in 11 at 10)."""
     out = {}
     for name, values in ratios.items():
         n = len(values)
-        if n >= CALIBRATE_AFTER:
-            k = min(math.ceil(quantile * (n + 1)), n if quantile >= 1 else n - 1)
+        if n:
+            top = n - 1 if n >= OUTLIER_AFTER and quantile < 1 else n
+            k = min(math.ceil(quantile * (n + 1)), top)
             out[name] = float(np.partition(values, k - 1)[k - 1])
     return out
 
 
 def _ratios(record: Mapping) -> list[tuple[str, float]]:
     """`(cost, measured / priced)` of a told record priced at its ask and measured: at its end,
-    or before training (a trial that found itself over a bound: its `costs`); a refusal
-    (`priced`) measured nothing."""
+    or before training (a trial that found itself over a bound: its `costs`; one stopped at a
+    rung: the costs it was told with); a refusal (`priced`) measured nothing."""
     price, metrics = record.get("price"), record.get("metrics") or record.get("costs")
     if not price or not metrics or record.get("priced"):
         return []
-    if record["status"] not in ("completed", "infeasible"):
+    if record["status"] not in ("completed", "infeasible", "stopped"):
         return []
     return [
         (name, metrics[name] / priced)

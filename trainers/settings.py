@@ -30,7 +30,10 @@ COST_METRICS = ("params", "macs", "size_bytes", "latency_ms", "peak_mem_bytes")
 # `size_bytes` is the deployed file's, `packed_bytes` paretune's packed storage.
 METRICS = ("val_acc", "test_acc", "latency_ms", "size_bytes", "torch_val_acc", "torch_test_acc")
 METRICS += ("packed_bytes", "score_seconds", "macs", "params", "peak_mem_bytes", "train_loss")
-METRICS += ("train_seconds",)
+METRICS += ("train_seconds", "start_latency_ms")
+# A cost's column measured by its trial before training (every epoch's report carries it): a
+# trial stopped at a rung is thus a pair of price and measurement, what `search.calibrate` reads.
+MEASURED_AT_START = {"latency_ms": "start_latency_ms"}
 # The default chain model of the benchmarks and of a trial given no architecture.
 DEFAULT_CHAIN = {"s0_depth": 1, "s0_width": 32, "s0_kernel": 3, "s0_expand": 3}
 DEFAULT_CHAIN |= {"s1_depth": 2, "s1_width": 64, "s1_kernel": 3, "s1_expand": 6}

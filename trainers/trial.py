@@ -18,7 +18,7 @@ from trainers.models import build_model, model_name
 from trainers.outcome import final_result, judged, noted, save_model
 from trainers.phases import Run, prune_phase, quantize_phase, teacher, train_phase
 from trainers.settings import DEFAULT_CHAIN as DEFAULT_CHAIN
-from trainers.settings import TrialSettings
+from trainers.settings import MEASURED_AT_START, TrialSettings
 from trainers.supernet.trial import run_supernet
 from trainers.train import TrainSettings, resolve_device
 
@@ -41,7 +41,9 @@ def run_trial(
     quantization-aware training epochs the deployed graph's, with the PyTorch figure as
     `torch_val_acc`, `trainers.phases.deployed_report`). Returns
     `val_acc`, `test_acc` (percent), `latency_ms`, `size_bytes`, `macs`, `params`,
-    `peak_mem_bytes`, `status` and `records` (one JSON record per compression step). Costs are
+    `peak_mem_bytes`, `status` and `records` (one JSON record per compression step); with a
+    latency bound, `start_latency_ms` in every report too (measured before training, see
+    `_before_training`). Costs are
     those of the model as `settings.cost.runtime` runs it (`trainers.deploy`), timed after
     quantization. The status: `completed`; `infeasible` with `violations` when a cost breaks
     `settings.cost.constraints`, either known before training (then untrained, costs only) or
@@ -63,9 +65,11 @@ def run_trial(
         result["trained_with"] = {**config, **result.pop("derived")}
         return result
     check_compress(split_config(config)[2], settings.compression)
-    refused = _refused_before_training(config, settings, data, costs)
+    refused, at_start = _before_training(config, settings, data, costs)
     if refused:
         return {**refused, "train_seconds": time.perf_counter() - started}
+    if at_start and report is not None:
+        report = _carrying(report, at_start)
     run = _start(config, report, settings, data)
     steps = train_phase(
         run, run.base, phase="train", steps=1, snapshots=settings.snapshots, resume=resume
@@ -74,18 +78,42 @@ def run_trial(
     if run.compress.get("quantize"):
         records.append(quantize_phase(run, steps))
     result = final_result(run.model, run.data, settings, records=records, started=started)
-    return noted(result, _save(run, config, records))
+    return noted({**result, **at_start}, _save(run, config, records))
 
 
-def _refused_before_training(config: Mapping, settings: TrialSettings, data: Dataset, costs):
-    """With constraints, the costs known before training (`costs` when priced already): when
-    they break one, the `infeasible` result (else None)."""
+def _before_training(config: Mapping, settings: TrialSettings, data: Dataset, costs):
+    """With constraints, `(the infeasible result or None, the costs measured before training as
+    `MEASURED_AT_START` names them)`. The costs judged are `costs` when priced already (the
+    study's price, which it calibrates on what trials measure: measured again here, timed as
+    the final measurement is, so a trial stopped at a rung is a calibration pair too), else
+    estimated here."""
     if not settings.cost.constraints:
-        return None
+        return None, {}
     shape = {"in_shape": data.in_shape, "num_classes": data.num_classes}
     cost = dict(costs) if costs else estimate_cost(config, settings, **shape)
     verdict = judged(cost, settings.cost)
-    return {**verdict, **cost} if verdict["status"] == "infeasible" else None
+    if verdict["status"] == "infeasible":
+        return {**verdict, **cost}, {}
+    measured = _measured(config, settings, shape) if costs else cost
+    return None, {
+        column: measured[name]
+        for name, column in MEASURED_AT_START.items()
+        if name in settings.cost.constraints and measured.get(name) is not None
+    }
+
+
+def _measured(config: Mapping, settings: TrialSettings, shape: dict) -> dict:
+    """`config`'s costs before training, timed with the trial's repeats ({} when they cannot be
+    measured: the trial's final measurement says why)."""
+    try:
+        return estimate_cost(config, settings, **shape, repeats=settings.cost.latency_repeats)
+    except Exception:  # noqa: BLE001 - calibration only; the final measurement reports it
+        return {}
+
+
+def _carrying(report: Callable[[dict], None], values: dict) -> Callable[[dict], None]:
+    """`report` with `values` in every row."""
+    return lambda row: report({**row, **values})
 
 
 def _start(config: Mapping, report, settings: TrialSettings, data: Dataset) -> Run:

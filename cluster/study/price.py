@@ -2,12 +2,12 @@
 cost function and settings: runtime, repeats, batch), measured on the driver or, in a study on
 Ray, where its trials run (`cluster.raytune.pricer`), so the searcher proposes only configs that
 fit the study's bounds (`search.Price`). A config refused on its price is a row of its own
-(`refused`, status `infeasible`, final, its costs and violations, no accuracy), never a trial:
-it uses up none of the study's `trials:`. The searcher calibrates the price on what its trials
-measure (`search.calibrate`: after 5 trials priced and measured, prices are scaled by a
-conformal quantile of measured / priced), so a refused row's costs, and the costs a trial is
-given, are the calibrated ones; a refused row and a trial's final row keep the raw price too
-(`PRICE`), so a searcher rebuilt from the rows calibrates as the lost one did."""
+(`refused`, status `infeasible`, final, its costs and violations, no accuracy), never a trial: it
+uses up none of the study's `trials:`. The searcher calibrates the price on what its trials
+measure (`search.calibrate`: from the first trial priced and measured, before training too,
+prices are scaled by a conformal quantile of measured / priced), so a refused row's costs, and
+the costs a trial is given, are the calibrated ones; a refused row and a trial's final row keep
+the raw price too (`PRICE`), so a searcher rebuilt from the rows calibrates as the lost one did."""
 
 from __future__ import annotations
 

@@ -20,7 +20,7 @@ from cluster.study.results import PRICE, REFUSED
 from cluster.study.rows import config_of
 from cluster.study.store import RUNNER_TRIALS, StateUnreadable, StudyStore
 from spaces.util import write_json
-from trainers.settings import max_steps
+from trainers.settings import MEASURED_AT_START, max_steps
 
 STUDY_FILE = storage.STUDY_FILE
 # The status of a trial cut off by a stopped or killed run: it never counts in the budget.
@@ -48,14 +48,17 @@ def make_searcher(study: Study, *, price: search.Price | None = None) -> search.
 def told_as(result: dict, status: str, names) -> tuple[dict | None, dict]:
     """What to tell the searcher of a finished trial: `(metrics, {"status": ...})`. A trial
     rejected before training is told `infeasible` with its costs only; a stopped one `stopped`
-    with the metrics it has and its training iteration as its fidelity (a rung result: see
-    `search.fidelity.Rungs`); a failed one, or one without its metrics, None."""
+    with the metrics it has, a cost it never measured at its end as measured before training
+    (`MEASURED_AT_START`: with its price, a calibration pair), and its training iteration as
+    its fidelity (a rung result: see `search.fidelity.Rungs`); a failed one, or one without
+    its metrics, None."""
     if status == "infeasible":
         present = {k: v for k, v in result.items() if isinstance(v, int | float) and v == v}
         return present, {"status": "infeasible"}
     values = {n: result.get(n) for n in names}
     if status == "stopped":
-        present = {n: v for n, v in values.items() if _number(v) and v == v}
+        early = {n: result.get(MEASURED_AT_START.get(n, "")) for n in names if values[n] is None}
+        present = {n: v for n, v in {**values, **early}.items() if _number(v) and v == v}
         fidelity = result.get("training_iteration", result.get("step"))
         told = {"status": "stopped"} | ({"fidelity": fidelity} if _positive(fidelity) else {})
         return present or None, told

@@ -334,6 +334,9 @@ def test_a_stopped_row_is_told_at_its_training_iteration():
 
     metrics, told = told_as({"score": 0.5, "step": 4}, "stopped", ["score", "cost"])
     assert (metrics, told) == ({"score": 0.5}, {"status": "stopped", "fidelity": 4})
+    early = {"val_acc": 90.0, "start_latency_ms": 0.4, "latency_ms": None, "step": 2}
+    metrics, _ = told_as(early, "stopped", ["val_acc", "latency_ms"])
+    assert metrics == {"val_acc": 90.0, "latency_ms": 0.4}  # measured before training
     searcher = search.create("random", mixed_space(), metric="score", seed=0, max_fidelity=9)
     report = {"score": 0.5, "cost": 2, "training_iteration": 3, "phase": "train"}
     assert rung_of(report, searcher) == ({"score": 0.5}, 3.0)  # objectives and bounded costs

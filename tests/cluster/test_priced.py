@@ -157,6 +157,7 @@ def test_a_tight_bound_trains_the_budget_and_refusals_are_rows(local_ray, tmp_pa
     assert all(e.startswith("refused on price: latency_ms") for e in refused["error"].to_pylist())
     assert sum(trained["price_calls"].to_pylist()) >= 1 and sum(trained["price_s"].to_pylist()) > 0
     assert trained["price"].null_count == 0 and refused["price"].null_count == 0  # raw prices
+    assert trained["start_latency_ms"].null_count == 0  # timed again before training
     state = json.loads((tmp_path / "study" / "searcher.json").read_text())
     assert state["price"]["calls"] >= refused.num_rows  # the searcher's state keeps the pricing
     # resumed after losing the searcher's state: the refusals come back as refusals
@@ -236,21 +237,18 @@ def test_the_study_service_prices_on_the_driver(tmp_path):
     assert code == grpc.StatusCode.FAILED_PRECONDITION and "nothing fits latency_ms" in details
 
 
-def test_a_priced_trial_does_not_estimate_its_costs_again(tmp_path, monkeypatch):
-    import trainers.trial
+def test_a_priced_trial_is_judged_on_its_price_and_times_its_model_before_training(tmp_path):
     from cluster.raytune.trainable import run_and_report
 
-    def estimated(*args, **kwargs):
-        raise AssertionError("estimated again")
-
-    monkeypatch.setattr(trainers.trial, "estimate_cost", estimated)
     settings = _study(tmp_path).trial_settings()
     config = {"arch.layers": 1, "arch.width": 16, "train.lr": 1e-2}
     sent = []
     run_and_report(config, settings, send=lambda m, s: sent.append(m), costs={"latency_ms": 0.01})
     assert sent[-1]["final"] and sent[-1]["status"] == "completed", sent[-1].get("error")
+    assert all(m["start_latency_ms"] > 0 for m in sent)  # a calibration pair at every rung
     run_and_report(config, settings, send=lambda m, s: sent.append(m), costs={"latency_ms": 1.0})
     assert sent[-1]["status"] == "infeasible" and "val_acc" not in sent[-1]  # never trained
+    assert sent[-1]["latency_ms"] == 1.0  # judged on the price it was given
 
 
 def test_a_searcher_rebuilt_from_the_rows_calibrates_as_the_lost_one(tmp_path):

@@ -1,5 +1,5 @@
-"""A price calibrated on what trials measure (issue 33): the 90% quantile of measured / priced
-scales every price once enough trials were priced and then measured."""
+"""A price calibrated on what trials measure (issue 33): a conformal 90% quantile of measured /
+priced scales every price once a trial was priced and then measured."""
 
 import json
 
@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import search
-from search.calibrate import CALIBRATE_AFTER, factors
+from search.calibrate import OUTLIER_AFTER, factors
 from search.testing import mixed_space, toy_metrics, toy_price
 from spaces import Float, Int, Space
 
@@ -36,10 +36,11 @@ def _run(searcher, asks, ratio):
     return trials
 
 
-def test_the_quantile_of_measured_over_priced_scales_prices_after_enough_trials():
+def test_the_quantile_of_measured_over_priced_scales_prices_from_the_first_trial_measured():
     searcher = _make()
-    first = _run(searcher, CALIBRATE_AFTER, ratio=1.2)
-    assert all(t.costs == toy_price(t.config) for t in first)  # too few trials: raw prices
+    first = _run(searcher, OUTLIER_AFTER, ratio=1.2)
+    assert first[0].costs == toy_price(first[0].config)  # nothing measured yet: the raw price
+    assert all(t.costs["cost"] == pytest.approx(1.2 * t.config["n"]) for t in first[1:])
     told = [o for o in searcher.observations if not o.get("priced")]
     assert all(o["price"] == toy_price(o["config"]) for o in told)  # the raw price is kept
     assert searcher.price_factors() == {"cost": pytest.approx(1.2)}
@@ -52,26 +53,30 @@ def test_the_quantile_of_measured_over_priced_scales_prices_after_enough_trials(
 
 
 def test_the_factor_is_the_quantile_of_the_ratios_of_measured_trials_only():
+    """Measured at the end, before training (over a bound), or before training by a trial
+    stopped at a rung (told with those costs); never a failure, a refusal or an unpriced."""
     observations = [
         {"status": "completed", "price": {"cost": 1.0}, "metrics": {"cost": r}}
         for r in (1.0, 1.1, 1.2, 1.3, 1.4, 2.0)
     ]
     observations += [
-        {"status": "stopped", "price": {"cost": 1.0}, "metrics": {"cost": 9.0}},  # a rung
+        {"status": "stopped", "price": {"cost": 1.0}, "metrics": {"cost": 1.5}},  # at a rung
         {"status": "failed", "price": {"cost": 1.0}, "metrics": None},
         {"status": "completed", "metrics": {"cost": 9.0}},  # not priced (added, warm)
         {"status": "infeasible", "price": {"cost": 1.0}, "costs": {"cost": 3.0}, "metrics": None},
         {"status": "infeasible", "priced": True, "costs": {"cost": 9.0}, "metrics": None},
         {"status": "infeasible", "priced": True, "price": {"cost": 1.0}, "costs": {"cost": 9.0}},
     ]
-    assert factors(observations, 0.5) == {"cost": pytest.approx(1.3)}  # the observed one below
+    assert factors(observations, 0.5) == {"cost": pytest.approx(1.4)}  # 5th of 8
     assert factors(observations, 1.0) == {"cost": pytest.approx(3.0)}  # measured before training
-    assert factors(observations[:4], 0.9) == {}  # fewer than CALIBRATE_AFTER
+    assert factors(observations[:4], 0.9) == {"cost": pytest.approx(1.3)}  # few: the largest
+    assert factors(observations[4:5], 0.9) == {"cost": pytest.approx(1.4)}
+    assert factors([], 0.9) == {}
 
 
 def test_faster_trials_relax_the_price_and_none_turns_calibration_off():
     searcher = _make()
-    _run(searcher, CALIBRATE_AFTER, ratio=0.75)
+    _run(searcher, OUTLIER_AFTER, ratio=0.75)
     later = _run(searcher, 40, ratio=0.75)
     assert 5 in {t.config["n"] for t in later}  # 5 prices at 3.75: fits
     plain = _make(quantile=None)
@@ -87,7 +92,7 @@ def test_a_bad_quantile_is_refused(quantile):
 
 def test_a_pending_trials_raw_price_survives_state_and_journal_replay():
     searcher = _make()
-    _run(searcher, CALIBRATE_AFTER, ratio=1.2)
+    _run(searcher, OUTLIER_AFTER, ratio=1.2)
     before = json.loads(json.dumps(searcher.state_dict()))
     trial, event = searcher.record("ask")
     event = json.loads(json.dumps(event))
@@ -119,11 +124,12 @@ def test_one_outlier_among_few_trials_does_not_move_the_factor():
     ]
     assert factors(observations, 0.9) == {"cost": 1.0}
     assert factors(observations + observations, 0.9) == {"cost": 5.0}  # two in ten: it is real
+    assert factors(observations[1:], 0.9) == {"cost": 5.0}  # one in four: the largest of few
 
 
 def test_nothing_fitting_once_calibrated_says_the_prices_were_scaled():
     searcher = _make()
-    _run(searcher, CALIBRATE_AFTER, ratio=9.0)  # every trial measures 9 x its price
+    _run(searcher, 1, ratio=9.0)  # a trial measures 9 x its price
     with pytest.raises(search.NothingFits, match=r"scaled by measured / priced \{'cost': 9\.0\}"):
         searcher.ask()
 

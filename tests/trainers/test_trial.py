@@ -80,6 +80,30 @@ def test_infeasible_config_is_rejected_untrained(monkeypatch):
     assert result["status"] == "infeasible" and result["violations"]["params"] > 0
 
 
+def test_a_priced_trial_measures_its_latency_again_before_training(monkeypatch):
+    """The study's price is judged as given, and the trial times its model before training too
+    (with its own repeats), in every report: a trial stopped at a rung is a calibration pair."""
+    import trainers.trial
+
+    timed = []
+    real = trainers.trial.estimate_cost
+    monkeypatch.setattr(
+        trainers.trial, "estimate_cost", lambda *a, **k: timed.append(k["repeats"]) or real(*a, **k)
+    )
+    flat = FAST | {"constraints": {"latency_ms": 1e6}, "latency_repeats": 7}
+    settings = TrialSettings.from_flat(flat)
+    rows = []
+    result = run_trial(_arch(SMALL_MLP), rows.append, settings=settings, costs={"latency_ms": 2.0})
+    assert timed == [7]
+    measured = {r["start_latency_ms"] for r in rows}
+    assert len(measured) == 1 and measured.pop() == result["start_latency_ms"] > 0
+    over = run_trial(_arch(SMALL_MLP), settings=settings, costs={"latency_ms": 2e6})
+    assert over["status"] == "infeasible" and over["latency_ms"] == 2e6  # the price judged
+    plain = []
+    run_trial(_arch(SMALL_MLP), plain.append, settings=TrialSettings.from_flat(FAST))
+    assert "start_latency_ms" not in plain[0]  # no latency bound: nothing measured before
+
+
 def test_flat_keys_go_to_their_groups():
     def latency(model, in_shape, **_):
         return 1.0
