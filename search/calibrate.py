@@ -50,7 +50,7 @@ class Calibration:
 
     def price_factors(self, *, upto: int | None = None) -> dict[str, float]:
         """Each cost's calibration factor so far, or after the first `upto` observations (a
-        cost without enough trials: absent)."""
+        cost no trial measured yet: absent)."""
         quantile = getattr(self.price, "quantile", None)
         if quantile is None:
             return {}

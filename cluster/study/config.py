@@ -25,6 +25,7 @@ from trainers.settings import (
     DATASETS,
     EMBEDDED,
     FLAT_KEYS,
+    MEASURED_AT_START,
     METRICS,
     RUNTIMES,
     TrialSettings,
@@ -130,11 +131,12 @@ class Study:
         except ValueError as error:  # a `trainers.settings.SettingError` says its value
             hint = checks.number_hint(getattr(error, "value", None))
             raise ConfigError(f"trial: {error}{hint}") from error
+        allowed = [m for m in METRICS if m not in MEASURED_AT_START.values()]  # a price's check
         for metric, _ in self.objectives:
-            if metric not in METRICS and not self.trainable:
-                hint = did_you_mean(metric, METRICS)
+            if metric not in allowed and not self.trainable:
+                hint = did_you_mean(metric, allowed)
                 raise ConfigError(
-                    f"objectives: unknown metric {metric!r}{hint}; allowed: {list(METRICS)}"
+                    f"objectives: unknown metric {metric!r}{hint}; allowed: {allowed}"
                 )
         if not self.trainable:  # a trainable's constraints may bound any metric it reports
             check_keys("constraints", self.constraints, COST_METRICS)

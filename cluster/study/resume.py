@@ -55,10 +55,9 @@ def told_as(result: dict, status: str, names) -> tuple[dict | None, dict]:
     if status == "infeasible":
         present = {k: v for k, v in result.items() if isinstance(v, int | float) and v == v}
         return present, {"status": "infeasible"}
-    values = {n: result.get(n) for n in names}
+    values = {n: (_before(result) if status == "stopped" else result).get(n) for n in names}
     if status == "stopped":
-        early = {n: result.get(MEASURED_AT_START.get(n, "")) for n in names if values[n] is None}
-        present = {n: v for n, v in {**values, **early}.items() if _number(v) and v == v}
+        present = {n: v for n, v in values.items() if _number(v) and v == v}
         fidelity = result.get("training_iteration", result.get("step"))
         told = {"status": "stopped"} | ({"fidelity": fidelity} if _positive(fidelity) else {})
         return present or None, told
@@ -69,14 +68,21 @@ def told_as(result: dict, status: str, names) -> tuple[dict | None, dict]:
 
 def rung_of(result: Mapping, searcher: search.Searcher) -> tuple[dict, float] | None:
     """An epoch's report as `searcher.report` takes it, `(metrics, fidelity)`: the numbers it
-    holds of the objectives and costs, at its training iteration; None where the searcher
-    reads no rungs (no `max_fidelity`), an objective is missing, or it is not below the full
-    fidelity (the final result is told)."""
+    holds of the objectives and costs (a cost measured before training as `told_as` reads it),
+    at its training iteration; None where the searcher reads no rungs (no `max_fidelity`), an
+    objective is missing, or it is not below the full fidelity (the final result is told)."""
     fidelity, top = result.get("training_iteration"), searcher.max_fidelity
+    result = _before(result)
     metrics = {n: result[n] for n in searcher.objective.names if _number(result.get(n))}
     if top is None or not _positive(fidelity) or fidelity >= top:
         return None
     return (metrics, float(fidelity)) if set(searcher.objective.metrics) <= set(metrics) else None
+
+
+def _before(result: Mapping) -> Mapping:
+    """`result` with the costs it lacks as its trial measured them before training."""
+    early = {n: result.get(c) for n, c in MEASURED_AT_START.items() if not _number(result.get(n))}
+    return {**result, **{name: v for name, v in early.items() if _number(v)}}
 
 
 def _number(value) -> bool:
@@ -148,7 +154,8 @@ def reconcile(
             searcher.add_refused(config_of(row), costs, price=_price(row), trial_id=trial)
             continue
         metrics, status = told_as(row, row["status"], names)
-        searcher.add(config_of(row), metrics, trial_id=trial, price=_price(row), **status)
+        price = None if row.get(warm.WARM_FROM) else _price(row)  # another study's setup
+        searcher.add(config_of(row), metrics, trial_id=trial, price=price, **status)
     # warm trials and refusals use none of the budget
     return sum(not (row.get(warm.WARM_FROM) or row.get(REFUSED)) for row in finals.values())
 

@@ -251,6 +251,36 @@ def test_a_priced_trial_is_judged_on_its_price_and_times_its_model_before_traini
     assert sent[-1]["latency_ms"] == 1.0  # judged on the price it was given
 
 
+def test_a_trial_stopped_at_a_rung_calibrates_the_price_with_its_latency_before_training():
+    from cluster.raytune.ledger import TunerLedger
+
+    price = search.Price(lambda config: {"latency_ms": 1.0})
+    searcher = search.create(
+        "random",
+        _study_space(),
+        metric="val_acc",
+        mode="max",
+        seed=0,
+        max_fidelity=4,
+        constraints={"latency_ms": 5.0},
+        price=price,
+    )
+    ledger = TunerLedger(searcher, max_t=4)
+    for n, tune_id in enumerate(("a", "b", "c")):
+        ledger.ask(tune_id)
+        report = {"val_acc": 50.0, "start_latency_ms": 1.5 + n, "training_iteration": 1}
+        ledger.result(tune_id, report)
+        assert searcher.rungs[ledger.ids[tune_id]][0]["metrics"]["latency_ms"] == 1.5 + n
+        ledger.complete(tune_id, {**report, "training_iteration": 2}, error=False)  # ASHA
+    stopped = [o for o in searcher.observations if o["status"] == "stopped"]
+    assert [o["metrics"]["latency_ms"] for o in stopped] == [1.5, 2.5, 3.5]
+    assert searcher.price_factors() == {"latency_ms": pytest.approx(3.5)}  # few: the largest
+
+
+def _study_space():
+    return Space({"width": Choice([8, 16]), "lr": Float(1e-3, 1e-1, log=True)})
+
+
 def test_a_searcher_rebuilt_from_the_rows_calibrates_as_the_lost_one(tmp_path):
     from cluster.remote import service, wire
 

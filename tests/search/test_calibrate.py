@@ -76,7 +76,7 @@ def test_the_factor_is_the_quantile_of_the_ratios_of_measured_trials_only():
 
 def test_faster_trials_relax_the_price_and_none_turns_calibration_off():
     searcher = _make()
-    _run(searcher, OUTLIER_AFTER, ratio=0.75)
+    _run(searcher, 5, ratio=0.75)
     later = _run(searcher, 40, ratio=0.75)
     assert 5 in {t.config["n"] for t in later}  # 5 prices at 3.75: fits
     plain = _make(quantile=None)
@@ -92,7 +92,7 @@ def test_a_bad_quantile_is_refused(quantile):
 
 def test_a_pending_trials_raw_price_survives_state_and_journal_replay():
     searcher = _make()
-    _run(searcher, OUTLIER_AFTER, ratio=1.2)
+    _run(searcher, 5, ratio=1.2)
     before = json.loads(json.dumps(searcher.state_dict()))
     trial, event = searcher.record("ask")
     event = json.loads(json.dumps(event))
@@ -116,7 +116,7 @@ def test_revise_and_discard_forget_the_raw_price():
     assert "price" not in searcher.tell(revised.id, toy_metrics(revised.config))
 
 
-def test_one_outlier_among_few_trials_does_not_move_the_factor():
+def test_one_outlier_among_five_or_more_trials_does_not_move_the_factor():
     ratios = [1.0, 1.0, 1.0, 1.0, 5.0]  # one trial timed on a loaded machine
     observations = [
         {"status": "completed", "price": {"cost": 2.0}, "metrics": {"cost": 2.0 * r}}

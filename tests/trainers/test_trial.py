@@ -1,3 +1,5 @@
+import dataclasses
+
 import pytest
 
 from tests.trainers.conftest import SMALL_CHAIN, SMALL_MLP, never_trained
@@ -99,6 +101,9 @@ def test_a_priced_trial_measures_its_latency_again_before_training(monkeypatch):
     assert len(measured) == 1 and measured.pop() == result["start_latency_ms"] > 0
     over = run_trial(_arch(SMALL_MLP), settings=settings, costs={"latency_ms": 2e6})
     assert over["status"] == "infeasible" and over["latency_ms"] == 2e6  # the price judged
+    tight = dataclasses.replace(settings, cost=CostSettings(constraints={"latency_ms": 1e-9}))
+    fits = run_trial(_arch(SMALL_MLP), settings=tight, costs={"latency_ms": 1e-12})
+    assert fits["start_latency_ms"] > 1e-9 and fits["val_acc"] is not None  # trained all the same
     plain = []
     run_trial(_arch(SMALL_MLP), plain.append, settings=TrialSettings.from_flat(FAST))
     assert "start_latency_ms" not in plain[0]  # no latency bound: nothing measured before
