@@ -16,7 +16,7 @@ scheduler at a rung, where no latency is measured) the share within the bound (t
 price (rows, not trials), the pricing calls, pricing seconds per trial (median, p95: the ask's
 pricing, `price_s` of its row) next to its training seconds (median, p95), the best test
 accuracy among the trials within the bound (by validation accuracy) and the wall time. A study
-whose price stops it (nothing fits, or more than 50 refusals a trial) is kept with the trials it
+whose price stops it (nothing fits, or too many refusals a trial) is kept with the trials it
 trained and the message. The JSON keeps every run, so a stopped run continues.
 """
 

@@ -27,8 +27,9 @@ from trainers.settings import COST_METRICS
 COMPRESSION_SWITCHES = tuple(
     f"compress.{name}" for name in ("prune", "neuron_prune", "weight_prune", "quantize")
 )
-# A study stops once its searcher refused more than this many configs per trial it asked
-REFUSALS_PER_TRIAL = 50
+# A study stops once its searcher refused more than this many configs per trial it asked,
+# beyond what its first trial may take (it knows nothing of where configs fit yet)
+REFUSALS_PER_TRIAL, FIRST_TRIAL_REFUSALS = 50, 200
 # A study timing latency on a device server screens configs after this many exact prices
 SCREEN_AFTER = 20
 
@@ -154,18 +155,19 @@ def _over_text(costs, constraints) -> str:
 
 def check_refusals(searcher: search.Searcher, *, asked: int, study: Study) -> None:
     """Raise `ConfigError` when the searcher refused more than `REFUSALS_PER_TRIAL` configs on
-    their price per trial asked and the one it asks now (`asked`, warm trials left out): the
-    space barely fits the bounds. The message names the bounds and the cheapest config priced
-    (at the calibration of now)."""
+    their price per trial asked (`asked`, warm trials left out) beyond the
+    `FIRST_TRIAL_REFUSALS` its first may take: the space barely fits the bounds. The message
+    names the bounds and the cheapest config priced (at the calibration of now)."""
     refused = len(searcher.observations) - searcher.trained()
-    if refused <= REFUSALS_PER_TRIAL * (asked + 1):
+    if refused <= REFUSALS_PER_TRIAL * asked + FIRST_TRIAL_REFUSALS:
         return
     least = cheapest(searcher.refusals(), study)
     raise ConfigError(
         f"study {study.name!r} stopped: its searcher refused {refused} configs on their "
-        f"price for the {asked} trials it asked (more than {REFUSALS_PER_TRIAL} a trial): few "
-        f"models of the space fit {dict(study.constraints)}; {least}. "
-        "Loosen the bound, or narrow the space to smaller models"
+        f"price for the {asked} trials it asked (more than {FIRST_TRIAL_REFUSALS} for a "
+        f"first, {REFUSALS_PER_TRIAL} a trial after): few models of the space fit "
+        f"{dict(study.constraints)}; {least}. Loosen the bound, or narrow the space to "
+        "smaller models"
     )
 
 

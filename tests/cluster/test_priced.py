@@ -15,6 +15,7 @@ from cluster.raytune import runner
 from cluster.study import results
 from cluster.study.config import ConfigError, Study
 from cluster.study.price import (
+    FIRST_TRIAL_REFUSALS,
     REFUSALS_PER_TRIAL,
     SCREEN_AFTER,
     AskLater,
@@ -87,21 +88,21 @@ def test_too_many_refusals_a_trial_stop_naming_the_bound_and_the_cheapest(tmp_pa
     study = _study(tmp_path)
     refusal = {"priced": True, "config": {}, "costs": {"latency_ms": 0.2}, "violation": 3.0}
     cheap = {**refusal, "costs": {"latency_ms": 0.07}, "violation": 0.4}
-    refused = [refusal] * (2 * REFUSALS_PER_TRIAL) + [cheap]
+    refused = [refusal] * (FIRST_TRIAL_REFUSALS + REFUSALS_PER_TRIAL) + [cheap]
     searcher = SimpleNamespace(observations=refused, refusals=lambda: refused, trained=lambda: 0)
-    check_refusals(searcher, asked=2, study=study)  # 101 refusals for 2 trials and a third
+    check_refusals(searcher, asked=2, study=study)  # 251 refusals for 2 trials and a third
     with pytest.raises(ConfigError) as caught:
         check_refusals(searcher, asked=1, study=study)
     text = str(caught.value)
-    assert "refused 101 configs" in text and "{'latency_ms': 0.05}" in text
+    assert "refused 251 configs" in text and "{'latency_ms': 0.05}" in text
     assert "latency_ms 0.07 > 0.05" in text  # the cheapest model priced
 
 
 @pytest.mark.parametrize("floor", [0.0, 1.0])
 def test_an_ask_that_spent_its_budget_asks_again_until_refusals_stop_it(tmp_path, floor):
     # 1 config in 20 fits (none with a floor of 1) and an ask may price 3: asks spend their
-    # budget in vain, and the study asks again (it does not stop) until more than 50
-    # refusals a trial say few configs fit
+    # budget in vain, and the study asks again (it does not stop) until more than the first
+    # trial may take say few configs fit
     price = search.Price(lambda config: {"latency_ms": floor + config["x"]}, calls=3)
     searcher = search.create(
         "random",
@@ -117,9 +118,9 @@ def test_an_ask_that_spent_its_budget_asks_again_until_refusals_stop_it(tmp_path
         trial = ask_within_refusals(searcher, asked=0, study=study, refused=recorded.extend)
         assert trial.config["x"] <= 0.05 and len(recorded) == 15  # 5 asks past their budget
         return
-    with pytest.raises(ConfigError, match="refused 51 configs"):
+    with pytest.raises(ConfigError, match="refused 201 configs"):
         ask_within_refusals(searcher, asked=0, study=study, refused=recorded.extend)
-    assert len(recorded) == REFUSALS_PER_TRIAL + 1
+    assert len(recorded) == FIRST_TRIAL_REFUSALS + 1
 
 
 def test_asking_again_stops_after_one_budget_of_seconds_and_says_ask_later(tmp_path):
