@@ -131,7 +131,7 @@ class Study:
         except ValueError as error:  # a `trainers.settings.SettingError` says its value
             hint = checks.number_hint(getattr(error, "value", None))
             raise ConfigError(f"trial: {error}{hint}") from error
-        allowed = [m for m in METRICS if m not in MEASURED_AT_START.values()]  # a price's check
+        allowed = [m for m in METRICS if m not in MEASURED_AT_START.values()]  # no result: a check
         for metric, _ in self.objectives:
             if metric not in allowed and not self.trainable:
                 hint = did_you_mean(metric, allowed)

@@ -55,7 +55,8 @@ def told_as(result: dict, status: str, names) -> tuple[dict | None, dict]:
     if status == "infeasible":
         present = {k: v for k, v in result.items() if isinstance(v, int | float) and v == v}
         return present, {"status": "infeasible"}
-    values = {n: (_before(result) if status == "stopped" else result).get(n) for n in names}
+    read = _before(result) if status == "stopped" else result
+    values = {n: read.get(n) for n in names}
     if status == "stopped":
         present = {n: v for n, v in values.items() if _number(v) and v == v}
         fidelity = result.get("training_iteration", result.get("step"))
