@@ -77,12 +77,14 @@ def task(data: str, cell: Cell) -> nb201_data.Task:
 
 
 def regrets(job, data: str) -> tuple:
-    """`(cell, kind, pending, seed, [regret at each of BUDGETS], pricing calls)`."""
+    """`(cell, kind, pending, seed, [regret at each of BUDGETS], (pricing calls, evaluations))`;
+    a run that ended early (nothing priced to fit) reads its last regret at later budgets."""
     cell, kind, pending, seed = job
     problem = task(data, cell)
     if PRICED in kind:
         results, calls = run_priced(kind, problem, seed, pending=pending)
-        return cell, kind, pending, seed, [problem.regret(results[:b]) for b in BUDGETS], calls
+        regret = [problem.regret(results[:b]) for b in BUDGETS]
+        return cell, kind, pending, seed, regret, (calls, len(results))
     extra = {} if kind.startswith("optuna") else {"pending": pending}
     results = run(
         kind,
@@ -95,7 +97,7 @@ def regrets(job, data: str) -> tuple:
         constraints={"latency_ms": problem.bound},
         **extra,
     )
-    return cell, kind, pending, seed, [problem.regret(results[:b]) for b in BUDGETS], 0
+    return cell, kind, pending, seed, [problem.regret(results[:b]) for b in BUDGETS], None
 
 
 def run_priced(kind: str, problem, seed: int, *, pending: int) -> tuple[list[dict], int]:
@@ -130,7 +132,7 @@ def run_priced(kind: str, problem, seed: int, *, pending: int) -> tuple[list[dic
 
 def collect(jobs, data, pool) -> dict:
     """`{(cell, kind, pending): array seeds x budgets}`, printing each group as it completes,
-    and `{(cell, kind, pending): [pricing calls per seed]}` of the priced searchers."""
+    and `{(cell, kind, pending): [(pricing calls, evaluations) per seed]}` of the priced ones."""
     out: dict = {}
     calls: dict = {}
     expected: dict = {}
@@ -179,20 +181,24 @@ def regret_tables(found: dict, cells, kinds, seeds: int) -> list[str]:
 
 
 def calls_table(calls: dict, cells, kinds) -> str:
-    """Median (max) pricing calls per run of 100 evaluations, per priced searcher and cell."""
+    """Median (max) pricing calls per run of 100 evaluations, per priced searcher and cell,
+    and how many runs ended before 100 evaluations (their fewest)."""
     kinds = [k for k in kinds if PRICED in k]
+
+    def cell_text(runs: list) -> str:
+        spent = [c for c, _ in runs]
+        short = [n for _, n in runs if n is not None and n < max(BUDGETS)]
+        text = f"{np.median(spent):.0f} ({max(spent)})"
+        return text + (f"; {len(short)} ended early (at {min(short)})" if short else "")
+
     rows = [
         [cell.label]
-        + [
-            f"{np.median(calls[cell, k, 1]):.0f} ({max(calls[cell, k, 1])})"
-            if (cell, k, 1) in calls
-            else "-"
-            for k in kinds
-        ]
+        + [cell_text(calls[cell, k, 1]) if (cell, k, 1) in calls else "-" for k in kinds]
         for cell in cells
     ]
     return _table(
-        f"Pricing calls per run of {max(BUDGETS)} evaluations, median (max) over seeds",
+        f"Pricing calls per run of {max(BUDGETS)} evaluations, median (max) over seeds; runs "
+        "that ended early (an ask found nothing priced to fit within its budget)",
         ["cell"] + kinds,
         rows,
     )
@@ -249,8 +255,9 @@ def _load(path: Path) -> dict:
     for row in saved["runs"]:
         key = (Cell(*row["cell"]), row["searcher"], row["pending"])
         found[key] = np.array(row["regrets"])
-        if "pricing_calls" in row:
-            calls[key] = list(row["pricing_calls"])
+        if "pricing_calls" in row:  # evaluations: None in files from before they were kept
+            evaluations = row.get("evaluations", [None] * len(row["pricing_calls"]))
+            calls[key] = list(zip(row["pricing_calls"], evaluations))
     return found, calls
 
 
@@ -258,10 +265,14 @@ def _save(found: dict, calls: dict, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     rows = [
         {"cell": list(cell), "searcher": kind, "pending": pending, "regrets": values.tolist()}
-        | ({"pricing_calls": calls[cell, kind, pending]} if (cell, kind, pending) in calls else {})
+        | (_calls_row(calls[cell, kind, pending]) if (cell, kind, pending) in calls else {})
         for (cell, kind, pending), values in found.items()
     ]
     path.write_text(json.dumps({"budgets": BUDGETS, "eps": EPS, "runs": rows}))
+
+
+def _calls_row(runs: list) -> dict:
+    return {"pricing_calls": [c for c, _ in runs], "evaluations": [n for _, n in runs]}
 
 
 def main() -> None:

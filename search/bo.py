@@ -13,6 +13,7 @@ from search import gp
 from search.base import Searcher
 from search.basic import enumerate_configs
 from search.candidates import best_untaken, neighbours, random_candidates, refine
+from search.choose import Feasibility, priced_pick
 from search.fidelity import AtFull, join_rungs
 from search.history import History, fit_subset, incumbents, parego_targets
 from spaces import Choice, Int
@@ -108,28 +109,25 @@ class BayesSearcher(Searcher):
 
     def _priced_choice(self, configs: list[dict], feats: np.ndarray, score, taken) -> dict:
         """The fitting config of best acquisition among `configs` (`taken`: indices never to
-        propose), priced in order of acquisition times the constraint models' P(feasible);
-        after the first that fits, only those whose acquisition alone beats it, at most
-        `price_extra` not priced before. A random config when none fits within the budget."""
+        propose), see `search.choose.priced_pick`; a random config when none fits within the
+        ask's budget."""
         gain, log_feasible = score.parts(feats)
-        estimate = gain + log_feasible
-        estimate[list(taken)] = -np.inf
-        best, extra = None, 0
-        for i in np.argsort(-estimate, kind="stable"):
-            if not estimate[i] > -np.inf:
-                break
-            if best is not None and gain[i] <= gain[best]:
-                continue
-            if best is not None and self.price.known(configs[i]) is None:
-                if extra == self.price_extra:
-                    break
-                extra += 1
-            fit = self._fits(configs[i])
-            if fit is None:
-                break
-            if fit:
-                best = i
-        return self.space.sample(self.rng) if best is None else dict(configs[best])
+        known = self._priced_fits(configs)
+        known[list(taken)] = -1
+
+        def learn(i: int, rows: np.ndarray) -> np.ndarray | None:
+            raw = self.price.known(configs[i])  # None: screened, not priced exactly
+            if raw is None or score.feasibility is None:
+                return None
+            score.feasibility.learn(feats[i], self._calibrated(raw))
+            return score.feasibility(feats[rows])
+
+        def fits(i: int) -> bool | None:
+            return self._fits(configs[i])
+
+        extra = self.price_extra
+        pick = priced_pick(gain, log_feasible, known, fits=fits, learn=learn, extra=extra)
+        return self.space.sample(self.rng) if pick is None else dict(configs[pick])
 
     # -- proposal -------------------------------------------------------------------------------
     def _propose(self) -> dict:
@@ -207,14 +205,14 @@ class BayesSearcher(Searcher):
         pending = gp.features(self.space, list(self.pending.values()))
         lie = {"worst": y_all.min(), "mean": y_all.mean(), "believer": None}[self.fantasy]
         model = self._fit("objective", x, y, pending, lie=lie, rungs=rungs)
-        constraints = self._constraint_models(rows, pending)
+        feasibility = Feasibility(self._constraint_models(rows, pending))
         best = float(y_all[feasible].max()) if feasible.any() else None
         center, spread = float(y_all.mean()), float(y_all.std()) or 1.0
 
         def parts(feats: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
             """The acquisition alone and the log P(feasible), each `(n,)`."""
-            log_feasible = _log_feasible(constraints, feats)
-            if best is None and constraints:
+            log_feasible = feasibility(feats)
+            if best is None and feasibility.constraints:
                 return np.zeros(len(feats)), log_feasible
             mean, std = gp.predict_in_chunks(model, feats)
             if self.acquisition == "ucb":
@@ -231,11 +229,11 @@ class BayesSearcher(Searcher):
             gain, log_feasible = parts(feats)
             return gain + self.feasibility_weight * log_feasible
 
-        score.parts = parts
+        score.parts, score.feasibility = parts, feasibility
         return score
 
     def _constraint_models(self, rows: np.ndarray, pending: np.ndarray) -> list[tuple]:
-        """`(GP, bound)` per constraint, fit on the costs of the usable results `rows` and of
+        """`(name, GP, bound)` per constraint, fit on the costs of the usable results `rows` and of
         the latest configs rejected on their costs alone (refused on price, say)."""
         data = self.history
         rejected_x, rejected_costs = data.rejected(self.max_fit // 2, factors=self.price_factors())
@@ -243,7 +241,7 @@ class BayesSearcher(Searcher):
         models = []
         for j, (name, bound) in enumerate(self.objective.constraints):
             values = np.concatenate([data.costs[rows, j], rejected_costs[:, j]])
-            models.append((self._fit(f"constraint:{name}", x, values, pending), bound))
+            models.append((name, self._fit(f"constraint:{name}", x, values, pending), bound))
         return models
 
     def _feasibility_scorer(self):
@@ -251,15 +249,15 @@ class BayesSearcher(Searcher):
         a score of log P(feasible) alone, so the first trials head where configs fit, not
         where random draws fall (a tight bound refuses most of a joint space)."""
         pending = gp.features(self.space, list(self.pending.values()))
-        constraints = self._constraint_models(np.arange(self.history.n), pending)
+        feasibility = Feasibility(self._constraint_models(np.arange(self.history.n), pending))
 
         def parts(feats: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-            return np.zeros(len(feats)), _log_feasible(constraints, feats)
+            return np.zeros(len(feats)), feasibility(feats)
 
         def score(feats: np.ndarray) -> np.ndarray:
             return parts(feats)[1]
 
-        score.parts = parts
+        score.parts, score.feasibility = parts, feasibility
         return score
 
     def _fit(self, key, x, y, pending, *, lie: float | None = None, rungs=None) -> gp.GP:
@@ -287,12 +285,3 @@ class BayesSearcher(Searcher):
     def _load_extra_state(self, extra: Mapping) -> None:
         self._design_seed, self._design_used = int(extra["design_seed"]), int(extra["design_used"])
         self._thetas = {k: list(v) for k, v in extra["thetas"].items()}
-
-
-def _log_feasible(constraints: list[tuple], feats: np.ndarray) -> np.ndarray:
-    """The log probability that each row of `feats` meets every `(GP, bound)`, `(n,)`."""
-    out = np.zeros(len(feats))
-    for model, bound in constraints:
-        mean, std = gp.predict_in_chunks(model, feats)
-        out += gp.log_probability_below(mean, std, bound)
-    return out

@@ -63,14 +63,21 @@ class History:
     def rejected(
         self, limit: int, *, upto: int | None = None, factors: Mapping[str, float] | None = None
     ) -> tuple[np.ndarray, np.ndarray]:
-        """The latest `limit` of the first `upto` (default: all) rejected configs: feature
-        rows `(k, d)` and their constrained costs `(k, c)`, for the constraint models only; a
+        """At most `limit` of the first `upto` (default: all) rejected configs, the latest
+        `limit // 2` and the rest spread evenly over the earlier ones (the latest alone lie near
+        the bound, and a model fit on them forgets the configs far over it): feature rows
+        `(k, d)` and their constrained costs `(k, c)`, for the constraint models only; a
         refusal's raw price scaled by `factors` (`Searcher.price_factors()`, of each cost)."""
         end = self.n_rejected if upto is None else upto
-        keep = slice(max(end - limit, 0), end) if limit else slice(0, 0)
-        rows, raw = self._rejected_x[keep], np.array(self._rejected_raw[keep], dtype=bool)
+        keep = np.arange(end) if end <= limit else np.arange(end - limit // 2, end)
+        if end > limit:
+            older = np.linspace(0, end - limit // 2 - 1, limit - limit // 2)
+            keep = np.concatenate([np.round(older).astype(int), keep])
+        rows = np.array([self._rejected_x[i] for i in keep])
+        raw = np.array([self._rejected_raw[i] for i in keep], dtype=bool)
         width = len(self.objective.constraints)
-        costs = np.array(self._rejected_costs[keep], dtype=float).reshape(len(rows), width)
+        costs = np.array([self._rejected_costs[i] for i in keep], dtype=float)
+        costs = costs.reshape(len(rows), width)
         scale = [(factors or {}).get(name, 1.0) for name, _ in self.objective.constraints]
         costs = np.where(raw[:, None], costs * np.array(scale), costs)
         return np.array(rows).reshape(len(rows), len(self.space)), costs

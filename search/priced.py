@@ -5,6 +5,8 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 
+import numpy as np
+
 from search.errors import Exhausted, NothingFits
 from search.price import Price, stats_of
 
@@ -107,6 +109,18 @@ class PricedAsks:
                 f"it may return only {sorted(bounds)}"
             )
         return costs
+
+    def _priced_fits(self, configs: Sequence[dict]) -> np.ndarray:
+        """Per config, 1 where its exact price (cached, at the calibration of now) fits every
+        bound, -1 where it breaks one, 0 where it was not priced exactly."""
+        rows: dict[str, list[int]] = {}
+        for i, config in enumerate(configs):
+            rows.setdefault(self.price.key(config), []).append(i)
+        out = np.zeros(len(configs), dtype=int)
+        for key, raw in self.price.prices():
+            fit = self.objective.violation(self._calibrated(raw)) == 0
+            out[rows.get(key, [])] = 1 if fit else -1
+        return out
 
     def _fits(self, config: dict) -> bool | None:
         """During a priced ask: whether `config`'s priced costs fit every bound (a config over

@@ -1,4 +1,17 @@
-from benchmarks.matrix import CELLS, DATASETS, DEVICES, PARALLEL_CELLS, QUANTILES, geomean, ratio
+import numpy as np
+
+from benchmarks.matrix import (
+    CELLS,
+    DATASETS,
+    DEVICES,
+    PARALLEL_CELLS,
+    QUANTILES,
+    _load,
+    _save,
+    calls_table,
+    geomean,
+    ratio,
+)
 
 
 def test_the_cells_cover_every_dataset_device_and_percentile():
@@ -14,3 +27,12 @@ def test_a_ratio_of_two_solved_cells_is_one_and_the_mean_is_geometric():
     assert ratio(0.0, 0.0) == 1.0
     assert ratio(0.99, 0.0) == 100.0
     assert abs(geomean([4.0, 0.25, 1.0]) - 1.0) < 1e-12
+
+
+def test_priced_runs_that_ended_early_are_kept_and_shown(tmp_path):
+    key = (CELLS[0], "bo-priced", 1)
+    path = tmp_path / "matrix.json"
+    _save({key: np.zeros((2, 3))}, {key: [(40, 100), (50, 37)]}, path)
+    found, calls = _load(path)
+    assert found[key].shape == (2, 3) and calls[key] == [(40, 100), (50, 37)]
+    assert "45 (50); 1 ended early (at 37)" in calls_table(calls, [CELLS[0]], ["bo-priced"])

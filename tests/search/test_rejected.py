@@ -4,7 +4,9 @@
 import pytest
 
 import search
-from spaces import Choice, Float, Space
+from search.history import History
+from search.objective import Objective
+from spaces import Choice, Float, Int, Space
 
 
 @pytest.mark.parametrize("name", ["bo", "forest"])
@@ -33,3 +35,19 @@ def test_stops_proposing_configs_rejected_on_their_costs(name):
             searcher.tell(trial.id, {"acc": acc, "latency_ms": 1.0})
     assert big_after_design <= 2
     assert abs(searcher.best()["config"]["lr"] - 0.3) < 0.1
+
+
+def test_past_the_limit_the_refusals_kept_span_the_whole_run_not_only_the_latest():
+    # the latest refusals of a priced run lie near the bound: a constraint model fit on them
+    # alone forgot the configs far over it and priced a whole ask's budget of them again
+    space = Space({"n": Int(0, 9)})
+    history = History(space, Objective.build("score", "max", {"cost": 0.5}))
+    refusals = [
+        {"config": {"n": n}, "status": "infeasible", "metrics": None, "costs": {"cost": n}}
+        for n in range(10)
+    ]
+    x, costs = history.sync(refusals).rejected(4)
+    assert costs[:, 0].tolist() == [0, 7, 8, 9]  # two latest, two spread over the rest
+    x, costs = history.rejected(4, upto=3)
+    assert costs[:, 0].tolist() == [0, 1, 2] and x.shape == (3, 1)
+    assert history.rejected(0)[1].shape == (0, 1)
