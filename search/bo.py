@@ -117,7 +117,7 @@ class BayesSearcher(Searcher):
 
         def learn(i: int, rows: np.ndarray) -> np.ndarray | None:
             raw = self.price.known(configs[i])  # None: screened, not priced exactly
-            if raw is None or score.feasibility is None:
+            if raw is None:
                 return None
             score.feasibility.learn(feats[i], self._calibrated(raw))
             return score.feasibility(feats[rows])
