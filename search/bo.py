@@ -233,8 +233,8 @@ class BayesSearcher(Searcher):
         return score
 
     def _constraint_models(self, rows: np.ndarray, pending: np.ndarray) -> list[tuple]:
-        """`(name, GP, bound)` per constraint, fit on the costs of the usable results `rows` and of
-        the latest configs rejected on their costs alone (refused on price, say)."""
+        """`(name, GP, bound)` per constraint, fit on the costs of the usable results `rows` and
+        of configs rejected on their costs alone (refused on price, say; `History.rejected`)."""
         data = self.history
         rejected_x, rejected_costs = data.rejected(self.max_fit // 2, factors=self.price_factors())
         x = np.vstack([data.x[rows], rejected_x])
