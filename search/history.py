@@ -69,10 +69,10 @@ class History:
         `(k, d)` and their constrained costs `(k, c)`, for the constraint models only; a
         refusal's raw price scaled by `factors` (`Searcher.price_factors()`, of each cost)."""
         end = self.n_rejected if upto is None else upto
-        keep = np.arange(end) if end <= limit else np.arange(end - limit // 2, end)
+        keep = np.arange(end)
         if end > limit:
-            older = np.linspace(0, end - limit // 2 - 1, limit - limit // 2)
-            keep = np.concatenate([np.round(older).astype(int), keep])
+            older = np.linspace(0, end - limit // 2 - 1, limit - limit // 2).round().astype(int)
+            keep = np.concatenate([older, keep[end - limit // 2 :]])
         rows = np.array([self._rejected_x[i] for i in keep])
         raw = np.array([self._rejected_raw[i] for i in keep], dtype=bool)
         width = len(self.objective.constraints)
