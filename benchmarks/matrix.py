@@ -261,6 +261,23 @@ def _load(path: Path) -> dict:
     return found, calls
 
 
+def missing_jobs(cells, kinds, pendings, seeds: range, reused: dict) -> list[tuple]:
+    """The `(cell, kind, pending, seed)` runs still to do: a group of k reused runs holds the
+    first k of `seeds`, so an earlier `--out` grows to more seeds."""
+    return [
+        (c, k, p, s)
+        for c in cells
+        for k in kinds
+        for p in pendings
+        for s in seeds[len(reused.get((c, k, p), ())) :]
+    ]
+
+
+def _joined(first: np.ndarray | None, then: np.ndarray | None) -> np.ndarray:
+    """Two groups' runs (seeds x budgets), either missing."""
+    return np.concatenate([v for v in (first, then) if v is not None])
+
+
 def _save(found: dict, calls: dict, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     rows = [
@@ -293,7 +310,7 @@ def main() -> None:
         type=Path,
         nargs="+",
         default=[],
-        help="earlier --out files: runs kept, not rerun",
+        help="earlier --out files: runs kept, only the missing seeds run",
     )
     args = parser.parse_args()
     data = str(nb201_data.require(args.data))
@@ -306,20 +323,14 @@ def main() -> None:
     reused, reused_calls = {}, {}
     for path in args.reuse:
         found, calls = _load(path)
-        reused |= {key: v for key, v in found.items() if len(v) == args.seeds}
+        reused |= {k: v for k, v in found.items() if k[1] in kinds and len(v) <= args.seeds}
         reused_calls |= {key: v for key, v in calls.items() if key in reused}
-    jobs = [
-        (c, k, p, s)
-        for c in cells
-        for k in kinds
-        for p in pendings
-        if (c, k, p) not in reused
-        for s in seeds
-    ]
+    jobs = missing_jobs(cells, kinds, pendings, seeds, reused)
     start = time.time()
     with Pool(args.workers, initializer=set_gp_prior, initargs=(args.gp_prior,)) as pool:
         found, calls = collect(jobs, data, pool)
-    found, calls = reused | found, reused_calls | calls
+    found = {key: _joined(reused.get(key), found.get(key)) for key in reused.keys() | found.keys()}
+    calls = {key: reused_calls.get(key, []) + calls.get(key, []) for key in reused_calls | calls}
     tables = (
         [parallel_table(found, cells, kinds, args.seeds)]
         if parallel

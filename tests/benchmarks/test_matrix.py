@@ -10,6 +10,7 @@ from benchmarks.matrix import (
     _save,
     calls_table,
     geomean,
+    missing_jobs,
     ratio,
 )
 
@@ -36,3 +37,10 @@ def test_priced_runs_that_ended_early_are_kept_and_shown(tmp_path):
     found, calls = _load(path)
     assert found[key].shape == (2, 3) and calls[key] == [(40, 100), (50, 37)]
     assert "45 (50); 1 ended early (at 37)" in calls_table(calls, [CELLS[0]], ["bo-priced"])
+
+
+def test_an_earlier_run_grows_to_more_seeds_without_rerunning_its_own():
+    kept = (CELLS[0], "bo", 1)
+    jobs = missing_jobs(CELLS[:2], ["bo"], (1,), range(10, 15), {kept: np.zeros((3, 3))})
+    assert [s for c, _, _, s in jobs if c == CELLS[0]] == [13, 14]
+    assert [s for c, _, _, s in jobs if c == CELLS[1]] == [10, 11, 12, 13, 14]
