@@ -6,7 +6,7 @@ import numpy as np
 from scipy.optimize import minimize
 
 from search import gp
-from spaces import Space
+from spaces import Choice, Space
 
 
 def random_candidates(space: Space, rng, count: int) -> tuple[list[dict], np.ndarray]:
@@ -27,6 +27,33 @@ def neighbours(space: Space, cat: np.ndarray, rng, configs: list[dict], count: i
             flip = categorical[rng.integers(len(categorical), size=count)]
             moved[np.arange(count), flip] = rng.random(count)
         out += [space.decode(u) for u in np.clip(moved, 0.0, 1.0)]
+    return out
+
+
+def mutate(space: Space, rng, config: dict, *, changes: int = 1, step: float = 0.15) -> dict:
+    """A copy of `config` with `changes` active parameters changed (a choice to another
+    option, a number moved by N(0, `step`) on the unit interval); parameters a change switches
+    on are drawn from their prior, those it switches off are dropped."""
+    child = dict(config)
+    for _ in range(changes):
+        names = sorted(child)
+        name = names[int(rng.integers(len(names)))]
+        param = space[name]
+        if isinstance(param, Choice):
+            others = [o for o in param.options if o != child[name]] or list(param.options)
+            child[name] = others[int(rng.integers(len(others)))]
+        else:
+            u = param.to_unit(child[name]) + rng.normal(0.0, step)
+            child[name] = param.from_unit(float(np.clip(u, 0.0, 1.0)))
+        child = _active(space, rng, child)
+    return child
+
+
+def _active(space: Space, rng, config: dict) -> dict:
+    out: dict = {}
+    for name, param in space.params.items():
+        if space.is_active(name, out):
+            out[name] = config[name] if name in config else param.sample(rng)
     return out
 
 

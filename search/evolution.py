@@ -8,8 +8,8 @@ from collections.abc import Mapping
 import numpy as np
 
 from search.base import Searcher
+from search.candidates import mutate
 from search.pareto import dominating, non_dominated
-from spaces import Choice
 
 MUTATION_TRIES = 20  # children tried again while they repeat a config or do not fit
 
@@ -45,9 +45,10 @@ class EvolutionSearcher(Searcher):
 
     Options: `population` (P, the living models), `sample_size` (S, the tournament's size),
     `mutations` (parameters changed per child), `step` (the spread of a numeric mutation on
-    the unit interval). With a price, the parent is mutated until a new child fits. With rungs
-    (`search.fidelity.Rungs`), a trial stopped at a rung joins the population too, ranked by
-    its standing at its rung against a full result's among the full ones."""
+    the unit interval). With a price, the parent is mutated until a new child fits; while the
+    population fills, half the draws after a refusal change the ask's nearest refusal instead.
+    With rungs (`search.fidelity.Rungs`), a trial stopped at a rung joins the population too,
+    ranked by its standing at its rung against a full result's among the full ones."""
 
     name = "evolution"
 
@@ -94,7 +95,8 @@ class EvolutionSearcher(Searcher):
 
     def _propose(self) -> dict:
         if len(self.members) + len(self.pending) < self.size or not self.members:
-            return self.space.sample(self.rng)
+            near = self._near_miss()  # with a price: a draw, or a refusal's change
+            return self.space.sample(self.rng) if near is None else self.mutate(near)
         living = self._living
         contestants = self.rng.choice(
             len(living), min(self.sample_size, len(living)), replace=False
@@ -150,28 +152,8 @@ class EvolutionSearcher(Searcher):
         return quality
 
     def mutate(self, config: dict) -> dict:
-        """A copy of `config` with `mutations` active parameters changed; parameters a change
-        switches on are drawn from their prior, those it switches off are dropped."""
-        child = dict(config)
-        for _ in range(self.mutations):
-            names = sorted(child)
-            name = names[int(self.rng.integers(len(names)))]
-            param = self.space[name]
-            if isinstance(param, Choice):
-                others = [o for o in param.options if o != child[name]] or list(param.options)
-                child[name] = others[int(self.rng.integers(len(others)))]
-            else:
-                u = param.to_unit(child[name]) + self.rng.normal(0.0, self.step)
-                child[name] = param.from_unit(float(np.clip(u, 0.0, 1.0)))
-            child = self._repair(child)
-        return child
-
-    def _repair(self, config: dict) -> dict:
-        out: dict = {}
-        for name, param in self.space.params.items():
-            if self.space.is_active(name, out):
-                out[name] = config[name] if name in config else param.sample(self.rng)
-        return out
+        """`config` with `mutations` parameters changed (`search.candidates.mutate`)."""
+        return mutate(self.space, self.rng, config, changes=self.mutations, step=self.step)
 
     def _extra_state(self) -> dict:
         return {"members": list(self.members)}

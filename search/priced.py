@@ -132,6 +132,16 @@ class PricedAsks:
             return None
         return self._priced(config) is not None
 
+    def _near_miss(self) -> dict | None:
+        """During a priced ask, half the time, the config of the refusal this ask recorded
+        nearest its bounds (least violation), for a searcher to change towards them (a repair:
+        a searcher drawing at random misses a bound that 10% of configs meet in all of 50 draws
+        with probability 0.9^50 = 0.5%); else None."""
+        refused = self._asked[1] if self._priced_ask else []
+        if not refused or self.rng.random() < 0.5:
+            return None
+        return min(refused, key=lambda o: o["violation"])["config"]
+
     @property
     def _priced_ask(self) -> bool:
         """Whether an ask is under way with a price (`_fits` prices)."""

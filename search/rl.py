@@ -10,6 +10,7 @@ from collections.abc import Mapping
 import numpy as np
 
 from search.base import Searcher
+from search.candidates import mutate
 from search.pareto import dominating
 from spaces import Choice, Int
 
@@ -122,9 +123,14 @@ class ControllerSearcher(Searcher):
         """A draw from the policy, redrawn (up to `DRAWS` times, then from the prior as often)
         while it repeats a config already told or pending (a repeat costs an evaluation and
         teaches nothing new) or, with a price, while it does not fit (a refusal teaches the
-        policy as the worst result would)."""
+        policy as the worst result would; after one, half the draws change the ask's nearest
+        refusal instead, see `_near_miss`)."""
         for attempt in range(2 * DRAWS):
-            config = self._draw() if attempt < DRAWS else self.space.sample(self.rng)
+            near = self._near_miss()  # with a price: a refusal's change, half the time
+            if near is not None:
+                config = mutate(self.space, self.rng, near)
+            else:
+                config = self._draw() if attempt < DRAWS else self.space.sample(self.rng)
             key = self.space.canonical(config)
             if key not in self._seen and self._pending_keys[key] == 0:
                 fit = self._fits(config)  # with a price: a draw over a bound is refused
