@@ -310,7 +310,7 @@ def main() -> None:
         type=Path,
         nargs="+",
         default=[],
-        help="earlier --out files: runs kept, only the missing seeds run",
+        help="earlier --out files: their runs kept (and saved), only missing seeds run",
     )
     args = parser.parse_args()
     data = str(nb201_data.require(args.data))
@@ -321,23 +321,24 @@ def main() -> None:
     kinds = args.only or (PARALLEL_SEARCHERS if parallel else SEARCHERS)
     pendings = (1, 4) if parallel else (1,)
     reused, reused_calls = {}, {}
-    for path in args.reuse:
+    for path in args.reuse:  # a later file's group replaces an earlier's, calls included
         found, calls = _load(path)
-        reused |= {k: v for k, v in found.items() if k[1] in kinds and len(v) <= args.seeds}
-        reused_calls |= {key: v for key, v in calls.items() if key in reused}
+        reused |= found
+        reused_calls = {k: v for k, v in reused_calls.items() if k not in found} | calls
     jobs = missing_jobs(cells, kinds, pendings, seeds, reused)
     start = time.time()
     with Pool(args.workers, initializer=set_gp_prior, initargs=(args.gp_prior,)) as pool:
         found, calls = collect(jobs, data, pool)
     found = {key: _joined(reused.get(key), found.get(key)) for key in reused.keys() | found.keys()}
     calls = {key: reused_calls.get(key, []) + calls.get(key, []) for key in reused_calls | calls}
+    shown = {key: values[: args.seeds] for key, values in found.items()}  # saved: all
     tables = (
-        [parallel_table(found, cells, kinds, args.seeds)]
+        [parallel_table(shown, cells, kinds, args.seeds)]
         if parallel
-        else regret_tables(found, cells, kinds, args.seeds)
+        else regret_tables(shown, cells, kinds, args.seeds)
     )
     if calls:
-        tables.append(calls_table(calls, cells, kinds))
+        tables.append(calls_table({k: v[: args.seeds] for k, v in calls.items()}, cells, kinds))
     print("\n\n".join(tables))
     print(f"\n({args.mode}: {time.time() - start:.0f} s wall on this machine)")
     out = args.out or ROOT / "benchmarks" / "out" / f"matrix-{args.mode}.json"

@@ -95,8 +95,7 @@ class EvolutionSearcher(Searcher):
 
     def _propose(self) -> dict:
         if len(self.members) + len(self.pending) < self.size or not self.members:
-            near = self._near_miss()  # with a price: a draw, or a refusal's change
-            return self.space.sample(self.rng) if near is None else self.mutate(near)
+            return self._draw()
         living = self._living
         contestants = self.rng.choice(
             len(living), min(self.sample_size, len(living)), replace=False
@@ -109,6 +108,16 @@ class EvolutionSearcher(Searcher):
                 if fit or fit is None:
                     return child
         return child
+
+    def _draw(self) -> dict:
+        """A draw from the prior, or with a price, half the time after a refusal, a change of
+        the ask's nearest refusal (`_near_miss`) that was not told before."""
+        near = self._near_miss()
+        for _ in range(MUTATION_TRIES if near is not None else 0):
+            child = self.mutate(near)
+            if self.space.canonical(child) not in self._seen:
+                return child
+        return self.space.sample(self.rng)
 
     def _ranking(self, living: list[dict]) -> np.ndarray:
         """Lower is better: feasible before infeasible (by violation), then by objectives."""

@@ -135,8 +135,8 @@ class PricedAsks:
     def _near_miss(self) -> dict | None:
         """During a priced ask, half the time, the config of the refusal this ask recorded
         nearest its bounds (least violation), for a searcher drawing at random to change
-        instead (a repair: uniform draws miss a bound that few configs meet, 25 of 65,536 in
-        all of 200 calls 92% of the time); else None."""
+        instead (a repair: where 25 of 65,536 configs fit, 200 uniform draws all miss them 92%
+        of the time); else None."""
         refused = self._asked[1] if self._priced_ask else []
         if not refused or self.rng.random() < 0.5:
             return None

@@ -229,7 +229,7 @@ def test_a_twin_must_be_callable():
 
 @pytest.mark.parametrize("name", ["evolution", "rl"])
 def test_a_draw_that_misses_a_narrow_bound_is_repaired_from_the_nearest_refusal(name):
-    """Eight choices, a cost counting those not "a": at most one of them fits (25 configs of
+    """Eight choices, a cost counting those not "a": a config with at most one fits (25 of
     65,536, 0.04%). Uniform draws miss it in a budget of 200 calls with probability 92%; the
     ask changes its nearest refusal half the time and walks down to a fit."""
     space = Space({f"x{i}": Choice(["a", "b", "c", "d"]) for i in range(8)})
@@ -240,3 +240,9 @@ def test_a_draw_that_misses_a_narrow_bound_is_repaired_from_the_nearest_refusal(
         )
         trial = searcher.ask()  # evolution: its population's first, drawn; rl: its policy's
         assert trial.costs["cost"] <= 1
+    told = set()
+    for _ in range(6):  # repairs walk towards the few that fit, never back to one told
+        trial = searcher.ask()
+        assert trial.costs["cost"] <= 1 and space.canonical(trial.config) not in told
+        told.add(space.canonical(trial.config))
+        searcher.tell(trial.id, {"score": 1.0} | trial.costs)
