@@ -113,10 +113,11 @@ class EvolutionSearcher(Searcher):
         """A draw from the prior, or with a price, half the time after a refusal, a change of
         the ask's nearest refusal (`_near_miss`) that was not told before."""
         near = self._near_miss()
-        for _ in range(MUTATION_TRIES if near is not None else 0):
-            child = self.mutate(near)
-            if self.space.canonical(child) not in self._seen:
-                return child
+        if near is not None:
+            for _ in range(MUTATION_TRIES):
+                child = self.mutate(near)
+                if self.space.canonical(child) not in self._seen:
+                    return child
         return self.space.sample(self.rng)
 
     def _ranking(self, living: list[dict]) -> np.ndarray:
