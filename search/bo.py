@@ -20,6 +20,7 @@ from spaces import Choice, Int
 
 ACQUISITIONS = ("ei", "ucb", "pi")
 FANTASIES = ("worst", "mean", "believer")
+DESIGN_DRAWS = 10  # a priced design draws up to this many times `n_initial` points
 
 
 class BayesSearcher(Searcher):
@@ -100,12 +101,26 @@ class BayesSearcher(Searcher):
         rows = {self.space.canonical(c): i for i, c in enumerate(configs)}
         return configs, gp.features(self.space, configs), rows
 
+    def _in_design(self, n_trained: int) -> bool:
+        """Whether the next proposal is a design point: until `n_initial` trials are trained or
+        pending, from at most `n_initial` points; during a priced ask from up to `DESIGN_DRAWS`
+        times as many, so that the GP starts from `n_initial` fitting trials where most of the
+        space is over a bound, but no more than `n_initial` refused in one ask (where almost
+        nothing fits, the constraint model fit on the refusals finds what does)."""
+        if n_trained + len(self.pending) >= self.n_initial:
+            return False
+        if not self._priced_ask:
+            return self._design_used < self.n_initial
+        refused_now = len(self._asked[1])
+        return refused_now < self.n_initial and self._design_used < DESIGN_DRAWS * self.n_initial
+
     def _design_point(self) -> dict:
-        sampler = qmc.LatinHypercube(d=len(self.space), seed=self._design_seed)
-        design = sampler.random(self.n_initial)
-        point = design[self._design_used % self.n_initial]
+        """The next point of the design: Latin hypercubes of `n_initial` points, a new one
+        (seeded in turn) each time one is used up."""
+        batch, row = divmod(self._design_used, self.n_initial)
+        sampler = qmc.LatinHypercube(d=len(self.space), seed=self._design_seed + batch)
         self._design_used += 1
-        return self.space.decode(point)
+        return self.space.decode(sampler.random(self.n_initial)[row])
 
     def _priced_choice(self, configs: list[dict], feats: np.ndarray, score, taken) -> dict:
         """The fitting config of best acquisition among `configs` (`taken`: indices never to
@@ -132,7 +147,7 @@ class BayesSearcher(Searcher):
     # -- proposal -------------------------------------------------------------------------------
     def _propose(self) -> dict:
         data = self.history.sync(self.observations)
-        if data.n < self.n_initial and self._design_used < self.n_initial:
+        if self._in_design(data.n):
             return self._design_point()
         if data.n >= 2:
             y, rungs = self._targets()

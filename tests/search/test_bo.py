@@ -292,3 +292,23 @@ def test_a_priced_first_ask_heads_for_the_corner_that_fits_from_its_refusals():
         trial = searcher.ask()
         assert sum(trial.config.values()) <= 0.3
         assert len(trial.refused) < 25  # its 10 design points, then a few steps to the corner
+
+
+def test_a_priced_design_trains_n_initial_fitting_points_spread_like_the_design():
+    # 7 of 10 design points are over the bound: the design goes on drawing (new Latin
+    # hypercubes) until 10 fitting ones are trained, one per tenth of [0, 0.3] a hypercube,
+    # where a GP started from 3 would head for the objective's best, at the bound
+    space = Space({"x": Float(0.0, 1.0), "z": Float(0.0, 1.0)})
+    for seed in range(3):
+        price = search.Price(lambda config: {"cost": config["x"]})
+        searcher = search.create(
+            "bo", space, metric="y", mode="max", seed=seed, constraints={"cost": 0.3}, price=price
+        )
+        told = []
+        for _ in range(10):
+            trial = searcher.ask()
+            searcher.tell(trial.id, {"y": trial.config["x"], "cost": trial.config["x"]})
+            told.append(trial.config["x"])
+        assert max(told) <= 0.3
+        for tenth in range(3):
+            assert sum(tenth / 10 <= x < (tenth + 1) / 10 for x in told) >= 3, (seed, told)
