@@ -101,13 +101,14 @@ class BayesSearcher(Searcher):
         rows = {self.space.canonical(c): i for i, c in enumerate(configs)}
         return configs, gp.features(self.space, configs), rows
 
-    def _in_design(self, n_trained: int) -> bool:
-        """Whether the next proposal is a design point: until `n_initial` trials are trained or
-        pending, from at most `n_initial` points; during a priced ask from up to `DESIGN_DRAWS`
-        times as many, so that the GP starts from `n_initial` fitting trials where most of the
-        space is over a bound, but no more than `n_initial` refused in one ask (where almost
-        nothing fits, the constraint model fit on the refusals finds what does)."""
-        if n_trained + len(self.pending) >= self.n_initial:
+    def _in_design(self) -> bool:
+        """Whether the next proposal is a design point: until `n_initial` trials are told (in
+        any status, stopped at a rung too) or pending, from at most `n_initial` points; during
+        a priced ask from up to `DESIGN_DRAWS` times as many, so that the GP starts from
+        `n_initial` fitting trials where most of the space is over a bound, but no more than
+        `n_initial` refused in one ask (where almost nothing fits, the constraint model fit on
+        the refusals finds what does)."""
+        if self.trained() + len(self.pending) >= self.n_initial:
             return False
         if not self._priced_ask:
             return self._design_used < self.n_initial
@@ -147,7 +148,7 @@ class BayesSearcher(Searcher):
     # -- proposal -------------------------------------------------------------------------------
     def _propose(self) -> dict:
         data = self.history.sync(self.observations)
-        if self._in_design(data.n):
+        if self._in_design():
             return self._design_point()
         if data.n >= 2:
             y, rungs = self._targets()
