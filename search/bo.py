@@ -81,6 +81,7 @@ class BayesSearcher(Searcher):
         self.cat = gp.categorical_mask(space)
         self.history = History(space, self.objective)
         self._design_seed, self._design_used = int(self.rng.integers(2**31)), 0
+        self._design_at_ask = 0
         self._thetas: dict[str, list[float]] = {}
         self._all = self._enumerate()
 
@@ -101,19 +102,24 @@ class BayesSearcher(Searcher):
         rows = {self.space.canonical(c): i for i, c in enumerate(configs)}
         return configs, gp.features(self.space, configs), rows
 
+    def _proposal(self):
+        self._design_at_ask = self._design_used  # for `_in_design`'s cap on one ask
+        return super()._proposal()
+
     def _in_design(self) -> bool:
-        """Whether the next proposal is a design point: until `n_initial` trials are told (in
-        any status, stopped at a rung too) or pending, from at most `n_initial` points; during
-        a priced ask from up to `DESIGN_DRAWS` times as many, so that the GP starts from
-        `n_initial` fitting trials where most of the space is over a bound, but no more than
-        `n_initial` refused in one ask (where almost nothing fits, the constraint model fit on
-        the refusals finds what does)."""
-        if self.trained() + len(self.pending) >= self.n_initial:
-            return False
+        """Whether the next proposal is a design point: from at most `n_initial` points until
+        `n_initial` results are modelled; during a priced ask until `n_initial` trials are told
+        (in any status) or pending, from up to `DESIGN_DRAWS` times as many points, so that the
+        GP starts from `n_initial` trials that fit where most of the space is over a bound, but
+        at most `n_initial` points in one ask (where almost nothing fits, the constraint model
+        fit on the refusals finds what does)."""
         if not self._priced_ask:
-            return self._design_used < self.n_initial
-        refused_now = len(self._asked[1])
-        return refused_now < self.n_initial and self._design_used < DESIGN_DRAWS * self.n_initial
+            return self.history.n < self.n_initial and self._design_used < self.n_initial
+        if self._design_used - self._design_at_ask >= self.n_initial:
+            return False
+        if self._design_used >= DESIGN_DRAWS * self.n_initial:
+            return False
+        return self.trained() + len(self.pending) < self.n_initial
 
     def _design_point(self) -> dict:
         """The next point of the design: Latin hypercubes of `n_initial` points, a new one
@@ -148,8 +154,11 @@ class BayesSearcher(Searcher):
     # -- proposal -------------------------------------------------------------------------------
     def _propose(self) -> dict:
         data = self.history.sync(self.observations)
-        if self._in_design():
-            return self._design_point()
+        while self._in_design():
+            point = self._design_point()
+            key = self.space.canonical(point)
+            if not self._priced_ask or not (key in self._seen or self._pending_keys[key]):
+                return point  # a priced design skips what was told or is pending
         if data.n >= 2:
             y, rungs = self._targets()
             score = self._scorer(y, rungs)

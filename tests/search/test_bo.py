@@ -312,3 +312,21 @@ def test_a_priced_design_trains_n_initial_fitting_points_spread_like_the_design(
         assert max(told) <= 0.3
         for tenth in range(3):
             assert sum(tenth / 10 <= x < (tenth + 1) / 10 for x in told) >= 3, (seed, told)
+
+
+def test_a_priced_design_never_proposes_a_config_told_before():
+    # 3 of 16 configs fit: fresh hypercubes keep drawing them, and a design that took them
+    # again would train the same 3 configs until its n_initial trials are told
+    space = Space({"a": Choice([0, 1, 2, 3]), "b": Choice([0, 1, 2, 3])})
+    for seed in range(3):
+        price = search.Price(lambda config: {"cost": config["a"] + config["b"]})
+        searcher = search.create(
+            "bo", space, metric="y", mode="max", seed=seed, constraints={"cost": 1}, price=price
+        )
+        told = []
+        for _ in range(3):
+            trial = searcher.ask()
+            cost = trial.config["a"] + trial.config["b"]
+            searcher.tell(trial.id, {"y": float(trial.config["a"]), "cost": cost})
+            told.append((trial.config["a"], trial.config["b"]))
+        assert sorted(told) == [(0, 0), (0, 1), (1, 0)], (seed, told)
