@@ -7,12 +7,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 import numpy as np
-from scipy.stats import qmc
 
 from search import gp
 from search.base import Searcher
 from search.basic import enumerate_configs
-from search.candidates import best_untaken, neighbours, random_candidates, refine
+from search.candidates import best_untaken, design_point, neighbours, random_candidates, refine
 from search.choose import Feasibility, priced_pick
 from search.fidelity import AtFull, join_rungs
 from search.history import History, fit_subset, incumbents, parego_targets
@@ -103,31 +102,19 @@ class BayesSearcher(Searcher):
         return configs, gp.features(self.space, configs), rows
 
     def _proposal(self):
-        self._design_at_ask = self._design_used  # for `_in_design`'s cap on one ask
+        self._design_at_ask = self._design_used  # `_in_design` caps the points of one ask
         return super()._proposal()
 
     def _in_design(self) -> bool:
-        """Whether the next proposal is a design point: from at most `n_initial` points until
-        `n_initial` results are modelled; during a priced ask until `n_initial` trials are told
-        (in any status) or pending, from up to `DESIGN_DRAWS` times as many points, so that the
-        GP starts from `n_initial` trials that fit where most of the space is over a bound, but
-        at most `n_initial` points in one ask (where almost nothing fits, the constraint model
-        fit on the refusals finds what does)."""
+        """Whether to propose a design point: unpriced, the first `n_initial`; priced, until
+        `n_initial` trials are told or pending (refused points replaced, so the GP starts from
+        trials that fit), at most `n_initial` points an ask, `DESIGN_DRAWS` times it in all."""
         if not self._priced_ask:
             return self.history.n < self.n_initial and self._design_used < self.n_initial
-        if self._design_used - self._design_at_ask >= self.n_initial:
-            return False
-        if self._design_used >= DESIGN_DRAWS * self.n_initial:
-            return False
-        return self.trained() + len(self.pending) < self.n_initial
-
-    def _design_point(self) -> dict:
-        """The next point of the design: Latin hypercubes of `n_initial` points, a new one
-        (seeded in turn) each time one is used up."""
-        batch, row = divmod(self._design_used, self.n_initial)
-        sampler = qmc.LatinHypercube(d=len(self.space), seed=self._design_seed + batch)
-        self._design_used += 1
-        return self.space.decode(sampler.random(self.n_initial)[row])
+        used, size = self._design_used, self.n_initial
+        if used - self._design_at_ask >= size or used >= DESIGN_DRAWS * size:
+            return False  # where almost nothing fits, the constraint GPs find what does
+        return self.trained() + len(self.pending) < size
 
     def _priced_choice(self, configs: list[dict], feats: np.ndarray, score, taken) -> dict:
         """The fitting config of best acquisition among `configs` (`taken`: indices never to
@@ -155,7 +142,8 @@ class BayesSearcher(Searcher):
     def _propose(self) -> dict:
         data = self.history.sync(self.observations)
         while self._in_design():
-            point = self._design_point()
+            point = design_point(self.space, self._design_seed, self.n_initial, self._design_used)
+            self._design_used += 1
             key = self.space.canonical(point)
             if not self._priced_ask or not (key in self._seen or self._pending_keys[key]):
                 return point  # a priced design skips what was told or is pending
@@ -270,9 +258,8 @@ class BayesSearcher(Searcher):
         return models
 
     def _feasibility_scorer(self):
-        """Before two usable results (no objective to model) but after configs over a bound:
-        a score of log P(feasible) alone, so the first trials head where configs fit, not
-        where random draws fall (a tight bound refuses most of a joint space)."""
+        """Before two usable results but after configs over a bound: log P(feasible) alone, so
+        the first trials head where configs fit (a tight bound refuses most of a joint space)."""
         pending = gp.features(self.space, list(self.pending.values()))
         feasibility = Feasibility(self._constraint_models(np.arange(self.history.n), pending))
 

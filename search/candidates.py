@@ -4,9 +4,17 @@ from __future__ import annotations
 
 import numpy as np
 from scipy.optimize import minimize
+from scipy.stats import qmc
 
 from search import gp
 from spaces import Choice, Space
+
+
+def design_point(space: Space, seed: int, size: int, index: int) -> dict:
+    """Point `index` of a run of Latin hypercubes of `size` points, the k-th seeded `seed + k`."""
+    batch, row = divmod(index, size)
+    sampler = qmc.LatinHypercube(d=len(space), seed=seed + batch)
+    return space.decode(sampler.random(size)[row])
 
 
 def random_candidates(space: Space, rng, count: int) -> tuple[list[dict], np.ndarray]:
