@@ -109,7 +109,7 @@ class BayesSearcher(Searcher):
         """Whether to propose a design point: unpriced, the first `n_initial`; priced, until
         `n_initial` trials are told or pending (refused points replaced, so the GP starts from
         trials that fit), at most `n_initial` points an ask, `DESIGN_DRAWS` times it in all."""
-        if not self._priced_ask:
+        if not self._priced_ask or self.history.n >= self.n_initial:  # the latter: skip trained()
             return self.history.n < self.n_initial and self._design_used < self.n_initial
         used, size = self._design_used, self.n_initial
         if used - self._design_at_ask >= size or used >= DESIGN_DRAWS * size:
@@ -145,7 +145,7 @@ class BayesSearcher(Searcher):
             point = design_point(self.space, self._design_seed, self.n_initial, self._design_used)
             self._design_used += 1
             key = self.space.canonical(point)
-            if not self._priced_ask or not (key in self._seen or self._pending_keys[key]):
+            if not self._priced_ask or not self._taken(key):
                 return point  # a priced design skips what was told or is pending
         if data.n >= 2:
             y, rungs = self._targets()

@@ -96,10 +96,7 @@ class ForestSearcher(Searcher):
             self._forests = self._fit()
         score = self._scorer(*self._forests)
         configs, values = self._candidates(score)
-        taken = self._pending_keys
-        chosen = best_untaken(
-            self.space, configs, values, lambda k: k in self._seen or taken[k], self._fits
-        )
+        chosen = best_untaken(self.space, configs, values, self._taken, self._fits)
         return self.space.sample(self.rng) if chosen is None else configs[chosen]
 
     def _new_rungs(self) -> int:

@@ -78,7 +78,7 @@ class PricedAsks:
             return config, costs
         self.space.validate(twin)
         key = self.space.canonical(twin)
-        if key in self._seen or self._pending_keys[key]:
+        if self._taken(key):
             return config, costs
         if self.price.known(twin) is None and not self._budget_left():
             return config, costs
@@ -131,6 +131,11 @@ class PricedAsks:
         if not self._budget_left():
             return None
         return self._priced(config) is not None
+
+    def _taken(self, key: str) -> bool:
+        """Whether the config of canonical `key` was told or is pending (every searcher's
+        check before it proposes a config again; here beside the priced asks that use it)."""
+        return key in self._seen or self._pending_keys[key] > 0
 
     def _near_miss(self) -> dict | None:
         """During a priced ask, half the time, the config of the refusal this ask recorded

@@ -132,7 +132,7 @@ class ControllerSearcher(Searcher):
             else:
                 config = self._draw() if attempt < DRAWS else self.space.sample(self.rng)
             key = self.space.canonical(config)
-            if key not in self._seen and self._pending_keys[key] == 0:
+            if not self._taken(key):
                 fit = self._fits(config)  # with a price: a draw over a bound is refused
                 if fit or fit is None:
                     break
