@@ -26,11 +26,11 @@ class Calibration:
     `Trial.costs` holds calibrated costs; a refusal holds those of its ask and its raw `price`
     too, which every reader scales by the factors of the time it reads (`PricedAsks.refusals`,
     `History.rejected`); a price that matches what trials measure (a table, a MAC count)
-    calibrates by 1."""
+    calibrates by 1. The price's own `ratios` (earlier studies' pairs) come first."""
 
     def _start_calibration(self) -> None:
         self.asked_costs: dict[str, dict] = {}  # pending trials' raw prices
-        self._ratios: tuple[int, dict, dict] = (0, {}, {})  # (records read, ratios, factors)
+        self._ratios: tuple[int, dict, dict] | None = None  # (records read, ratios, factors)
 
     def _keep_price(self, trial_id: str, raw: Mapping | None) -> None:
         """Keep `raw`, the raw price of pending `trial_id`'s config, for its tell (None, {}:
@@ -55,16 +55,15 @@ class Calibration:
         if quantile is None:
             return {}
         if upto is not None:
-            return factors(self.observations[:upto], quantile)
-        read, ratios, known = self._ratios
+            return factors(self.observations[:upto], quantile, self.price.ratios)
+        if self._ratios is None:  # nothing read yet: start from the price's own pairs
+            pairs = {name: list(values) for name, values in self.price.ratios.items()}
+            self._ratios = (0, pairs, _factors(pairs, quantile))
+        read, pairs, known = self._ratios
         new = [pair for record in self.observations[read:] for pair in _ratios(record)]
         for name, ratio in new:
-            ratios.setdefault(name, []).append(ratio)
-        self._ratios = (
-            len(self.observations),
-            ratios,
-            _factors(ratios, quantile) if new else known,
-        )
+            pairs.setdefault(name, []).append(ratio)
+        self._ratios = (len(self.observations), pairs, _factors(pairs, quantile) if new else known)
         return self._ratios[2]
 
     def _calibration_state(self) -> dict:
@@ -72,17 +71,27 @@ class Calibration:
 
     def _load_calibration(self, state: Mapping) -> None:
         self.asked_costs = {str(k): dict(v) for k, v in state.get("asked_costs", {}).items()}
-        self._ratios = (0, {}, {})
+        self._ratios = None
 
 
-def factors(observations: list[dict], quantile: float) -> dict[str, float]:
-    """The `quantile` of measured / priced per cost, over the measured observations with a
-    `price` (see `_factors`; a cost none of them measured: left out)."""
-    ratios: dict[str, list[float]] = {}
-    for record in observations:
+def factors(observations: list[dict], quantile: float, before=None) -> dict[str, float]:
+    """The `quantile` of measured / priced per cost, over `before`'s ratios (`ratios`') and
+    those of the measured observations with a `price` (see `_factors`; a cost none of them
+    measured: left out)."""
+    pairs = {name: list(values) for name, values in (before or {}).items()}
+    for name, values in ratios(observations).items():
+        pairs.setdefault(name, []).extend(values)
+    return _factors(pairs, quantile)
+
+
+def ratios(records) -> dict[str, list[float]]:
+    """Measured / priced per cost over told `records` (`Searcher.observations`, or records a
+    study builds from its rows: `status`, `price`, `metrics`), in order (see `_ratios`)."""
+    out: dict[str, list[float]] = {}
+    for record in records:
         for name, ratio in _ratios(record):
-            ratios.setdefault(name, []).append(ratio)
-    return _factors(ratios, quantile)
+            out.setdefault(name, []).append(ratio)
+    return out
 
 
 def _factors(ratios: Mapping[str, list[float]], quantile: float) -> dict[str, float]:

@@ -28,7 +28,10 @@ class Price:
     (answered from the cache), `screened` (answered by the screen) and `seconds` (in `function`).
     `quantile` (in (0, 1], or None for none): a searcher calibrates the price on what its trials
     measure, so that about this share of those priced to fit measure within the bound
-    (`search.calibrate`).
+    (`search.calibrate`). `ratios` (`{cost: [measured / priced, ...]}`, `calibrate.ratios`
+    reads them off told records): pairs measured before, by earlier studies on the same machine
+    and runtime, that the calibration starts from, so a new study's first trials are covered as
+    its earlier ones' last were.
 
     `screen` (None: price every config exactly; an integer >= 10, say 20, for a slow `function`,
     a device server or slow runtime): past that many exact prices, `price(config, bounds=...)`
@@ -53,6 +56,7 @@ class Price:
         screen: int | None = None,
         quantile: float | None = PRICE_QUANTILE,
         twin: Callable[[dict], dict] | None = None,
+        ratios: Mapping[str, Sequence[float]] | None = None,
     ):
         if not callable(function):
             raise ValueError(f"price: the function must be callable, got {function!r}")
@@ -69,7 +73,7 @@ class Price:
         self.function, self.screen = function, Screen.of(screen)
         self.keys = None if keys is None else tuple(sorted(keys))
         self.calls, self.seconds, self.quantile = calls, float(seconds), quantile
-        self.twin = twin
+        self.twin, self.ratios = twin, _ratios(ratios)
         self._cache: dict[str, dict[str, float]] = {}
         self._stats = stats_of({})
 
@@ -133,6 +137,20 @@ class Price:
     @stats.setter
     def stats(self, value: Mapping) -> None:
         self._stats = stats_of(value)
+
+
+def _ratios(raw) -> dict[str, tuple[float, ...]]:
+    """`Price`'s `ratios`, checked: positive finite numbers by cost name."""
+    if not isinstance(raw, Mapping | None):
+        raise ValueError(f"price: ratios must map cost names to lists of numbers, got {raw!r}")
+    out = {}
+    for name, values in (raw or {}).items():
+        if isinstance(values, str | bytes) or not isinstance(values, Sequence):
+            raise ValueError(f"price: ratios[{name!r}] must be a list of numbers, got {values!r}")
+        if not all(_number(v) and math.isfinite(v) and v > 0 for v in values):
+            raise ValueError(f"price: ratios[{name!r}] must be positive numbers, got {values!r}")
+        out[str(name)] = tuple(float(v) for v in values)
+    return out
 
 
 STATS = {"calls": int, "hits": int, "screened": int, "seconds": float}

@@ -87,6 +87,7 @@ class Study:
     trainable_path: str | None = None  # imported from here first (default: the study file's folder)
     search_space: Mapping = field(default_factory=dict)  # a file's `space:`, with a trainable
     warm_start: tuple[str, ...] = ()  # earlier study folders seeding the searcher (study.warm)
+    calibrate_from: tuple[str, ...] = ()  # earlier study folders seeding the price calibration
 
     def __post_init__(self):
         if not self.scheduler:  # ranks on every objective: ASHA would rank on the first alone
@@ -105,8 +106,8 @@ class Study:
                 _typed(key, raw[key], kind, positive=key in ("trials", "parallel"))
         if "objectives" in values:
             values["objectives"] = _objectives(values["objectives"])
-        if "warm_start" in values:
-            values["warm_start"] = warm_sources(values["warm_start"])
+        for key in {"warm_start", "calibrate_from"} & values.keys():
+            values[key] = warm_sources(values[key], key)
         for key in checks.FILE_KEYS:  # from the cwd (`read` takes a file's from its folder)
             if isinstance(values.get(key), str):
                 values[key] = str(Path(values[key]).expanduser().resolve())
@@ -228,9 +229,8 @@ class Study:
         return json.loads(json.dumps(values))
 
 
-# the trial keys the study sets from its own (`runtime`: its `deploy`; `save_dir`: STUDY/models)
 _OWNED = {"dataset", "data_path", "constraints", "seed", "cache_dir", "latency_source", "runtime"}
-_OWNED |= {"save_dir"}
+_OWNED |= {"save_dir"}  # the trial keys the study sets (runtime: its deploy; save_dir: DIR/models)
 
 
 def _choice(key: str, value, allowed) -> None:

@@ -16,7 +16,7 @@ import math
 import time
 
 import search
-from cluster.study import judge
+from cluster.study import earlier, judge
 from cluster.study.config import Study
 from cluster.study.errors import ConfigError
 from cluster.study.results import PRICE, REFUSED
@@ -45,7 +45,8 @@ def study_price(study: Study, *, settings=None, shape=None, measure=None) -> sea
     hyperparameters change no cost). A config that cannot be measured is unpriced (`{}`): its
     trial measures it and says why. With a device server (`settings`' latency source), each
     exact price is a round trip: past `SCREEN_AFTER` of them a learned model screens configs
-    first (`search.Price`'s `screen`) and prices exactly only those near a bound."""
+    first (`search.Price`'s `screen`) and prices exactly only those near a bound. The pairs of
+    the study's `calibrate_from` studies start its calibration (`cluster.study.earlier`)."""
     bounds = [name for name in study.constraints if name in COST_METRICS]
     if study.trainable or not bounds:
         return None
@@ -71,7 +72,8 @@ def study_price(study: Study, *, settings=None, shape=None, measure=None) -> sea
     screen = SCREEN_AFTER if settings.cost.latency_source is not None else None
     priced_objective = any(metric in COST_METRICS for metric, _ in study.objectives)
     twin = None if priced_objective else uncompressed(study.space())
-    return search.Price(costs, keys=keys, screen=screen, twin=twin)
+    ratios = earlier.calibration_ratios(study)  # `calibrate_from`'s pairs
+    return search.Price(costs, keys=keys, screen=screen, twin=twin, ratios=ratios)
 
 
 def uncompressed(space):

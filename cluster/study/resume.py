@@ -14,7 +14,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 import search
-from cluster.study import judge, results, storage, warm
+from cluster.study import earlier, judge, results, storage, warm
 from cluster.study.config import ConfigError, Study
 from cluster.study.results import PRICE, REFUSED
 from cluster.study.rows import config_of
@@ -223,7 +223,7 @@ def prepare_dir(study: Study, *, resume: bool) -> Path:
             "or choose another dir"
         )
     if not saved.exists():
-        check_warm_start(study)
+        earlier.check(study)
         (folder / RUNNER_TRIALS).touch()
         write_json(saved, study.to_dict())
     if resume:
@@ -235,45 +235,8 @@ def load_study(study_dir: str | Path, *, here: bool = False) -> Study:
     """The study saved in `study_dir` (its `study.json`; a folder or a URI). `here`: checked as
     for a run on this machine (its `data_path`, token file and trainable there); without, as
     the read-only commands need it, where these may be absent."""
-    text = storage.read_text(study_dir, STUDY_FILE)
-    if text is None:
+    saved = storage.saved_study(study_dir)
+    if saved is None:
         raise ConfigError(f"no study in {str(study_dir)!r} (no {STUDY_FILE})")
-    saved = _saved(text) | ({"dir": study_dir} if storage.is_uri(study_dir) else {})
+    saved |= {"dir": study_dir} if storage.is_uri(study_dir) else {}
     return Study.from_dict(saved, here=here)
-
-
-def _saved(text: str) -> dict:
-    saved = json.loads(text)
-    saved.setdefault("deploy", "torch")  # a study from before `deploy` timed in eager torch
-    return saved
-
-
-def _warm_source(folder: str) -> Study:
-    """The earlier study in `folder`, without its own warm start (its rows carry it)."""
-    path = Path(folder) / STUDY_FILE
-    if not path.exists():
-        raise ConfigError(f"warm_start: {folder!r} holds no study (no {STUDY_FILE})")
-    saved = {k: v for k, v in _saved(path.read_text()).items() if k != "warm_start"}
-    try:
-        return Study.from_dict(saved)
-    except ConfigError as error:
-        raise ConfigError(
-            f"warm_start: the study in {folder!r} no longer loads: {error}"
-        ) from error
-
-
-def check_warm_start(study: Study) -> None:
-    """Raise `ConfigError` unless every `warm_start` folder holds a study with results whose
-    parameters have the names of `study`'s (ranges may differ)."""
-    space = study.space()
-    for folder in study.warm_start:
-        if Path(folder) == Path(study.dir).expanduser().resolve():
-            raise ConfigError(f"warm_start: {folder!r} is this study's own folder")
-        other = _warm_source(folder).space()
-        if set(space.params) != set(other.params):
-            phrases = "; ".join(warm.space_differences(space, other))
-            raise ConfigError(f"warm_start: the space of {folder!r} is not this study's: {phrases}")
-        try:
-            results.load(folder, every_step=True)
-        except ValueError as error:
-            raise ConfigError(f"warm_start: {folder!r} has no results yet") from error

@@ -27,6 +27,7 @@ import atexit
 import contextlib
 import dataclasses
 import fcntl
+import json
 import logging
 import os
 import re
@@ -79,6 +80,13 @@ def read_text(study_dir, name: str) -> str | None:
         return None
     with fs.open_input_stream(f"{root}/{name}") as stream:
         return stream.readall().decode()
+
+
+def saved_study(study_dir) -> dict | None:
+    """The study saved in `study_dir` (a folder or a URI), None where none is; one saved before
+    `deploy` existed timed in eager torch."""
+    text = read_text(study_dir, STUDY_FILE)
+    return None if text is None else {"deploy": "torch", **json.loads(text)}
 
 
 class Mirror:

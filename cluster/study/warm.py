@@ -10,7 +10,7 @@ trial ids `0 .. k-1`. The searcher is told them as it is told any row it never a
 (`resume.reconcile`), so it models them and never proposes their configs again; they are not
 counted in the trial budget (`counted`), and `warm.json` records how many there are. A space
 whose parameters are not the new one's is refused, naming the missing, extra and changed ones
-(`resume.check_warm_start`); with the same names but other ranges, the configs outside the new
+(`earlier.check`); with the same names but other ranges, the configs outside the new
 space are left out.
 """
 
@@ -37,11 +37,12 @@ WARM_FILE = "warm.json"
 TRAINED = judge.TRAINED
 
 
-def sources(raw) -> tuple[str, ...]:
-    """A study file's `warm_start`: a folder or a list of them, made absolute from the cwd."""
+def sources(raw, key: str = "warm_start") -> tuple[str, ...]:
+    """A study file's `warm_start` (or `calibrate_from`, `key`): a folder or a list of them,
+    made absolute from the cwd."""
     given = [raw] if isinstance(raw, str) else raw
     if not isinstance(given, list | tuple) or not all(isinstance(s, str) and s for s in given):
-        raise ConfigError(f"warm_start: a study folder or a list of them, got {raw!r}")
+        raise ConfigError(f"{key}: a study folder or a list of them, got {raw!r}")
     return tuple(dict.fromkeys(str(Path(s).expanduser().resolve()) for s in given))
 
 

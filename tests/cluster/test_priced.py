@@ -23,7 +23,7 @@ from cluster.study.price import (
     check_refusals,
     study_price,
 )
-from cluster.study.resume import open_store, prepare_dir
+from cluster.study.resume import make_searcher, open_store, prepare_dir
 from spaces import Choice, Float, Space
 from tests.cluster.test_services import _Aborted, _Context
 
@@ -282,20 +282,27 @@ def _study_space():
     return Space({"width": Choice([8, 16]), "lr": Float(1e-3, 1e-1, log=True)})
 
 
-def test_a_searcher_rebuilt_from_the_rows_calibrates_as_the_lost_one(tmp_path):
+def _served(study, trials: int, *, ratio: float):
+    """`study` asked and told `trials` times through its service, each trial measuring `ratio`
+    x its price; returns its folder and searcher."""
     from cluster.remote import service, wire
 
-    study = _study(tmp_path, trials=8)
     folder = prepare_dir(study, resume=False)
     served = service.StudyService(folder)
     handlers, searcher = served.handlers(), served.store.searcher
-    for _ in range(7):  # each trial measures 1.5 x its price (a loaded machine)
-        answer, _ = wire.decode(handlers["Ask"](wire.encode({"study": "study"}), _Context()))
+    for _ in range(trials):
+        answer, _ = wire.decode(handlers["Ask"](wire.encode({"study": study.name}), _Context()))
         trial = answer["trial_id"]
-        measured = 1.5 * searcher.asked_costs[trial]["latency_ms"]
-        tell = {"study": "study", "trial_id": trial}
+        measured = ratio * searcher.asked_costs[trial]["latency_ms"]
+        tell = {"study": study.name, "trial_id": trial}
         tell["metrics"] = {"val_acc": 0.5, "latency_ms": measured}
         handlers["Tell"](wire.encode(tell), _Context())
+    return folder, searcher
+
+
+def test_a_searcher_rebuilt_from_the_rows_calibrates_as_the_lost_one(tmp_path):
+    study = _study(tmp_path, trials=8)
+    folder, searcher = _served(study, 7, ratio=1.5)  # 1.5 x its price (a loaded machine)
     factors = searcher.price_factors()
     assert factors == {"latency_ms": pytest.approx(1.5)}
     table = results.load(study.dir, every_step=True)
@@ -307,3 +314,43 @@ def test_a_searcher_rebuilt_from_the_rows_calibrates_as_the_lost_one(tmp_path):
     assert done == 7 and store.searcher.price_factors() == factors
     refused = [o for o in searcher.observations if o.get("priced")]
     assert store.searcher.refusals() == searcher.refusals() and refused  # with their raw price
+
+
+def test_a_study_calibrated_from_an_earlier_one_prices_its_first_ask_with_its_pairs(tmp_path):
+    earlier = _study(tmp_path, name="arch", dir=str(tmp_path / "arch"), trials=8)
+    _served(earlier, 7, ratio=1.5)
+    study = _study(tmp_path, calibrate_from=[str(tmp_path / "arch")])
+    price = study_price(study)
+    assert price.ratios == {"latency_ms": pytest.approx((1.5,) * 7)}
+    searcher = make_searcher(study, price=price)
+    trial = searcher.ask()  # its first ask: priced at 1.5 x, as the earlier study's last
+    raw = searcher.asked_costs[trial.id]["latency_ms"]
+    assert trial.costs["latency_ms"] == pytest.approx(1.5 * raw)
+    folder, _ = _served(study, 1, ratio=1.0)
+    assert study_price(_study(tmp_path)).ratios == {}  # none named: a fresh calibration
+    # the next study calibrated from this one reads this one's own pair, not the carried ones
+    third = _study(tmp_path, dir=str(tmp_path / "third"), calibrate_from=[str(folder)])
+    assert study_price(third).ratios == {"latency_ms": pytest.approx((1.0,))}
+
+
+@pytest.mark.parametrize(
+    "changes, message",
+    [
+        ({"calibrate_from": "NOWHERE"}, r"calibrate_from: '.*NOWHERE' holds no study"),
+        ({"trial": {"epochs": 1, "latency_repeats": 8}}, r"latency_repeats 4 there, 8 here"),
+        ({"deploy": "torch"}, r"runtime 'onnxruntime' there, 'torch' here"),
+        ({"calibrate_from": 3}, r"calibrate_from: a study folder or a list of them, got 3"),
+    ],
+)
+def test_calibrating_from_a_study_that_timed_otherwise_is_refused_before_anything_is_written(
+    tmp_path, changes, message
+):
+    _served(_study(tmp_path, name="arch", dir=str(tmp_path / "arch"), trials=2), 1, ratio=1.0)
+    raw = {**PRICED, "dir": str(tmp_path / "study"), "calibrate_from": str(tmp_path / "arch")}
+    raw |= {
+        k: str(tmp_path / v) if k == "calibrate_from" and isinstance(v, str) else v
+        for k, v in changes.items()
+    }
+    with pytest.raises(ConfigError, match=message):
+        prepare_dir(Study.from_dict(raw), resume=False)
+    assert not (tmp_path / "study" / "study.json").exists()

@@ -228,3 +228,47 @@ def test_an_added_trials_raw_price_calibrates_and_its_event_replays():
     assert searcher.price_factors() == {"cost": pytest.approx(1.5)}
     assert rebuilt.price_factors() == replayed.price_factors() == searcher.price_factors()
     assert rebuilt.state_dict()["observations"] == searcher.state_dict()["observations"]
+
+
+def _carried(ratios, *, name="random"):
+    """A searcher whose price starts from `ratios`, pairs an earlier study measured."""
+    price = search.Price(toy_price, keys=["n"], ratios={"cost": ratios})
+    space = mixed_space()
+    return search.create(
+        name, space, metric="score", seed=0, constraints={"cost": BOUND}, price=price
+    )
+
+
+@pytest.mark.parametrize("name", ["random", "bo", "evolution"])
+def test_pairs_carried_from_an_earlier_study_calibrate_the_first_ask(name):
+    searcher = _carried([1.0] * 19 + [1.2], name=name)  # 20 pairs: the 19th of them, 1.0
+    assert searcher.price_factors() == {"cost": 1.0}
+    searcher = _carried([1.0] * 18 + [1.2] * 2, name=name)
+    assert searcher.price_factors() == {"cost": pytest.approx(1.2)}  # before any trial
+    first = _run(searcher, 12, ratio=1.2)
+    # n = 4 prices at 4.8 over the bound from the first ask on; a fresh searcher proposes it
+    assert all(t.config["n"] <= 3 for t in first) and first[0].costs["cost"] == pytest.approx(
+        1.2 * first[0].config["n"]
+    )
+    fresh = _make(name=name)
+    assert fresh.price_factors() == {} and 4 in {t.config["n"] for t in _run(fresh, 12, 1.0)}
+    _run(searcher, 20, ratio=2.0)  # this study's own pairs join the carried ones
+    assert searcher.price_factors() == {"cost": pytest.approx(2.0)}
+    again = _carried([1.0] * 18 + [1.2] * 2, name=name)
+    again.load_state_dict(json.loads(json.dumps(searcher.state_dict())))
+    assert again.price_factors() == searcher.price_factors()  # the price carries them on load
+    assert again.price_factors(upto=0) == {"cost": pytest.approx(1.2)}
+
+
+@pytest.mark.parametrize(
+    "ratios, message",
+    [
+        ([1.0], r"ratios must map cost names to lists of numbers"),
+        ({"cost": 1.2}, r"ratios\['cost'\] must be a list of numbers"),
+        ({"cost": [1.2, -1.0]}, r"ratios\['cost'\] must be positive numbers"),
+        ({"cost": [float("nan")]}, r"ratios\['cost'\] must be positive numbers"),
+    ],
+)
+def test_bad_carried_ratios_are_refused(ratios, message):
+    with pytest.raises(ValueError, match=message):
+        search.Price(toy_price, ratios=ratios)
