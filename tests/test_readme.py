@@ -57,7 +57,8 @@ def test_every_readme_study_example_is_read_and_checked(tmp_path):
 @pytest.mark.xdist_group("drivers")  # it starts a Ray of its own
 def test_the_readme_study_example_runs(tmp_path):
     """The README's study as written, run with 2 trials of 1 epoch each (not 40 of 8) in a
-    folder of its own, and without its `warm_start` (an earlier study it does not have)."""
+    folder of its own, and without its `warm_start` and `calibrate_from` (earlier studies it does
+    not have)."""
     from cluster.study.checks import parse_yaml
 
     text = _study_blocks()[0]
@@ -66,7 +67,7 @@ def test_the_readme_study_example_runs(tmp_path):
     changes = {"dir": str(tmp_path / "mine"), "trials": 2, "trial": trial}
     for key, value in changes.items():  # JSON is YAML: each line replaced, the rest as written
         text = re.sub(rf"^{key}:.*$", f"{key}: {json.dumps(value)}", text, flags=re.M)
-    text = re.sub(r"^warm_start:.*\n", "", text, flags=re.M)
+    text = re.sub(r"^(warm_start|calibrate_from):.*\n", "", text, flags=re.M)
     (tmp_path / "study.yaml").write_text(text)
     out = subprocess.run(
         [sys.executable, "-m", "cluster.cli", "run", str(tmp_path / "study.yaml")],

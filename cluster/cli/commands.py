@@ -64,6 +64,7 @@ def _cmd_run(args) -> int:
     if args.dir:
         study = study_file.Study.from_dict({**study.to_dict(), "dir": args.dir})
     study = warm.added(study, args.warm_start or [])  # earlier studies seeding the searcher
+    study = warm.added(study, args.calibrate_from or [], "calibrate_from")  # and its price
     return _run_study(study, args, resume=False)
 
 
@@ -208,6 +209,9 @@ def build_parser() -> argparse.ArgumentParser:
             sub.add_argument("config", nargs="?", help="a YAML or TOML study (default: built-in)")
             sub.add_argument("--dir", help="where the study lives (overrides the file's dir)")
             sub.add_argument("--warm-start", action="append", metavar="DIR", help="seed study")
+            sub.add_argument(
+                "--calibrate-from", action="append", metavar="DIR", help="study calibrating prices"
+            )
         else:
             sub.add_argument("study", help="the study folder")
         sub.add_argument("--address", help="join a Ray cluster: auto, host:port or ray://...")

@@ -46,11 +46,12 @@ def sources(raw, key: str = "warm_start") -> tuple[str, ...]:
     return tuple(dict.fromkeys(str(Path(s).expanduser().resolve()) for s in given))
 
 
-def added(study, folders):
-    """`study` with `folders` added to its `warm_start` (the CLI's `--warm-start`)."""
+def added(study, folders, key: str = "warm_start"):
+    """`study` with `folders` added to its `warm_start` (the CLI's `--warm-start`), or to its
+    `key` (`calibrate_from`: `--calibrate-from`)."""
     if not folders:
         return study
-    return type(study).from_dict({**study.to_dict(), "warm_start": [*study.warm_start, *folders]})
+    return type(study).from_dict({**study.to_dict(), key: [*getattr(study, key), *folders]})
 
 
 def space_differences(space: Space, other: Space) -> list[str]:

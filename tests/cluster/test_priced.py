@@ -4,6 +4,7 @@ barely fits the bound stops the study with a message naming it."""
 
 import dataclasses
 import json
+import re
 import time
 from types import SimpleNamespace
 
@@ -354,3 +355,13 @@ def test_calibrating_from_a_study_that_timed_otherwise_is_refused_before_anythin
     with pytest.raises(ConfigError, match=message):
         prepare_dir(Study.from_dict(raw), resume=False)
     assert not (tmp_path / "study" / "study.json").exists()
+
+
+def test_paretune_run_calibrate_from_names_a_folder_holding_no_study(tmp_path, capsys):
+    from cluster.cli.commands import main
+
+    path = tmp_path / "study.yaml"
+    path.write_text(json.dumps({**PRICED, "dir": str(tmp_path / "study")}))  # JSON is YAML
+    assert main(["run", str(path), "--calibrate-from", str(tmp_path / "gone")]) == 2
+    assert re.search(r"calibrate_from: '.*gone' holds no study", capsys.readouterr().err)
+    assert not (tmp_path / "study" / "study.json").exists()  # nothing written
