@@ -126,10 +126,10 @@ def run_sequential(task, folder, *, seed, trials, bound) -> list[dict]:
     timed = [r for r in first if r.get("latency_ms") is not None]
     best = best_feasible(first, bound) or min(timed, key=lambda r: r["latency_ms"])
     fixed = {k: v for k, v in best.items() if k.startswith(("arch.", "train.")) and v is not None}
-    budget = {"trials": trials - trials // 2, "bound": bound, "fixed": fixed}
     # the second study prices on from the first's calibration (`calibrate_from`)
-    calibrated = {"calibrate_from": [str(folder / "arch")]}
-    second = study(task, folder / "compress", seed=seed, **budget, **calibrated)
+    options = {"trials": trials - trials // 2, "bound": bound, "fixed": fixed}
+    options["calibrate_from"] = [str(folder / "arch")]
+    second = study(task, folder / "compress", seed=seed, **options)
     return first + run_study(second)
 
 

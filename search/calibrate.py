@@ -30,7 +30,7 @@ class Calibration:
 
     def _start_calibration(self) -> None:
         self.asked_costs: dict[str, dict] = {}  # pending trials' raw prices
-        self._ratios: tuple[int, dict, dict] | None = None  # (records read, ratios, factors)
+        self._ratio_cache: tuple[int, dict, dict] | None = None  # (records read, ratios, factors)
 
     def _keep_price(self, trial_id: str, raw: Mapping | None) -> None:
         """Keep `raw`, the raw price of pending `trial_id`'s config, for its tell (None, {}:
@@ -50,38 +50,39 @@ class Calibration:
 
     def price_factors(self, *, upto: int | None = None) -> dict[str, float]:
         """Each cost's calibration factor so far, or after the first `upto` observations (a
-        cost no trial measured yet: absent)."""
+        cost neither a trial nor the price's `ratios` measured yet: absent)."""
         quantile = getattr(self.price, "quantile", None)
         if quantile is None:
             return {}
         if upto is not None:
             return factors(self.observations[:upto], quantile, self.price.ratios)
-        if self._ratios is None:  # nothing read yet: start from the price's own pairs
-            pairs = {name: list(values) for name, values in self.price.ratios.items()}
-            self._ratios = (0, pairs, _factors(pairs, quantile))
-        read, pairs, known = self._ratios
+        if self._ratio_cache is None:  # nothing read yet: start from the price's own pairs
+            by_cost = {name: list(values) for name, values in self.price.ratios.items()}
+            self._ratio_cache = (0, by_cost, _factors(by_cost, quantile))
+        read, by_cost, known = self._ratio_cache
         new = [pair for record in self.observations[read:] for pair in _ratios(record)]
         for name, ratio in new:
-            pairs.setdefault(name, []).append(ratio)
-        self._ratios = (len(self.observations), pairs, _factors(pairs, quantile) if new else known)
-        return self._ratios[2]
+            by_cost.setdefault(name, []).append(ratio)
+        factors_now = _factors(by_cost, quantile) if new else known
+        self._ratio_cache = (len(self.observations), by_cost, factors_now)
+        return self._ratio_cache[2]
 
     def _calibration_state(self) -> dict:
         return {"asked_costs": dict(self.asked_costs)} if self.asked_costs else {}
 
     def _load_calibration(self, state: Mapping) -> None:
         self.asked_costs = {str(k): dict(v) for k, v in state.get("asked_costs", {}).items()}
-        self._ratios = None
+        self._ratio_cache = None
 
 
-def factors(observations: list[dict], quantile: float, before=None) -> dict[str, float]:
-    """The `quantile` of measured / priced per cost, over `before`'s ratios (`ratios`') and
+def factors(observations: list[dict], quantile: float, carried=None) -> dict[str, float]:
+    """The `quantile` of measured / priced per cost, over `carried` ratios (`ratios`') and
     those of the measured observations with a `price` (see `_factors`; a cost none of them
     measured: left out)."""
-    pairs = {name: list(values) for name, values in (before or {}).items()}
+    by_cost = {name: list(values) for name, values in (carried or {}).items()}
     for name, values in ratios(observations).items():
-        pairs.setdefault(name, []).extend(values)
-    return _factors(pairs, quantile)
+        by_cost.setdefault(name, []).extend(values)
+    return _factors(by_cost, quantile)
 
 
 def ratios(records) -> dict[str, list[float]]:

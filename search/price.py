@@ -73,7 +73,7 @@ class Price:
         self.function, self.screen = function, Screen.of(screen)
         self.keys = None if keys is None else tuple(sorted(keys))
         self.calls, self.seconds, self.quantile = calls, float(seconds), quantile
-        self.twin, self.ratios = twin, _ratios(ratios)
+        self.twin, self.ratios = twin, _checked_ratios(ratios)
         self._cache: dict[str, dict[str, float]] = {}
         self._stats = stats_of({})
 
@@ -139,7 +139,7 @@ class Price:
         self._stats = stats_of(value)
 
 
-def _ratios(raw) -> dict[str, tuple[float, ...]]:
+def _checked_ratios(raw) -> dict[str, tuple[float, ...]]:
     """`Price`'s `ratios`, checked: positive finite numbers by cost name."""
     if not isinstance(raw, Mapping | None):
         raise ValueError(f"price: ratios must map cost names to lists of numbers, got {raw!r}")

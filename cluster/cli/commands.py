@@ -64,7 +64,7 @@ def _cmd_run(args) -> int:
     if args.dir:
         study = study_file.Study.from_dict({**study.to_dict(), "dir": args.dir})
     study = warm.added(study, args.warm_start or [])  # earlier studies seeding the searcher
-    study = warm.added(study, args.calibrate_from or [], "calibrate_from")  # and its price
+    study = warm.added(study, args.calibrate_from or [], "calibrate_from")  # its price's
     return _run_study(study, args, resume=False)
 
 

@@ -106,7 +106,7 @@ class Study:
                 _typed(key, raw[key], kind, positive=key in ("trials", "parallel"))
         if "objectives" in values:
             values["objectives"] = _objectives(values["objectives"])
-        for key in {"warm_start", "calibrate_from"} & values.keys():
+        for key in [key for key in ("warm_start", "calibrate_from") if key in values]:
             values[key] = warm_sources(values[key], key)
         for key in checks.FILE_KEYS:  # from the cwd (`read` takes a file's from its folder)
             if isinstance(values.get(key), str):

@@ -72,7 +72,7 @@ def study_price(study: Study, *, settings=None, shape=None, measure=None) -> sea
     screen = SCREEN_AFTER if settings.cost.latency_source is not None else None
     priced_objective = any(metric in COST_METRICS for metric, _ in study.objectives)
     twin = None if priced_objective else uncompressed(study.space())
-    ratios = earlier.calibration_ratios(study)  # `calibrate_from`'s pairs
+    ratios = earlier.carried_ratios(study)  # `calibrate_from`'s, kept when the study was made
     return search.Price(costs, keys=keys, screen=screen, twin=twin, ratios=ratios)
 
 

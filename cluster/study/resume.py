@@ -223,7 +223,7 @@ def prepare_dir(study: Study, *, resume: bool) -> Path:
             "or choose another dir"
         )
     if not saved.exists():
-        earlier.check(study)
+        earlier.check(study, folder)
         (folder / RUNNER_TRIALS).touch()
         write_json(saved, study.to_dict())
     if resume:

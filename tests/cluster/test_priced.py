@@ -5,7 +5,9 @@ barely fits the bound stops the study with a message naming it."""
 import dataclasses
 import json
 import re
+import shutil
 import time
+from pathlib import Path
 from types import SimpleNamespace
 
 import grpc
@@ -13,7 +15,7 @@ import pytest
 
 import search
 from cluster.raytune import runner
-from cluster.study import results
+from cluster.study import earlier, results
 from cluster.study.config import ConfigError, Study
 from cluster.study.price import (
     FIRST_TRIAL_REFUSALS,
@@ -24,7 +26,8 @@ from cluster.study.price import (
     check_refusals,
     study_price,
 )
-from cluster.study.resume import make_searcher, open_store, prepare_dir
+from cluster.study.resume import load_study, make_searcher, open_store, prepare_dir
+from search import calibrate
 from spaces import Choice, Float, Space
 from tests.cluster.test_services import _Aborted, _Context
 
@@ -285,16 +288,19 @@ def _study_space():
 
 def _served(study, trials: int, *, ratio: float):
     """`study` asked and told `trials` times through its service, each trial measuring `ratio`
-    x its price; returns its folder and searcher."""
+    x its price (a study prepared already is served as it is); returns its folder and
+    searcher."""
     from cluster.remote import service, wire
 
-    folder = prepare_dir(study, resume=False)
+    folder = Path(study.dir)
+    if not (folder / "study.json").exists():
+        prepare_dir(study, resume=False)
     served = service.StudyService(folder)
     handlers, searcher = served.handlers(), served.store.searcher
     for _ in range(trials):
         answer, _ = wire.decode(handlers["Ask"](wire.encode({"study": study.name}), _Context()))
         trial = answer["trial_id"]
-        measured = ratio * searcher.asked_costs[trial]["latency_ms"]
+        measured = ratio * searcher.asked_costs.get(trial, {"latency_ms": 0.01})["latency_ms"]
         tell = {"study": study.name, "trial_id": trial}
         tell["metrics"] = {"val_acc": 0.5, "latency_ms": measured}
         handlers["Tell"](wire.encode(tell), _Context())
@@ -321,32 +327,59 @@ def test_a_study_calibrated_from_an_earlier_one_prices_its_first_ask_with_its_pa
     earlier = _study(tmp_path, name="arch", dir=str(tmp_path / "arch"), trials=8)
     _served(earlier, 7, ratio=1.5)
     study = _study(tmp_path, calibrate_from=[str(tmp_path / "arch")])
-    price = study_price(study)
+    prepare_dir(study, resume=False)
+    shutil.rmtree(tmp_path / "arch")  # read once, when the study was made: kept in its folder
+    price = study_price(load_study(study.dir))  # as a resume or the study service prices
     assert price.ratios == {"latency_ms": pytest.approx((1.5,) * 7)}
     searcher = make_searcher(study, price=price)
     trial = searcher.ask()  # its first ask: priced at 1.5 x, as the earlier study's last
     raw = searcher.asked_costs[trial.id]["latency_ms"]
     assert trial.costs["latency_ms"] == pytest.approx(1.5 * raw)
     folder, _ = _served(study, 1, ratio=1.0)
-    assert study_price(_study(tmp_path)).ratios == {}  # none named: a fresh calibration
+    assert study_price(_study(tmp_path, dir=str(tmp_path / "plain"))).ratios == {}  # none named
     # the next study calibrated from this one reads this one's own pair, not the carried ones
     third = _study(tmp_path, dir=str(tmp_path / "third"), calibrate_from=[str(folder)])
+    prepare_dir(third, resume=False)
     assert study_price(third).ratios == {"latency_ms": pytest.approx((1.0,))}
+
+
+def test_an_earlier_studys_own_priced_trials_are_read_as_measured_before_training_if_stopped():
+    rows = [
+        {"trial": "10", "status": "completed", "price": '{"latency_ms": 2.0}', "latency_ms": 3.0},
+        {"trial": "2", "status": "stopped", "price": '{"latency_ms": 2.0}', "latency_ms": None}
+        | {"start_latency_ms": 5.0},  # stopped at a rung: timed before training
+        {"trial": "3", "status": "infeasible", "price": '{"latency_ms": 1.0}', "latency_ms": 9.0}
+        | {"refused": True},  # refused on price: never measured
+        {"trial": "4", "status": "completed", "price": '{"latency_ms": 1.0}', "latency_ms": 9.0}
+        | {"warm_from": "/studies/older"},  # another study's trial
+        {"trial": "5", "status": "completed", "price": None, "latency_ms": 9.0},  # unpriced
+        {"trial": "6", "status": "failed", "price": '{"latency_ms": 1.0}', "latency_ms": None},
+    ]
+    assert calibrate.ratios(earlier._priced_records(rows, ["latency_ms"])) == {
+        "latency_ms": [2.5, 1.5]  # in trial order: 2 before 10
+    }
 
 
 @pytest.mark.parametrize(
     "changes, message",
     [
         ({"calibrate_from": "NOWHERE"}, r"calibrate_from: '.*NOWHERE' holds no study"),
+        ({"calibrate_from": "study"}, r"calibrate_from: '.*study' is this study's own folder"),
+        ({"calibrate_from": "empty"}, r"calibrate_from: '.*empty' has no results yet"),
+        ({"calibrate_from": "unbounded"}, r"'.*unbounded' holds no trial priced and then measured"),
         ({"trial": {"epochs": 1, "latency_repeats": 8}}, r"latency_repeats 4 there, 8 here"),
         ({"deploy": "torch"}, r"runtime 'onnxruntime' there, 'torch' here"),
         ({"calibrate_from": 3}, r"calibrate_from: a study folder or a list of them, got 3"),
+        ({"constraints": {}}, r"calibrate_from: this study prices nothing to calibrate"),
     ],
 )
-def test_calibrating_from_a_study_that_timed_otherwise_is_refused_before_anything_is_written(
+def test_calibrating_from_a_study_it_cannot_use_is_refused_before_anything_is_written(
     tmp_path, changes, message
 ):
     _served(_study(tmp_path, name="arch", dir=str(tmp_path / "arch"), trials=2), 1, ratio=1.0)
+    prepare_dir(_study(tmp_path, name="empty", dir=str(tmp_path / "empty")), resume=False)
+    unbounded = _study(tmp_path, name="unbounded", dir=str(tmp_path / "unbounded"), constraints={})
+    _served(unbounded, 1, ratio=1.0)
     raw = {**PRICED, "dir": str(tmp_path / "study"), "calibrate_from": str(tmp_path / "arch")}
     raw |= {
         k: str(tmp_path / v) if k == "calibrate_from" and isinstance(v, str) else v

@@ -255,6 +255,7 @@ def test_pairs_carried_from_an_earlier_study_calibrate_the_first_ask(name):
     _run(searcher, 20, ratio=2.0)  # this study's own pairs join the carried ones
     assert searcher.price_factors() == {"cost": pytest.approx(2.0)}
     again = _carried([1.0] * 18 + [1.2] * 2, name=name)
+    assert again.price_factors() == {"cost": pytest.approx(1.2)}  # read before the load
     again.load_state_dict(json.loads(json.dumps(searcher.state_dict())))
     assert again.price_factors() == searcher.price_factors()  # the price carries them on load
     assert again.price_factors(upto=0) == {"cost": pytest.approx(1.2)}
