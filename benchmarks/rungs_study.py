@@ -121,11 +121,8 @@ def run_study(task, folder, *, seed, bound, budget, searcher="bo", rungs=True) -
         patches.enter_context(mock.patch.object(runner, "_fit", timed_fit(runner._fit, deadline)))
         if not rungs:  # the searcher's `max_fidelity`: None
             patches.enter_context(mock.patch.object(resume, "max_steps", lambda *a, **o: None))
-        table = runner.run(study)
-    return [
-        {**row, "finish_s": row["time"].timestamp() - start, "time": None}
-        for row in joint.rows_of(table)
-    ]
+        rows = joint.run_study(study)  # one its price stopped keeps its rows (`joint.STOPS`)
+    return [{**row, "finish_s": row["time"].timestamp() - start, "time": None} for row in rows]
 
 
 def timed_fit(fit, deadline: float):
@@ -342,17 +339,20 @@ KEPT = ("status", "finish_s", "val_acc", "test_acc", "latency_ms", "size_bytes",
 
 def one_run(task: str, method: str, *, seed: int, bound: float, budget: float) -> dict:
     """One method on one seed: its trials (what `KEPT` names, and their configs) and curve."""
+    stops = len(joint.STOPS)
     with tempfile.TemporaryDirectory() as folder:
         start = time.perf_counter()
         trials = RUNS[method](task, Path(folder), seed=seed, bound=bound, budget=budget)
         wall = time.perf_counter() - start
+    stopped = joint.STOPS[stops] if len(joint.STOPS) > stops else None  # on its refusals
     kept = [
         {k: v for k, v in t.items() if k in KEPT or k.startswith(("arch.", "train.", "compress."))}
         for t in trials
     ]
     points = curve(kept, bound)
     completed = sum(t["status"] == "completed" for t in kept)
-    return {"wall_s": wall, "trials": len(kept), "completed": completed, "curve": points} | {
+    return {"wall_s": wall, "trials": len(kept), "completed": completed, "stopped": stopped} | {
+        "curve": points,
         "final_best": final_best(points, budget=budget),
         "rows": kept,
     }
